@@ -1,0 +1,61 @@
+"""opero: resilient, parallel calls to slow, flaky, rate-limited things, notebook first.
+
+``@opero`` makes one call resilient (retries, fallbacks, timeout, cache, rate limit);
+``@opmap`` maps such a function over many items in parallel without letting one bad item
+kill the run. ``%load_ext opero`` adds cell magics and a live dashboard in Jupyter.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._bridge import run
+from ._cache import clear_cache
+from ._decorator import opero
+from ._errors import AllFailedError, ConfigurationError, OperoError, WorkerLostError
+from ._map import opmap
+from ._options import configure
+from ._telemetry import configure_logging, stats
+from ._testing import testing
+
+__all__ = [
+    "AllFailedError",
+    "ConfigurationError",
+    "OperoError",
+    "WorkerLostError",
+    "__version__",
+    "clear_cache",
+    "configure",
+    "configure_logging",
+    "opero",
+    "opmap",
+    "run",
+    "stats",
+    "testing",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # Resolved on first use: importlib.metadata is slow to import (SPEC §1, light import).
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("opero")
+        except PackageNotFoundError:
+            return "0.0.0+unknown"
+    raise AttributeError(f"module 'opero' has no attribute {name!r}")
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext opero``: register the ``%opero``/``%%opero`` magics (SPEC §8)."""
+    from .notebook import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext opero``."""
+    from .notebook import unload_ipython_extension as unload
+
+    unload(ipython)

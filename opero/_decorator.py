@@ -1,0 +1,134 @@
+"""``@opero``: one resilient call (retries, fallbacks, timeout, cache, rate limit, telemetry)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, ParamSpec, Protocol, TypeVar, overload
+
+from ._options import Options, resolve_options
+from ._policy import Plan
+from ._telemetry import FunctionStats
+
+__all__ = ["OperoFunction", "build_plan", "opero", "qualified_name"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
+
+
+class OperoFunction(Protocol[P, R_co]):
+    """What ``@opero`` returns: the function, same signature, plus ``stats``/``cache_clear``."""
+
+    __wrapped__: Callable[P, R_co]
+
+    @property
+    def stats(self) -> FunctionStats:
+        """Live counters of this function (SPEC §7)."""
+        ...
+
+    def cache_clear(self) -> None:
+        """Drop this function's cached results."""
+        ...
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co:  # noqa: D102
+        ...
+
+
+def qualified_name(func: Callable[..., Any]) -> str:
+    """``module.qualname`` of a function: its name in stats, logs and limiter scopes."""
+    return f"{getattr(func, '__module__', None) or '__main__'}.{getattr(func, '__qualname__', repr(func))}"
+
+
+def build_plan(func: Callable[..., Any], options: Options) -> Plan:
+    """The call plan of ``func`` (shared by ``@opero`` and ``@opmap``)."""
+    return Plan(func, options, qualified_name(func))
+
+
+def _unwrap_method(func: Any) -> tuple[Callable[..., Any], Callable[[Any], Any] | None]:
+    if isinstance(func, classmethod):
+        return func.__func__, classmethod
+    if isinstance(func, staticmethod):
+        return func.__func__, staticmethod
+    return func, None
+
+
+def _attach(wrapper: Any, plan: Plan) -> None:
+    wrapper.stats = plan.stats
+    wrapper.cache_clear = plan.cache.clear if plan.cache is not None else _no_cache
+    wrapper._opero_plan = plan
+
+
+def _no_cache() -> None:
+    """Nothing to clear: this function does not cache."""
+
+
+def _wrap(func: Callable[..., Any], options: Options) -> Any:
+    plan = build_plan(func, options)
+    if plan.is_async:
+        call_async = plan.call_async
+
+        @functools.wraps(func)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            return await call_async(args, kwargs)
+
+        _attach(async_wrapper, plan)
+        return async_wrapper
+
+    call_sync = plan.call_sync
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return call_sync(args, kwargs)
+
+    _attach(wrapper, plan)
+    return wrapper
+
+
+@overload
+def opero(func: Callable[P, R], /) -> OperoFunction[P, R]: ...
+
+
+@overload
+def opero(func: None = None, /, **options: Any) -> Callable[[Callable[P, R]], OperoFunction[P, R]]: ...
+
+
+def opero(func: Callable[P, R] | None = None, /, **options: Any) -> Any:
+    """Make a function resilient: retries, fallbacks, timeout, cache, rate limit, telemetry.
+
+    Use it bare (``@opero``) or with options (``@opero(retries=3, cache=True)``), on plain
+    and ``async def`` functions, methods, classmethods and staticmethods. The result keeps
+    the function's name, docstring and signature, exposes the original as ``__wrapped__``,
+    and adds ``.stats`` and ``.cache_clear()``.
+
+    Example:
+        >>> from opero import opero
+        >>> @opero(retries=2, cache=True)
+        ... def double(x: int) -> int:
+        ...     return 2 * x
+        >>> double(21)
+        42
+
+    Args:
+        func: the function, when used bare.
+        **options: any option of SPEC §2 (``retries``, ``backoff_factor``, ``min_delay``,
+            ``max_delay``, ``jitter``, ``retry_on``, ``arg_fallback``, ``timeout``,
+            ``cache``, ``cache_ttl``, ``cache_key``, ``cache_namespace``,
+            ``cache_backend``, ``cache_backend_config``, ``rate_limit``,
+            ``rate_limit_scope``, ``rate_burst``, ``rate_limit_backend``, ``on_retry``,
+            ``on_success``, ``on_failure``, ``on_cache_hit``). opmap's options (``mode``,
+            ``workers``, ``ordered``, ``progress``, ``chunksize``) are accepted and ignored.
+
+    Raises:
+        ConfigurationError: an unknown option or an invalid value, at decoration time.
+    """
+
+    def decorate(f: Callable[P, R]) -> OperoFunction[P, R]:
+        target, rewrap = _unwrap_method(f)
+        wrapped = _wrap(target, resolve_options(options, target))
+        return rewrap(wrapped) if rewrap is not None else wrapped  # type: ignore[no-any-return]
+
+    if func is not None:
+        return decorate(func)
+    resolve_options(options)  # fail at decoration time even before the function is known
+    return decorate

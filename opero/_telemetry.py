@@ -1,0 +1,354 @@
+"""Events, counters and their subscribers: the logger, callbacks, stats and the dashboard.
+
+Every layer reports through a :class:`Recorder`. Counters are updated on every call (cheap,
+under one lock); :class:`Event` records are only built when someone listens: the ``opero``
+logger at that level, a callback, or a subscriber (the notebook dashboard is one).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ._options import Options
+
+__all__ = ["Event", "FunctionStats", "Recorder", "configure_logging", "logger", "stats", "subscribe"]
+
+logger = logging.getLogger("opero")
+# A library must not print through logging's last-resort handler; configure_logging() opts in.
+logger.addHandler(logging.NullHandler())
+
+#: Event kinds, and the level each is logged at.
+LEVELS: dict[str, int] = {
+    "cache_hit": logging.INFO,
+    "cache_miss": logging.INFO,
+    "cache_error": logging.WARNING,
+    "rate_wait": logging.INFO,
+    "attempt_failed": logging.INFO,
+    "fallback": logging.INFO,
+    "retry": logging.INFO,
+    "timeout": logging.INFO,
+    "success": logging.DEBUG,
+    "failure": logging.INFO,
+}
+_CALLBACK_OF = {
+    "retry": "on_retry",
+    "success": "on_success",
+    "failure": "on_failure",
+    "cache_hit": "on_cache_hit",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One thing that happened inside a decorated call.
+
+    Attributes:
+        kind: one of ``LEVELS`` (``"retry"``, ``"cache_hit"``, ``"failure"``, ...).
+        func: qualified name of the decorated function.
+        time: wall-clock time (``time.time()``) of the event.
+        attempt: 1-based attempt number within the call, when it applies.
+        round: 1-based retry round, when it applies.
+        candidate: index of the fallback candidate in use, when it applies.
+        delay: seconds slept (retry backoff) or waited (rate limit).
+        error: the exception of a failed attempt or call.
+        item: the opmap item being processed, when known.
+        pid: process that produced the event (workers report home, SPEC §7).
+    """
+
+    kind: str
+    func: str
+    time: float
+    attempt: int | None = None
+    round: int | None = None
+    candidate: int | None = None
+    delay: float | None = None
+    error: BaseException | None = None
+    item: Any = None
+    pid: int = 0
+
+    def message(self) -> str:
+        """One human line for the log."""
+        parts = [f"{self.func}: {self.kind}"]
+        if self.attempt is not None:
+            parts.append(f"attempt {self.attempt}")
+        if self.candidate is not None:
+            parts.append(f"candidate {self.candidate}")
+        if self.delay is not None:
+            parts.append(f"{'waited' if self.kind == 'rate_wait' else 'delay'} {self.delay:.3f}s")
+        if self.error is not None:
+            parts.append(f"{type(self.error).__name__}: {self.error}")
+        return ", ".join(parts)
+
+
+_COUNTERS = (
+    "calls",
+    "successes",
+    "failures",
+    "attempts",
+    "retries",
+    "fallbacks",
+    "cache_hits",
+    "cache_misses",
+    "rate_waits",
+    "rate_wait_seconds",
+    "timeouts",
+)
+_LATENCY_WINDOW = 4096
+
+
+class FunctionStats:
+    """Thread-safe counters of one decorated function (``fn.stats``).
+
+    Counters are attributes (``fn.stats.retries``) and keys (``fn.stats["retries"]``);
+    :meth:`as_dict` adds latency (mean, p50, p95 over the last 4096 calls) and throughput.
+    """
+
+    __slots__ = (*_COUNTERS, "name", "in_flight", "_lock", "_latencies", "_first", "_last")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        """Zero every counter."""
+        with self._lock:
+            for c in _COUNTERS:
+                setattr(self, c, 0)
+            self.rate_wait_seconds = 0.0
+            self.in_flight = 0
+            self._latencies: deque[float] = deque(maxlen=_LATENCY_WINDOW)
+            self._first = 0.0
+            self._last = 0.0
+
+    def __getitem__(self, key: str) -> Any:
+        return self.as_dict()[key]
+
+    def add(self, **deltas: float) -> None:
+        """Add to counters, e.g. ``add(retries=1)``."""
+        with self._lock:
+            for k, v in deltas.items():
+                setattr(self, k, getattr(self, k) + v)
+
+    def begin(self) -> None:
+        """A call starts."""
+        with self._lock:
+            self.calls += 1
+            self.in_flight += 1
+            if not self._first:
+                self._first = time.time()
+
+    def end(self, ok: bool, latency: float, attempts: int = 0) -> None:
+        """A call ends, successfully or not, after ``latency`` seconds (plus its first attempt)."""
+        with self._lock:
+            self.in_flight -= 1
+            self.attempts += attempts
+            if ok:
+                self.successes += 1
+            else:
+                self.failures += 1
+            self._latencies.append(latency)
+            self._last = time.time()
+
+    def export(self) -> dict[str, Any]:
+        """Raw counters and latencies, to send from a worker to the parent."""
+        with self._lock:
+            out: dict[str, Any] = {c: getattr(self, c) for c in _COUNTERS}
+            out["latencies"] = list(self._latencies)
+            out["first"], out["last"] = self._first, self._last
+        return out
+
+    def merge(self, exported: dict[str, Any]) -> None:
+        """Add counters exported by a worker (see :meth:`export`)."""
+        with self._lock:
+            for c in _COUNTERS:
+                setattr(self, c, getattr(self, c) + exported.get(c, 0))
+            self._latencies.extend(exported.get("latencies", ()))
+            first, last = exported.get("first", 0.0), exported.get("last", 0.0)
+            if first and (not self._first or first < self._first):
+                self._first = first
+            self._last = max(self._last, last)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every counter plus latency mean/p50/p95 (seconds) and throughput (calls/s)."""
+        with self._lock:
+            out: dict[str, Any] = {"function": self.name}
+            out.update({c: getattr(self, c) for c in _COUNTERS})
+            out["in_flight"] = self.in_flight
+            lat = sorted(self._latencies)
+            span = self._last - self._first
+            done = self.successes + self.failures
+        out["latency_mean"] = sum(lat) / len(lat) if lat else None
+        out["latency_p50"] = lat[len(lat) // 2] if lat else None
+        out["latency_p95"] = lat[min(len(lat) - 1, int(len(lat) * 0.95))] if lat else None
+        out["throughput"] = done / span if span > 0 else None
+        lookups = out["cache_hits"] + out["cache_misses"]
+        out["cache_hit_rate"] = out["cache_hits"] / lookups if lookups else None
+        return out
+
+    def __repr__(self) -> str:
+        d = self.as_dict()
+        keys = ("calls", "successes", "failures", "retries", "cache_hits", "rate_waits", "in_flight")
+        return f"<FunctionStats {self.name}: " + ", ".join(f"{k}={d[k]}" for k in keys) + ">"
+
+    def _repr_html_(self) -> str:
+        import html
+
+        rows = "".join(
+            f"<tr><th style='text-align:left'>{html.escape(k)}</th><td>{_fmt(v)}</td></tr>"
+            for k, v in self.as_dict().items()
+        )
+        return f"<table class='opero-stats'>{rows}</table>"
+
+
+def _fmt(value: Any) -> str:
+    import html
+
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return html.escape(str(value))
+
+
+# name -> stats of every decorated function in this process (the latest definition wins,
+# so re-running a notebook cell does not leave a stale row behind).
+_registry: dict[str, FunctionStats] = {}
+_registry_lock = threading.Lock()
+_subscribers: list[tuple[Callable[[Event], None], frozenset[str] | None]] = []
+
+
+def register(name: str) -> FunctionStats:
+    """Create the stats of a newly decorated function."""
+    st = FunctionStats(name)
+    with _registry_lock:
+        _registry[name] = st
+    return st
+
+
+def lookup(name: str) -> FunctionStats:
+    """The stats registered under ``name``, created when missing (used by worker relays)."""
+    with _registry_lock:
+        st = _registry.get(name)
+        if st is None:
+            st = _registry[name] = FunctionStats(name)
+        return st
+
+
+def all_stats() -> list[FunctionStats]:
+    """Every registered function's stats."""
+    with _registry_lock:
+        return list(_registry.values())
+
+
+def subscribe(callback: Callable[[Event], None], kinds: Iterable[str] | None = None) -> Callable[[], None]:
+    """Call ``callback(event)`` for every event (of ``kinds``); returns an unsubscribe function."""
+    entry = (callback, frozenset(kinds) if kinds is not None else None)
+    _subscribers.append(entry)
+
+    def unsubscribe() -> None:
+        try:
+            _subscribers.remove(entry)
+        except ValueError:
+            pass
+
+    return unsubscribe
+
+
+def dispatch(event: Event) -> None:
+    """Send an event that happened elsewhere (a worker) to the logger and subscribers."""
+    level = LEVELS.get(event.kind, logging.INFO)
+    if logger.isEnabledFor(level):
+        logger.log(level, "%s", event.message())
+    for callback, kinds in list(_subscribers):
+        if kinds is None or event.kind in kinds:
+            _safe(callback, event)
+
+
+def _safe(callback: Callable[[Event], None], event: Event) -> None:
+    try:
+        callback(event)
+    except Exception:  # a broken listener must never break the user's call
+        logger.exception("opero: event listener %r failed", callback)
+
+
+class Recorder:
+    """Reports one decorated function's events: counters always, events when listened to."""
+
+    __slots__ = ("name", "stats", "_callbacks", "relay")
+
+    def __init__(self, name: str, options: Options) -> None:
+        self.name = name
+        self.stats = register(name)
+        self._callbacks = {
+            kind: cb for kind, attr in _CALLBACK_OF.items() if (cb := getattr(options, attr)) is not None
+        }
+        #: When set (inside a process worker), events are appended here to travel home.
+        self.relay: list[Event] | None = None
+
+    def wants(self, kind: str) -> bool:
+        """Whether building an Event of ``kind`` is worth it (someone listens)."""
+        return (
+            kind in self._callbacks
+            or self.relay is not None
+            or bool(_subscribers)
+            or logger.isEnabledFor(LEVELS[kind])
+        )
+
+    def emit(self, kind: str, **fields: Any) -> None:
+        """Build and deliver an Event when anyone listens."""
+        if not self.wants(kind):
+            return
+        event = Event(kind, self.name, time.time(), pid=os.getpid(), **fields)
+        if self.relay is not None:
+            self.relay.append(event)
+        dispatch(event)
+        cb = self._callbacks.get(kind)
+        if cb is not None:
+            _safe(cb, event)
+
+
+def configure_logging(level: int | str = logging.INFO, format: str | None = None) -> logging.Logger:  # noqa: A002
+    """Send the ``opero`` logger's records to stderr at ``level`` and return the logger.
+
+    Args:
+        level: a logging level (``logging.INFO``) or its name (``"DEBUG"``).
+        format: a ``logging.Formatter`` format string; a compact default when None.
+    """
+    if isinstance(level, str):
+        level = logging.getLevelName(level.upper())
+        if not isinstance(level, int):
+            from ._errors import ConfigurationError
+
+            raise ConfigurationError(f"unknown log level; use one of DEBUG, INFO, WARNING, ERROR")
+    logger.setLevel(level)
+    handler = next((h for h in logger.handlers if getattr(h, "_opero", False)), None)
+    if handler is None:
+        handler = logging.StreamHandler()
+        handler._opero = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    handler.setFormatter(logging.Formatter(format or "%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    return logger
+
+
+def stats() -> pd.DataFrame:
+    """Every decorated function's counters as a pandas DataFrame, one row per function."""
+    import pandas as pd
+
+    rows = [s.as_dict() for s in all_stats()]
+    frame = pd.DataFrame(rows)
+    if rows:
+        frame = frame.set_index("function")
+    return frame
+
+
+if level_name := os.environ.get("OPERO_LOG_LEVEL"):
+    configure_logging(level_name)
