@@ -53,7 +53,7 @@ class CacheBackend(Protocol):
 class ArgumentBinder:
     """Binds a call's arguments to parameter names with defaults applied, fast when simple."""
 
-    __slots__ = ("signature", "names", "defaults", "simple")
+    __slots__ = ("defaults", "names", "signature", "simple")
 
     def __init__(self, func: Callable[..., Any]) -> None:
         self.signature = inspect.signature(func)
@@ -84,9 +84,14 @@ class _Unhashable(Exception):
     pass
 
 
-def _typed(value: Any) -> Any:
-    # Typed keys: f(1), f(1.0) and f(True) must not share an entry.
-    hash(value)
+def _memory_part(value: Any) -> Any:
+    # Typed keys: f(1), f(1.0) and f(True) must not share an entry. Hashable values (self
+    # included: its own hash and equality, identity by default) key by themselves; the
+    # others (lists, dicts, arrays, frames) by content through joblib.hash.
+    try:
+        hash(value)
+    except TypeError:
+        return ("#", value.__class__, _content_hash(value))
     return (value.__class__, value)
 
 
@@ -119,14 +124,11 @@ class KeyBuilder:
             if self.custom is not None:
                 part: Any = self.custom(**bound)
                 if self.persistent:
-                    return _content_hash((self.identity, "custom", part))
+                    return _persistent_hash((self.identity, "custom", part))
                 return (*self.identity, "custom", part if _hashable(part) else _content_hash(part))
             if self.persistent:
-                return _content_hash((self.identity, _typed_items(bound)))
-            try:
-                return (*self.identity, tuple(map(_typed, bound.values())))
-            except TypeError:
-                return (*self.identity, "hash", _content_hash(_typed_items(bound)))
+                return _persistent_hash((self.identity, _typed_items(bound)))
+            return (*self.identity, tuple(map(_memory_part, bound.values())))
         except _Unhashable as exc:
             if not self._warned:
                 self._warned = True
@@ -152,6 +154,28 @@ def _typed_items(bound: Mapping[str, Any]) -> tuple[Any, ...]:
     return tuple((k, type(v).__qualname__, v) for k, v in bound.items())
 
 
+#: Exact types whose ``repr`` is deterministic across processes and runs (no hash seeds, no
+#: addresses), so a persistent key can skip ``joblib.hash`` (~16 µs) for them.
+_PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
+
+
+def _plain(value: Any) -> bool:
+    cls = value.__class__
+    if cls in _PLAIN:
+        return True
+    return cls is tuple and all(map(_plain, value))
+
+
+def _persistent_hash(value: tuple[Any, ...]) -> str:
+    """A stable key for disk/redis: blake2b of the repr for plain values, else ``joblib.hash``."""
+    if _plain(value):
+        import hashlib
+
+        # "p" keeps this key space apart from joblib's hex digests.
+        return "p" + hashlib.blake2b(repr(value).encode(), digest_size=16).hexdigest()
+    return _content_hash(value)
+
+
 def _content_hash(value: Any) -> str:
     import joblib
 
@@ -167,15 +191,22 @@ def _source_hash(func: Callable[..., Any]) -> str:
     try:
         source = inspect.getsource(func)
     except (OSError, TypeError):
+        # No source file (``python -c``, exec'd code): the bytecode alone would miss an edited
+        # constant, so hash the code objects' bytecode, constants and names recursively.
         code = getattr(func, "__code__", None)
-        source = repr(code.co_code) if code is not None else func.__qualname__
+        source = _code_fingerprint(code) if code is not None else func.__qualname__
     return hashlib.sha256(source.encode()).hexdigest()[:16]
+
+
+def _code_fingerprint(code: Any) -> str:
+    consts = tuple(_code_fingerprint(c) if inspect.iscode(c) else repr(c) for c in code.co_consts)
+    return repr((code.co_code, consts, code.co_names))
 
 
 class MemoryCache:
     """A bounded, thread-safe LRU with per-entry expiry, private to this process."""
 
-    __slots__ = ("namespace", "max_size", "_data", "_lock", "__weakref__")
+    __slots__ = ("__weakref__", "_data", "_lock", "max_size", "namespace")
 
     def __init__(self, namespace: str, max_size: int = 10_000) -> None:
         self.namespace = namespace

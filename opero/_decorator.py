@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, ParamSpec, Protocol, TypeVar, overload
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 
 from ._options import Options, resolve_options
 from ._policy import Plan
@@ -14,13 +14,14 @@ __all__ = ["OperoFunction", "build_plan", "opero", "qualified_name"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
-R_co = TypeVar("R_co", covariant=True)
+P2 = ParamSpec("P2")
+S = TypeVar("S")
 
 
-class OperoFunction(Protocol[P, R_co]):
+class OperoFunction(Protocol[P, R]):
     """What ``@opero`` returns: the function, same signature, plus ``stats``/``cache_clear``."""
 
-    __wrapped__: Callable[P, R_co]
+    __wrapped__: Callable[P, R]
 
     @property
     def stats(self) -> FunctionStats:
@@ -31,8 +32,19 @@ class OperoFunction(Protocol[P, R_co]):
         """Drop this function's cached results."""
         ...
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co:  # noqa: D102
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         ...
+
+    # Methods: accessed on an instance, the first parameter (self) is bound.
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> OperoFunction[P, R]: ...
+
+    @overload
+    def __get__(
+        self: OperoFunction[Concatenate[S, P2], R], obj: S, owner: type | None = None
+    ) -> OperoFunction[P2, R]: ...
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any: ...
 
 
 def qualified_name(func: Callable[..., Any]) -> str:

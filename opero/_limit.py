@@ -7,8 +7,11 @@ the theoretical arrival time ``tat`` advances by ``1/r`` per grant), sleeps unti
 waker cannot squeeze two starts closer than the interval. Sleeping is the driver's job
 (``time.sleep`` or ``asyncio.sleep``), so one limiter serves threads and every event loop.
 
-The state lives in a :class:`Store`; this module has the in-process one. The machine-wide
-(``/dev/shm`` + ``flock``) and cluster-wide (redis) stores plug in through ``_backends``.
+The state lives in a :class:`Store`, which runs each GCRA step atomically: this module has
+the algorithm (:func:`gcra_reserve`, :func:`gcra_confirm`) and the in-process store; the
+machine-wide store (``_shmstore``: a file in ``/dev/shm`` under ``flock``) runs the same
+Python steps, the cluster-wide one (``_redislimit``) runs them as one Lua script on the
+server's clock. ``_backends.make_limiter_store`` picks one.
 """
 
 from __future__ import annotations
@@ -17,29 +20,78 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from ._errors import ConfigurationError
 from ._options import Options
 from ._testing import state as testing_state
 
-__all__ = ["Limiter", "LocalStore", "Store", "get_limiter"]
+__all__ = ["Limiter", "LocalStore", "Store", "TransactStore", "gcra_confirm", "gcra_reserve", "get_limiter"]
 
 #: The clock every store shares; CLOCK_MONOTONIC is system-wide on Linux, so processes agree.
 clock = time.monotonic
 
 
+def gcra_reserve(
+    now: float, tat: float, last: float, interval: float, burst: int
+) -> tuple[float, float, float]:
+    """GCRA, step 1: take the next start slot; return ``(delay, tat, last)``.
+
+    The theoretical arrival time ``tat`` advances by ``interval`` per grant; a grant may start
+    ``(burst - 1) * interval`` before it. The Lua script in ``_redislimit`` is this same step.
+    """
+    tat = max(tat, now)
+    start = max(now, tat - (burst - 1) * interval)
+    return start - now, tat + interval, last
+
+
+def gcra_confirm(
+    now: float, tat: float, last: float, interval: float, burst: int
+) -> tuple[float, float, float]:
+    """GCRA, step 2, after sleeping the delay: with ``burst == 1`` the previous real start must be
+    ``interval`` ago (a late waker must not start right after an early one); return
+    ``(delay, tat, last)``, delay > 0 meaning "sleep that long and confirm again"."""
+    if burst == 1 and now < last + interval:
+        return last + interval - now, tat, last
+    return 0.0, tat, max(last, now)
+
+
 class Store(Protocol):
-    """Atomic read-modify-write of a limiter's state ``(tat, last_start)``."""
+    """Where a limiter's shared state lives; each method is one atomic GCRA step."""
+
+    def reserve(self, interval: float, burst: int) -> float:
+        """Run :func:`gcra_reserve` atomically on the shared state; return the delay."""
+
+    def confirm(self, interval: float, burst: int) -> float:
+        """Run :func:`gcra_confirm` atomically on the shared state; return the delay."""
+
+
+class TransactStore:
+    """Base of stores that run the Python GCRA steps under their own lock (``transact``)."""
+
+    __slots__ = ()
 
     def transact(self, update: Callable[[float, float, float], tuple[float, float, float]]) -> float:
         """Run ``update(now, tat, last) -> (result, tat, last)`` atomically; return result."""
+        raise NotImplementedError
+
+    def reserve(self, interval: float, burst: int) -> float:
+        """One atomic :func:`gcra_reserve`."""
+        return self.transact(lambda now, tat, last: gcra_reserve(now, tat, last, interval, burst))
+
+    def confirm(self, interval: float, burst: int) -> float:
+        """One atomic :func:`gcra_confirm`."""
+        return self.transact(lambda now, tat, last: gcra_confirm(now, tat, last, interval, burst))
 
 
-class LocalStore:
-    """State shared by the threads and async tasks of this process."""
+class LocalStore(TransactStore):
+    """State shared by the threads and async tasks of this process only.
 
-    __slots__ = ("_lock", "_tat", "_last")
+    A copy pickled into another process starts with fresh state (it is not shared); the
+    machine-wide store of ``_shmstore`` is the one opero uses for decorated functions.
+    """
+
+    __slots__ = ("_last", "_lock", "_tat")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -47,13 +99,20 @@ class LocalStore:
         self._last = float("-inf")
 
     def transact(self, update: Callable[[float, float, float], tuple[float, float, float]]) -> float:
+        """Run ``update(now, tat, last)`` under this process's lock."""
         with self._lock:
             result, self._tat, self._last = update(clock(), self._tat, self._last)
             return result
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (LocalStore, ())
+
 
 class Limiter:
     """A rate limit: ``rate`` starts per second, ``burst`` back to back.
+
+    Limiters pickle (for process and dask workers): the copy keeps the same store, so with a
+    machine-wide or redis store it draws on the same budget.
 
     Attributes:
         name: the function or scope it limits.
@@ -62,7 +121,7 @@ class Limiter:
         store: where the shared state lives.
     """
 
-    __slots__ = ("name", "rate", "burst", "interval", "store", "grants", "waited")
+    __slots__ = ("burst", "grants", "interval", "name", "rate", "store", "waited")
 
     def __init__(self, name: str, rate: float, burst: int = 1, store: Store | None = None) -> None:
         self.name = name
@@ -75,26 +134,20 @@ class Limiter:
         self.grants = 0
         self.waited = 0.0
 
-    def _reserve(self, now: float, tat: float, last: float) -> tuple[float, float, float]:
-        tat = max(tat, now)
-        start = max(now, tat - (self.burst - 1) * self.interval)
-        return start - now, tat + self.interval, last
-
-    def _confirm(self, now: float, tat: float, last: float) -> tuple[float, float, float]:
-        if self.burst == 1 and now < last + self.interval:
-            return last + self.interval - now, tat, last
-        return 0.0, tat, max(last, now)
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Limiter, (self.name, self.rate, self.burst, self.store))
 
     def acquire(self) -> float:
         """Block the calling thread until an attempt may start; return seconds waited."""
         if testing_state.active:
             return 0.0
         begin = clock()
-        delay = self.store.transact(self._reserve)
+        store, interval, burst = self.store, self.interval, self.burst
+        delay = store.reserve(interval, burst)
         while True:
             if delay > 0:
                 time.sleep(delay)
-            delay = self.store.transact(self._confirm)
+            delay = store.confirm(interval, burst)
             if delay <= 0:
                 break
         return self._granted(clock() - begin)
@@ -104,11 +157,12 @@ class Limiter:
         if testing_state.active:
             return 0.0
         begin = clock()
-        delay = self.store.transact(self._reserve)
+        store, interval, burst = self.store, self.interval, self.burst
+        delay = store.reserve(interval, burst)
         while True:
             if delay > 0:
                 await asyncio.sleep(delay)
-            delay = self.store.transact(self._confirm)
+            delay = store.confirm(interval, burst)
             if delay <= 0:
                 break
         return self._granted(clock() - begin)

@@ -99,7 +99,7 @@ def _is_exception_class(value: Any) -> bool:
     return isinstance(value, type) and issubclass(value, BaseException)
 
 
-def _validate(o: Options) -> None:  # noqa: C901 - one flat list of rules reads best
+def _validate(o: Options) -> None:
     if not isinstance(o.retries, int) or isinstance(o.retries, bool) or o.retries < 0:
         raise _bad("retries", o.retries, "an integer >= 0")
     if not _is_number(o.backoff_factor) or o.backoff_factor < 1:
@@ -143,9 +143,7 @@ def _validate(o: Options) -> None:  # noqa: C901 - one flat list of rules reads 
         raise _bad("cache_backend_config", o.cache_backend_config, "a dict of backend settings")
     if o.rate_limit is not None and (not _is_number(o.rate_limit) or o.rate_limit <= 0):
         raise _bad("rate_limit", o.rate_limit, "None or a number of calls per second > 0")
-    if o.rate_limit_scope is not None and (
-        not isinstance(o.rate_limit_scope, str) or not o.rate_limit_scope
-    ):
+    if o.rate_limit_scope is not None and (not isinstance(o.rate_limit_scope, str) or not o.rate_limit_scope):
         raise _bad("rate_limit_scope", o.rate_limit_scope, "None or a non-empty string")
     if o.rate_limit_scope is not None and o.rate_limit is None:
         raise ConfigurationError(

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 from tenacity import wait_exponential
 
-from ._cache import MISS, make_cache
+from ._cache import MISS, CacheBackend, KeyBuilder, make_cache
 from ._errors import AllFailedError
 from ._limit import get_limiter
 from ._options import Options
@@ -56,7 +56,7 @@ class _RoundState:
 class _Fallback:
     """Where the ``arg_fallback`` parameter sits and how to swap its candidates in."""
 
-    __slots__ = ("name", "index", "default")
+    __slots__ = ("default", "index", "name")
 
     def __init__(self, func: Callable[..., Any], name: str) -> None:
         self.name = name
@@ -70,7 +70,9 @@ class _Fallback:
             if p.default is not inspect.Parameter.empty:
                 self.default = p.default
 
-    def candidates(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> list[Any] | tuple[Any, ...] | None:
+    def candidates(
+        self, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> list[Any] | tuple[Any, ...] | None:
         if self.name in kwargs:
             value = kwargs[self.name]
         elif self.index is not None and self.index < len(args):
@@ -116,7 +118,8 @@ class Plan:
         self.stats = self.recorder.stats
         self.limiter = get_limiter(options, name)
         cache = make_cache(func, options)
-        self.keys, self.cache = cache if cache is not None else (None, None)
+        self.keys: KeyBuilder | None = cache[0] if cache is not None else None
+        self.cache: CacheBackend | None = cache[1] if cache is not None else None
         self.timeout = options.timeout
         self._wait = wait_exponential(
             multiplier=options.min_delay,

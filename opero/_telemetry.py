@@ -115,6 +115,19 @@ class FunctionStats:
 
     __slots__ = (*_COUNTERS, "name", "in_flight", "_lock", "_latencies", "_first", "_last")
 
+    calls: int
+    successes: int
+    failures: int
+    attempts: int
+    retries: int
+    fallbacks: int
+    cache_hits: int
+    cache_misses: int
+    rate_waits: int
+    rate_wait_seconds: float
+    timeouts: int
+    in_flight: int
+
     def __init__(self, name: str) -> None:
         self.name = name
         self._lock = threading.Lock()
@@ -283,7 +296,7 @@ def _safe(callback: Callable[[Event], None], event: Event) -> None:
 class Recorder:
     """Reports one decorated function's events: counters always, events when listened to."""
 
-    __slots__ = ("name", "stats", "_callbacks", "relay")
+    __slots__ = ("_callbacks", "name", "relay", "stats")
 
     def __init__(self, name: str, options: Options) -> None:
         self.name = name
@@ -328,7 +341,7 @@ def configure_logging(level: int | str = logging.INFO, format: str | None = None
         if not isinstance(level, int):
             from ._errors import ConfigurationError
 
-            raise ConfigurationError(f"unknown log level; use one of DEBUG, INFO, WARNING, ERROR")
+            raise ConfigurationError("unknown log level; use one of DEBUG, INFO, WARNING, ERROR")
     logger.setLevel(level)
     handler = next((h for h in logger.handlers if getattr(h, "_opero", False)), None)
     if handler is None:

@@ -40,7 +40,7 @@ class TestingSwitch:
         state.active, state.cache = self._previous
 
 
-def testing(enabled: bool = True, *, cache: bool = True) -> TestingSwitch:
+def testing(enabled: bool = True, *, cache: bool = True) -> TestingSwitch:  # noqa: PT028
     """Turn testing mode on (or off) at once; use it bare or as a context manager.
 
     In testing mode retry backoff sleeps and rate-limit waits are skipped, so users' test

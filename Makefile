@@ -1,0 +1,61 @@
+# opero's two front doors: `make demo` (the main job) and `make test` (everything CI runs).
+# Both work on a fresh machine: they create .venv and install what they need.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+APT := DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300
+
+.PHONY: demo test venv system lint typecheck unit browser bench docs clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -U pip
+	$(BIN)/python -m pip install -q -e ".[all]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## The main job: 1,000 flaky, rate-limited, key-protected calls through opmap, then again from cache.
+demo:
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -c "import opero, tqdm, pandas" 2>/dev/null || $(BIN)/python -m pip install -q -e ".[pandas]"
+	$(BIN)/python -m opero.demo.job
+
+## Debian services the tests use for real: redis-server and chromium (installed when missing, as root).
+system:
+	@missing=""; command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then $(APT) update -qq && $(APT) install -y -qq $$missing; \
+	  else echo "please install:$$missing (needs root)"; fi; \
+	fi
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check opero tests benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+## Everything except the browser tests (those run in a loopback-only network namespace below).
+unit: $(STAMP) system
+	$(BIN)/python -m pytest -m "not browser" -q
+
+browser: $(STAMP) system
+	@if unshare -n true 2>/dev/null; then \
+	  unshare -n sh -c 'ip link set lo up && exec "$$@"' sh $(BIN)/python -m pytest -m browser -q -p no:cacheprovider; \
+	else $(BIN)/python -m pytest -m browser -q -p no:cacheprovider; fi
+
+test: lint typecheck unit browser
+
+bench: $(STAMP)
+	for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict
+
+clean:
+	rm -rf $(VENV) site .mypy_cache .ruff_cache .pytest_cache artifacts

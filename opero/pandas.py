@@ -1,0 +1,402 @@
+"""pandas adapters for ``@opmap``: map over a Series or DataFrame columns (SPEC §9).
+
+opmap imports this module lazily, only when its items argument is a pandas object, so
+``import opero`` never imports pandas. opmap hands over with :func:`dispatch`; this module
+turns the frame into plain item lists (column-wise, never row by row: no ``iterrows`` and no
+per-row Series), lets opmap run them, and puts the results and exceptions back on the
+input's index.
+
+Calling conventions, for a function ``enrich`` decorated with ``@opmap``:
+
+- ``enrich(series, *args, **kwargs)`` → a Series on the series' index named ``enrich``,
+  holding each item's result or, for a failed item, its exception.
+- ``enrich(df, column, *args, **kwargs)`` (so ``df.pipe(enrich, column, ...)``) → a copy of
+  ``df`` plus ``enrich`` (results) and ``enrich_error`` (None or the exception). ``column``
+  is one column name (passed as the first argument), a list of names (passed as the first
+  positional arguments, in order) or a dict ``{parameter: column}`` (passed by keyword).
+  ``column=`` also works as a keyword when the function has no parameter of that name.
+- Keywords consumed here and never passed to the function: ``result_column=``,
+  ``error_column=`` (rename the two new columns) and ``expand=True`` (spread dict results
+  over ``<result_column>.<key>`` columns, which replace the result column).
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pandas as pd
+
+from ._errors import ConfigurationError
+
+__all__ = ["RunList", "dispatch"]
+
+#: ``run_list(items, args, kwargs, *, spread=None, names=None)`` from opmap. It maps the
+#: function over ``items`` with full resilience and returns one entry per item, in order:
+#: the result, or the exception of a failed item (an awaitable of that list for ``async
+#: def`` functions). ``spread`` says how an item reaches the function:
+#:
+#: - ``None``: ``func(item, *args, **kwargs)``
+#: - ``"positional"``: ``func(*item, *args, **kwargs)``
+#: - ``"keyword"``: ``func(*args, **dict(zip(names, item)), **kwargs)``
+RunList = Callable[..., Any]
+
+Spread = Literal["positional", "keyword"] | None
+
+#: Keywords of a pandas call that belong to this module, not to the function.
+_OWN_KEYWORDS = ("result_column", "error_column", "expand")
+
+#: Column lists in error messages are cut after this many names (wide frames).
+_MAX_LISTED = 30
+
+
+def dispatch(
+    run_list: RunList,
+    data: pd.Series[Any] | pd.DataFrame,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    name: str,
+    is_async: bool,
+    func: Callable[..., Any],
+) -> Any:
+    """Map a function over a Series or DataFrame columns through opmap's ``run_list``.
+
+    Args:
+        run_list: opmap's resilient parallel map over plain items (see :data:`RunList`).
+        data: the Series or DataFrame the user passed as the items argument.
+        args: the positional arguments after ``data``; for a DataFrame the first one is the
+            column specification (one name, a list of names or a ``{parameter: column}``
+            dict), the rest pass through to every call.
+        kwargs: the keyword arguments of the call; ``result_column``, ``error_column`` and
+            ``expand`` are taken out, the rest pass through to every call. Not modified.
+        name: the function's ``__name__``, the default result column name.
+        is_async: True for an ``async def`` function: ``run_list`` then returns an
+            awaitable and so does this function.
+        func: the undecorated function; its signature validates the column mapping.
+
+    Returns:
+        A Series for a Series input (a DataFrame with ``expand=True``), a new DataFrame for
+        a DataFrame input; for ``is_async`` a coroutine resolving to it.
+
+    Raises:
+        ConfigurationError: a missing or unknown column, a DataFrame without a column, a
+            dict naming a parameter the function does not have, a new column name that is
+            already taken, or arguments the function cannot accept. For ``is_async`` it is
+            raised when the coroutine is awaited, like every other error of an async map.
+    """
+    if is_async:
+        return _dispatch_async(run_list, data, args, kwargs, name=name, func=func)
+    job = _Job.prepare(data, args, kwargs, name=name, func=func)
+    return job.finish(job.run(run_list) if job.items else [])
+
+
+async def _dispatch_async(
+    run_list: RunList,
+    data: pd.Series[Any] | pd.DataFrame,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    name: str,
+    func: Callable[..., Any],
+) -> pd.Series[Any] | pd.DataFrame:
+    job = _Job.prepare(data, args, kwargs, name=name, func=func)
+    results: list[Any] = await job.run(run_list) if job.items else []
+    return job.finish(results)
+
+
+@dataclass(slots=True)
+class _Job:
+    """One validated pandas call: what to run and how to put the answers back."""
+
+    data: pd.Series[Any] | pd.DataFrame
+    #: Plain items for run_list: column values, or tuples of row values for several columns.
+    items: list[Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    spread: Spread
+    names: list[str] | None
+    result_column: Hashable
+    error_column: Hashable
+    expand: bool
+
+    @classmethod
+    def prepare(
+        cls,
+        data: pd.Series[Any] | pd.DataFrame,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        name: str,
+        func: Callable[..., Any],
+    ) -> _Job:
+        """Validate a call and build its items; nothing runs yet."""
+        kwargs = dict(kwargs)  # the caller's dict is not ours to change
+        result_column: Hashable = kwargs.pop("result_column", None)
+        error_column: Hashable = kwargs.pop("error_column", None)
+        error_given = error_column is not None
+        expand = kwargs.pop("expand", False)
+        if not isinstance(expand, bool):
+            raise ConfigurationError(f"{name}: expand must be True or False, got {expand!r}")
+        if result_column is None:
+            result_column = name
+        if error_column is None:
+            error_column = f"{result_column}_error"
+        if result_column == error_column:
+            raise ConfigurationError(
+                f"{name}: result_column and error_column are both {result_column!r}; "
+                "give them different names"
+            )
+        signature = _signature(func)
+
+        if isinstance(data, pd.Series):
+            if error_given and not expand:
+                raise ConfigurationError(
+                    f"{name}: error_column= applies to DataFrames (or to expand=True); "
+                    "a Series result holds each failed item's exception in place"
+                )
+            _check_bind(name, signature, (None, *args), kwargs)
+            return cls(data, data.tolist(), args, kwargs, None, None, result_column, error_column, expand)
+
+        if not isinstance(data, pd.DataFrame):  # opmap only routes pandas objects here
+            raise ConfigurationError(f"{name}: expected a pandas Series or DataFrame, got {type(data).__name__}")
+        df = data
+        if args:
+            spec, rest = args[0], args[1:]
+        elif "column" in kwargs and (signature is None or "column" not in signature.parameters):
+            # df.pipe(enrich, column="address") reads naturally; it is only ours when the
+            # function has no parameter of that name.
+            spec, rest = kwargs.pop("column"), ()
+        else:
+            raise ConfigurationError(
+                f"{name} got a DataFrame but no column to map over: name the column(s), e.g. "
+                f"{name}(df, {_example(df)!r}) or df.pipe({name}, {_example(df)!r}); "
+                f"columns: {_listing(df.columns)}"
+            )
+        _check_free(name, df, result_column, error_column, expand)
+
+        # Placeholders stand in for row values: binding checks arity and names, not values.
+        spread: Spread
+        names: list[str] | None = None
+        if isinstance(spec, Mapping):
+            names = _check_parameters(name, func, signature, spec, kwargs)
+            columns = [_column(name, df, spec[param]) for param in names]
+            spread = "keyword"
+            items = list(zip(*columns)) if columns else [() for _ in range(len(df))]
+            _check_bind(name, signature, rest, {**dict.fromkeys(names), **kwargs})
+        elif isinstance(spec, list | pd.Index):
+            if not len(spec):
+                raise ConfigurationError(f"{name}: the list of columns is empty; columns: {_listing(df.columns)}")
+            columns = [_column(name, df, key) for key in spec]
+            spread = "positional"
+            items = list(zip(*columns))
+            _check_bind(name, signature, (*(None for _ in columns), *rest), kwargs)
+        else:
+            items = _column(name, df, spec)
+            spread = None
+            _check_bind(name, signature, (None, *rest), kwargs)
+        return cls(df, items, rest, kwargs, spread, names, result_column, error_column, expand)
+
+    def run(self, run_list: RunList) -> Any:
+        """Hand the items to opmap; a list of results (or an awaitable of one)."""
+        if self.spread is None:
+            # The plain three-argument form: any run_list honouring the base contract works.
+            return run_list(self.items, self.args, self.kwargs)
+        return run_list(self.items, self.args, self.kwargs, spread=self.spread, names=self.names)
+
+    def finish(self, results: Sequence[Any]) -> pd.Series[Any] | pd.DataFrame:
+        """Put one result or exception per item back on the input's index."""
+        data = self.data
+        if len(results) != len(data):
+            raise RuntimeError(f"opmap returned {len(results)} results for {len(data)} rows")
+        index = data.index
+        if isinstance(data, pd.Series) and not self.expand:
+            # Results and exceptions share one Series (SPEC §9); pandas infers the dtype.
+            return pd.Series(list(results), index=index, name=self.result_column)
+
+        errors: list[BaseException | None] = [r if isinstance(r, BaseException) else None for r in results]
+        new: dict[Hashable, Any] = {}
+        if self.expand:
+            new.update(_expanded(results, errors, self.result_column, index))
+        else:
+            new[self.result_column] = _values(results, errors, index)
+        new[self.error_column] = pd.Series(errors, index=index, dtype=object)
+
+        if isinstance(data, pd.Series):
+            return pd.DataFrame(new, index=index)
+        # A deep copy: the caller's frame stays untouched even without copy-on-write.
+        out = data.copy()
+        for key, column in new.items():
+            # Same index object on both sides, so pandas does not realign (duplicates are safe).
+            out[key] = column
+        return out
+
+
+def _values(results: Sequence[Any], errors: list[BaseException | None], index: pd.Index[Any]) -> pd.Series[Any]:
+    """The result column: failed rows become a missing value of the inferred dtype."""
+    if any(e is not None for e in errors):
+        values = [None if e is not None else r for r, e in zip(results, errors)]
+    else:
+        values = list(results)
+    if not values:
+        return pd.Series(values, index=index, dtype=object)
+    return pd.Series(values, index=index)
+
+
+def _expanded(
+    results: Sequence[Any],
+    errors: list[BaseException | None],
+    result_column: Hashable,
+    index: pd.Index[Any],
+) -> dict[str, pd.Series[Any]]:
+    """``<result_column>.<key>`` columns from dict results, keys in first-seen order.
+
+    A row that returned None has missing values everywhere. A row that returned something
+    other than a mapping cannot be spread; rather than drop its answer silently, its error
+    cell gets a ``TypeError`` saying so (the row shows up with the failed ones).
+    """
+    keys: dict[Any, None] = {}
+    rows: list[Mapping[Any, Any] | None] = []
+    for i, (result, error) in enumerate(zip(results, errors)):
+        if error is not None or result is None:
+            rows.append(None)
+        elif isinstance(result, Mapping):
+            keys.update(dict.fromkeys(result))
+            rows.append(result)
+        else:
+            errors[i] = TypeError(
+                f"expand=True needs dict results, got {type(result).__name__}: {result!r:.80}"
+            )
+            rows.append(None)
+    return {
+        f"{result_column}.{key}": pd.Series([row.get(key) if row is not None else None for row in rows], index=index)
+        for key in keys
+    }
+
+
+def _column(name: str, df: pd.DataFrame, key: Any) -> list[Any]:
+    """One column's values as a plain list (Python scalars, fast, no per-row objects)."""
+    try:
+        hash(key)
+        present = key in df.columns
+    except TypeError:
+        present = False
+    if not present:
+        hint = _closest(key, df.columns)
+        raise ConfigurationError(
+            f"{name}: column {key!r} is not in the DataFrame{hint}; available columns: {_listing(df.columns)}"
+        )
+    values = df[key]
+    if isinstance(values, pd.DataFrame):
+        raise ConfigurationError(
+            f"{name}: column {key!r} appears {values.shape[1]} times in the DataFrame; "
+            "rename the duplicates so each row has one value"
+        )
+    return values.tolist()
+
+
+def _check_free(name: str, df: pd.DataFrame, result_column: Hashable, error_column: Hashable, expand: bool) -> None:
+    """Refuse to overwrite input columns: the input's data must survive untouched."""
+    how = "pass result_column=/error_column= to choose other names, or select the input columns first"
+    if expand:
+        prefix = f"{result_column}."
+        taken = [c for c in df.columns if isinstance(c, str) and c.startswith(prefix)]
+        if taken:
+            raise ConfigurationError(
+                f"{name}: expand=True writes columns {prefix}<key>, but the DataFrame already has "
+                f"{_listing(taken)}; {how}"
+            )
+    else:
+        _check_unused(name, df, "result", result_column, how)
+    _check_unused(name, df, "error", error_column, how)
+
+
+def _check_unused(name: str, df: pd.DataFrame, kind: str, column: Hashable, how: str) -> None:
+    if column in df.columns:
+        raise ConfigurationError(
+            f"{name}: the {kind} column {column!r} already exists in the DataFrame "
+            f"(columns: {_listing(df.columns)}); {how}"
+        )
+
+
+def _check_parameters(
+    name: str,
+    func: Callable[..., Any],
+    signature: inspect.Signature | None,
+    spec: Mapping[Any, Any],
+    kwargs: Mapping[str, Any],
+) -> list[str]:
+    """The parameter names of a ``{parameter: column}`` mapping, each one checked."""
+    if not spec:
+        raise ConfigurationError(f"{name}: the {{parameter: column}} dict is empty")
+    names = list(spec)
+    for param in names:
+        if not isinstance(param, str):
+            raise ConfigurationError(
+                f"{name}: the dict maps parameters to columns ({{parameter: column}}); "
+                f"key {param!r} is not a parameter name"
+            )
+        if param in kwargs:
+            raise ConfigurationError(
+                f"{name}: parameter {param!r} gets both a column ({spec[param]!r}) and a keyword argument"
+            )
+    if signature is None:
+        return names
+    params = signature.parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return names  # **kwargs takes any name
+    available = [p.name for p in params.values() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+    for param in names:
+        if param not in params:
+            raise ConfigurationError(
+                f"{name}: the column dict names parameter {param!r}, but "
+                f"{getattr(func, '__name__', name)}() has no such parameter"
+                f"{_closest(param, available)}; its parameters are {available!r}"
+            )
+        if params[param].kind is inspect.Parameter.POSITIONAL_ONLY:
+            raise ConfigurationError(
+                f"{name}: parameter {param!r} is positional-only and cannot take a column by "
+                "keyword; pass a list of columns instead"
+            )
+    return names
+
+
+def _check_bind(name: str, signature: inspect.Signature | None, args: Iterable[Any], kwargs: Mapping[str, Any]) -> None:
+    """Fail before any work when no row could be called: otherwise every row would fail
+    the same way, after its retries and backoff sleeps."""
+    if signature is None:
+        return
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        raise ConfigurationError(f"{name}{signature} cannot take the row values and arguments given: {exc}") from None
+
+
+def _signature(func: Callable[..., Any]) -> inspect.Signature | None:
+    try:
+        return inspect.signature(func)
+    except (TypeError, ValueError):  # builtins and C callables may have none
+        return None
+
+
+def _example(df: pd.DataFrame) -> Any:
+    return df.columns[0] if len(df.columns) else "column"
+
+
+def _listing(columns: Iterable[Any]) -> str:
+    names = list(columns)
+    if len(names) <= _MAX_LISTED:
+        return repr(names)
+    return f"{names[:_MAX_LISTED]!r} and {len(names) - _MAX_LISTED} more"
+
+
+def _closest(key: Any, candidates: Iterable[Any]) -> str:
+    if not isinstance(key, str):
+        return ""
+    names = [c for c in candidates if isinstance(c, str)]
+    match = difflib.get_close_matches(key, names, n=1)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
