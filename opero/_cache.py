@@ -255,6 +255,16 @@ _caches: weakref.WeakSet[Any] = weakref.WeakSet()
 namespace_clearers: list[Callable[[str | None], None]] = []
 
 
+def _clear_persistent(namespace: str | None) -> None:
+    # Imported on use: the disk and redis modules stay out of ``import opero``.
+    from ._backends import clear_persistent
+
+    clear_persistent(namespace)
+
+
+namespace_clearers.append(_clear_persistent)
+
+
 def make_cache(func: Callable[..., Any], options: Options) -> tuple[KeyBuilder, CacheBackend] | None:
     """Build the key builder and backend that ``options`` ask for, or None without caching."""
     if not options.cache:

@@ -210,7 +210,8 @@ class Plan:
     def _finish(self, ok: bool, began: float, attempts: int, error: BaseException | None = None) -> None:
         self.stats.end(ok, _perf() - began, attempts)
         if ok:
-            self.recorder.emit("success")
+            if self.recorder.wants("success"):
+                self.recorder.emit("success")
         else:
             self.recorder.emit("failure", error=error)
 
@@ -226,18 +227,23 @@ class Plan:
 
     def call_sync(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Run one call of a sync function with the full policy."""
-        self.stats.begin()
+        stats = self.stats
+        stats.begin()
         began = _perf()
         try:
-            key, value = self._lookup(args, kwargs)
+            key, value = self._lookup(args, kwargs) if self.keys is not None else (None, MISS)
             if value is not MISS:
                 self._finish(True, began, 0)
                 return value
             try:
-                value = self.attempt_sync(args, kwargs)
+                if self.limiter is None and self.timeout is None:
+                    value = self.func(*args, **kwargs)  # the common case, without a frame more
+                else:
+                    value = self.attempt_sync(args, kwargs)
             except Exception as exc:
                 value = self._drive_sync(self.recover(args, kwargs, exc))
-            self._store(key, value)
+            if key is not None:
+                self._store(key, value)
         except BaseException as exc:
             self._finish(False, began, 1, exc)
             raise

@@ -44,7 +44,7 @@ class RedisLink:
         settings: extra client settings (timeouts, credentials).
     """
 
-    __slots__ = ("url", "settings", "_client", "_down_until", "_lock", "_scripts")
+    __slots__ = ("_client", "_down_until", "_lock", "_scripts", "settings", "url")
 
     def __init__(self, url: str, settings: Mapping[str, Any]) -> None:
         self.url = url

@@ -82,7 +82,7 @@ class ShmStore(TransactStore):
         ConfigurationError: a scope is in use by a live process with another rate or burst.
     """
 
-    __slots__ = ("path", "rate", "burst", "scoped", "_fd", "_pid", "_lock")
+    __slots__ = ("_fd", "_lock", "_pid", "burst", "path", "rate", "scoped")
 
     def __init__(self, path: str, rate: float, burst: int, scoped: bool, owner: bool = False) -> None:
         self.path = path

@@ -237,6 +237,17 @@ def _fmt(value: Any) -> str:
 _registry: dict[str, FunctionStats] = {}
 _registry_lock = threading.Lock()
 _subscribers: list[tuple[Callable[[Event], None], frozenset[str] | None]] = []
+# What the subscribers want, kept up to date by subscribe(): a subscriber that only asks for
+# failures (the notebook dashboard) must not make every successful call build an Event.
+_wanted_all = False
+_wanted_kinds: frozenset[str] = frozenset()
+
+
+def _update_wanted() -> None:
+    global _wanted_all, _wanted_kinds
+    entries = list(_subscribers)
+    _wanted_all = any(kinds is None for _, kinds in entries)
+    _wanted_kinds = frozenset().union(*(kinds for _, kinds in entries if kinds is not None))
 
 
 def register(name: str) -> FunctionStats:
@@ -266,12 +277,14 @@ def subscribe(callback: Callable[[Event], None], kinds: Iterable[str] | None = N
     """Call ``callback(event)`` for every event (of ``kinds``); returns an unsubscribe function."""
     entry = (callback, frozenset(kinds) if kinds is not None else None)
     _subscribers.append(entry)
+    _update_wanted()
 
     def unsubscribe() -> None:
         try:
             _subscribers.remove(entry)
         except ValueError:
             pass
+        _update_wanted()
 
     return unsubscribe
 
@@ -312,8 +325,9 @@ class Recorder:
         return (
             kind in self._callbacks
             or self.relay is not None
-            or bool(_subscribers)
-            or logger.isEnabledFor(LEVELS[kind])
+            or _wanted_all
+            or kind in _wanted_kinds
+            or logger.isEnabledFor(LEVELS.get(kind, logging.INFO))
         )
 
     def emit(self, kind: str, **fields: Any) -> None:

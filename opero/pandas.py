@@ -55,7 +55,7 @@ _MAX_LISTED = 30
 
 def dispatch(
     run_list: RunList,
-    data: pd.Series[Any] | pd.DataFrame,
+    data: object,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     *,
@@ -67,7 +67,8 @@ def dispatch(
 
     Args:
         run_list: opmap's resilient parallel map over plain items (see :data:`RunList`).
-        data: the Series or DataFrame the user passed as the items argument.
+        data: the Series or DataFrame the user passed as the items argument (typed
+            ``object`` so that opmap can pass its items through after its own check).
         args: the positional arguments after ``data``; for a DataFrame the first one is the
             column specification (one name, a list of names or a ``{parameter: column}``
             dict), the rest pass through to every call.
@@ -96,7 +97,7 @@ def dispatch(
 
 async def _dispatch_async(
     run_list: RunList,
-    data: pd.Series[Any] | pd.DataFrame,
+    data: object,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     *,
@@ -126,7 +127,7 @@ class _Job:
     @classmethod
     def prepare(
         cls,
-        data: pd.Series[Any] | pd.DataFrame,
+        data: object,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         *,
@@ -162,7 +163,9 @@ class _Job:
             return cls(data, data.tolist(), args, kwargs, None, None, result_column, error_column, expand)
 
         if not isinstance(data, pd.DataFrame):  # opmap only routes pandas objects here
-            raise ConfigurationError(f"{name}: expected a pandas Series or DataFrame, got {type(data).__name__}")
+            raise ConfigurationError(
+                f"{name}: expected a pandas Series or DataFrame, got {type(data).__name__}"
+            )
         df = data
         if args:
             spec, rest = args[0], args[1:]
@@ -178,7 +181,7 @@ class _Job:
             )
         _check_free(name, df, result_column, error_column, expand)
 
-        # Placeholders stand in for row values: binding checks arity and names, not values.
+        # _check_bind gets None placeholders for row values: it checks arity and names only.
         spread: Spread
         names: list[str] | None = None
         if isinstance(spec, Mapping):
@@ -189,7 +192,9 @@ class _Job:
             _check_bind(name, signature, rest, {**dict.fromkeys(names), **kwargs})
         elif isinstance(spec, list | pd.Index):
             if not len(spec):
-                raise ConfigurationError(f"{name}: the list of columns is empty; columns: {_listing(df.columns)}")
+                raise ConfigurationError(
+                    f"{name}: the list of columns is empty; columns: {_listing(df.columns)}"
+                )
             columns = [_column(name, df, key) for key in spec]
             spread = "positional"
             items = list(zip(*columns))
@@ -225,17 +230,17 @@ class _Job:
             new[self.result_column] = _values(results, errors, index)
         new[self.error_column] = pd.Series(errors, index=index, dtype=object)
 
-        if isinstance(data, pd.Series):
-            return pd.DataFrame(new, index=index)
         # A deep copy: the caller's frame stays untouched even without copy-on-write.
-        out = data.copy()
+        out = pd.DataFrame(index=index) if isinstance(data, pd.Series) else data.copy()
         for key, column in new.items():
             # Same index object on both sides, so pandas does not realign (duplicates are safe).
             out[key] = column
         return out
 
 
-def _values(results: Sequence[Any], errors: list[BaseException | None], index: pd.Index[Any]) -> pd.Series[Any]:
+def _values(
+    results: Sequence[Any], errors: list[BaseException | None], index: pd.Index[Any]
+) -> pd.Series[Any]:
     """The result column: failed rows become a missing value of the inferred dtype."""
     if any(e is not None for e in errors):
         values = [None if e is not None else r for r, e in zip(results, errors)]
@@ -272,7 +277,9 @@ def _expanded(
             )
             rows.append(None)
     return {
-        f"{result_column}.{key}": pd.Series([row.get(key) if row is not None else None for row in rows], index=index)
+        f"{result_column}.{key}": pd.Series(
+            [row.get(key) if row is not None else None for row in rows], index=index
+        )
         for key in keys
     }
 
@@ -295,10 +302,13 @@ def _column(name: str, df: pd.DataFrame, key: Any) -> list[Any]:
             f"{name}: column {key!r} appears {values.shape[1]} times in the DataFrame; "
             "rename the duplicates so each row has one value"
         )
-    return values.tolist()
+    result: list[Any] = values.tolist()
+    return result
 
 
-def _check_free(name: str, df: pd.DataFrame, result_column: Hashable, error_column: Hashable, expand: bool) -> None:
+def _check_free(
+    name: str, df: pd.DataFrame, result_column: Hashable, error_column: Hashable, expand: bool
+) -> None:
     """Refuse to overwrite input columns: the input's data must survive untouched."""
     how = "pass result_column=/error_column= to choose other names, or select the input columns first"
     if expand:
@@ -364,7 +374,9 @@ def _check_parameters(
     return names
 
 
-def _check_bind(name: str, signature: inspect.Signature | None, args: Iterable[Any], kwargs: Mapping[str, Any]) -> None:
+def _check_bind(
+    name: str, signature: inspect.Signature | None, args: Iterable[Any], kwargs: Mapping[str, Any]
+) -> None:
     """Fail before any work when no row could be called: otherwise every row would fail
     the same way, after its retries and backoff sleeps."""
     if signature is None:
@@ -372,7 +384,9 @@ def _check_bind(name: str, signature: inspect.Signature | None, args: Iterable[A
     try:
         signature.bind(*args, **kwargs)
     except TypeError as exc:
-        raise ConfigurationError(f"{name}{signature} cannot take the row values and arguments given: {exc}") from None
+        raise ConfigurationError(
+            f"{name}{signature} cannot take the row values and arguments given: {exc}"
+        ) from None
 
 
 def _signature(func: Callable[..., Any]) -> inspect.Signature | None:
@@ -399,4 +413,3 @@ def _closest(key: Any, candidates: Iterable[Any]) -> str:
     names = [c for c in candidates if isinstance(c, str)]
     match = difflib.get_close_matches(key, names, n=1)
     return f" (did you mean {match[0]!r}?)" if match else ""
-

@@ -1,0 +1,136 @@
+"""Per-call overhead of ``@opero`` vs the retry libraries a user would otherwise pick.
+
+Shapes: the happy path (no failure) sync and async, and one failure then success with zero
+backoff. Prints a markdown table with each tool's time per call and its ratio to opero.
+Run: ``python benchmarks/core.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import stamina
+import tenacity
+from pyresilience import RetryConfig, resilient
+
+from opero import opero
+
+N = 20_000
+# stamina logs every retry through structlog by default; a benchmark measures the retry, not I/O.
+stamina.instrumentation.set_on_retry_hooks([])
+
+
+def per_call(fn: Callable[[], Any], n: int = N, repeat: int = 5) -> float:
+    """Median seconds per call of ``fn`` over ``repeat`` runs of ``n`` calls."""
+    runs = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        runs.append((time.perf_counter() - t0) / n)
+    return statistics.median(runs)
+
+
+def per_call_async(make: Callable[[], Awaitable[Any]], n: int = N, repeat: int = 5) -> float:
+    """Median seconds per awaited call."""
+
+    async def loop() -> float:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            await make()
+        return (time.perf_counter() - t0) / n
+
+    return statistics.median(asyncio.run(loop()) for _ in range(repeat))
+
+
+def happy_sync() -> dict[str, float]:
+    """No failure: the wrapper's own cost."""
+
+    def work() -> int:
+        return 1
+
+    def plain(f: Callable[[], int]) -> Callable[[], int]:
+        def w() -> int:
+            try:
+                return f()
+            except Exception:
+                return f()
+
+        return w
+
+    return {
+        "opero": per_call(opero(retries=3)(work)),
+        "tenacity": per_call(tenacity.retry(stop=tenacity.stop_after_attempt(4))(work)),
+        "stamina": per_call(stamina.retry(on=Exception, attempts=4)(work)),
+        "pyresilience": per_call(resilient(retry=RetryConfig(max_attempts=4))(work)),
+        "plain try/except": per_call(plain(work)),
+    }
+
+
+def happy_async() -> dict[str, float]:
+    """No failure, ``async def``."""
+
+    async def work() -> int:
+        return 1
+
+    return {
+        "opero": per_call_async(opero(retries=3)(work)),
+        "tenacity": per_call_async(tenacity.retry(stop=tenacity.stop_after_attempt(4))(work)),
+        "stamina": per_call_async(stamina.retry(on=Exception, attempts=4)(work)),
+        "pyresilience": per_call_async(resilient(retry=RetryConfig(max_attempts=4))(work)),
+    }
+
+
+def one_failure() -> dict[str, float]:
+    """First attempt fails, second succeeds, zero backoff."""
+
+    def make() -> Callable[[], int]:
+        state = {"n": 0}
+
+        def work() -> int:
+            state["n"] += 1
+            if state["n"] % 2:
+                raise ConnectionError
+            return 1
+
+        return work
+
+    return {
+        "opero": per_call(opero(retries=3, min_delay=0, max_delay=0, jitter=0)(make()), n=5000),
+        "tenacity": per_call(tenacity.retry(stop=tenacity.stop_after_attempt(4))(make()), n=5000),
+        "stamina": per_call(
+            stamina.retry(on=ConnectionError, attempts=4, wait_initial=0, wait_max=0, wait_jitter=0)(make()),
+            n=5000,
+        ),
+        "pyresilience": per_call(
+            resilient(retry=RetryConfig(max_attempts=4, delay=0, jitter=False))(make()), n=5000
+        ),
+    }
+
+
+def table(title: str, results: dict[str, float]) -> str:
+    """A markdown table of µs per call and the ratio to opero."""
+    base = results["opero"]
+    lines = [f"### {title}", "", "| tool | µs/call | × opero |", "|---|---:|---:|"]
+    for name, t in sorted(results.items(), key=lambda kv: kv[1]):
+        lines.append(f"| {name} | {t * 1e6:.2f} | {t / base:.2f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Run every shape and print the tables."""
+    print(f"python {sys.version.split()[0]}, {N} calls per run, median of 5")
+    print(table("happy path, sync", happy_sync()))
+    print()
+    print(table("happy path, async", happy_async()))
+    print()
+    print(table("one failure then success (zero backoff)", one_failure()))
+
+
+if __name__ == "__main__":
+    main()
