@@ -111,7 +111,11 @@ class KeyBuilder:
         self.name = f"{func.__module__}.{func.__qualname__}"
         self.identity: tuple[str, ...] = (self.name,)
         if persistent:
+            import hashlib
+
             self.identity = (self.name, _source_hash(func))
+            # blake2b state primed with the identity; copied per call for plain arguments.
+            self._seed = hashlib.blake2b(repr(self.identity).encode(), digest_size=16)
         self._warned = False
 
     def key(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Hashable | None:
@@ -127,6 +131,11 @@ class KeyBuilder:
                     return _persistent_hash((self.identity, "custom", part))
                 return (*self.identity, "custom", part if _hashable(part) else _content_hash(part))
             if self.persistent:
+                if all(v.__class__ in _PLAIN for v in bound.values()):
+                    # repr of these types is already typed (1, 1.0, True, '1', b'1' differ).
+                    h = self._seed.copy()
+                    h.update(repr(tuple(bound.items())).encode())
+                    return "p" + h.hexdigest()
                 return _persistent_hash((self.identity, _typed_items(bound)))
             return (*self.identity, tuple(map(_memory_part, bound.values())))
         except _Unhashable as exc:

@@ -24,7 +24,6 @@ import shutil
 import tempfile
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
@@ -132,7 +131,18 @@ class DiskCache:
         max_memory: entries kept in the memory tier.
     """
 
-    __slots__ = ("__weakref__", "_args", "_gen", "_lock", "_max", "_ready", "_root", "_tier", "folder", "namespace")
+    __slots__ = (
+        "__weakref__",
+        "_args",
+        "_gen",
+        "_lock",
+        "_max",
+        "_ready",
+        "_root",
+        "_tier",
+        "folder",
+        "namespace",
+    )
 
     def __init__(self, location: Path, namespace: str, func_name: str, max_memory: int = 10_000) -> None:
         self.namespace = namespace
@@ -188,7 +198,9 @@ class DiskCache:
         try:
             data = encode(value, expires)
         except Exception as exc:
-            logger.warning("opero cache: cannot pickle a result of %s (%s); not stored", self.folder.name, exc)
+            logger.warning(
+                "opero cache: cannot pickle a result of %s (%s); not stored", self.folder.name, exc
+            )
             return
         path = self._path(key)
         try:

@@ -2,7 +2,9 @@
 
 An entry is ``MAGIC | flags | expires | [mac] | pickle``:
 
-- ``flags`` bit 0 says a 32-byte HMAC-SHA256 follows the header;
+- ``flags`` bit 0 says the 32-byte digest after the header is an HMAC-SHA256 (keyed by
+  ``OPERO_CACHE_SECRET``); otherwise it is a plain SHA-256, which catches corruption (a
+  flipped byte could otherwise still unpickle, into a wrong value) but proves nothing;
 - ``expires`` is a wall-clock time (``time.time()``, float64), 0.0 for never; it is part of
   the signed bytes, so a writer without the secret cannot extend an entry's life either;
 - the MAC covers everything else (header and pickle).
@@ -31,7 +33,7 @@ SECRET_ENV = "OPERO_CACHE_SECRET"
 MAGIC = b"OPC1"
 _HEADER = struct.Struct("<4sBd")
 _SIGNED = 1
-_MAC_SIZE = 32
+_DIGEST_SIZE = 32
 
 
 def _secret() -> bytes | None:
@@ -49,10 +51,13 @@ def encode(value: Any, expires: float | None) -> bytes:
     payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     secret = _secret()
     header = _HEADER.pack(MAGIC, _SIGNED if secret else 0, expires or 0.0)
+    return header + _digest(secret, header, payload) + payload
+
+
+def _digest(secret: bytes | None, header: bytes, payload: bytes) -> bytes:
     if secret is None:
-        return header + payload
-    mac = hmac.new(secret, header + payload, hashlib.sha256).digest()
-    return header + mac + payload
+        return hashlib.sha256(header + payload).digest()
+    return hmac.new(secret, header + payload, hashlib.sha256).digest()
 
 
 def decode(raw: bytes, now: float, where: str) -> tuple[Any, float]:
@@ -68,23 +73,24 @@ def decode(raw: bytes, now: float, where: str) -> tuple[Any, float]:
     _, flags, expires = _HEADER.unpack_from(raw)
     if expires and now >= expires:
         return MISS, expires
-    start = _HEADER.size
+    start = _HEADER.size + _DIGEST_SIZE
+    if len(raw) < start:
+        logger.warning("opero cache: truncated entry %s, treated as a miss", where)
+        return MISS, -1.0
     secret = _secret()
-    if flags & _SIGNED:
-        start += _MAC_SIZE
-        if len(raw) < start:
-            logger.warning("opero cache: truncated entry %s, treated as a miss", where)
-            return MISS, -1.0
-        if secret is not None:
-            mac = hmac.new(secret, raw[: _HEADER.size] + raw[start:], hashlib.sha256).digest()
-            if not hmac.compare_digest(mac, raw[_HEADER.size : start]):
-                logger.warning("opero cache: bad signature on %s, entry ignored (not unpickled)", where)
-                return MISS, -1.0
-    elif secret is not None:
+    signed = bool(flags & _SIGNED)
+    if secret is not None and not signed:
         logger.warning(
             "opero cache: unsigned entry %s ignored because %s is set (not unpickled)", where, SECRET_ENV
         )
         return MISS, -1.0
+    # A signed entry read without the secret cannot be checked; it loads like any pickle.
+    if secret is not None or not signed:
+        digest = _digest(secret, raw[: _HEADER.size], raw[start:])
+        if not hmac.compare_digest(digest, raw[_HEADER.size : start]):
+            what = "bad signature on" if signed else "corrupt entry (checksum)"
+            logger.warning("opero cache: %s %s, entry ignored (not unpickled)", what, where)
+            return MISS, -1.0
     try:
         return pickle.loads(raw[start:]), expires
     except Exception as exc:  # truncated or corrupt pickle, a class that no longer exists...

@@ -131,7 +131,7 @@ class ChunkSizer:
         fixed: a user-given chunksize (no adaptation).
     """
 
-    __slots__ = ("target", "cap", "total", "workers", "fixed", "_per_item", "_lock", "_handed")
+    __slots__ = ("_handed", "_lock", "_per_item", "cap", "fixed", "target", "total", "workers")
 
     def __init__(
         self, target: float, cap: int, total: int | None, workers: int, fixed: int | None = None
@@ -180,7 +180,7 @@ class Window:
     slow item holds back ordered output.
     """
 
-    __slots__ = ("limit", "_free", "_cond", "closed")
+    __slots__ = ("_cond", "_free", "closed", "limit")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit

@@ -18,7 +18,7 @@ import pickle
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ._exec_run import Chunk, Outcome, run_chunk_async, run_chunk_sync
@@ -26,6 +26,7 @@ from ._limit import Limiter
 from ._options import Options
 from ._policy import Plan
 from ._telemetry import Event, FunctionStats
+from ._testing import state as testing_state
 
 __all__ = ["Batch", "Spec", "WorkerPlan", "run_task"]
 
@@ -49,7 +50,8 @@ class Spec:
     concurrency: int = 1
     #: relayed event kinds are skipped when the parent has no listener for them
     relay: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
+    #: the parent's ``opero.testing()`` mode (active, cache), applied in the worker too
+    testing: tuple[bool, bool] = (False, True)
 
 
 @dataclass
@@ -103,6 +105,7 @@ class WorkerPlan:
         it held since the last flush are lost.
         """
         spec = self.spec
+        testing_state.active, testing_state.cache = spec.testing
         by_rounds: dict[int, Chunk] = {}
         for idx, item, used in items:
             by_rounds.setdefault(used, []).append((idx, item))
@@ -174,7 +177,7 @@ def dumps_batch(batch: Batch) -> bytes:
     import cloudpickle
 
     try:
-        return cloudpickle.dumps(batch)
+        return bytes(cloudpickle.dumps(batch))
     except Exception:
         pass
     outs: list[Outcome] = []
@@ -192,7 +195,7 @@ def dumps_batch(batch: Batch) -> bytes:
             events.append(ev)
         except Exception:
             continue
-    return cloudpickle.dumps(Batch(batch.chunk_id, outs, batch.stats, events, batch.final))
+    return bytes(cloudpickle.dumps(Batch(batch.chunk_id, outs, batch.stats, events, batch.final)))
 
 
 # -- pool worker main loop ------------------------------------------------------------------
@@ -246,4 +249,3 @@ def main(read_fd: int, write_fd: int) -> None:
 class _Broken:
     def __init__(self, error: BaseException) -> None:
         self.error = RuntimeError(f"opero: the mapped function could not be loaded in a worker: {error!r}")
-

@@ -1,109 +1,460 @@
-"""``@opmap``: placeholder until the executors land (sequential, same contract)."""
+"""``@opmap``: a resilient parallel map (SPEC §5).
+
+This module owns what the caller sees: input checks (str/bytes refused, generators consumed
+lazily, pandas handed to ``opero.pandas``), one result slot per item in input or completion
+order, the progress bar, and the ``item_failed`` events. Where items run is ``_executors``'
+business; how one item runs is the Plan's (``_policy``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any
+import asyncio
+import functools
+import inspect
+import queue
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 
 from ._decorator import build_plan
 from ._errors import ConfigurationError
-from ._options import resolve_options
+from ._exec_remote import MapCall
+from ._exec_run import Outcome, Window
+from ._executors import async_outcomes, default_workers, joblib_config, sync_outcomes
+from ._options import Options, resolve_options
+from ._policy import Plan
+from ._progress import MapProgress
+from ._telemetry import FunctionStats
 
-__all__ = ["opmap"]
+__all__ = ["AsyncMapFunction", "MapFunction", "opmap"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+P = ParamSpec("P")
+T_contra = TypeVar("T_contra", contravariant=True)
+
+#: items a streamed map may hold between the input and the caller (bounded memory)
+_STREAM_WINDOW = 4096
+_UNBOUNDED = 1 << 62
 
 
-def opmap(func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
-    """Turn a function of one item into a resilient function of many (SPEC §5)."""
+class MapFunction(Protocol[T_contra, P, R]):
+    """What ``@opmap`` returns for a sync function: a map over items, plus ``imap``."""
 
-    def decorate(f: Callable[..., Any]) -> Any:
-        import functools
+    @property
+    def stats(self) -> FunctionStats:
+        """Live counters of the mapped function (SPEC §7)."""
+        ...
 
-        plan = build_plan(f, resolve_options(options, f))
+    def cache_clear(self) -> None:
+        """Drop the function's cached results."""
+        ...
 
-        def check(items: Any) -> None:
-            if isinstance(items, str | bytes):
-                raise ConfigurationError("opmap got a str/bytes; pass an iterable of items")
+    def __call__(
+        self, items: Iterable[T_contra], /, *args: P.args, **kwargs: P.kwargs
+    ) -> list[R | BaseException]: ...
 
-        if plan.is_async:
+    def imap(
+        self, items: Iterable[T_contra], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Iterator[R | BaseException]:
+        """Stream the results (bounded memory)."""
+        ...
 
-            async def arun(
-                items: Iterable[Any],
-                args: tuple[Any, ...],
-                kwargs: dict[str, Any],
-                *,
-                spread: str | None = None,
-                names: list[str] | None = None,
-            ) -> list[Any]:
-                out: list[Any] = []
-                for item in items:
-                    try:
-                        out.append(await plan.call_async(*_spread(item, args, kwargs, spread, names)))
-                    except Exception as exc:
-                        out.append(exc)
-                return out
 
-            @functools.wraps(f)
-            async def amap(items: Iterable[Any], *args: Any, **kwargs: Any) -> Any:
-                check(items)
-                if _is_pandas(items):  # pandas hook (SPEC §9)
-                    from . import pandas as opd
+class AsyncMapFunction(Protocol[T_contra, P, R]):
+    """What ``@opmap`` returns for an ``async def`` function."""
 
-                    return await opd.dispatch(
-                        arun, items, args, kwargs, name=f.__name__, is_async=True, func=f
-                    )
-                return await arun(items, args, kwargs)
+    @property
+    def stats(self) -> FunctionStats:
+        """Live counters of the mapped function (SPEC §7)."""
+        ...
 
-            amap.stats = plan.stats  # type: ignore[attr-defined]
-            return amap
+    def cache_clear(self) -> None:
+        """Drop the function's cached results."""
+        ...
 
-        def run(
-            items: Iterable[Any],
-            args: tuple[Any, ...],
-            kwargs: dict[str, Any],
-            *,
-            spread: str | None = None,
-            names: list[str] | None = None,
-        ) -> list[Any]:
-            out: list[Any] = []
-            for item in items:
-                try:
-                    out.append(plan.call_sync(*_spread(item, args, kwargs, spread, names)))
-                except Exception as exc:
-                    out.append(exc)
-            return out
+    def __call__(
+        self, items: Iterable[T_contra], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Awaitable[list[R | BaseException]]: ...
 
-        @functools.wraps(f)
-        def smap(items: Iterable[Any], *args: Any, **kwargs: Any) -> Any:
-            check(items)
-            if _is_pandas(items):  # pandas hook (SPEC §9)
-                from . import pandas as opd
-
-                return opd.dispatch(run, items, args, kwargs, name=f.__name__, is_async=False, func=f)
-            return run(items, args, kwargs)
-
-        smap.stats = plan.stats  # type: ignore[attr-defined]
-        return smap
-
-    if func is not None:
-        return decorate(func)
-    resolve_options(options)
-    return decorate
+    def imap(
+        self, items: Iterable[T_contra], /, *args: P.args, **kwargs: P.kwargs
+    ) -> AsyncIterator[R | BaseException]:
+        """Stream the results as an async generator (bounded memory)."""
+        ...
 
 
 def _is_pandas(items: Any) -> bool:
-    """pandas hook: True for a Series/DataFrame, without importing pandas (SPEC §1)."""
-    import sys
-
-    pd = sys.modules.get("pandas")
-    return pd is not None and isinstance(items, pd.Series | pd.DataFrame)
+    # Detect without importing pandas (import opero stays light).
+    return type(items).__module__.startswith("pandas")
 
 
-def _spread(
-    item: Any, args: tuple[Any, ...], kwargs: dict[str, Any], spread: str | None, names: list[str] | None
-) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """pandas hook: the call's (args, kwargs) for one item under run_list's spread contract."""
-    if spread == "positional":
-        return (*item, *args), kwargs
-    if spread == "keyword":
-        return args, {**dict(zip(names or (), item)), **kwargs}
-    return (item, *args), kwargs
+class _Engine:
+    """One decorated function's map machinery (shared by every call and bound method)."""
+
+    def __init__(self, func: Callable[..., Any], options: Options) -> None:
+        self.func = func
+        self.options = options
+        self.plan: Plan = build_plan(func, options)
+        self.name = self.plan.name
+        self.is_async = self.plan.is_async
+        self.mode = options.mode or ("async" if self.is_async else "thread")
+
+    # -- one call ----------------------------------------------------------------------------
+
+    def _call(
+        self, prefix: tuple[Any, ...], items: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> MapCall:
+        if isinstance(items, str | bytes | bytearray):
+            raise ConfigurationError(
+                f"{self.name} got a {type(items).__name__} as items; it would map over its characters. "
+                "Pass an iterable of items, e.g. a list: fn([text])"
+            )
+        if not isinstance(items, Iterable):
+            raise ConfigurationError(
+                f"{self.name} needs an iterable of items as its first argument, got {type(items).__name__}"
+            )
+        try:
+            total: int | None = len(items)  # type: ignore[arg-type]
+        except TypeError:
+            total = None
+        opts = self.options
+        workers = opts.workers
+        if workers is None and self.mode in ("thread", "process"):
+            config = joblib_config()
+            if config is not None and config[1] is not None and config[1] > 0:
+                workers = config[1]
+        if workers is None:
+            workers = default_workers(self.mode)
+        chunksize = None if opts.chunksize == "auto" else int(opts.chunksize)
+        return MapCall(self.plan, self.mode, workers, chunksize, prefix, args, kwargs, total)
+
+    def _progress(self, call: MapCall) -> MapProgress:
+        stats = self.plan.stats
+        return MapProgress(self.name, call.total, self.options.progress, lambda: stats.retries)
+
+    def _account(self, batch: list[Outcome], progress: MapProgress) -> None:
+        failed = 0
+        rec = self.plan.recorder
+        for _, ok, value, item in batch:
+            if not ok:
+                failed += 1
+                rec.emit("item_failed", error=value, item=item)
+        progress.advance(len(batch), failed)
+
+    def run_list(
+        self, prefix: tuple[Any, ...], items: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """The whole map: a list (or, for ``async def``, an awaitable of it)."""
+        if _is_pandas(items):
+            return self._pandas(prefix, items, args, kwargs)
+        call = self._call(prefix, items, args, kwargs)
+        if self.is_async:
+            return self._list_async(call, items)
+        return self._list_sync(call, items)
+
+    def _list_sync(self, call: MapCall, items: Iterable[Any]) -> list[Any]:
+        window = Window(_UNBOUNDED)
+        progress = self._progress(call)
+        results: list[Any] = []
+        ordered = self.options.ordered
+        try:
+            for batch in sync_outcomes(call, enumerate(items), window):
+                self._account(batch, progress)
+                _place(results, batch, ordered)
+        finally:
+            call.stop.set()
+            progress.close()
+        return results
+
+    async def _list_async(self, call: MapCall, items: Iterable[Any]) -> list[Any]:
+        progress = self._progress(call)
+        results: list[Any] = []
+        ordered = self.options.ordered
+        try:
+            async for batch in self._batches_async(call, items, Window(_UNBOUNDED)):
+                self._account(batch, progress)
+                _place(results, batch, ordered)
+        finally:
+            call.stop.set()
+            progress.close()
+        return results
+
+    def _batches_async(
+        self, call: MapCall, items: Iterable[Any], window: Window
+    ) -> AsyncIterator[list[Outcome]]:
+        if call.mode == "async":
+            return async_outcomes(call, enumerate(items), window)
+        # thread/process/dask from async code: the blocking driver runs in a helper thread
+        return _from_thread(lambda: sync_outcomes(call, enumerate(items), window), call)
+
+    # -- streaming ---------------------------------------------------------------------------
+
+    def imap(self, prefix: tuple[Any, ...], items: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Stream results: a generator (an async generator for ``async def``)."""
+        call = self._call(prefix, items, args, kwargs)
+        if self.is_async:
+            return self._imap_async(call, items)
+        return self._imap_sync(call, items)
+
+    def _imap_sync(self, call: MapCall, items: Iterable[Any]) -> Iterator[Any]:
+        window = Window(_STREAM_WINDOW)
+        progress = self._progress(call)
+        source = sync_outcomes(call, enumerate(items), window)
+        buffer: dict[int, Any] = {}
+        want = 0
+        try:
+            for batch in source:
+                self._account(batch, progress)
+                if not self.options.ordered:
+                    for _, _, value, _ in batch:
+                        window.release(1)
+                        yield value
+                    continue
+                for idx, _, value, _ in batch:
+                    buffer[idx] = value
+                while want in buffer:
+                    value = buffer.pop(want)
+                    want += 1
+                    window.release(1)
+                    yield value
+        finally:
+            call.stop.set()
+            window.close()
+            source.close()  # type: ignore[attr-defined]
+            progress.close()
+
+    async def _imap_async(self, call: MapCall, items: Iterable[Any]) -> AsyncIterator[Any]:
+        window = Window(_STREAM_WINDOW)
+        progress = self._progress(call)
+        buffer: dict[int, Any] = {}
+        want = 0
+        batches = self._batches_async(call, items, window)
+        try:
+            async for batch in batches:
+                self._account(batch, progress)
+                if not self.options.ordered:
+                    for _, _, value, _ in batch:
+                        window.release(1)
+                        yield value
+                    continue
+                for idx, _, value, _ in batch:
+                    buffer[idx] = value
+                while want in buffer:
+                    value = buffer.pop(want)
+                    want += 1
+                    window.release(1)
+                    yield value
+        finally:
+            call.stop.set()
+            window.close()
+            await batches.aclose()  # type: ignore[attr-defined]
+            progress.close()
+
+    # -- pandas ------------------------------------------------------------------------------
+
+    def _pandas(
+        self, prefix: tuple[Any, ...], data: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        from .pandas import dispatch
+
+        def run_list(values: Iterable[Any], a: tuple[Any, ...], kw: dict[str, Any]) -> Any:
+            call = self._call(prefix, values, a, kw)
+            if self.is_async:
+                return self._list_async(call, values)
+            return self._list_sync(call, values)
+
+        func = functools.partial(self.func, *prefix) if prefix else self.func
+        return dispatch(
+            run_list, data, args, kwargs, name=self.func.__name__, is_async=self.is_async, func=func
+        )
+
+
+def _place(results: list[Any], batch: list[Outcome], ordered: bool) -> None:
+    if not ordered:
+        results.extend(value for _, _, value, _ in batch)
+        return
+    size = len(results)
+    for idx, _, value, _ in batch:
+        if idx >= size:
+            results.extend([None] * (idx + 1 - size))
+            size = idx + 1
+        results[idx] = value
+
+
+async def _from_thread(
+    make: Callable[[], Iterator[list[Outcome]]], call: MapCall
+) -> AsyncIterator[list[Outcome]]:
+    """Iterate a blocking batch generator in a helper thread without blocking the loop."""
+    loop = asyncio.get_running_loop()
+    inbox: asyncio.Queue[Any] = asyncio.Queue()
+    done = object()
+    go_on = queue.SimpleQueue[bool]()
+
+    def pump() -> None:
+        gen = make()
+        try:
+            for batch in gen:
+                loop.call_soon_threadsafe(inbox.put_nowait, batch)
+                if call.stop.is_set() or not go_on.get():
+                    break
+        except BaseException as exc:
+            loop.call_soon_threadsafe(inbox.put_nowait, exc)
+        finally:
+            gen.close()  # type: ignore[attr-defined]
+            try:
+                loop.call_soon_threadsafe(inbox.put_nowait, done)
+            except RuntimeError:  # the loop is closed already
+                pass
+
+    thread = threading.Thread(target=pump, name="opero-map-driver", daemon=True)
+    thread.start()
+    try:
+        while True:
+            got = await inbox.get()
+            if got is done:
+                break
+            if isinstance(got, BaseException):
+                raise got
+            yield got
+            go_on.put(True)
+    finally:
+        call.stop.set()
+        go_on.put(False)
+
+
+class _Mapped:
+    """The object ``@opmap`` returns; binds like a function when it is a method."""
+
+    def __init__(self, func: Callable[..., Any], options: Options, kind: str | None) -> None:
+        functools.update_wrapper(self, func)
+        self._engine = _Engine(func, options)
+        self._kind = kind
+        plan = self._engine.plan
+        self.stats = plan.stats
+        self.cache_clear: Callable[[], None] = plan.cache.clear if plan.cache is not None else _no_cache
+        self._opero_plan = plan
+        if self._engine.is_async:
+            # asyncio.iscoroutinefunction(fn) is True, as for the function it wraps
+            self._is_coroutine = asyncio.coroutines._is_coroutine  # type: ignore[attr-defined]
+            mark = getattr(inspect, "markcoroutinefunction", None)
+            if mark is not None:
+                mark(self)
+
+    def __call__(self, items: Any, /, *args: Any, **kwargs: Any) -> Any:
+        return self._engine.run_list((), items, args, kwargs)
+
+    def imap(self, items: Any, /, *args: Any, **kwargs: Any) -> Any:
+        """Stream results in order (completion order with ``ordered=False``), bounded memory."""
+        return self._engine.imap((), items, args, kwargs)
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if self._kind == "staticmethod":
+            return self
+        if self._kind == "classmethod":
+            return _Bound(self, owner if owner is not None else type(obj))
+        if obj is None:
+            return self
+        return _Bound(self, obj)
+
+    def __repr__(self) -> str:
+        return f"<opmap {self._engine.name} mode={self._engine.mode}>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A class defined in a notebook travels by value to process workers, with its
+        # opmap'd methods: rebuild them there rather than pickle locks.
+        return (_Mapped, (self.__wrapped__, self._engine.options, self._kind))  # type: ignore[attr-defined]
+
+
+class _Bound:
+    """An opmap'd method bound to its instance (or class): items come after ``self``."""
+
+    __slots__ = ("__wrapped__", "_mapped", "_self")
+
+    def __init__(self, mapped: _Mapped, bound: Any) -> None:
+        self._mapped = mapped
+        self._self = bound
+        self.__wrapped__ = functools.partial(mapped.__wrapped__, bound)  # type: ignore[attr-defined]
+
+    def __call__(self, items: Any, /, *args: Any, **kwargs: Any) -> Any:
+        return self._mapped._engine.run_list((self._self,), items, args, kwargs)
+
+    def imap(self, items: Any, /, *args: Any, **kwargs: Any) -> Any:
+        """Stream results (see ``opmap``)."""
+        return self._mapped._engine.imap((self._self,), items, args, kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._mapped, name)
+
+    def __repr__(self) -> str:
+        return f"<bound {self._mapped!r} of {self._self!r}>"
+
+
+def _no_cache() -> None:
+    """Nothing to clear: this function does not cache."""
+
+
+@overload
+def opmap(func: Callable[Concatenate[T, P], Awaitable[R]], /) -> AsyncMapFunction[T, P, R]: ...  # type: ignore[overload-overlap]
+
+
+@overload
+def opmap(func: Callable[Concatenate[T, P], R], /) -> MapFunction[T, P, R]: ...
+
+
+@overload
+def opmap(func: None = None, /, **options: Any) -> _OpmapDecorator: ...
+
+
+def opmap(func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+    """Turn a function of one item into a resilient, parallel function of many (SPEC §5).
+
+    ``fn(items, *args, **kwargs)`` calls ``func(item, *args, **kwargs)`` for every item, each
+    call with the full resilience of ``@opero`` (retries, fallbacks, timeout, cache, rate
+    limit), and returns a list with one entry per item: the result or, for an item that
+    failed, its exception. One bad item never fails the map. ``fn.imap(items)`` streams the
+    results with bounded memory. An ``async def`` function gives an awaitable (and an async
+    generator for ``imap``). On a method, the items are the first argument after ``self``.
+
+    Example:
+        >>> from opero import opmap
+        >>> @opmap(mode="thread", workers=4, progress=False)
+        ... def square(x: int) -> int:
+        ...     return x * x
+        >>> square([1, 2, 3])
+        [1, 4, 9]
+
+    Args:
+        func: the function, when used bare.
+        **options: any option of ``@opero`` plus ``mode`` ("thread", "process", "async",
+            "async_process", "dask"; default "async" for ``async def``, else "thread"),
+            ``workers``, ``ordered``, ``progress`` and ``chunksize``.
+
+    Raises:
+        ConfigurationError: an unknown option or an invalid value, at decoration time; a
+            ``str``/``bytes`` passed as items, at call time.
+    """
+
+    def decorate(f: Callable[..., Any]) -> Any:
+        kind: str | None = None
+        target: Any = f
+        if isinstance(f, classmethod):
+            kind, target = "classmethod", f.__func__
+        elif isinstance(f, staticmethod):
+            kind, target = "staticmethod", f.__func__
+        return _Mapped(target, resolve_options(options, target), kind)
+
+    if func is not None:
+        return decorate(func)
+    resolve_options(options)  # fail at decoration time even before the function is known
+    return decorate
+
+
+class _OpmapDecorator(Protocol):
+    @overload
+    def __call__(self, func: Callable[Concatenate[T, P], Awaitable[R]], /) -> AsyncMapFunction[T, P, R]: ...  # type: ignore[overload-overlap]
+
+    @overload
+    def __call__(self, func: Callable[Concatenate[T, P], R], /) -> MapFunction[T, P, R]: ...
+
+    def __call__(self, func: Callable[..., Any], /) -> Any: ...

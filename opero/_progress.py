@@ -60,7 +60,7 @@ class MapProgress:
         retries: reads the function's retry counter (for the bar's postfix).
     """
 
-    __slots__ = ("map_id", "name", "total", "done", "failed", "_bar", "_next", "_retries", "_base", "_lock")
+    __slots__ = ("_bar", "_base", "_lock", "_next", "_retries", "done", "failed", "map_id", "name", "total")
 
     def __init__(self, name: str, total: int | None, show: bool, retries: Callable[[], int]) -> None:
         self.map_id = next(_ids)

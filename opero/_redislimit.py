@@ -9,6 +9,7 @@ so calls are still limited on this host and never fail.
 
 from __future__ import annotations
 
+import os
 import socket
 import warnings
 from typing import Any
@@ -122,7 +123,9 @@ class RedisStore:
         else:
             self._warn(None)
         if self._fallback is None:
-            self._fallback = ShmStore(self.local_path, self.rate, self.burst, scoped=False)
+            # The decorating process owns (and at exit removes) a function budget's file.
+            owner = f"-fn-{os.getpid()}-" in self.local_path
+            self._fallback = ShmStore(self.local_path, self.rate, self.burst, scoped=False, owner=owner)
         return (
             self._fallback.reserve(interval, burst)
             if mode == "reserve"

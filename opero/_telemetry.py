@@ -39,6 +39,7 @@ LEVELS: dict[str, int] = {
     "timeout": logging.INFO,
     "success": logging.DEBUG,
     "failure": logging.INFO,
+    "item_failed": logging.INFO,
 }
 _CALLBACK_OF = {
     "retry": "on_retry",

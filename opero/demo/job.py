@@ -92,7 +92,8 @@ def main(n_items: int = N_ITEMS) -> int:
     """Run the demo job and return a process exit code."""
     global BASE_URL
     items = list(range(n_items))
-    with DemoServer(fail_rate=0.2, rate_limit=SERVER_RATE_LIMIT, valid_keys=("key-good", "key-backup")) as server:
+    api = DemoServer(fail_rate=0.2, rate_limit=SERVER_RATE_LIMIT, valid_keys=("key-good", "key-backup"))
+    with api as server:
         BASE_URL = server.url
         print(f"demo API at {server.url}: {n_items} items, keys {API_KEYS}, {OUR_RATE_LIMIT:g} calls/s")
         first, cold = run_once("run 1: through the API", items)

@@ -1,0 +1,270 @@
+"""opero's own process pool for ``process`` and ``async_process`` maps.
+
+Why not loky's global reusable executor: when user code in the same process also calls
+``joblib.Parallel``, the two keep replacing each other's workers, and a dead worker breaks
+the whole executor, failing every pending future, so the items the dead worker held cannot
+be told apart (TESTING.md). This pool is small and exact instead:
+
+- each worker is ``python -c "...main(r, w)"`` over two pipes: no fork of a threaded parent,
+  no re-import of the user's ``__main__``; functions travel with cloudpickle (notebook cells
+  and ``__main__`` work);
+- a worker runs one chunk at a time and streams results every few milliseconds, so when it
+  dies, exactly the items it still held fail with ``WorkerLostError`` and a fresh worker
+  takes over;
+- workers ignore SIGINT; on Ctrl-C the parent kills them, and they exit by themselves when
+  the parent's pipe closes, so no orphan survives even a killed parent.
+
+The pool is kept warm between maps (like loky's) and closed at exit. An enclosing
+``joblib.parallel_config(backend=...)`` bypasses it (see ``_executors``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import pickle
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from ._exec_remote import MapCall, Remote, Sent, describe_exit
+from ._exec_run import ChunkSizer, Outcome, Window, take
+from ._exec_worker import Batch
+
+__all__ = ["Pool", "process_outcomes"]
+
+_BOOT = "from opero._exec_worker import main; main({r}, {w})"
+
+
+class _Worker:
+    __slots__ = ("chunk_id", "held", "inbox", "outbox", "proc", "sent_at", "size", "tokens")
+
+    def __init__(self, env: dict[str, str]) -> None:
+        r1, w1 = os.pipe()  # parent -> worker
+        r2, w2 = os.pipe()  # worker -> parent
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", _BOOT.format(r=r1, w=w2)],
+                pass_fds=(r1, w2),
+                env=env,
+                stdin=subprocess.DEVNULL,
+            )
+        finally:
+            os.close(r1)
+            os.close(w2)
+        self.inbox = Connection(w1, readable=False)
+        self.outbox = Connection(r2, writable=False)
+        self.tokens: set[str] = set()
+        #: the chunk this worker runs (None when idle) and the items it has not answered yet
+        self.chunk_id: int | None = None
+        self.held: dict[int, tuple[Any, int]] = {}
+        self.sent_at = 0.0
+        self.size = 0
+
+    def send(self, message: tuple[str, str, Any]) -> None:
+        self.inbox.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def kill(self) -> None:
+        for conn in (self.inbox, self.outbox):
+            try:
+                conn.close()
+            except OSError:
+                pass
+        if self.proc.poll() is None:
+            self.proc.kill()
+        try:
+            self.proc.wait(2)
+        except subprocess.TimeoutExpired:  # pragma: no cover - the kernel is slow to reap
+            pass
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    paths = [os.path.abspath(p) if p else os.getcwd() for p in sys.path]
+    env["OPERO_WORKER_PATH"] = os.pathsep.join(paths)
+    env["PYTHONPATH"] = os.pathsep.join([here, *filter(None, [env.get("PYTHONPATH")])])
+    return env
+
+
+class Pool:
+    """``size`` worker processes owned by opero.
+
+    Args:
+        size: number of worker processes.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        env = _env()
+        self._env = env
+        self.workers = [_Worker(env) for _ in range(size)]
+        self.busy = threading.Lock()
+        self.broken = False
+
+    def replace(self, worker: _Worker) -> _Worker:
+        """Kill ``worker`` (if still alive) and start a fresh one in its place."""
+        worker.kill()
+        fresh = _Worker(self._env)
+        self.workers[self.workers.index(worker)] = fresh
+        return fresh
+
+    def close(self) -> None:
+        """Stop every worker now."""
+        self.broken = True
+        for w in self.workers:
+            w.kill()
+
+
+_shared: Pool | None = None
+_shared_lock = threading.Lock()
+
+
+def acquire_pool(size: int) -> tuple[Pool, bool]:
+    """The warm shared pool of ``size`` workers, or a private one when it is in use.
+
+    Returns the pool and whether it is private (close it after the map).
+    """
+    global _shared
+    with _shared_lock:
+        pool = _shared
+        if pool is not None and (pool.broken or pool.size != size):
+            if pool.busy.acquire(blocking=False):
+                pool.close()
+                pool.busy.release()
+                _shared = pool = None
+            else:
+                return Pool(size), True
+        if pool is None:
+            pool = _shared = Pool(size)
+        if pool.busy.acquire(blocking=False):
+            return pool, False
+    return Pool(size), True
+
+
+def release_pool(pool: Pool, private: bool) -> None:
+    """Give back a pool from :func:`acquire_pool`."""
+    if private:
+        pool.close()
+    else:
+        pool.busy.release()
+
+
+@atexit.register
+def _close_shared() -> None:
+    if _shared is not None:
+        _shared.close()
+
+
+def process_outcomes(
+    call: MapCall, source: Iterator[tuple[int, Any]], window: Window, concurrency: int = 1
+) -> Iterator[list[Outcome]]:
+    """Run ``call``'s items on the pool; yield outcome batches as they arrive."""
+    import cloudpickle
+
+    remote = Remote(call, concurrency)
+    token = os.urandom(8).hex()
+    pool, private = acquire_pool(call.workers)
+    cap = 1000 if concurrency == 1 else max(1, concurrency)
+    fixed = call.chunksize if call.chunksize is not None or concurrency == 1 else concurrency
+    sizer = ChunkSizer(0.05, cap, call.total, call.workers, fixed)
+    next_id = 0
+    exhausted = False
+    clean = False
+    try:
+        while True:
+            ready: list[Outcome] = []
+            # 1. give every idle worker a chunk: re-sent items alone, then fresh ones
+            for worker in list(pool.workers):
+                if worker.chunk_id is not None:
+                    continue
+                items: list[Sent] = []
+                if remote.retry:
+                    items = [remote.retry.popleft()]
+                while not items and not exhausted:
+                    want = window.try_acquire(sizer.next())
+                    if want == 0:
+                        break
+                    pairs = take(source, want)
+                    if len(pairs) < want:
+                        window.release(want - len(pairs))
+                        exhausted = True
+                    items = remote.admit(pairs, ready)
+                if not items:
+                    continue
+                next_id += 1
+                try:
+                    if token not in worker.tokens:
+                        worker.send(("setup", token, remote.spec_bytes))
+                        worker.tokens.add(token)
+                    worker.send(("chunk", token, (next_id, items)))
+                except OSError:
+                    worker.held = {i: (item, used) for i, item, used in items}
+                    ready.extend(_lost(pool, worker, remote))
+                    continue
+                worker.chunk_id = next_id
+                worker.held = {i: (item, used) for i, item, used in items}
+                worker.sent_at = time.perf_counter()
+                worker.size = len(items)
+            if ready:
+                yield ready
+                continue
+            busy = [w for w in pool.workers if w.chunk_id is not None]
+            if not busy:
+                if exhausted and not remote.retry:
+                    break
+                # every item is waiting for the consumer to release room: wait for it
+                if window.acquire(1):
+                    window.release(1)
+                continue
+            # 2. wait for results or deaths
+            for conn in wait([w.outbox for w in busy], timeout=0.2):
+                worker = next(w for w in busy if w.outbox is conn)
+                try:
+                    raw = worker.outbox.recv_bytes()
+                    batch: Batch = cloudpickle.loads(raw)
+                except (EOFError, OSError):
+                    ready.extend(_lost(pool, worker, remote))
+                    continue
+                for i, *_ in batch.outcomes:
+                    worker.held.pop(i, None)
+                if batch.final:
+                    sizer.observe(worker.size, time.perf_counter() - worker.sent_at)
+                    worker.chunk_id = None
+                    worker.held = {}
+                ready.extend(remote.receive(batch))
+            if call.stop.is_set():
+                raise KeyboardInterrupt
+            if ready:
+                yield ready
+        clean = True
+    finally:
+        if clean:
+            for w in pool.workers:
+                try:
+                    if token in w.tokens:
+                        w.send(("drop", token, None))
+                        w.tokens.discard(token)
+                except OSError:
+                    pass
+            release_pool(pool, private)
+        else:
+            # Interrupted (Ctrl-C, an abandoned stream, an error): workers may be busy with
+            # our items; stop them all now rather than wait.
+            pool.close()
+            release_pool(pool, private)
+
+
+def _lost(pool: Pool, worker: _Worker, remote: Remote) -> list[Outcome]:
+    try:
+        code = worker.proc.wait(2)
+    except subprocess.TimeoutExpired:
+        code = None
+    held = worker.held
+    detail = describe_exit(worker.proc.pid, code)
+    pool.replace(worker)
+    return remote.lose(held, detail, code)

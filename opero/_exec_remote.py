@@ -1,0 +1,175 @@
+"""The parent's side of maps that run in other processes (process, async_process, dask).
+
+It does what must happen in the parent: cache lookups before dispatch (a hit never travels)
+and stores after (results computed in workers land in the parent's cache, so an interrupted
+map resumes), merging the workers' counters and re-dispatching their events, and the
+bookkeeping of items whose worker died (each death is one failed attempt, §5).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._cache import MISS
+from ._errors import AllFailedError, WorkerLostError
+from ._exec_run import Outcome
+from ._exec_worker import Batch, Spec
+from ._policy import Plan
+from ._telemetry import LEVELS, _safe, dispatch, logger
+from ._testing import state as testing_state
+
+__all__ = ["MapCall", "Remote", "Sent"]
+
+
+@dataclass
+class MapCall:
+    """One call of an opmap'd function: the plan, the mode and the call's own arguments."""
+
+    plan: Plan
+    mode: str
+    workers: int
+    chunksize: int | None
+    prefix: tuple[Any, ...]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    total: int | None
+    #: set when the caller gave up (Ctrl-C in another thread, a cancelled await)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
+#: an item on its way to a worker: index, item, rounds already used by worker deaths
+Sent = tuple[int, Any, int]
+
+
+class Remote:
+    """Parent-side bookkeeping for one map whose items run in worker processes."""
+
+    def __init__(self, call: MapCall, concurrency: int = 1) -> None:
+        import cloudpickle
+
+        self.call = call
+        plan = self.plan = call.plan
+        limiter, share = plan.limiter, None
+        if limiter is not None:
+            try:
+                cloudpickle.dumps(limiter)
+            except Exception:
+                # Until the limiter can travel, each worker spends an equal share: the total
+                # stays within the budget, spacing across workers is not exact.
+                share = limiter.rate / max(1, call.workers)
+                limiter = None
+        relay = any(plan.recorder.wants(kind) for kind in LEVELS)
+        spec = Spec(
+            plan.func,
+            plan.options,
+            plan.name,
+            limiter,
+            share,
+            call.prefix,
+            call.args,
+            call.kwargs,
+            concurrency=concurrency,
+            relay=relay,
+            testing=(testing_state.active, testing_state.cache),
+        )
+        self.spec_bytes: bytes = cloudpickle.dumps(spec)
+        self.keys: dict[int, Any] = {}
+        self.lost: dict[int, list[BaseException]] = {}
+        self.retry: deque[Sent] = deque()
+
+    # -- before dispatch -------------------------------------------------------------------
+
+    def admit(self, pairs: list[tuple[int, Any]], hits: list[Outcome]) -> list[Sent]:
+        """Look ``pairs`` up in the cache; hits go to ``hits``, the rest are returned to send."""
+        plan = self.plan
+        if plan.keys is None:
+            return [(i, item, 0) for i, item in pairs]
+        out: list[Sent] = []
+        prefix, args, kwargs = self.call.prefix, self.call.args, self.call.kwargs
+        for i, item in pairs:
+            began = time.perf_counter()
+            try:
+                key, value = plan._lookup((*prefix, item, *args), kwargs)
+            except Exception:
+                logger.exception("opero: cache lookup failed for %s", plan.name)
+                key, value = None, MISS
+            if value is not MISS:
+                plan.stats.begin()  # a miss is counted as a call by the worker that runs it
+                plan._finish(True, began, 0)
+                hits.append((i, True, value, None))
+                continue
+            if key is not None:
+                self.keys[i] = key
+            out.append((i, item, 0))
+        return out
+
+    # -- results ---------------------------------------------------------------------------
+
+    def receive(self, batch: Batch) -> list[Outcome]:
+        """Merge a worker batch: counters, events, cache stores; return its outcomes."""
+        plan = self.plan
+        if batch.stats:
+            plan.stats.merge(batch.stats)
+        callbacks = plan.recorder._callbacks
+        for event in batch.events:
+            dispatch(event)
+            cb = callbacks.get(event.kind)
+            if cb is not None:
+                _safe(cb, event)
+        outs = batch.outcomes
+        for n, (i, ok, value, item) in enumerate(outs):
+            key = self.keys.pop(i, None)
+            earlier = self.lost.pop(i, None)
+            if ok:
+                if key is not None:
+                    try:
+                        plan._store(key, value)
+                    except Exception:
+                        logger.exception("opero: cache store failed for %s", plan.name)
+            elif earlier and isinstance(value, AllFailedError):
+                outs[n] = (i, False, AllFailedError(plan.name, [*earlier, *value.errors]), item)
+        return outs
+
+    def lose(self, held: dict[int, tuple[Any, int]], detail: str, exitcode: int | None) -> list[Outcome]:
+        """Items ``held`` by a worker that died: retry them, or fail those out of rounds."""
+        plan = self.plan
+        finals: list[Outcome] = []
+        retries = plan.options.retries
+        for i, (item, used) in held.items():
+            err = WorkerLostError(detail, exitcode)
+            errors = self.lost.setdefault(i, [])
+            errors.append(err)
+            plan.stats.add(attempts=1)
+            plan.recorder.emit("attempt_failed", attempt=used + 1, round=used + 1, error=err)
+            if used < retries:
+                plan.stats.add(retries=1)
+                plan.recorder.emit("retry", attempt=used + 1, round=used + 1, delay=0.0, error=err)
+                self.retry.append((i, item, used + 1))
+            else:
+                self.lost.pop(i, None)
+                self.keys.pop(i, None)
+                plan.stats.add(calls=1, failures=1)
+                final = AllFailedError(plan.name, errors)
+                final.__cause__ = err
+                plan.recorder.emit("failure", error=final)
+                finals.append((i, False, final, item))
+        return finals
+
+
+def describe_exit(pid: int, code: int | None) -> str:
+    """``worker process 123 died (signal SIGKILL)`` from a return code."""
+    if code is None:
+        how = "unknown cause"
+    elif code < 0:
+        try:
+            how = f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            how = f"signal {-code}"
+    else:
+        how = f"exit code {code}"
+    return f"worker process {pid} died ({how})"

@@ -1,0 +1,41 @@
+"""The Jupyter extension: ``%load_ext opero`` (SPEC §8).
+
+Registers the ``%opero`` line magic and the ``%%opero`` cell magic. IPython and ipywidgets
+are imported only here, when the extension loads, never by ``import opero``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["load_ipython_extension", "unload_ipython_extension"]
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """Register the magics, the end-of-cell dashboard flush and the cell-cache clearer."""
+    from .._cache import namespace_clearers
+    from .cellcache import clear_cells
+    from .magics import OperoMagics, after_cell
+
+    ipython.register_magics(OperoMagics)
+    if after_cell not in ipython.events.callbacks.get("post_run_cell", []):
+        ipython.events.register("post_run_cell", after_cell)
+    # opero.clear_cache() then also empties the cell cache of that namespace.
+    if clear_cells not in namespace_clearers:
+        namespace_clearers.append(clear_cells)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """Remove the magics and hooks that :func:`load_ipython_extension` added."""
+    from .._cache import namespace_clearers
+    from .cellcache import clear_cells
+    from .magics import after_cell
+
+    for kind in ("line", "cell"):
+        ipython.magics_manager.magics[kind].pop("opero", None)
+    try:
+        ipython.events.unregister("post_run_cell", after_cell)
+    except ValueError:
+        pass
+    if clear_cells in namespace_clearers:
+        namespace_clearers.remove(clear_cells)

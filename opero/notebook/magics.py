@@ -1,0 +1,440 @@
+"""``%opero`` and ``%%opero``: run a cell as one resilient, cacheable unit; inspect opero.
+
+``%%opero retries=2 timeout=60 cache=True`` runs the cell through the same :class:`Plan`
+as ``@opero``: the cell body is the function, so retries, backoff, ``retry_on``, rate limits,
+stats and events behave exactly as for a decorated function. The options are §2's, written
+as Python literals; two extra ones belong to the magic: ``dashboard=False`` hides the cell's
+dashboard and ``name="..."`` names the cell's row in stats.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import re
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+
+from .._bridge import run
+from .._errors import ConfigurationError
+from .._options import Options, configure, current_overrides, resolve_options
+from .._policy import Plan
+from .._telemetry import Event
+from .._testing import state as testing_state
+from . import cellcache
+from .dashboard import Dashboard, hub, show, widgets_available
+
+__all__ = ["MAGIC_ONLY", "OperoMagics", "after_cell", "parse_options", "run_cell"]
+
+#: Options of the magic itself, not of §2.
+MAGIC_ONLY = ("dashboard", "name")
+#: The name the cell's last expression is stored under while the cell runs.
+_RESULT = "__opero_cell_result__"
+_CELL_BACKENDS = ("disk", "memory")
+
+USAGE = """\
+%%opero [option=value ...]    run the cell with retries/timeout/cache (SPEC §2 options as literals)
+%opero dashboard              live dashboard of every opero function
+%opero stats                  opero.stats() as a DataFrame
+%opero clear-cache [namespace] empty opero's caches (cells included)
+%opero config k=v ...         notebook-wide defaults (opero.configure); no arguments: show them;
+                              'reset' drops them
+%opero nest                   apply nest-asyncio2 (opt-in, for other libraries' asyncio.run)"""
+
+# `name=` at the start of a chunk (not `==`): splits "retries=2 timeout=1.5" into options.
+_OPTION_START = re.compile(r"\s+(?=[A-Za-z_]\w*\s*=(?!=))")
+
+
+def _value(name: str, node: ast.expr, source: str, namespace: Mapping[str, Any]) -> Any:
+    """A literal, or a plain name / dotted name looked up in the user namespace or builtins."""
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        pass
+    if isinstance(node, ast.Tuple):
+        return tuple(_value(name, elt, source, namespace) for elt in node.elts)
+    if isinstance(node, ast.Name):
+        if node.id in namespace:
+            return namespace[node.id]
+        import builtins
+
+        if hasattr(builtins, node.id):
+            return getattr(builtins, node.id)
+        raise ConfigurationError(f"option {name}: name {node.id!r} is not defined")
+    if isinstance(node, ast.Attribute):
+        return getattr(_value(name, node.value, source, namespace), node.attr)
+    text = ast.get_source_segment(source, node) or ast.dump(node)
+    raise ConfigurationError(
+        f"option {name}={text} is not a Python literal (write numbers, strings, True/False/None, "
+        "tuples, lists, dicts, or a name such as an exception class)"
+    )
+
+
+def parse_options(line: str, namespace: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Parse ``option=value ...`` (space- or comma-separated) into a dict.
+
+    Args:
+        line: the magic's argument line, e.g. ``retries=2 timeout=60 cache=True``.
+        namespace: where bare names (``retry_on=ValueError``) are looked up.
+
+    Raises:
+        ConfigurationError: a chunk that is not ``name=value`` or a value that is not a literal.
+    """
+    namespace = namespace if namespace is not None else {}
+    line = line.strip()
+    if not line:
+        return {}
+    pairs: list[tuple[str, ast.expr, str]] = []
+    try:
+        call = ast.parse(f"_({line})", mode="eval").body
+    except SyntaxError:
+        call = None
+    if isinstance(call, ast.Call) and not call.args and all(kw.arg for kw in call.keywords):
+        source = f"_({line})"
+        pairs = [(str(kw.arg), kw.value, source) for kw in call.keywords]
+    else:
+        for chunk in _OPTION_START.split(line):
+            chunk = chunk.strip().rstrip(",").strip()
+            if not chunk:
+                continue
+            name, eq, text = chunk.partition("=")
+            name = name.strip()
+            if not eq or not name.isidentifier():
+                raise ConfigurationError(f"expected option=value, got {chunk!r}")
+            try:
+                node = ast.parse(text.strip(), mode="eval").body
+            except SyntaxError:
+                raise ConfigurationError(f"option {name}: {text.strip()!r} is not a Python literal") from None
+            pairs.append((name, node, text.strip()))
+    out: dict[str, Any] = {}
+    for name, node, source in pairs:
+        if name in out:
+            raise ConfigurationError(f"option {name!r} given twice")
+        out[name] = _value(name, node, source, namespace)
+    return out
+
+
+def _note(text: str) -> None:
+    """A one-line note under the cell (stderr, so it never mixes with the cell's own output)."""
+    print(f"[opero] {text}", file=sys.stderr)
+
+
+def _summary(cell: str) -> str:
+    for line in cell.splitlines():
+        if line.strip():
+            text = line.strip()
+            return text if len(text) <= 40 else text[:39] + "…"
+    return "(empty cell)"
+
+
+@contextmanager
+def _alarm(seconds: float | None) -> Iterator[None]:
+    """Interrupt the main thread with ``TimeoutError`` after ``seconds`` (a real stop)."""
+    if seconds is None:
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise TimeoutError(f"cell exceeded timeout={seconds}s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _can_alarm() -> bool:
+    return hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+
+
+def _compile(shell: Any, tree: ast.Module, source: str, raw: str) -> Any:
+    """Compile the cell; its last expression is stored so the magic can return it."""
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
+        last = tree.body[-1]
+        assign = ast.Assign(targets=[ast.Name(id=_RESULT, ctx=ast.Store())], value=last.value)
+        tree.body[-1] = ast.copy_location(assign, last)
+        ast.fix_missing_locations(tree)
+    try:
+        filename = shell.compile.cache(source, shell.execution_count, raw_code=raw)
+        flags = shell.compile.flags
+    except AttributeError:  # a bare InteractiveShell stand-in
+        filename, flags = "<opero cell>", 0
+    return compile(tree, filename, "exec", flags=flags | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
+
+
+class _CellFunction:
+    """The cell as a function of no arguments, for :class:`Plan`: one call = one run."""
+
+    def __init__(self, shell: Any, code: Any, timeout: float | None) -> None:
+        self.shell = shell
+        self.code = code
+        self.timeout = timeout
+        self.__name__ = self.__qualname__ = "cell"
+        self.__module__ = "__main__"
+        #: the stdout of the last (successful) run
+        self.stdout = ""
+
+    def __call__(self) -> Any:
+        ns = self.shell.user_ns
+        ns.pop(_RESULT, None)
+        tee = cellcache.Tee(sys.stdout)
+        previous = sys.stdout
+        sys.stdout = tee
+        try:
+            with _alarm(self.timeout):
+                value = eval(self.code, self.shell.user_global_ns, ns)
+                if inspect.iscoroutine(value):  # top-level await in the cell
+                    run(value)
+        finally:
+            sys.stdout = previous
+            self.stdout = tee.getvalue()
+        return ns.pop(_RESULT, None)
+
+
+def _on_retry(event: Event) -> None:
+    error = event.error
+    what = f"{type(error).__name__}: {error}" if error is not None else "failed"
+    delay = f"; retrying in {event.delay:.2f}s" if event.delay is not None else ""
+    _note(f"cell attempt {event.attempt} failed ({what}){delay}")
+
+
+def _cell_options(explicit: dict[str, Any]) -> tuple[Options, str]:
+    if explicit.get("arg_fallback") is not None:
+        raise ConfigurationError("arg_fallback does not apply to a cell (it has no parameters)")
+    backend = explicit.pop("cache_backend", "disk")
+    if backend not in _CELL_BACKENDS:
+        raise ConfigurationError(
+            f"cache_backend={backend!r} is not available for cells: "
+            "cells cache to 'disk' (default) or 'memory'"
+        )
+    return resolve_options(explicit), backend
+
+
+def run_cell(shell: Any, line: str, cell: str) -> Any:
+    """Run ``%%opero line`` on ``cell`` in ``shell``; return the value to display (or None).
+
+    Raises:
+        UsageError: invalid options (the ConfigurationError's message, without traceback).
+    """
+    try:
+        explicit = parse_options(line, shell.user_ns)
+        show_dashboard = explicit.pop("dashboard", True)
+        cell_name = explicit.pop("name", None)
+        opts, backend = _cell_options(explicit)
+    except ConfigurationError as exc:
+        raise UsageError(f"ConfigurationError: {exc}") from None
+    source = shell.transform_cell(cell)
+    tree = ast.parse(source)
+    names = cellcache.analyse(tree) if opts.cache else None
+    silent = source.rstrip().endswith(";")
+    summary = _summary(cell)
+    name = str(cell_name) if cell_name else f"%%opero {summary}"
+
+    use_alarm = opts.timeout is not None and _can_alarm()
+    function = _CellFunction(shell, _compile(shell, tree, source, cell), opts.timeout if use_alarm else None)
+    user_retry = opts.on_retry
+
+    def on_retry(event: Event) -> None:
+        _on_retry(event)
+        if user_retry is not None:
+            user_retry(event)
+
+    plan = Plan(
+        function,
+        opts.replace(cache=False, on_retry=on_retry, timeout=None if use_alarm else opts.timeout),
+        name,
+    )
+
+    key = store = None
+    inputs: dict[str, Any] = {}
+    if names is not None and testing_state.cache:
+        key, store, inputs = _lookup_key(shell, names, source, opts, backend)
+        if key is not None and store is not None:
+            hit = _try_restore(shell, plan, store, key, opts)
+            if hit is not None:
+                return None if silent else hit[0]
+            plan.stats.add(cache_misses=1)
+            plan.recorder.emit("cache_miss")
+
+    dashboard = None
+    if show_dashboard and widgets_available():
+        from IPython.display import display
+
+        dashboard = Dashboard.for_new_work(title=name, always=(name,))
+        display(dashboard.widget)  # type: ignore[no-untyped-call]
+        dashboard.attach()
+    began = time.perf_counter()
+    try:
+        result = plan.call_sync((), {})
+    finally:
+        if dashboard is not None:
+            dashboard.detach()
+    if key is not None and store is not None and names is not None:
+        _store(shell, names, inputs, store, key, function.stdout, result, time.perf_counter() - began)
+    return None if silent else result
+
+
+def _lookup_key(
+    shell: Any, names: cellcache.CellNames, source: str, opts: Options, backend: str
+) -> tuple[str | None, cellcache.CellStore | None, dict[str, Any]]:
+    if names.star_import:
+        _note("cell not cached: it uses 'from ... import *', so its names cannot be known")
+        return None, None, {}
+    hidden = getattr(shell, "user_ns_hidden", {})
+    try:
+        fingerprints = cellcache.input_fingerprints(names, shell.user_ns, hidden)
+    except cellcache.Uncacheable as exc:
+        _note(f"cell not cached: {exc}")
+        return None, None, {}
+    key = cellcache.cell_key(source, opts.cache_namespace, fingerprints)
+    store = cellcache.make_store(backend, opts.cache_namespace, opts.cache_backend_config)
+    return key, store, dict(fingerprints)
+
+
+def _try_restore(
+    shell: Any, plan: Plan, store: cellcache.CellStore, key: str, opts: Options
+) -> tuple[Any] | None:
+    began = time.perf_counter()
+    entry = cellcache.load_entry(store, key, opts.cache_ttl)
+    if entry is None:
+        return None
+    try:
+        result = cellcache.restore(entry, shell.user_ns)
+    except Exception as exc:  # a class that changed, a module gone: run the cell instead
+        _note(f"cache entry could not be restored ({type(exc).__name__}: {exc}); running the cell")
+        return None
+    plan.stats.begin()
+    plan.stats.add(cache_hits=1)
+    plan.recorder.emit("cache_hit")
+    plan.stats.end(True, time.perf_counter() - began, 0)
+    if entry.stdout:
+        sys.stdout.write(entry.stdout)
+        sys.stdout.flush()
+    restored = [n for n, spec in entry.names.items() if spec[0] != "deleted"]
+    shown = ", ".join(restored[:6]) + (", …" if len(restored) > 6 else "")
+    age = time.time() - entry.created
+    _note(
+        f"inputs unchanged: cell skipped, restored {shown or 'its output'} "
+        f"(cached {_age(age)} ago, the run took {entry.elapsed:.2f}s)"
+    )
+    return (result,)
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _store(
+    shell: Any,
+    names: cellcache.CellNames,
+    inputs: dict[str, Any],
+    store: cellcache.CellStore,
+    key: str,
+    stdout: str,
+    result: Any,
+    elapsed: float,
+) -> None:
+    hidden = getattr(shell, "user_ns_hidden", {})
+    # An input changed in place (lst.append(...)) would not be replayed by a restore.
+    read_only = cellcache.CellNames(tuple(n for n in names.inputs if n not in names.outputs), ())
+    try:
+        after = dict(cellcache.input_fingerprints(read_only, shell.user_ns, hidden))
+    except cellcache.Uncacheable as exc:
+        _note(f"cell not cached: {exc}")
+        return
+    changed = [n for n, fp in after.items() if inputs.get(n) != fp]
+    if changed:
+        _note(f"cell not cached: it changes its input {changed[0]!r} in place")
+        return
+    try:
+        entry = cellcache.capture_outputs(names, shell.user_ns, stdout, result, elapsed)
+    except cellcache.Uncacheable as exc:
+        _note(f"cell not cached: {exc}")
+        return
+    store.set(key, entry.dumps())
+
+
+def after_cell(*_: Any) -> None:
+    """``post_run_cell`` hook: flush pending dashboard updates at the end of every cell."""
+    if hub.dashboards:
+        hub.refresh_all()
+
+
+@magics_class
+class OperoMagics(Magics):
+    """The ``%opero`` line magic and the ``%%opero`` cell magic."""
+
+    @line_cell_magic
+    def opero(self, line: str, cell: str | None = None) -> Any:
+        """``%%opero [option=value ...]`` runs a cell resiliently; ``%opero help`` lists commands."""
+        if cell is not None:
+            return run_cell(self.shell, line, cell)
+        return self._line(line)
+
+    def _line(self, line: str) -> Any:
+        command, _, rest = line.strip().partition(" ")
+        rest = rest.strip()
+        if command in ("", "help", "-h", "--help"):
+            print(USAGE)
+            return None
+        if command == "dashboard":
+            show(title="opero dashboard")
+            return None
+        if command == "stats":
+            return _stats()
+        if command in ("clear-cache", "clear_cache"):
+            from .._cache import clear_cache
+
+            clear_cache(rest or None)
+            cellcache.clear_cells(rest or None)
+            print(f"opero: cleared {'namespace ' + repr(rest) if rest else 'all caches'}")
+            return None
+        if command == "config":
+            return _config(rest, self.shell.user_ns if self.shell is not None else {})
+        if command == "nest":
+            import nest_asyncio2
+
+            nest_asyncio2.apply()
+            print("opero: nest-asyncio2 applied to this kernel's event loop (asyncio.run now nests)")
+            return None
+        raise UsageError(f"unknown %opero command {command!r}\n{USAGE}")
+
+
+def _stats() -> Any:
+    try:
+        from .._telemetry import stats
+
+        return stats()
+    except ImportError:  # no pandas: the text table says the same
+        print(Dashboard().text())
+        return None
+
+
+def _config(rest: str, user_ns: Mapping[str, Any]) -> None:
+    if rest == "reset":
+        configure()
+        print("opero: notebook-wide defaults reset")
+        return
+    if rest:
+        try:
+            configure(**parse_options(rest, user_ns))
+        except ConfigurationError as exc:
+            raise UsageError(f"ConfigurationError: {exc}") from None
+    overrides = current_overrides()
+    text = ", ".join(f"{k}={v!r}" for k, v in sorted(overrides.items())) or "(none: built-in defaults)"
+    print(f"opero defaults: {text}")

@@ -1,0 +1,208 @@
+"""Fixtures for the browser tests: Debian's Chromium via Playwright, Voila and JupyterLab.
+
+Recipes from ../shared/TESTING.md: Chromium with fixed flags, every request that does not go
+to 127.0.0.1 aborted, servers bound to 127.0.0.1 with fresh Jupyter config/runtime dirs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = os.environ.get("OPERO_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+]
+BROWSER_ARTIFACTS = REPO / "artifacts" / "browser"
+DEMO_NOTEBOOK = REPO / "notebooks" / "dashboard_demo.ipynb"
+
+
+def _require(condition: bool, reason: str) -> None:
+    from tests.conftest import require
+
+    require(condition, reason)
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Wait until ``url`` answers 200, failing early when ``proc`` died."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before {url} answered")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except Exception as exc:
+            last = exc
+        time.sleep(0.25)
+    raise TimeoutError(f"{url} did not answer within {timeout}s ({last})")
+
+
+def _jupyter_env(root: Path) -> dict[str, str]:
+    """Fresh Jupyter config/runtime/settings dirs, and this checkout on the kernels' path."""
+    env = dict(os.environ)
+    for var, sub in (
+        ("JUPYTER_CONFIG_DIR", "config"),
+        ("JUPYTER_RUNTIME_DIR", "runtime"),
+        ("JUPYTERLAB_SETTINGS_DIR", "lab-settings"),
+        ("JUPYTERLAB_WORKSPACES_DIR", "lab-workspaces"),
+    ):
+        path = root / sub
+        path.mkdir(parents=True, exist_ok=True)
+        env[var] = str(path)
+    labconfig = root / "config" / "labconfig"
+    labconfig.mkdir(parents=True, exist_ok=True)
+    (labconfig / "page_config.json").write_text(
+        json.dumps({"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}})
+    )
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    env["OPERO_CACHE_DIR"] = str(root / "opero-cache")
+    return env
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    """Where screenshots are kept (printed so CI can collect them)."""
+    BROWSER_ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    print(f"\nbrowser artefacts (screenshots): {BROWSER_ARTIFACTS}")
+    return BROWSER_ARTIFACTS
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    """A headless Debian Chromium driven by Playwright."""
+    _require(Path(CHROMIUM).exists(), f"{CHROMIUM} missing (apt-get install -y chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _require(False, "the playwright package is not installed")
+        raise
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def _loopback_only(route: Any) -> None:
+    url: str = route.request.url
+    if url.startswith(("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:")):
+        route.continue_()
+    else:
+        route.abort()
+
+
+@pytest.fixture
+def page(chromium: Any) -> Iterator[Any]:
+    """A fresh page whose requests can only reach 127.0.0.1."""
+    context = chromium.new_context(viewport={"width": 1400, "height": 1000})
+    context.route("**/*", _loopback_only)
+    page = context.new_page()
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def voila_url(tmp_path: Path) -> Iterator[str]:
+    """Voila serving the demo notebook on 127.0.0.1; yields its URL."""
+    voila = Path(sys.executable).with_name("voila")
+    _require(voila.exists(), "voila is not installed")
+    work = tmp_path / "voila"
+    work.mkdir()
+    notebook = Path(shutil.copy(DEMO_NOTEBOOK, work))
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            str(voila),
+            str(notebook),
+            "--no-browser",
+            "--Voila.ip=127.0.0.1",
+            f"--port={port}",
+            "--Voila.port_retries=0",
+        ],
+        cwd=work,
+        env=_jupyter_env(tmp_path / "jupyter"),
+        stdout=subprocess.DEVNULL,
+        stderr=open(work / "voila.log", "wb"),  # noqa: SIM115 - closed with the process
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/voila/static/voila.js", 60, proc)
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        _stop(proc)
+
+
+@pytest.fixture
+def lab_url(tmp_path: Path) -> Iterator[str]:
+    """JupyterLab serving a copy of the notebooks on 127.0.0.1; yields the demo notebook's URL."""
+    jupyter = Path(sys.executable).with_name("jupyter")
+    _require(jupyter.exists(), "jupyter is not installed")
+    root = tmp_path / "lab-root"
+    root.mkdir()
+    shutil.copy(DEMO_NOTEBOOK, root)
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            str(jupyter),
+            "lab",
+            "--no-browser",
+            "--allow-root",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={port}",
+            "--ServerApp.port_retries=0",
+            "--IdentityProvider.token=",
+            "--ServerApp.password=",
+            f"--ServerApp.root_dir={root}",
+            "--LabApp.news_url=None",
+        ],
+        cwd=root,
+        env=_jupyter_env(tmp_path / "jupyter"),
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "lab.log", "wb"),  # noqa: SIM115 - closed with the process
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/api", 90, proc)
+        yield f"http://127.0.0.1:{port}/lab/tree/{DEMO_NOTEBOOK.name}?reset"
+    finally:
+        _stop(proc)

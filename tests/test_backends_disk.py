@@ -1,0 +1,246 @@
+"""Disk cache (issue 3): persistence, TTL, edits, corruption, signatures, permissions, clearing."""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+import opero
+from tests._fixtures_redis import run_python
+
+SCRIPT = """
+import os, sys
+from opero import opero
+
+@opero(cache=True, cache_backend="disk", cache_namespace=os.environ.get("NS", "opero"))
+def work(x):
+    with open(os.environ["CALLS"], "a") as f:
+        f.write(f"{{x}}\\n")
+    return x * {factor}
+
+print(work(int(sys.argv[1]) if len(sys.argv) > 1 else 7))
+"""
+
+
+def _calls(path: Path) -> list[str]:
+    return path.read_text().split() if path.exists() else []
+
+
+def _entries(root: Path) -> list[Path]:
+    return sorted(root.rglob("*.pkl"))
+
+
+def test_ttl_expiry_seconds_and_callable() -> None:
+    """An entry is served until its TTL (seconds or a callable) runs out, then recomputed."""
+    calls: list[int] = []
+
+    @opero.opero(cache=True, cache_backend="disk", cache_ttl=0.3)
+    def fixed(x: int) -> int:
+        calls.append(x)
+        return x
+
+    @opero.opero(cache=True, cache_backend="disk", cache_ttl=lambda: 0.3)
+    def dynamic(x: int) -> int:
+        calls.append(-x)
+        return x
+
+    assert [fixed(1), fixed(1), dynamic(2), dynamic(2)] == [1, 1, 2, 2]
+    assert calls == [1, -2]
+    time.sleep(0.4)
+    assert [fixed(1), dynamic(2)] == [1, 2]
+    assert calls == [1, -2, 1, -2]
+
+
+def test_survives_process_restart(tmp_path: Path) -> None:
+    """A result written by one process is a hit in a fresh process (the function runs once)."""
+    calls = tmp_path / "calls"
+    env = {"OPERO_CACHE_DIR": str(tmp_path / "cache"), "CALLS": str(calls)}
+    code = SCRIPT.format(factor=2)
+    assert run_python(code, env).strip() == "14"
+    assert run_python(code, env).strip() == "14"
+    assert _calls(calls) == ["7"]
+
+
+def test_edited_function_misses(tmp_path: Path) -> None:
+    """Editing the function's source (a script and ``python -c`` code) makes old entries miss."""
+    calls = tmp_path / "calls"
+    env = {"OPERO_CACHE_DIR": str(tmp_path / "cache"), "CALLS": str(calls)}
+    v1, v2 = tmp_path / "v1.py", tmp_path / "v2.py"
+    v1.write_text(SCRIPT.format(factor=2))
+    v2.write_text(SCRIPT.format(factor=3))
+    outs = [run_python(f"exec(open({str(p)!r}).read())", env).strip() for p in (v1, v2, v1)]
+    assert outs == ["14", "21", "14"]
+    assert _calls(calls) == ["7", "7"]  # v1 computed, v2 computed, v1 hit
+    # ``python -c``: no source file; the code object's constants still tell versions apart.
+    outs = [run_python(SCRIPT.format(factor=f), env).strip() for f in (5, 6, 5)]
+    assert outs == ["35", "42", "35"]
+    assert _calls(calls) == ["7", "7", "7", "7"]
+
+
+def test_corrupt_entries_are_misses(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Truncated, byte-flipped and garbage entries are recomputed, logged, never a crash."""
+    root = Path(os.environ["OPERO_CACHE_DIR"])
+    calls: list[int] = []
+
+    @opero.opero(cache=True, cache_backend="disk")
+    def f(x: int) -> dict[str, int]:
+        calls.append(x)
+        return {"value": x}
+
+    damage = [
+        lambda b: b[: len(b) // 2],  # truncated
+        lambda b: b[:-3] + bytes([b[-3] ^ 0x01]) + b[-2:],  # one bit flipped in the pickle
+        lambda b: b"not an entry at all",
+        lambda b: b"",
+    ]
+    f(1)
+    with caplog.at_level(logging.WARNING, logger="opero"):
+        for i, spoil in enumerate(damage):
+            (entry,) = _entries(root)
+            entry.write_bytes(spoil(entry.read_bytes()))
+            f._opero_plan.cache._tier.clear()  # type: ignore[attr-defined]  # force a disk read
+            assert f(1) == {"value": 1}
+            assert len(calls) == i + 2
+    assert f(1) == {"value": 1} and len(calls) == 5  # the rewritten entry is good again
+    assert capsys.readouterr().out == ""
+    assert sum("opero cache:" in r.getMessage() for r in caplog.records) >= 3
+
+
+def test_unreadable_entry_is_a_miss(caplog: pytest.LogCaptureFixture) -> None:
+    """An entry the process may not read (a directory in its place) is a logged miss."""
+    root = Path(os.environ["OPERO_CACHE_DIR"])
+    calls: list[int] = []
+
+    @opero.opero(cache=True, cache_backend="disk")
+    def f(x: int) -> int:
+        calls.append(x)
+        return x
+
+    f(3)
+    (entry,) = _entries(root)
+    entry.unlink()
+    entry.mkdir()
+    f._opero_plan.cache._tier.clear()  # type: ignore[attr-defined]
+    with caplog.at_level(logging.WARNING, logger="opero"):
+        assert f(3) == 3
+    assert calls == [3, 3]
+    assert any("cannot" in r.getMessage() for r in caplog.records)
+
+
+class _Exploit:
+    """Unpickling this touches a file: proof that a tampered entry was (not) loaded."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (open, (self.path, "w"))
+
+
+def test_signed_entries_reject_tampering(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With OPERO_CACHE_SECRET, forged, unsigned or wrongly keyed entries are never unpickled."""
+    from opero import _entry
+
+    monkeypatch.setenv("OPERO_CACHE_SECRET", "s3cret")
+    root = Path(os.environ["OPERO_CACHE_DIR"])
+    calls: list[int] = []
+
+    @opero.opero(cache=True, cache_backend="disk")
+    def f(x: int) -> int:
+        calls.append(x)
+        return x * 10
+
+    assert f(1) == 10
+    (entry,) = _entries(root)
+    good = entry.read_bytes()
+    assert good[4] == 1  # signed flag
+    marker = tmp_path / "pwned"
+    evil = pickle.dumps(_Exploit(str(marker)))
+    header = good[:13]
+    forged = [
+        header + good[13:45] + evil,  # real header and MAC, payload swapped
+        header[:4] + b"\x00" + header[5:] + bytes(32) + evil,  # claims to be unsigned
+    ]
+    monkeypatch.setenv("OPERO_CACHE_SECRET", "other-key")
+    forged.append(_entry.encode(_Exploit(str(marker)), None))  # signed with another key
+    monkeypatch.setenv("OPERO_CACHE_SECRET", "s3cret")
+    with caplog.at_level(logging.WARNING, logger="opero"):
+        for i, data in enumerate(forged):
+            entry.write_bytes(data)
+            f._opero_plan.cache._tier.clear()  # type: ignore[attr-defined]
+            assert f(1) == 10
+            assert len(calls) == i + 2
+    assert not marker.exists()
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("bad signature" in m for m in messages) == 2
+    assert sum("unsigned entry" in m for m in messages) == 1
+
+
+def test_folders_are_private(tmp_path: Path) -> None:
+    """Cache folders are created with mode 0700 and entry files with 0600."""
+    location = tmp_path / "deep" / "cache"
+
+    @opero.opero(cache=True, cache_backend="disk", cache_backend_config={"location": str(location)})
+    def f(x: int) -> int:
+        return x
+
+    f(1)
+    folders = [location, *[p for p in location.rglob("*") if p.is_dir()]]
+    assert len(folders) == 3  # root, namespace, function
+    assert {stat.S_IMODE(p.stat().st_mode) for p in folders} == {0o700}
+    assert {stat.S_IMODE(p.stat().st_mode) for p in _entries(location)} == {0o600}
+
+
+def test_clear_cache_clears_only_that_namespace(tmp_path: Path) -> None:
+    """clear_cache("a") drops namespace a on disk (also other processes' entries), not b."""
+    root = Path(os.environ["OPERO_CACHE_DIR"])
+    calls = tmp_path / "calls"
+    env = {"OPERO_CACHE_DIR": str(root), "CALLS": str(calls)}
+    for ns, x in (("a", 1), ("b", 2)):
+        run_python(SCRIPT.format(factor=2) + f"\nwork({x + 10})", {**env, "NS": ns})
+    assert len(_entries(root / "a")) == 2 and len(_entries(root / "b")) == 2
+    opero.clear_cache("a")
+    assert _entries(root / "a") == [] and len(_entries(root / "b")) == 2
+    opero.clear_cache()
+    assert _entries(root) == []
+
+
+def test_memory_tier_sees_clear_from_another_process() -> None:
+    """A value held in this process's memory tier is dropped when another process clears."""
+    calls: list[int] = []
+
+    @opero.opero(cache=True, cache_backend="disk", cache_namespace="tiered")
+    def f(x: int) -> int:
+        calls.append(x)
+        return x
+
+    assert [f(5), f(5)] == [5, 5] and calls == [5]
+    run_python("import opero; opero.clear_cache('tiered')")
+    assert f(5) == 5 and calls == [5, 5]
+    f.cache_clear()
+    assert f(5) == 5 and calls == [5, 5, 5]
+
+
+def test_unpicklable_result_is_not_stored() -> None:
+    """A result that cannot be pickled is returned but not stored (logged, no error)."""
+    import threading
+
+    calls: list[int] = []
+
+    @opero.opero(cache=True, cache_backend="disk")
+    def f(x: int) -> object:
+        calls.append(x)
+        return threading.Lock()
+
+    assert f(1) is not f(1)
+    assert calls == [1, 1]

@@ -1,0 +1,386 @@
+"""%opero / %%opero in an in-process IPython shell: option parsing, cell cache, dashboard."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+pytest.importorskip("IPython")
+
+from opero import _telemetry
+from opero._errors import ConfigurationError
+from opero._options import current_overrides
+from opero.notebook import cellcache, dashboard
+from opero.notebook.magics import parse_options
+
+
+@pytest.fixture(scope="module")
+def shell() -> Any:
+    """One in-process IPython shell with the extension loaded."""
+    from IPython.testing.globalipapp import start_ipython
+
+    ip = start_ipython()
+    ip.run_line_magic("load_ext", "opero")
+    return ip
+
+
+@pytest.fixture
+def ip(shell: Any) -> Iterator[Any]:
+    """The shell, with the names a test defines removed afterwards."""
+    before = set(shell.user_ns)
+    yield shell
+    for name in set(shell.user_ns) - before:
+        shell.user_ns.pop(name, None)
+
+
+def run(ip: Any, source: str) -> Any:
+    """Run a cell and return its ExecutionResult."""
+    return ip.run_cell(source, store_history=False)
+
+
+# -- option parsing ------------------------------------------------------------------------------
+
+
+def test_parse_space_separated_literals() -> None:
+    """Options are Python literals separated by spaces."""
+    assert parse_options("retries=2 timeout=60 cache=True cache_namespace='x y'") == {
+        "retries": 2,
+        "timeout": 60,
+        "cache": True,
+        "cache_namespace": "x y",
+    }
+
+
+def test_parse_comma_separated_and_names() -> None:
+    """Commas work too, and bare names (exception classes) resolve in the namespace."""
+
+    class Flaky(Exception):
+        pass
+
+    opts = parse_options("retry_on=(ConnectionError, Flaky), retries=1", {"Flaky": Flaky})
+    assert opts == {"retry_on": (ConnectionError, Flaky), "retries": 1}
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("retries", "expected option=value"),
+        ("retries=len('ab')", "not a Python literal"),
+        ("retries=1 retries=2", "given twice"),
+        ("retry_on=NoSuchError", "not defined"),
+    ],
+)
+def test_parse_errors(line: str, message: str) -> None:
+    """Malformed options raise ConfigurationError saying what is wrong."""
+    with pytest.raises(ConfigurationError, match=message):
+        parse_options(line)
+
+
+# -- static analysis -----------------------------------------------------------------------------
+
+
+def names(source: str) -> cellcache.CellNames:
+    return cellcache.analyse(ast.parse(source))
+
+
+def test_inputs_are_names_read_before_assigned() -> None:
+    """A name read before the cell assigns it is an input; one assigned first is not."""
+    n = names("y = x + 1\nz = y * 2\nx = 0\nprint(z)")
+    assert n.inputs == ("x", "print")
+    assert n.outputs == ("y", "z", "x")
+
+
+def test_augmented_assignment_reads_then_writes() -> None:
+    """``x += 1`` makes x both an input and an output."""
+    n = names("x += 1")
+    assert n.inputs == ("x",)
+    assert n.outputs == ("x",)
+
+
+def test_nested_scopes_read_globals() -> None:
+    """Globals read inside functions, lambdas and comprehensions count unless the cell binds them."""
+    n = names(
+        "import json\n"
+        "def f(a):\n    b = a + scale\n    return json.dumps(b)\n"
+        "g = lambda v: v * factor\n"
+        "out = [f(i) + offset for i in items]\n"
+        "helper_value = 3\n"
+        "def h():\n    return helper_value\n"
+    )
+    assert set(n.inputs) == {"scale", "factor", "offset", "items"}
+    assert set(n.outputs) == {"json", "f", "g", "out", "helper_value", "h"}
+
+
+def test_imports_for_with_and_star() -> None:
+    """Imports bind their top name (and are remembered in full); star imports are flagged."""
+    n = names("import urllib.request\nfrom os import path as p\nfor k in ks:\n    pass\nwith open(fn) as fh:\n    x = 1")
+    assert set(n.outputs) == {"urllib", "p", "k", "fh", "x"}
+    assert n.imports == ("urllib.request",)
+    assert set(n.inputs) == {"ks", "open", "fn"}
+    assert names("from os.path import *").star_import
+
+
+# -- %%opero in a shell ---------------------------------------------------------------------------
+
+
+def test_cell_retries_until_it_passes(ip: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """Retries re-run the whole cell; its last expression is the cell's value."""
+    run(ip, "attempts = 0")
+    result = run(
+        ip,
+        "%%opero retries=3 min_delay=0.001 max_delay=0.002\nattempts += 1\n"
+        "if attempts < 3:\n    raise ValueError('flaky')\nattempts * 10\n",
+    )
+    assert result.success and result.result == 30
+    assert ip.user_ns["attempts"] == 3
+    assert capsys.readouterr().err.count("failed (ValueError: flaky)") == 2
+
+
+def test_cell_that_keeps_failing_raises_all_failed(ip: Any) -> None:
+    """When every attempt fails the cell raises AllFailedError with each attempt's error."""
+    from opero import AllFailedError
+
+    result = run(ip, "%%opero retries=1 min_delay=0.001\nraise KeyError('nope')")
+    assert isinstance(result.error_in_exec, AllFailedError)
+    assert len(result.error_in_exec.errors) == 2
+
+
+def test_non_retryable_error_propagates(ip: Any) -> None:
+    """An error that retry_on does not accept stops at once, as itself."""
+    run(ip, "tries = 0")
+    result = run(ip, "%%opero retries=3 retry_on=ConnectionError\ntries += 1\nraise KeyError('x')")
+    assert isinstance(result.error_in_exec, KeyError)
+    assert ip.user_ns["tries"] == 1
+
+
+def test_cell_timeout_interrupts(ip: Any) -> None:
+    """timeout bounds the cell: a sleeping cell is interrupted with TimeoutError."""
+    import time
+
+    began = time.perf_counter()
+    result = run(ip, "%%opero timeout=0.2 retries=0\nimport time\ntime.sleep(5)")
+    assert time.perf_counter() - began < 2
+    assert isinstance(result.error_in_exec.__cause__, TimeoutError)
+
+
+def test_invalid_option_shows_configuration_error(ip: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """An unknown option shows the ConfigurationError hint; the cell does not run."""
+    run(ip, "%%opero retires=2\nran = True")
+    out = capsys.readouterr()
+    assert "did you mean 'retries'" in out.out + out.err
+    assert "ran" not in ip.user_ns
+
+
+def test_top_level_await_in_a_cell(ip: Any) -> None:
+    """A %%opero cell may await: the coroutine runs via opero.run."""
+    result = run(ip, "%%opero\nimport asyncio\nawait asyncio.sleep(0)\nawaited = 7\nawaited")
+    assert result.result == 7
+
+
+@pytest.mark.parametrize("backend", ["disk", "memory"])
+def test_cached_cell_restores_names_and_output(
+    ip: Any, capsys: pytest.CaptureFixture[str], backend: str, tmp_path: Any
+) -> None:
+    """A cached cell with unchanged inputs is skipped; names, prints and value come back."""
+    marker = tmp_path / "runs"
+    marker.write_text("")
+    ip.user_ns.update(MARK=str(marker), base=10)
+    cell = (
+        f"%%opero cache=True cache_backend={backend!r}\nimport math, pathlib\n"
+        "pathlib.Path(MARK).write_text(pathlib.Path(MARK).read_text() + 'x')\n"
+        "square = base ** 2\ndef plus(v):\n    return v + base\n"
+        "print('square is', square)\nsquare + 1\n"
+    )
+    first = run(ip, cell)
+    assert first.result == 101
+    assert "square is 100" in capsys.readouterr().out
+    for name in ("square", "plus", "math"):
+        del ip.user_ns[name]
+    second = run(ip, cell)
+    out = capsys.readouterr()
+    assert second.result == 101
+    assert marker.read_text() == "x", "the cell did not run again"
+    assert out.out.count("square is 100") == 1
+    assert "cell skipped" in out.err
+    assert ip.user_ns["square"] == 100
+    assert ip.user_ns["math"].sqrt(4) == 2
+    ip.user_ns["base"] = 20
+    assert ip.user_ns["plus"](1) == 21, "a restored function reads the live namespace"
+
+    third = run(ip, cell)  # base changed: runs again
+    assert third.result == 401
+    assert marker.read_text() == "xx"
+
+
+def test_cell_that_mutates_its_input_is_not_cached(ip: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """A cell that changes an input in place runs uncached, with a one-line note."""
+    run(ip, "seen = []")
+    cell = "%%opero cache=True\nseen.append(1)\ncount = len(seen)"
+    run(ip, cell)
+    assert "changes its input 'seen' in place" in capsys.readouterr().err
+
+
+def test_unpicklable_name_runs_uncached_with_a_note(ip: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """A name that cannot be pickled makes the cell run uncached, with a one-line note."""
+    cell = "%%opero cache=True\nimport threading\nguard = threading.Lock()\nhits = 1"
+    run(ip, cell)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'guard' (lock) cannot be pickled" in err
+    run(ip, cell)
+    assert "cell skipped" not in capsys.readouterr().err
+    assert isinstance(ip.user_ns["guard"], type(threading.Lock()))
+
+
+def test_clear_cache_drops_cell_entries(ip: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """%opero clear-cache empties the cell cache, so the cell runs again."""
+    cell = "%%opero cache=True cache_namespace='cells-test'\nvalue = 5\nprint('ran')"
+    run(ip, cell)
+    run(ip, cell)
+    assert "cell skipped" in capsys.readouterr().err
+    run(ip, "%opero clear-cache cells-test")
+    run(ip, cell)
+    out = capsys.readouterr()
+    assert "cell skipped" not in out.err and "ran" in out.out
+
+
+def test_signed_entries_reject_tampering(ip: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With OPERO_CACHE_SECRET, a changed entry is ignored before it is unpickled."""
+    monkeypatch.setenv("OPERO_CACHE_SECRET", "s3cret")
+    store = cellcache.DiskCellStore("signed")
+    store.set("k", b"payload")
+    assert store.get("k") == b"payload"
+    path = store.folder / "k.pkl"
+    path.write_bytes(path.read_bytes()[:-1] + b"X")
+    assert store.get("k") is None
+    assert oct(store.folder.stat().st_mode & 0o777) == "0o700"
+
+
+# -- line magics ------------------------------------------------------------------------------
+
+
+def test_config_sets_notebook_defaults(ip: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """%opero config k=v sets opero.configure defaults; 'reset' drops them."""
+    run(ip, "%opero config retries=1 min_delay=0.5")
+    assert current_overrides() == {"retries": 1, "min_delay": 0.5}
+    assert "retries=1" in capsys.readouterr().out
+    run(ip, "%opero config reset")
+    assert current_overrides() == {}
+
+
+def test_stats_returns_the_frame(ip: Any) -> None:
+    """%opero stats returns opero.stats() (a DataFrame with one row per function)."""
+    pytest.importorskip("pandas")
+    run(ip, "from opero import opero\n@opero\ndef twice(v):\n    return 2 * v\ntwice(2)")
+    frame = run(ip, "%opero stats").result
+    assert frame.loc["__main__.twice", "calls"] >= 1
+
+
+def test_dashboard_without_a_kernel_prints_text(ip: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """Outside a kernel %opero dashboard degrades to a text table, without error."""
+    run(ip, "from opero import opero\n@opero\ndef textual(v):\n    return v\ntextual(1)")
+    result = run(ip, "%opero dashboard")
+    assert result.success
+    out = capsys.readouterr().out
+    assert "__main__.textual" in out and "calls" in out
+
+
+def test_nest_is_opt_in(ip: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """Loading the extension does not patch asyncio; %opero nest does."""
+    import asyncio
+
+    assert asyncio.run.__module__ == "asyncio.runners", "loading the extension patched nothing"
+    result = run(ip, "%opero help")
+    assert result.success and "%opero nest" in capsys.readouterr().out
+
+
+# -- dashboard ---------------------------------------------------------------------------------
+
+
+def _event(kind: str, func: str, error: BaseException | None = None, item: Any = None) -> _telemetry.Event:
+    import time
+
+    return _telemetry.Event(kind, func, time.time(), error=error, item=item)
+
+
+def test_dashboard_rows_errors_and_bars() -> None:
+    """The widget dashboard shows a row per function, the latest errors and a bar per map."""
+    pytest.importorskip("ipywidgets")
+    from opero import opero
+
+    @opero(retries=0)
+    def dash_demo(v: int) -> int:
+        if v < 0:
+            raise ValueError("negative")
+        return v
+
+    board = dashboard.Dashboard(title="t")
+    widget = board.widget
+    board.attach()
+    try:
+        for v in (1, 2, -1):
+            try:
+                dash_demo(v)
+            except Exception:
+                pass
+        error = ValueError("bad item")
+        dashboard.hub.on_event(_event("failure", "m.f", error))
+        dashboard.hub.on_event(_event("item_failed", "m.f", error, item={"id": 3}))
+        dashboard.hub.on_progress(1, "m.f", 5, 10, 1, False)
+        assert board.refresh()
+        assert not board.refresh(), "nothing changed: no re-render"
+        table = board._table.value
+        row = next(r for r in table.split("<tr") if "dash_demo" in r)
+        assert '<td class="opero-calls">3</td>' in row
+        assert '<td class="opero-failures opero-bad">1</td>' in row
+        errors = board._errors.value
+        assert "{&#x27;id&#x27;: 3}" in errors and errors.count("bad item") == 1
+        (bar_box,) = board._maps_box.children
+        assert bar_box.children[0].value == 5 and bar_box.children[0].max == 10
+    finally:
+        board.close()
+    assert widget is board._widget
+
+
+def test_cell_dashboard_shows_only_new_work() -> None:
+    """A cell's dashboard lists only functions that did work after it was created."""
+    from opero import opero
+
+    @opero
+    def before_cell() -> int:
+        return 1
+
+    before_cell()
+    board = dashboard.Dashboard.for_new_work("cell")
+
+    @opero
+    def during_cell() -> int:
+        return 2
+
+    during_cell()
+    shown = {row["function"] for row in board.rows()}
+    assert any(name.endswith("during_cell") for name in shown)
+    assert not any(name.endswith("before_cell") for name in shown)
+
+
+def test_failure_only_subscriber_builds_no_success_events() -> None:
+    """The dashboard listens to failures only, so a successful call builds no Event."""
+    unsubscribe = _telemetry.subscribe(lambda e: None, kinds=("failure",))
+    try:
+        recorder = _telemetry.Recorder("x.y", __import__("opero")._options.Options())
+        assert not recorder.wants("success")
+        assert recorder.wants("failure")
+    finally:
+        unsubscribe()
+
+
+def test_import_opero_stays_light() -> None:
+    """Importing opero imports neither IPython nor ipywidgets (they load with %load_ext)."""
+    code = "import sys, opero; print(sorted(m for m in ('IPython', 'ipywidgets') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
