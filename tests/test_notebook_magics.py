@@ -329,7 +329,8 @@ def test_dashboard_rows_errors_and_bars() -> None:
             except Exception:
                 pass
         error = ValueError("bad item")
-        dashboard.hub.on_event(_event("failure", "m.f", error))
+        for _ in range(3):
+            dashboard.hub.on_event(_event("attempt_failed", "m.g", ConnectionError("down")))
         dashboard.hub.on_event(_event("item_failed", "m.f", error, item={"id": 3}))
         dashboard.hub.on_progress(1, "m.f", 5, 10, 1, False)
         assert board.refresh()
@@ -340,6 +341,7 @@ def test_dashboard_rows_errors_and_bars() -> None:
         assert '<td class="opero-failures opero-bad">1</td>' in row
         errors = board._errors.value
         assert "{&#x27;id&#x27;: 3}" in errors and errors.count("bad item") == 1
+        assert "attempt failed ×3: ConnectionError: down" in errors, "repeated errors fold into one line"
         (bar_box,) = board._maps_box.children
         assert bar_box.children[0].value == 5 and bar_box.children[0].max == 10
     finally:
@@ -369,12 +371,13 @@ def test_cell_dashboard_shows_only_new_work() -> None:
 
 
 def test_failure_only_subscriber_builds_no_success_events() -> None:
-    """The dashboard listens to failures only, so a successful call builds no Event."""
-    unsubscribe = _telemetry.subscribe(lambda e: None, kinds=("failure",))
+    """The dashboard listens to failed attempts/items only: successes build no Event."""
+    unsubscribe = _telemetry.subscribe(lambda e: None, kinds=("attempt_failed", "item_failed"))
     try:
         recorder = _telemetry.Recorder("x.y", __import__("opero")._options.Options())
         assert not recorder.wants("success")
-        assert recorder.wants("failure")
+        assert not recorder.wants("failure"), "maps keep their per-chunk fast path"
+        assert recorder.wants("attempt_failed")
     finally:
         unsubscribe()
 

@@ -80,7 +80,8 @@ def run_once(label: str, items: list[int]) -> tuple[list[Any], float]:
     print(f"failed:          {len(failed)}")
     print(f"retries:         {delta['retries']:.0f}")
     print(f"fallbacks:       {delta['fallbacks']:.0f}")
-    print(f"rate waits:      {delta['rate_waits']:.0f} ({delta['rate_wait_seconds']:.1f} s waited)")
+    waited = delta["rate_wait_seconds"]
+    print(f"rate waits:      {delta['rate_waits']:.0f} ({waited:.1f} s waited, summed over the workers)")
     print(f"cache hits:      {delta['cache_hits']:.0f}")
     print(f"elapsed:         {elapsed:.2f} s")
     for error in failed[:3]:

@@ -67,7 +67,7 @@ class ErrorEntry:
         func: the function's qualified name.
         item: ``repr`` of the opmap item, or None when unknown.
         error: ``"Type: message"``.
-        final: True when the call (or item) failed, False for an attempt that was retried.
+        final: True when a map item failed for good, False for one failed attempt.
         error_id: ``id`` of the exception, to attach an item reported later.
         count: how many times this same retried error happened (they are folded into one line).
     """
@@ -117,13 +117,13 @@ class _Hub:
     # -- feeding (called from the work's threads: keep it cheap) --------------------------------
 
     def on_event(self, event: Event) -> None:
-        """Failures, failed attempts and failed map items go to the error panel."""
+        """Failed attempts and failed map items go to the error panel."""
         error = event.error
         text = f"{type(error).__name__}: {error}" if error is not None else event.kind
         item = None if event.item is None else _short(event.item, 60)
         with self.lock:
             if event.kind == "item_failed" and error is not None:
-                # the call's "failure" came first: attach the item to it rather than repeat it
+                # the same exception was already listed: attach the item rather than repeat it
                 for entry in reversed(self.errors):
                     if entry.error_id == id(error) and entry.func == event.func:
                         entry.item = item
@@ -193,7 +193,9 @@ class _Hub:
                 self._stop_all()
 
     def _start(self) -> None:
-        self._unsubscribe.append(subscribe(self.on_event, kinds=("failure", "attempt_failed", "item_failed")))
+        # Not "failure": a listener for it turns off the maps' per-chunk fast path (every call
+        # would build an Event). Failed attempts and failed map items carry what the panel needs.
+        self._unsubscribe.append(subscribe(self.on_event, kinds=("attempt_failed", "item_failed")))
         try:
             from .._progress import subscribe_progress  # type: ignore[import-not-found,unused-ignore]
         except ImportError:  # an opmap without progress reports: no bars, the rest works
@@ -299,7 +301,7 @@ def render_errors_html(errors: list[ErrorEntry]) -> str:
     items = []
     for e in reversed(errors):
         when = time.strftime("%H:%M:%S", time.localtime(e.time))
-        status = "failed" if e.final else "retried"
+        status = "failed" if e.final else "attempt failed"
         if e.count > 1:
             status += f" ×{e.count:,}"
         item = f" item <code>{html.escape(e.item)}</code>" if e.item is not None else ""
@@ -319,7 +321,7 @@ def render_errors_text(errors: list[ErrorEntry]) -> str:
     for e in reversed(errors):
         item = f" item {e.item}" if e.item is not None else ""
         count = f" ×{e.count:,}" if e.count > 1 else ""
-        lines.append(f"  {e.func}{item} {'failed' if e.final else 'retried'}{count}: {e.error}")
+        lines.append(f"  {e.func}{item} {'failed' if e.final else 'attempt failed'}{count}: {e.error}")
     return ("latest errors:\n" + "\n".join(lines)) if lines else ""
 
 
@@ -350,7 +352,7 @@ class Dashboard:
         self._table: Any = None
         self._errors: Any = None
         self._maps_box: Any = None
-        self._bars: dict[int, tuple[Any, Any]] = {}
+        self._bars: list[tuple[Any, Any, Any]] = []
         self.refreshes = 0
 
     @classmethod
@@ -472,35 +474,26 @@ class Dashboard:
     def _update_bars(self, maps: list[MapState]) -> None:
         import ipywidgets as w
 
-        shown = {m.map_id for m in maps}
-        changed = set(self._bars) != shown
-        for m in maps:
-            if m.map_id not in self._bars:
-                bar = w.IntProgress(value=0, min=0, max=max(1, m.total or 1), description=_short(m.name, 24))
-                bar.style.description_width = "initial"
-                label = w.HTML()
-                self._bars[m.map_id] = (bar, label)
-            bar, label = self._bars[m.map_id]
+        # Rows of widgets are reused from map to map: creating widgets costs a comm round of
+        # its own (~3 ms each), updating a value is a small message.
+        while len(self._bars) < len(maps):
+            bar = w.IntProgress(value=0, min=0, max=1)
+            bar.style.description_width = "initial"
+            label = w.HTML()
+            self._bars.append((bar, label, w.HBox([bar, label])))
+        for (bar, label, _), m in zip(self._bars, maps):
             total = m.total if m.total is not None else max(m.done, 1)
-            if bar.max != max(1, total):
-                bar.max = max(1, total)
+            bar.description = _short(m.name, 24)
+            bar.max = max(1, total)
             bar.value = min(m.done, bar.max)
-            style = "danger" if m.failed and m.finished else ("success" if m.finished else "info")
-            if bar.bar_style != style:
-                bar.bar_style = style
+            bar.bar_style = "danger" if m.failed and m.finished else ("success" if m.finished else "info")
             total_text = "?" if m.total is None else f"{m.total:,}"
             label.value = (
                 f"<span class='opero-map'>{m.done:,}/{total_text}"
                 f"{f' · {m.failed:,} failed' if m.failed else ''}{' · done' if m.finished else ''}</span>"
             )
-        for map_id in set(self._bars) - shown:
-            bar, label = self._bars.pop(map_id)
-            bar.close()
-            label.close()
-        if changed:
-            self._maps_box.children = [
-                w.HBox([bar, label]) for bar, label in (self._bars[m.map_id] for m in maps)
-            ]
+        if len(self._maps_box.children) != len(maps):
+            self._maps_box.children = [row for _, _, row in self._bars[: len(maps)]]
 
     # -- lifecycle ---------------------------------------------------------------------------
 
