@@ -223,6 +223,10 @@ class MemoryCache:
         self._data: OrderedDict[Hashable, tuple[Any, float | None]] = OrderedDict()
         self._lock = threading.Lock()
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A memory cache is private to its process: another process gets an empty one.
+        return (MemoryCache, (self.namespace, self.max_size))
+
     def get(self, key: Hashable) -> Any:
         """Return the value or ``MISS``; expired entries are dropped on the way."""
         with self._lock:

@@ -17,7 +17,7 @@ from typing import Any
 
 from ._cache import MISS
 from ._errors import AllFailedError, WorkerLostError
-from ._exec_run import Outcome
+from ._exec_run import Outcome, compose
 from ._exec_worker import Batch, Spec
 from ._policy import Plan
 from ._telemetry import LEVELS, _safe, dispatch, logger
@@ -94,7 +94,7 @@ class Remote:
         for i, item in pairs:
             began = time.perf_counter()
             try:
-                key, value = plan._lookup((*prefix, item, *args), kwargs)
+                key, value = plan._lookup(*compose(prefix, item, args, kwargs))
             except Exception:
                 logger.exception("opero: cache lookup failed for %s", plan.name)
                 key, value = None, MISS

@@ -16,16 +16,32 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._policy import Plan
 
-__all__ = ["ChunkSizer", "Outcome", "Window", "run_chunk_async", "run_chunk_sync"]
+__all__ = ["ChunkSizer", "Outcome", "Spread", "Window", "compose", "run_chunk_async", "run_chunk_sync"]
 
 Outcome = tuple[int, bool, Any, Any]
 Chunk = list[tuple[int, Any]]
 
 _perf = time.perf_counter
+
+
+class Spread(NamedTuple):
+    """An item that is a whole argument list (a pandas row over several columns)."""
+
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+
+def compose(
+    prefix: tuple[Any, ...], item: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The arguments of one item's call: ``func(*prefix, item, *args, **kwargs)``."""
+    if type(item) is Spread:
+        return (*prefix, *item.args, *args), {**kwargs, **item.kwargs}
+    return (*prefix, item, *args), kwargs
 
 
 def _fast(plan: Plan) -> bool:
@@ -45,11 +61,11 @@ def run_chunk_sync(
     """Run each item of ``chunk`` with the full policy; one outcome per item, in order."""
     out: list[Outcome] = []
     append = out.append
-    if not _fast(plan):
+    if not _fast(plan) or (chunk and type(chunk[0][1]) is Spread):
         call = plan.call_sync
         for idx, item in chunk:
             try:
-                append((idx, True, call((*prefix, item, *args), kwargs), None))
+                append((idx, True, call(*compose(prefix, item, args, kwargs)), None))
             except Exception as exc:
                 append((idx, False, exc, item))
         return out
@@ -105,7 +121,7 @@ async def run_chunk_async(
     async def lane() -> None:
         for idx, item in items:
             try:
-                out.append((idx, True, await call((*prefix, item, *args), kwargs), None))
+                out.append((idx, True, await call(*compose(prefix, item, args, kwargs)), None))
             except Exception as exc:
                 out.append((idx, False, exc, item))
 

@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from ._exec_remote import MapCall, Remote, Sent
-from ._exec_run import ChunkSizer, Outcome, Window, run_chunk_async, run_chunk_sync, take
+from ._exec_run import ChunkSizer, Outcome, Window, compose, run_chunk_async, run_chunk_sync, take
 from ._exec_worker import Batch
 
 __all__ = ["async_outcomes", "default_workers", "joblib_config", "sync_outcomes"]
@@ -180,10 +180,10 @@ async def async_outcomes(
                 try:
                     if pool is not None:
                         value = await loop.run_in_executor(
-                            pool, plan.call_sync, (*prefix, item, *args), kwargs
+                            pool, plan.call_sync, *compose(prefix, item, args, kwargs)
                         )
                     else:
-                        value = await plan.call_async((*prefix, item, *args), kwargs)
+                        value = await plan.call_async(*compose(prefix, item, args, kwargs))
                     done.put_nowait((idx, True, value, None))
                 except Exception as exc:
                     done.put_nowait((idx, False, exc, item))

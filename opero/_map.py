@@ -19,7 +19,7 @@ from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 from ._decorator import build_plan
 from ._errors import ConfigurationError
 from ._exec_remote import MapCall
-from ._exec_run import Outcome, Window
+from ._exec_run import Outcome, Spread, Window
 from ._executors import async_outcomes, default_workers, joblib_config, sync_outcomes
 from ._options import Options, resolve_options
 from ._policy import Plan
@@ -258,7 +258,19 @@ class _Engine:
     ) -> Any:
         from .pandas import dispatch
 
-        def run_list(values: Iterable[Any], a: tuple[Any, ...], kw: dict[str, Any]) -> Any:
+        def run_list(
+            values: Iterable[Any],
+            a: tuple[Any, ...],
+            kw: dict[str, Any],
+            spread: str | None = None,
+            names: list[str] | None = None,
+        ) -> Any:
+            # Several columns: each row is a whole argument list, positional or by keyword.
+            if spread == "positional":
+                values = [Spread(tuple(row), {}) for row in values]
+            elif spread == "keyword":
+                keys = list(names or ())
+                values = [Spread((), dict(zip(keys, row))) for row in values]
             call = self._call(prefix, values, a, kw)
             if self.is_async:
                 return self._list_async(call, values)

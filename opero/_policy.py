@@ -128,6 +128,12 @@ class Plan:
             max=options.max_delay,
         )
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A decorated function defined in __main__ or a notebook travels to process workers by
+        # value (cloudpickle), closure and all; the plan is rebuilt there (its locks cannot
+        # travel) and keeps the parent's limiter, whose budget is shared across processes.
+        return (_rebuild, (self.func, self.options, self.name, self.limiter))
+
     # -- decisions (shared by both drivers) --------------------------------------------------
 
     def delay(self, round_number: int) -> float:
@@ -315,6 +321,12 @@ class Plan:
             else:
                 steps.close()
                 return value
+
+
+def _rebuild(func: Callable[..., Any], options: Options, name: str, limiter: Any) -> Plan:
+    plan = Plan(func, options.replace(rate_limit=None, rate_limit_scope=None), name)
+    plan.limiter = limiter
+    return plan
 
 
 def _call_with_timeout(

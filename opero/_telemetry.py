@@ -134,6 +134,11 @@ class FunctionStats:
         self._lock = threading.Lock()
         self.reset()
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Sent to another process (with a function pickled by value), stats become that
+        # process's own counters of the same name; workers report them home per chunk.
+        return (lookup, (self.name,))
+
     def reset(self) -> None:
         """Zero every counter."""
         with self._lock:

@@ -384,3 +384,25 @@ def test_testing_mode_skips_sleeps() -> None:
         assert w() == 4
     assert time.perf_counter() - t0 < 1.0
     assert opero_pkg._testing.state.active is False
+
+
+def test_decorated_function_pickles_by_value() -> None:
+    """A decorated function travels by value (cloudpickle) to another process and still works there."""
+    import subprocess
+    import sys
+
+    script = (
+        "import pickle, sys, cloudpickle\n"
+        "from opero import opero\n"
+        "@opero(retries=2, min_delay=0.001, cache=True, rate_limit=1000)\n"
+        "def f(x):\n"
+        "    f.calls = getattr(f, 'calls', 0) + 1\n"
+        "    return x * 3\n"
+        "sys.stdout.buffer.write(cloudpickle.dumps(f))\n"
+    )
+    blob = subprocess.run([sys.executable, "-c", script], capture_output=True, check=True).stdout
+    import pickle
+
+    g = pickle.loads(blob)
+    assert [g(2), g(2), g(3)] == [6, 6, 9]
+    assert g._opero_plan.stats.cache_hits == 1

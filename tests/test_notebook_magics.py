@@ -119,7 +119,9 @@ def test_nested_scopes_read_globals() -> None:
 
 def test_imports_for_with_and_star() -> None:
     """Imports bind their top name (and are remembered in full); star imports are flagged."""
-    n = names("import urllib.request\nfrom os import path as p\nfor k in ks:\n    pass\nwith open(fn) as fh:\n    x = 1")
+    source = "import urllib.request\nfrom os import path as p\nfor k in ks:\n    pass\n"
+    source += "with open(fn) as fh:\n    x = 1"
+    n = names(source)
     assert set(n.outputs) == {"urllib", "p", "k", "fh", "x"}
     assert n.imports == ("urllib.request",)
     assert set(n.inputs) == {"ks", "open", "fn"}

@@ -30,6 +30,10 @@ MAX_ERRORS = 8
 KEEP_FINISHED_MAPS = 2
 #: Global dashboards kept live; older ones freeze at their last state.
 MAX_LIVE = 4
+#: Work must have been going on this long before the timer renders it (like tqdm's
+#: ``delay``): a burst shorter than this is rendered once, when it is over, so it is not
+#: slowed at all; longer work is shown live.
+QUIET = 0.2
 
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("function", "function"),
@@ -218,13 +222,13 @@ class _Hub:
 
     def _run(self, stop: threading.Event) -> None:
         while not stop.wait(INTERVAL):
-            self.refresh_all()
+            self.refresh_all(tick=True)
 
-    def refresh_all(self, force: bool = False) -> None:
+    def refresh_all(self, force: bool = False, tick: bool = False) -> None:
         """Refresh every live dashboard that has something new (all of them with ``force``)."""
         for dashboard in list(self.dashboards):
             try:
-                dashboard.refresh(force=force)
+                dashboard.refresh(force=force, tick=tick)
             except Exception:  # a dashboard must never take the kernel down
                 from .._telemetry import logger
 
@@ -353,6 +357,8 @@ class Dashboard:
         self._errors: Any = None
         self._maps_box: Any = None
         self._bars: list[tuple[Any, Any, Any]] = []
+        self._busy_since: float | None = None
+        self._seen: Any = None
         self.refreshes = 0
 
     @classmethod
@@ -450,14 +456,30 @@ class Dashboard:
             self.refresh(force=True)
         return self._widget
 
-    def refresh(self, force: bool = False) -> bool:
-        """Render the current state into the widgets when it changed; True when it did."""
+    def refresh(self, force: bool = False, tick: bool = False) -> bool:
+        """Render the current state into the widgets when it changed; True when it did.
+
+        Args:
+            force: render even when nothing changed.
+            tick: called by the timer: hold back while work started less than ``QUIET``
+                seconds ago and is still changing.
+        """
         if self._widget is None and not force:
             return False
         with self._lock:
             fingerprint = self._current_fingerprint()
             if fingerprint == self._fingerprint and not force:
+                self._busy_since = None
                 return False
+            if tick and not force:
+                now = time.monotonic()
+                if self._busy_since is None:
+                    self._busy_since, self._seen = now, fingerprint
+                    return False
+                still_changing = fingerprint != self._seen
+                self._seen = fingerprint
+                if still_changing and now - self._busy_since < QUIET:
+                    return False
             self._fingerprint = fingerprint
             if self._widget is None:
                 return False
@@ -483,10 +505,11 @@ class Dashboard:
             self._bars.append((bar, label, w.HBox([bar, label])))
         for (bar, label, _), m in zip(self._bars, maps):
             total = m.total if m.total is not None else max(m.done, 1)
-            bar.description = _short(m.name, 24)
-            bar.max = max(1, total)
-            bar.value = min(m.done, bar.max)
-            bar.bar_style = "danger" if m.failed and m.finished else ("success" if m.finished else "info")
+            with bar.hold_sync():  # one message per bar, not one per trait
+                bar.description = _short(m.name, 24)
+                bar.max = max(1, total)
+                bar.value = min(m.done, bar.max)
+                bar.bar_style = "danger" if m.failed and m.finished else ("success" if m.finished else "info")
             total_text = "?" if m.total is None else f"{m.total:,}"
             label.value = (
                 f"<span class='opero-map'>{m.done:,}/{total_text}"
