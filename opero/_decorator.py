@@ -32,8 +32,7 @@ class OperoFunction(Protocol[P, R]):
         """Drop this function's cached results."""
         ...
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        ...
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
 
     # Methods: accessed on an instance, the first parameter (self) is bound.
     @overload

@@ -189,10 +189,7 @@ def process_outcomes(
                     want = window.try_acquire(sizer.next())
                     if want == 0:
                         break
-                    pairs = take(source, want)
-                    if len(pairs) < want:
-                        window.release(want - len(pairs))
-                        exhausted = True
+                    pairs, exhausted = take(source, want, window)
                     items = remote.admit(pairs, ready)
                 if not items:
                     continue

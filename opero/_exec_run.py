@@ -237,11 +237,17 @@ class Window:
             self._cond.notify_all()
 
 
-def take(source: Iterator[tuple[int, Any]], n: int) -> Chunk:
-    """Up to ``n`` items from ``source``."""
+def take(source: Iterator[tuple[int, Any]], n: int, window: Window) -> tuple[Chunk, bool]:
+    """Up to ``n`` items from ``source`` for ``n`` slots of ``window``; unused slots go back.
+
+    Returns the items and whether ``source`` ran dry.
+    """
     out: Chunk = []
     for pair in source:
         out.append(pair)
         if len(out) >= n:
             break
-    return out
+    dry = len(out) < n
+    if dry:
+        window.release(n - len(out))
+    return out, dry

@@ -107,9 +107,7 @@ def _thread_outcomes(
                 if want == 0:
                     break
                 with lock:
-                    chunk = take(source, want)
-                if len(chunk) < want:
-                    window.release(want - len(chunk))
+                    chunk, _ = take(source, want, window)
                 if not chunk:
                     break
                 t0 = time.perf_counter()
@@ -280,9 +278,7 @@ def _joblib_outcomes(
             want = window.acquire(sizer.next())
             if want == 0:
                 return
-            pairs = take(source, want)
-            if len(pairs) < want:
-                window.release(want - len(pairs))
+            pairs, _ = take(source, want, window)
             if not pairs:
                 return
             cid += 1
@@ -365,10 +361,7 @@ def _dask_outcomes(
                 want = window.try_acquire(sizer.next())
                 if want == 0:
                     break
-                pairs = take(source, want)
-                if len(pairs) < want:
-                    window.release(want - len(pairs))
-                    exhausted = True
+                pairs, exhausted = take(source, want, window)
                 items = remote.admit(pairs, ready)
                 if items:
                     submit(items)

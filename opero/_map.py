@@ -201,23 +201,11 @@ class _Engine:
         window = Window(_STREAM_WINDOW)
         progress = self._progress(call)
         source = sync_outcomes(call, enumerate(items), window)
-        buffer: dict[int, Any] = {}
-        want = 0
+        release = _Release(window, self.options.ordered)
         try:
             for batch in source:
                 self._account(batch, progress)
-                if not self.options.ordered:
-                    for _, _, value, _ in batch:
-                        window.release(1)
-                        yield value
-                    continue
-                for idx, _, value, _ in batch:
-                    buffer[idx] = value
-                while want in buffer:
-                    value = buffer.pop(want)
-                    want += 1
-                    window.release(1)
-                    yield value
+                yield from release(batch)
         finally:
             call.stop.set()
             window.close()
@@ -227,23 +215,12 @@ class _Engine:
     async def _imap_async(self, call: MapCall, items: Iterable[Any]) -> AsyncIterator[Any]:
         window = Window(_STREAM_WINDOW)
         progress = self._progress(call)
-        buffer: dict[int, Any] = {}
-        want = 0
         batches = self._batches_async(call, items, window)
+        release = _Release(window, self.options.ordered)
         try:
             async for batch in batches:
                 self._account(batch, progress)
-                if not self.options.ordered:
-                    for _, _, value, _ in batch:
-                        window.release(1)
-                        yield value
-                    continue
-                for idx, _, value, _ in batch:
-                    buffer[idx] = value
-                while want in buffer:
-                    value = buffer.pop(want)
-                    want += 1
-                    window.release(1)
+                for value in release(batch):
                     yield value
         finally:
             call.stop.set()
@@ -280,6 +257,34 @@ class _Engine:
         return dispatch(
             run_list, data, args, kwargs, name=self.func.__name__, is_async=self.is_async, func=func
         )
+
+
+class _Release:
+    """Turns batches of outcomes into the values to stream, freeing a window slot for each.
+
+    Ordered streams hold early finishers back until every earlier item has been yielded.
+    """
+
+    __slots__ = ("window", "ordered", "buffer", "want")
+
+    def __init__(self, window: Window, ordered: bool) -> None:
+        self.window = window
+        self.ordered = ordered
+        self.buffer: dict[int, Any] = {}
+        self.want = 0
+
+    def __call__(self, batch: list[Outcome]) -> list[Any]:
+        if not self.ordered:
+            out = [value for _, _, value, _ in batch]
+        else:
+            for idx, _, value, _ in batch:
+                self.buffer[idx] = value
+            out = []
+            while self.want in self.buffer:
+                out.append(self.buffer.pop(self.want))
+                self.want += 1
+        self.window.release(len(out))
+        return out
 
 
 def _place(results: list[Any], batch: list[Outcome], ordered: bool) -> None:

@@ -122,9 +122,7 @@ def test_item_first_attempt_fails_then_succeeds(server: DemoServer) -> None:
 
 def test_reset_forgets_attempts(server: DemoServer) -> None:
     """After reset() the first attempt for a failing id fails again."""
-    item_id = next(
-        str(i) for i in range(100) if first_attempt_fails(str(i), fail_rate=0.5)
-    )
+    item_id = next(str(i) for i in range(100) if first_attempt_fails(str(i), fail_rate=0.5))
     assert call(f"{server.url}/item/{item_id}").status == 500
     assert call(f"{server.url}/item/{item_id}").status == 200
     server.reset()

@@ -67,9 +67,7 @@ def _unit(*parts: object) -> float:
     return int(digest[:8], 16) / 2**32
 
 
-def first_attempt_fails(
-    key: str, *, seed: int = 0, fail_rate: float = 0.2, namespace: str = "item"
-) -> bool:
+def first_attempt_fails(key: str, *, seed: int = 0, fail_rate: float = 0.2, namespace: str = "item") -> bool:
     """Tell whether the first request for ``key`` is answered with HTTP 500.
 
     This is the exact flakiness rule of ``/item/<id>`` (``namespace="item"``) and
@@ -206,7 +204,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "OperoDemo/1.0"
     timeout = 30.0
 
-    def log_message(self, format: str, *args: Any) -> None:
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class names it so
         """Do not log requests to stderr."""
 
     def _serve(self) -> None:
@@ -494,7 +492,7 @@ class DemoServer:
                 response = _error(404, "not found", path=request.path)
             else:
                 response = route(request, segments[1:])
-        except Exception as exc:  # noqa: BLE001  # pragma: no cover - defensive
+        except Exception as exc:  # pragma: no cover - defensive
             response = _error(500, "internal error", detail=repr(exc))
         with self._lock:
             self._requests += 1
@@ -680,9 +678,7 @@ class DemoServer:
                 {
                     "user_id": user_id,
                     "theme": "dark" if _unit("theme", user_id) < 0.5 else "light",
-                    "language": ("en", "de", "fr", "pl")[
-                        int(_unit("lang", user_id) * 4)
-                    ],
+                    "language": ("en", "de", "fr", "pl")[int(_unit("lang", user_id) * 4)],
                     "notifications": _unit("notify", user_id) < 0.5,
                 },
             )
