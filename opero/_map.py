@@ -265,7 +265,7 @@ class _Release:
     Ordered streams hold early finishers back until every earlier item has been yielded.
     """
 
-    __slots__ = ("window", "ordered", "buffer", "want")
+    __slots__ = ("buffer", "ordered", "want", "window")
 
     def __init__(self, window: Window, ordered: bool) -> None:
         self.window = window
