@@ -61,7 +61,7 @@ def run_chunk_sync(
     """Run each item of ``chunk`` with the full policy; one outcome per item, in order."""
     out: list[Outcome] = []
     append = out.append
-    if not _fast(plan) or (chunk and type(chunk[0][1]) is Spread):
+    if not _fast(plan):
         call = plan.call_sync
         for idx, item in chunk:
             try:
@@ -77,11 +77,13 @@ def run_chunk_sync(
     for idx, item in chunk:
         t0 = _perf()
         try:
-            value = func(*prefix, item, *args, **kwargs)
+            if type(item) is Spread:
+                value = func(*prefix, *item.args, *args, **kwargs, **item.kwargs)
+            else:
+                value = func(*prefix, item, *args, **kwargs)
         except Exception as exc:
-            a = (*prefix, item, *args)
             try:
-                value = plan._drive_sync(plan.recover(a, kwargs, exc))
+                value = plan._drive_sync(plan.recover(*compose(prefix, item, args, kwargs), exc))
             except Exception as final:
                 lap(_perf() - t0)
                 failures += 1

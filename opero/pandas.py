@@ -230,12 +230,18 @@ class _Job:
             new[self.result_column] = _values(results, errors, index)
         new[self.error_column] = pd.Series(errors, index=index, dtype=object)
 
-        # A deep copy: the caller's frame stays untouched even without copy-on-write.
-        out = pd.DataFrame(index=index) if isinstance(data, pd.Series) else data.copy()
+        # The caller's frame stays untouched: with copy-on-write (pandas 3) a shallow copy is
+        # enough and free; without it, a deep copy keeps later edits of `out` off the input.
+        out = pd.DataFrame(index=index) if isinstance(data, pd.Series) else data.copy(deep=not _cow(pd))
         for key, column in new.items():
             # Same index object on both sides, so pandas does not realign (duplicates are safe).
             out[key] = column
         return out
+
+
+def _cow(pd: Any) -> bool:
+    """Whether pandas copies on write (always from pandas 3, opt-in before)."""
+    return int(pd.__version__.split(".")[0]) >= 3 or bool(pd.get_option("mode.copy_on_write"))
 
 
 def _values(
