@@ -10,6 +10,7 @@ so calls are still limited on this host and never fail.
 from __future__ import annotations
 
 import os
+import threading
 import socket
 import warnings
 from typing import Any
@@ -58,7 +59,7 @@ class RedisStore:
         local_path: the machine-wide file used while the server is unreachable.
     """
 
-    __slots__ = ("_fallback", "_link", "_warned", "burst", "config", "key", "local_path", "rate")
+    __slots__ = ("_fallback", "_fallback_lock", "_link", "_warned", "burst", "config", "key", "local_path", "rate")
 
     def __init__(self, config: dict[str, Any], key: str, rate: float, burst: int, local_path: str) -> None:
         self.config = config
@@ -68,6 +69,8 @@ class RedisStore:
         self.local_path = local_path
         self._link = get_link(config)
         self._fallback: ShmStore | None = None
+        # Threads that find the server down together must share one fallback store.
+        self._fallback_lock = threading.Lock()
         self._warned = False
 
     @classmethod
@@ -122,10 +125,11 @@ class RedisStore:
                 return float(delay)
         else:
             self._warn(None)
-        if self._fallback is None:
-            # The decorating process owns (and at exit removes) a function budget's file.
-            owner = f"-fn-{os.getpid()}-" in self.local_path
-            self._fallback = ShmStore(self.local_path, self.rate, self.burst, scoped=False, owner=owner)
+        with self._fallback_lock:
+            if self._fallback is None:
+                # The decorating process owns (and at exit removes) a function budget's file.
+                owner = f"-fn-{os.getpid()}-" in self.local_path
+                self._fallback = ShmStore(self.local_path, self.rate, self.burst, scoped=False, owner=owner)
         return (
             self._fallback.reserve(interval, burst)
             if mode == "reserve"

@@ -215,7 +215,7 @@ open({str(out)!r}, "w").write("\\n".join(map(repr, stamps)))
 
 
 def test_redis_limiter_shared_by_two_processes(redis_server: Any, tmp_path: Path) -> None:
-    """Two processes (two threads each) on one redis scope: starts spaced >= 1/r - 1 ms overall."""
+    """Two processes (two threads each) on one redis scope: 20 starts spaced by 1/r overall."""
     import subprocess
     import sys
 
@@ -234,7 +234,10 @@ def test_redis_limiter_shared_by_two_processes(redis_server: Any, tmp_path: Path
     stamps = sorted(float(x) for out in outs for x in out.read_text().split())
     assert len(stamps) == 20
     gaps = [b - a for a, b in itertools.pairwise(stamps)]
-    assert min(gaps) >= 1 / rate - 0.001
+    # Grants are spaced exactly on the server's clock; what a client observes adds the jitter
+    # of each reply's round trip (a few ms on a loaded 2-core CI machine), hence 5 ms here.
+    assert min(gaps) >= 1 / rate - 0.005
+    assert stamps[-1] - stamps[0] >= 19 / rate - 0.005
 
 
 def test_redis_scope_with_other_rate_is_rejected(redis_server: Any) -> None:
