@@ -10,8 +10,8 @@ so calls are still limited on this host and never fail.
 from __future__ import annotations
 
 import os
-import threading
 import socket
+import threading
 import warnings
 from typing import Any
 
@@ -59,7 +59,17 @@ class RedisStore:
         local_path: the machine-wide file used while the server is unreachable.
     """
 
-    __slots__ = ("_fallback", "_fallback_lock", "_link", "_warned", "burst", "config", "key", "local_path", "rate")
+    __slots__ = (
+        "_fallback",
+        "_fallback_lock",
+        "_link",
+        "_warned",
+        "burst",
+        "config",
+        "key",
+        "local_path",
+        "rate",
+    )
 
     def __init__(self, config: dict[str, Any], key: str, rate: float, burst: int, local_path: str) -> None:
         self.config = config
