@@ -323,8 +323,7 @@ def test_every_seed_block_is_covered() -> None:
 
 def test_seed_copies_match_the_shared_guides() -> None:
     """tests/seeds/*.md are exact copies of ../shared/seeds (when that folder exists)."""
-    if not SHARED_SEEDS.is_dir():
-        pytest.skip("../shared/seeds is not beside this checkout")
+    require(SHARED_SEEDS.is_dir(), "../shared/seeds is not beside this checkout")
     for shared in SHARED_SEEDS.glob("*.md"):
         assert (SEEDS / shared.name).read_text() == shared.read_text(), shared.name
 
