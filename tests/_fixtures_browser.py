@@ -143,6 +143,19 @@ def page(chromium: Any) -> Iterator[Any]:
         context.close()
 
 
+def _serve(
+    cmd: list[str], *, cwd: Path, env: dict[str, str], log: Path, ready: str, timeout: float, url: str
+) -> Iterator[str]:
+    """Start a notebook server, wait until ``ready`` answers, yield ``url``, stop it by PID."""
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            wait_http(ready, timeout, proc)
+            yield url
+        finally:
+            _stop(proc)
+
+
 @pytest.fixture
 def voila_url(tmp_path: Path) -> Iterator[str]:
     """Voila serving the demo notebook on 127.0.0.1; yields its URL."""
@@ -152,7 +165,7 @@ def voila_url(tmp_path: Path) -> Iterator[str]:
     work.mkdir()
     notebook = Path(shutil.copy(DEMO_NOTEBOOK, work))
     port = free_port()
-    proc = subprocess.Popen(
+    yield from _serve(
         [
             str(voila),
             str(notebook),
@@ -163,14 +176,11 @@ def voila_url(tmp_path: Path) -> Iterator[str]:
         ],
         cwd=work,
         env=_jupyter_env(tmp_path / "jupyter"),
-        stdout=subprocess.DEVNULL,
-        stderr=open(work / "voila.log", "wb"),  # noqa: SIM115 - closed with the process
+        log=work / "voila.log",
+        ready=f"http://127.0.0.1:{port}/voila/static/voila.js",
+        timeout=60,
+        url=f"http://127.0.0.1:{port}/",
     )
-    try:
-        wait_http(f"http://127.0.0.1:{port}/voila/static/voila.js", 60, proc)
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        _stop(proc)
 
 
 @pytest.fixture
@@ -182,7 +192,7 @@ def lab_url(tmp_path: Path) -> Iterator[str]:
     root.mkdir()
     shutil.copy(DEMO_NOTEBOOK, root)
     port = free_port()
-    proc = subprocess.Popen(
+    yield from _serve(
         [
             str(jupyter),
             "lab",
@@ -198,11 +208,8 @@ def lab_url(tmp_path: Path) -> Iterator[str]:
         ],
         cwd=root,
         env=_jupyter_env(tmp_path / "jupyter"),
-        stdout=subprocess.DEVNULL,
-        stderr=open(tmp_path / "lab.log", "wb"),  # noqa: SIM115 - closed with the process
+        log=tmp_path / "lab.log",
+        ready=f"http://127.0.0.1:{port}/api",
+        timeout=90,
+        url=f"http://127.0.0.1:{port}/lab/tree/{DEMO_NOTEBOOK.name}?reset",
     )
-    try:
-        wait_http(f"http://127.0.0.1:{port}/api", 90, proc)
-        yield f"http://127.0.0.1:{port}/lab/tree/{DEMO_NOTEBOOK.name}?reset"
-    finally:
-        _stop(proc)
