@@ -12,7 +12,7 @@ APT := DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -U pip
-	$(BIN)/python -m pip install -q -e ".[all]"
+	$(BIN)/python -m pip install -q -e ".[all,dev,bench]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
@@ -36,6 +36,7 @@ system:
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check opero tests benchmarks
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

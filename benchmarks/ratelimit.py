@@ -51,11 +51,11 @@ def _threads(acquire: Callable[[], Any], n_threads: int) -> list[float]:
 
 def opero_limiter() -> Any:
     from opero import _limit
-    from opero._backends import make_limiter_store
     from opero._options import Options
+    from opero.stores.host import limiter_store
 
     opts = Options(rate_limit=RATE)
-    return _limit.Limiter("bench", RATE, 1, make_limiter_store(opts, "bench", scoped=False))
+    return _limit.Limiter("bench", RATE, 1, limiter_store(opts, "bench", scoped=False))
 
 
 def pyrate_limiter(multiprocess: bool = False) -> Any:

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._bridge import run
-from ._cache import clear_cache
 from ._decorator import opero
 from ._errors import AllFailedError, ConfigurationError, OperoError, WorkerLostError
 from ._map import opmap
 from ._options import configure
 from ._telemetry import configure_logging, stats
 from ._testing import testing
+from ._threads import run
+from .stores import clear_cache
 
 __all__ = [
     "AllFailedError",

@@ -9,9 +9,9 @@ waker cannot squeeze two starts closer than the interval. Sleeping is the driver
 
 The state lives in a :class:`Store`, which runs each GCRA step atomically: this module has
 the algorithm (:func:`gcra_reserve`, :func:`gcra_confirm`) and the in-process store; the
-machine-wide store (``_shmstore``: a file in ``/dev/shm`` under ``flock``) runs the same
-Python steps, the cluster-wide one (``_redislimit``) runs them as one Lua script on the
-server's clock. ``_backends.make_limiter_store`` picks one.
+host-wide store (``stores/host.py``: a file in ``/dev/shm`` under ``flock``) runs the same
+Python steps, the cluster-wide one (``stores/redis.py``) runs them as one Lua script on the
+server's clock. ``opero.stores.get_limiter`` picks one.
 """
 
 from __future__ import annotations
@@ -22,11 +22,9 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from ._errors import ConfigurationError
-from ._options import Options
 from ._testing import state as testing_state
 
-__all__ = ["Limiter", "LocalStore", "Store", "TransactStore", "gcra_confirm", "gcra_reserve", "get_limiter"]
+__all__ = ["Limiter", "LocalStore", "Store", "TransactStore", "clock", "gcra_confirm", "gcra_reserve"]
 
 #: Below this remaining wait, yield and re-check instead of sleeping: a sleep overshoots by
 #: ~0.1 ms, and with burst 1 each late start would push every later one back (drift).
@@ -41,7 +39,7 @@ def gcra_reserve(
     """GCRA, step 1: take the next start slot; return ``(delay, tat, last)``.
 
     The theoretical arrival time ``tat`` advances by ``interval`` per grant; a grant may start
-    ``(burst - 1) * interval`` before it. The Lua script in ``_redislimit`` is this same step.
+    ``(burst - 1) * interval`` before it. The Lua script in ``stores/redis.py`` is this same step.
     """
     tat = max(tat, now)
     start = max(now, tat - (burst - 1) * interval)
@@ -91,7 +89,7 @@ class LocalStore(TransactStore):
     """State shared by the threads and async tasks of this process only.
 
     A copy pickled into another process starts with fresh state (it is not shared); the
-    machine-wide store of ``_shmstore`` is the one opero uses for decorated functions.
+    host-wide store of ``stores/host.py`` is the one opero uses for decorated functions.
     """
 
     __slots__ = ("_last", "_lock", "_tat")
@@ -188,41 +186,3 @@ class Limiter:
         import html
 
         return f"<code>{html.escape(repr(self))}</code>"
-
-
-_limiters: dict[tuple[str, str], Limiter] = {}
-_limiters_lock = threading.Lock()
-
-
-def get_limiter(options: Options, func_name: str) -> Limiter | None:
-    """The limiter of a function: its own, or its scope's (shared by every function naming it).
-
-    Raises:
-        ConfigurationError: a scope is already in use with a different rate or burst.
-    """
-    if options.rate_limit is None:
-        return None
-    scope = options.rate_limit_scope
-    key = (options.rate_limit_backend, f"scope:{scope}" if scope else f"fn:{func_name}:{id(options)}")
-    with _limiters_lock:
-        existing = _limiters.get(key)
-        if existing is not None and scope:
-            if existing.rate != float(options.rate_limit) or existing.burst != options.rate_burst:
-                raise ConfigurationError(
-                    f"rate_limit_scope={scope!r} already has rate_limit={existing.rate:g}, "
-                    f"rate_burst={existing.burst}; got rate_limit={options.rate_limit!r}, "
-                    f"rate_burst={options.rate_burst!r}. Functions sharing a scope must give the same rate."
-                )
-            return existing
-        limiter = _make_limiter(options, func_name, scope)
-        _limiters[key] = limiter
-        return limiter
-
-
-def _make_limiter(options: Options, func_name: str, scope: str | None) -> Limiter:
-    name = scope or func_name
-    assert options.rate_limit is not None
-    from ._backends import make_limiter_store
-
-    store = make_limiter_store(options, name, scoped=scope is not None)
-    return Limiter(name, options.rate_limit, options.rate_burst, store)

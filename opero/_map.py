@@ -1,8 +1,8 @@
 """``@opmap``: a resilient parallel map (SPEC §5).
 
 This module owns what the caller sees: input checks (str/bytes refused, generators consumed
-lazily, pandas handed to ``opero.pandas``), one result slot per item in input or completion
-order, the progress bar, and the ``item_failed`` events. Where items run is ``_executors``'
+lazily, pandas handed to ``opero._pandas``), one result slot per item in input or completion
+order, the progress bar, and the ``item_failed`` events. Where items run is ``executors``'
 business; how one item runs is the Plan's (``_policy``).
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib
 import inspect
 import queue
 import threading
@@ -18,13 +19,13 @@ from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 
 from ._decorator import build_plan
 from ._errors import ConfigurationError
-from ._exec_remote import MapCall
-from ._exec_run import Outcome, Spread, Window
-from ._executors import async_outcomes, default_workers, joblib_config, sync_outcomes
 from ._options import Options, resolve_options
 from ._policy import Plan
 from ._progress import MapProgress
 from ._telemetry import FunctionStats
+from .executors import async_outcomes, default_workers, sync_outcomes
+from .executors._chunks import MapCall, Outcome, Spread, Window
+from .executors.dask import joblib_config
 
 __all__ = ["AsyncMapFunction", "MapFunction", "opmap"]
 
@@ -233,7 +234,9 @@ class _Engine:
     def _pandas(
         self, prefix: tuple[Any, ...], data: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        from .pandas import dispatch
+        # Loaded by name: the pandas adapter sits above the map (it calls back into it) and
+        # is imported only for pandas input, so `import opero` never imports pandas.
+        dispatch = importlib.import_module("opero._pandas").dispatch
 
         def run_list(
             values: Iterable[Any],

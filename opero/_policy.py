@@ -19,12 +19,12 @@ from typing import Any, NamedTuple
 
 from tenacity import wait_exponential
 
-from ._cache import MISS, CacheBackend, KeyBuilder, make_cache
 from ._errors import AllFailedError
-from ._limit import get_limiter
+from ._keys import KeyBuilder
 from ._options import Options
 from ._telemetry import Recorder
 from ._testing import state as testing_state
+from .stores import MISS, CacheBackend, get_limiter, make_cache
 
 __all__ = ["Attempt", "Plan", "Sleep"]
 

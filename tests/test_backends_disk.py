@@ -149,7 +149,7 @@ def test_signed_entries_reject_tampering(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """With OPERO_CACHE_SECRET, forged, unsigned or wrongly keyed entries are never unpickled."""
-    from opero import _entry
+    from opero.stores import _signed as _entry
 
     monkeypatch.setenv("OPERO_CACHE_SECRET", "s3cret")
     root = Path(os.environ["OPERO_CACHE_DIR"])

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 import opero
-from opero import ConfigurationError, _redisconn
+from opero import ConfigurationError
+from opero.stores import redis as _redisconn
 from tests._fixtures_redis import run_python
 
 pytestmark = pytest.mark.redis
@@ -252,7 +253,7 @@ def test_redis_scope_with_other_rate_is_rejected(redis_server: Any) -> None:
 
     a()
     # A second process (simulated: a fresh limiter registry) asking for another rate.
-    from opero import _limit
+    from opero import stores as _limit
 
     saved = dict(_limit._limiters)
     _limit._limiters.clear()

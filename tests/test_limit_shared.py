@@ -16,7 +16,7 @@ import pytest
 
 import opero
 from opero import ConfigurationError
-from opero._shmstore import scope_path
+from opero.stores.host import scope_path
 from tests._fixtures_redis import run_python
 
 ROOT = str(Path(__file__).resolve().parent.parent)

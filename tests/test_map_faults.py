@@ -95,7 +95,7 @@ def _worker_pids(mark: str) -> list[int]:
             env = Path(f"/proc/{entry}/environ").read_bytes()
         except OSError:
             continue
-        if b"_exec_worker" in cmd and mark.encode() in env:
+        if b"executors._worker" in cmd and mark.encode() in env:
             found.append(int(entry))
     return found
 

@@ -544,6 +544,6 @@ def test_geocode_demo_server(demo_server: Any) -> None:
 
 def test_import_opero_does_not_import_pandas() -> None:
     """``import opero`` leaves pandas unimported; only a pandas input loads the adapter."""
-    code = "import sys, opero; print('pandas' in sys.modules, 'opero.pandas' in sys.modules)"
+    code = "import sys, opero; print('pandas' in sys.modules, 'opero._pandas' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["False", "False"]

@@ -13,7 +13,7 @@ __all__ = ["load_ipython_extension", "unload_ipython_extension"]
 
 def load_ipython_extension(ipython: Any) -> None:
     """Register the magics, the end-of-cell dashboard flush and the cell-cache clearer."""
-    from .._cache import namespace_clearers
+    from ..stores import namespace_clearers
     from .cellcache import clear_cells
     from .magics import OperoMagics, after_cell
 
@@ -27,7 +27,7 @@ def load_ipython_extension(ipython: Any) -> None:
 
 def unload_ipython_extension(ipython: Any) -> None:
     """Remove the magics and hooks that :func:`load_ipython_extension` added."""
-    from .._cache import namespace_clearers
+    from ..stores import namespace_clearers
     from .cellcache import clear_cells
     from .magics import after_cell
 

@@ -23,12 +23,12 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
-from .._bridge import run
 from .._errors import ConfigurationError
 from .._options import Options, configure, current_overrides, resolve_options
 from .._policy import Plan
 from .._telemetry import Event
 from .._testing import state as testing_state
+from .._threads import run
 from . import cellcache
 from .dashboard import Dashboard, hub, show, widgets_available
 
@@ -398,7 +398,7 @@ class OperoMagics(Magics):
         if command == "stats":
             return _stats()
         if command in ("clear-cache", "clear_cache"):
-            from .._cache import clear_cache
+            from ..stores import clear_cache
 
             clear_cache(rest or None)
             cellcache.clear_cells(rest or None)

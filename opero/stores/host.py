@@ -1,4 +1,6 @@
-"""Machine-wide limiter state: a small file in ``/dev/shm`` guarded by ``fcntl.flock``.
+"""Host-wide limiter state (``rate_limit_backend="local"``): a locked file in ``/dev/shm``.
+
+The file is guarded by ``fcntl.flock``.
 
 The file holds the GCRA state ``(tat, last)`` as two float64 on ``CLOCK_MONOTONIC`` (one clock
 for every process on a Linux host), then the limit it was created with ``(rate, burst)``, then
@@ -26,11 +28,12 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ._diskcache import safe_name
-from ._errors import ConfigurationError
-from ._limit import TransactStore, clock
+from .._errors import ConfigurationError
+from .._limit import TransactStore, clock
+from .._options import Options
+from ._base import safe_name
 
-__all__ = ["ShmStore", "function_path", "scope_path"]
+__all__ = ["HostStore", "function_path", "limiter_store", "scope_path"]
 
 _STATE = struct.Struct("<dd")  # tat, last
 _LIMIT = struct.Struct("<dd")  # rate, burst
@@ -68,7 +71,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-class ShmStore(TransactStore):
+class HostStore(TransactStore):
     """GCRA state in a file shared by every process on this host that opens ``path``.
 
     Args:
@@ -98,7 +101,7 @@ class ShmStore(TransactStore):
 
     def __reduce__(self) -> tuple[Any, ...]:
         # The copy opens the same file: another process on this host shares the budget.
-        return (ShmStore, (self.path, self.rate, self.burst, self.scoped))
+        return (HostStore, (self.path, self.rate, self.burst, self.scoped))
 
     def _open(self, register: bool, reset: bool = False) -> None:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -168,7 +171,7 @@ class ShmStore(TransactStore):
             pass
 
     def __repr__(self) -> str:
-        return f"<ShmStore {self.path} {self.rate:g}/s burst {self.burst}>"
+        return f"<HostStore {self.path} {self.rate:g}/s burst {self.burst}>"
 
 
 # Function budgets this process created; removed at exit (workers never remove them).
@@ -185,3 +188,11 @@ def _cleanup() -> None:
             os.unlink(path)
         except OSError:
             pass
+
+
+def limiter_store(options: Options, name: str, scoped: bool) -> HostStore:
+    """A scope's file (shared by name on this host) or a function's own (removed at exit)."""
+    assert options.rate_limit is not None
+    if scoped:
+        return HostStore(scope_path(name), options.rate_limit, options.rate_burst, scoped=True)
+    return HostStore(function_path(name), options.rate_limit, options.rate_burst, scoped=False, owner=True)

@@ -1,7 +1,7 @@
 """``cache_backend="disk"``: a persistent cache in files, with a memory tier in front.
 
 Layout: ``<location>/<namespace>/<function>/<key>.pkl``, one entry per file in the format of
-:mod:`opero._entry` (optionally HMAC-signed, expiry in the header), written to a temporary
+:mod:`opero.stores._signed` (optionally HMAC-signed, expiry in the header), written to a temporary
 file and ``os.replace``-d into place so readers never see half an entry. Folders are created
 with mode 0700 and files with 0600: a cache holds pickles, which run code when loaded.
 
@@ -19,27 +19,25 @@ from __future__ import annotations
 
 import mmap
 import os
-import re
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
-from ._cache import MISS
-from ._entry import decode, encode
-from ._options import Options
-from ._telemetry import logger
+from .._keys import KeyBuilder
+from .._options import Options
+from .._telemetry import logger
+from ._base import MISS, atomic_write, private_dirs, safe_name, unlink
+from ._signed import decode, encode
 
-__all__ = ["DiskCache", "cache_location", "safe_name"]
+__all__ = ["DiskCache", "cache_location", "clear_namespace", "make_cache"]
 
 #: Marks a folder as an opero namespace, so clearing "everything" never touches other files.
 MARKER = ".opero-namespace"
 #: Prefix of the per-namespace generation files (kept across clears, see _Generation).
 GENERATION = ".opero-gen-"
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
 def cache_location(options: Options) -> Path:
@@ -50,31 +48,6 @@ def cache_location(options: Options) -> Path:
 
         location = platformdirs.user_cache_dir("opero")
     return Path(location).expanduser()
-
-
-def safe_name(name: str) -> str:
-    """A file name for ``name``: readable, and unique (a short hash when characters changed)."""
-    cleaned = _UNSAFE.sub("_", name)
-    if cleaned != name or cleaned.startswith("."):
-        import hashlib
-
-        cleaned = f"{cleaned.lstrip('.')[:80]}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
-    return cleaned
-
-
-def _private_dirs(path: Path) -> None:
-    """Create ``path`` and missing parents with mode 0700 (chmod: the umask may strip bits)."""
-    missing = []
-    p = path
-    while not p.exists():
-        missing.append(p)
-        p = p.parent
-    for p in reversed(missing):
-        try:
-            p.mkdir(mode=0o700)
-        except FileExistsError:
-            continue
-        os.chmod(p, 0o700)
 
 
 class _Generation:
@@ -113,7 +86,7 @@ def _generation(location: Path, namespace: str) -> _Generation | None:
     with _locations_lock:
         if path not in _generations:
             try:
-                _private_dirs(location)
+                private_dirs(location)
                 _generations[path] = _Generation(path)
             except (OSError, ValueError) as exc:  # no mmap here: run without the memory tier
                 logger.info("opero cache: no memory tier for %s (%s)", path, exc)
@@ -186,7 +159,7 @@ class DiskCache:
         value, expires = decode(raw, now, path)
         if value is MISS:
             if expires != 0.0:  # expired (>0) or corrupt (-1): it would never be served again
-                _unlink(path)
+                unlink(path)
             return MISS
         self._remember(key, value, expires, gen)
         return value
@@ -205,17 +178,10 @@ class DiskCache:
         path = self._path(key)
         try:
             if not self._ready or not self.folder.is_dir():
-                _private_dirs(self.folder)
+                private_dirs(self.folder)
                 (self._root / MARKER).touch(mode=0o600)
                 self._ready = True
-            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-")  # mode 0600
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                os.replace(tmp, path)
-            except BaseException:
-                _unlink(tmp)
-                raise
+            atomic_write(self.folder, path, data)
         except OSError as exc:
             self._ready = False  # the folder may have been removed by a clear elsewhere
             logger.warning("opero cache: cannot write %s (%s); not stored", path, exc)
@@ -247,15 +213,8 @@ class DiskCache:
         return f"<DiskCache {self.namespace!r} at {str(self.folder)!r}, {len(self._tier)} in memory>"
 
 
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
 # Every cache root this process used; clear_cache(namespace) empties them (through
-# _backends.clear_persistent), also entries of functions this process never decorated.
+# stores.clear_persistent), also entries of functions this process never decorated.
 _locations: set[Path] = set()
 _locations_lock = threading.Lock()
 
@@ -291,3 +250,9 @@ def clear_namespace(namespace: str | None) -> None:
         for folder in folders:
             if (folder / MARKER).exists():
                 shutil.rmtree(folder, ignore_errors=True)
+
+
+def make_cache(options: Options, builder: KeyBuilder) -> DiskCache:
+    """The disk cache of one function: a folder named after its qualified name."""
+    max_memory = int(options.cache_backend_config.get("max_size", 10_000))
+    return DiskCache(cache_location(options), options.cache_namespace, builder.name, max_memory)

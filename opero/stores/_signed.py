@@ -24,8 +24,8 @@ import pickle
 import struct
 from typing import Any
 
-from ._cache import MISS
-from ._telemetry import logger
+from .._telemetry import logger
+from ._base import MISS
 
 __all__ = ["SECRET_ENV", "decode", "encode"]
 

@@ -15,7 +15,7 @@ be told apart (TESTING.md). This pool is small and exact instead:
   the parent's pipe closes, so no orphan survives even a killed parent.
 
 The pool is kept warm between maps (like loky's) and closed at exit. An enclosing
-``joblib.parallel_config(backend=...)`` bypasses it (see ``_executors``).
+``joblib.parallel_config(backend=...)`` bypasses it (see ``executors.dask``).
 """
 
 from __future__ import annotations
@@ -31,13 +31,13 @@ from collections.abc import Iterator
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from ._exec_remote import MapCall, Remote, Sent, describe_exit
-from ._exec_run import ChunkSizer, Outcome, Window, take
-from ._exec_worker import Batch
+from ._chunks import ChunkSizer, MapCall, Outcome, Window, take
+from ._dispatch import Remote, Sent, describe_exit
+from ._worker import Batch
 
-__all__ = ["Pool", "process_outcomes"]
+__all__ = ["Pool", "outcomes", "process_outcomes"]
 
-_BOOT = "from opero._exec_worker import main; main({r}, {w})"
+_BOOT = "from opero.executors._worker import main; main({r}, {w})"
 
 
 class _Worker:
@@ -84,7 +84,8 @@ class _Worker:
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # the folder holding the opero package (this file is opero/executors/processes.py)
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     paths = [os.path.abspath(p) if p else os.getcwd() for p in sys.path]
     env["OPERO_WORKER_PATH"] = os.pathsep.join(paths)
     env["PYTHONPATH"] = os.pathsep.join([here, *filter(None, [env.get("PYTHONPATH")])])
@@ -158,6 +159,16 @@ def release_pool(pool: Pool, private: bool) -> None:
 def _close_shared() -> None:
     if _shared is not None:
         _shared.close()
+
+
+def outcomes(call: MapCall, source: Iterator[tuple[int, Any]], window: Window) -> Iterator[list[Outcome]]:
+    """``process`` and ``async_process`` modes: the items of ``call`` on opero's pool."""
+    concurrency = 1
+    if call.mode == "async_process" and call.plan.is_async:
+        # a chunk's items run at once on the worker's loop: chunks of that size
+        per = -(-call.total // call.workers) if call.total else 16
+        concurrency = max(1, min(64, per))
+    return process_outcomes(call, source, window, concurrency)
 
 
 def process_outcomes(

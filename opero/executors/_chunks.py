@@ -16,11 +16,21 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from ._policy import Plan
+from .._policy import Plan
 
-__all__ = ["ChunkSizer", "Outcome", "Spread", "Window", "compose", "run_chunk_async", "run_chunk_sync"]
+__all__ = [
+    "ChunkSizer",
+    "MapCall",
+    "Outcome",
+    "Spread",
+    "Window",
+    "compose",
+    "run_chunk_async",
+    "run_chunk_sync",
+]
 
 Outcome = tuple[int, bool, Any, Any]
 Chunk = list[tuple[int, Any]]
@@ -33,6 +43,22 @@ class Spread(NamedTuple):
 
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
+
+
+@dataclass
+class MapCall:
+    """One call of an opmap'd function: the plan, the mode and the call's own arguments."""
+
+    plan: Plan
+    mode: str
+    workers: int
+    chunksize: int | None
+    prefix: tuple[Any, ...]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    total: int | None
+    #: set when the caller gave up (Ctrl-C in another thread, a cancelled await)
+    stop: threading.Event = field(default_factory=threading.Event)
 
 
 def compose(

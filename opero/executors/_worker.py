@@ -21,12 +21,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ._exec_run import Chunk, Outcome, run_chunk_async, run_chunk_sync
-from ._limit import Limiter
-from ._options import Options
-from ._policy import Plan
-from ._telemetry import Event, FunctionStats
-from ._testing import state as testing_state
+from .._limit import Limiter
+from .._options import Options
+from .._policy import Plan
+from .._telemetry import Event, FunctionStats
+from .._testing import state as testing_state
+from ._chunks import Chunk, Outcome, run_chunk_async, run_chunk_sync
 
 __all__ = ["Batch", "Spec", "WorkerPlan", "run_task"]
 
@@ -167,7 +167,7 @@ def run_task(token: str, spec_bytes: bytes, chunk_id: int, items: list[tuple[int
 
 def _quiet_logger() -> None:
     # The parent logs relayed events; logging them here too would print them twice.
-    from ._telemetry import logger
+    from .._telemetry import logger
 
     logger.disabled = True
 

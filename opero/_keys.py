@@ -1,4 +1,4 @@
-"""Cache keys and backends.
+"""Cache keys: the function's identity and its arguments bound by name.
 
 A key has two parts: the function's identity and its arguments bound by name with defaults
 applied. The memory backend takes a fast path for hashable arguments (typed, like
@@ -10,44 +10,14 @@ a hash of the function's source, so editing the function misses.
 from __future__ import annotations
 
 import inspect
-import threading
-import time
 import warnings
-import weakref
-from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 from ._options import Options
 from ._telemetry import logger
 
-__all__ = ["MISS", "ArgumentBinder", "CacheBackend", "KeyBuilder", "MemoryCache", "clear_cache", "make_cache"]
-
-
-class _Miss:
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "MISS"
-
-
-#: Returned by ``CacheBackend.get`` when there is no usable entry.
-MISS: Any = _Miss()
-
-
-class CacheBackend(Protocol):
-    """What every cache backend provides; keys come from :class:`KeyBuilder`."""
-
-    namespace: str
-
-    def get(self, key: Hashable) -> Any:
-        """Return the stored value or ``MISS`` (also for expired, corrupt or unreachable entries)."""
-
-    def set(self, key: Hashable, value: Any, ttl: float | None) -> None:
-        """Store ``value`` for ``ttl`` seconds (None: forever); never raises on backend faults."""
-
-    def clear(self) -> None:
-        """Drop this function's entries."""
+__all__ = ["ArgumentBinder", "KeyBuilder"]
 
 
 class ArgumentBinder:
@@ -210,103 +180,3 @@ def _source_hash(func: Callable[..., Any]) -> str:
 def _code_fingerprint(code: Any) -> str:
     consts = tuple(_code_fingerprint(c) if inspect.iscode(c) else repr(c) for c in code.co_consts)
     return repr((code.co_code, consts, code.co_names))
-
-
-class MemoryCache:
-    """A bounded, thread-safe LRU with per-entry expiry, private to this process."""
-
-    __slots__ = ("__weakref__", "_data", "_lock", "max_size", "namespace")
-
-    def __init__(self, namespace: str, max_size: int = 10_000) -> None:
-        self.namespace = namespace
-        self.max_size = max_size
-        self._data: OrderedDict[Hashable, tuple[Any, float | None]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # A memory cache is private to its process: another process gets an empty one.
-        return (MemoryCache, (self.namespace, self.max_size))
-
-    def get(self, key: Hashable) -> Any:
-        """Return the value or ``MISS``; expired entries are dropped on the way."""
-        with self._lock:
-            entry = self._data.get(key, None)
-            if entry is None:
-                return MISS
-            value, expires = entry
-            if expires is not None and time.monotonic() >= expires:
-                del self._data[key]
-                return MISS
-            self._data.move_to_end(key)
-            return value
-
-    def set(self, key: Hashable, value: Any, ttl: float | None) -> None:
-        """Store a value; the least recently used entry goes when the cache is full."""
-        expires = time.monotonic() + ttl if ttl is not None else None
-        with self._lock:
-            self._data[key] = (value, expires)
-            self._data.move_to_end(key)
-            while len(self._data) > self.max_size:
-                self._data.popitem(last=False)
-
-    def clear(self) -> None:
-        """Drop every entry."""
-        with self._lock:
-            self._data.clear()
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def __repr__(self) -> str:
-        return f"<MemoryCache namespace={self.namespace!r} entries={len(self)}/{self.max_size}>"
-
-
-# Every live cache of this process, for clear_cache(namespace).
-_caches: weakref.WeakSet[Any] = weakref.WeakSet()
-#: Extra clearers registered by persistent backends (they also hold entries of functions
-#: that this process never decorated). Each receives the namespace or None for all.
-namespace_clearers: list[Callable[[str | None], None]] = []
-
-
-def _clear_persistent(namespace: str | None) -> None:
-    # Imported on use: the disk and redis modules stay out of ``import opero``.
-    from ._backends import clear_persistent
-
-    clear_persistent(namespace)
-
-
-namespace_clearers.append(_clear_persistent)
-
-
-def make_cache(func: Callable[..., Any], options: Options) -> tuple[KeyBuilder, CacheBackend] | None:
-    """Build the key builder and backend that ``options`` ask for, or None without caching."""
-    if not options.cache:
-        return None
-    backend: CacheBackend
-    if options.cache_backend == "memory":
-        max_size = int(options.cache_backend_config.get("max_size", 10_000))
-        backend = MemoryCache(options.cache_namespace, max_size)
-        builder = KeyBuilder(func, options, persistent=False)
-    else:
-        from ._backends import make_persistent_cache
-
-        builder = KeyBuilder(func, options, persistent=True)
-        backend = make_persistent_cache(func, options, builder)
-    _caches.add(backend)
-    return builder, backend
-
-
-def clear_cache(namespace: str | None = None) -> None:
-    """Empty opero's caches: every namespace, or only ``namespace``.
-
-    Memory caches of this process are emptied; for the disk and redis backends the entries
-    of that namespace are deleted from the store, also those written by other processes.
-
-    Args:
-        namespace: the ``cache_namespace`` to clear; None clears all.
-    """
-    for cache in list(_caches):
-        if namespace is None or cache.namespace == namespace:
-            cache.clear()
-    for clearer in list(namespace_clearers):
-        clearer(namespace)

@@ -9,37 +9,18 @@ bookkeeping of items whose worker died (each death is one failed attempt, §5).
 from __future__ import annotations
 
 import signal
-import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
-from ._cache import MISS
-from ._errors import AllFailedError, WorkerLostError
-from ._exec_run import Outcome, compose
-from ._exec_worker import Batch, Spec
-from ._policy import Plan
-from ._telemetry import LEVELS, _safe, dispatch, logger
-from ._testing import state as testing_state
+from .._errors import AllFailedError, WorkerLostError
+from .._telemetry import LEVELS, _safe, dispatch, logger
+from .._testing import state as testing_state
+from ..stores import MISS
+from ._chunks import MapCall, Outcome, compose
+from ._worker import Batch, Spec
 
-__all__ = ["MapCall", "Remote", "Sent"]
-
-
-@dataclass
-class MapCall:
-    """One call of an opmap'd function: the plan, the mode and the call's own arguments."""
-
-    plan: Plan
-    mode: str
-    workers: int
-    chunksize: int | None
-    prefix: tuple[Any, ...]
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
-    total: int | None
-    #: set when the caller gave up (Ctrl-C in another thread, a cancelled await)
-    stop: threading.Event = field(default_factory=threading.Event)
+__all__ = ["Remote", "Sent", "describe_exit"]
 
 
 #: an item on its way to a worker: index, item, rounds already used by worker deaths

@@ -1,0 +1,184 @@
+"""Items run on other machinery: a dask.distributed cluster, or an enclosing joblib backend.
+
+- ``dask``: chunks as tasks on the active ``distributed.Client`` or a LocalCluster it starts.
+- Inside an enclosing ``joblib.parallel_config(backend=...)``, thread and process maps run
+  their chunks through ``joblib.Parallel`` on the configured backend instead.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+from collections.abc import Iterator
+from typing import Any
+
+from ._chunks import ChunkSizer, MapCall, Outcome, Window, run_chunk_sync, take
+from ._dispatch import Remote, Sent
+from ._worker import Batch
+
+__all__ = ["joblib_config", "joblib_outcomes", "outcomes"]
+
+
+def joblib_config() -> tuple[Any, int | None] | None:
+    """The backend and n_jobs of an enclosing ``joblib.parallel_config``, if one is active."""
+    import sys
+
+    if "joblib.parallel" not in sys.modules:  # nobody configured joblib in this process
+        return None
+    from joblib.parallel import _backend, default_parallel_config
+
+    config = getattr(_backend, "config", None)
+    if not config or config["backend"] is default_parallel_config["backend"]:
+        return None
+    n_jobs = config["n_jobs"]
+    return config["backend"], n_jobs if isinstance(n_jobs, int) else None
+
+
+# -- joblib (an enclosing parallel_config) ---------------------------------------------------
+
+
+def joblib_outcomes(
+    call: MapCall, source: Iterator[tuple[int, Any]], window: Window
+) -> Iterator[list[Outcome]]:
+    import cloudpickle
+    from joblib import Parallel, delayed
+
+    from ._worker import run_task
+
+    config = joblib_config()
+    assert config is not None
+    backend, n_jobs = config
+    workers = call.workers if n_jobs is None else n_jobs
+    in_process = bool(getattr(backend, "uses_threads", False))
+    remote = None if in_process else Remote(call)
+    token = os.urandom(8).hex()
+    sizer = ChunkSizer(0.02, 1000, call.total, max(1, abs(workers)), call.chunksize)
+    plan = call.plan
+    hits: list[Outcome] = []
+
+    def tasks() -> Iterator[Any]:
+        cid = 0
+        while True:
+            want = window.acquire(sizer.next())
+            if want == 0:
+                return
+            pairs, _ = take(source, want, window)
+            if not pairs:
+                return
+            cid += 1
+            if remote is None:
+                yield delayed(run_chunk_sync)(plan, pairs, call.prefix, call.args, call.kwargs)
+                continue
+            items = remote.admit(pairs, hits)
+            if items:
+                yield delayed(run_task)(token, remote.spec_bytes, cid, items)
+
+    runner = Parallel(n_jobs=workers, return_as="generator_unordered")
+    for got in runner(tasks()):
+        if hits:
+            ready, hits[:] = list(hits), []
+            yield ready
+        if remote is None:
+            yield got
+            continue
+        outs: list[Outcome] = []
+        for raw in got:
+            outs.extend(remote.receive(cloudpickle.loads(raw)))
+        yield outs
+    if hits:
+        yield list(hits)
+
+
+# -- dask -----------------------------------------------------------------------------------
+
+
+def outcomes(call: MapCall, source: Iterator[tuple[int, Any]], window: Window) -> Iterator[list[Outcome]]:
+    import cloudpickle
+    from distributed import Client
+
+    from ._worker import run_task
+
+    try:
+        client = Client.current()  # type: ignore[no-untyped-call]
+        owned = None
+    except ValueError:
+        from distributed import LocalCluster
+
+        cluster = LocalCluster(  # type: ignore[no-untyped-call]
+            n_workers=call.workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=40,
+        )
+        client = Client(cluster, set_as_default=False)  # type: ignore[no-untyped-call]
+        owned = (client, cluster)
+    remote = Remote(call)
+    token = os.urandom(8).hex()
+    sizer = ChunkSizer(0.05, 1000, call.total, call.workers, call.chunksize)
+    held: dict[Any, list[Sent]] = {}
+    # completion callbacks (not distributed.wait, which wants a default client)
+    finished: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    spec = (
+        client.scatter(remote.spec_bytes, broadcast=True)
+        if len(remote.spec_bytes) > 100_000
+        else remote.spec_bytes
+    )
+    exhausted = False
+    cid = 0
+
+    def submit(items: list[Sent]) -> None:
+        nonlocal cid
+        cid += 1
+        fut = client.submit(run_task, token, spec, cid, items, pure=False)
+        held[fut] = items
+        fut.add_done_callback(finished.put)
+
+    try:
+        while True:
+            ready: list[Outcome] = []
+            while remote.retry:
+                submit([remote.retry.popleft()])
+            while not exhausted and len(held) < 2 * call.workers:
+                want = window.try_acquire(sizer.next())
+                if want == 0:
+                    break
+                pairs, exhausted = take(source, want, window)
+                items = remote.admit(pairs, ready)
+                if items:
+                    submit(items)
+            if ready:
+                yield ready
+                continue
+            if not held:
+                if exhausted:
+                    break
+                if window.acquire(1):
+                    window.release(1)
+                continue
+            try:
+                first = finished.get(timeout=0.2)
+            except queue.Empty:
+                if call.stop.is_set():
+                    raise KeyboardInterrupt from None
+                continue
+            for fut in [first, *(finished.get() for _ in range(finished.qsize()))]:
+                items = held.pop(fut)
+                try:
+                    raws = fut.result()
+                except Exception as exc:  # KilledWorker: the worker died (more than once)
+                    lost = {i: (item, used) for i, item, used in items}
+                    ready.extend(remote.lose(lost, f"dask worker lost: {exc!r}", None))
+                    continue
+                for raw in raws:
+                    batch: Batch = cloudpickle.loads(raw)
+                    ready.extend(remote.receive(batch))
+            yield ready
+            if call.stop.is_set():
+                raise KeyboardInterrupt
+    finally:
+        for fut in held:
+            fut.cancel()
+        if owned is not None:
+            owned[0].close()  # type: ignore[no-untyped-call]
+            owned[1].close()  # type: ignore[no-untyped-call]

@@ -1,0 +1,115 @@
+"""Where a cache entry or a rate budget lives: one module per place, loaded by name.
+
+- ``memory``: a per-process LRU with expiry (``cache_backend="memory"``);
+- ``disk``: signed files under ``OPERO_CACHE_DIR`` with a memory tier (``"disk"``);
+- ``redis``: the connection, the shared cache (``"redis"``) and the cluster-wide limiter
+  store (``rate_limit_backend="redis"``);
+- ``host``: the host-wide limiter store, a locked file (``rate_limit_backend="local"``).
+
+The tables below name the module of each backend; optional worlds (redis) are imported on
+first use only, so ``import opero`` never imports them. Adding a backend is one module and
+one line in a table (docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from .._errors import ConfigurationError
+from .._keys import KeyBuilder
+from .._limit import Limiter, Store
+from .._options import Options
+from ._base import MISS, CacheBackend
+
+__all__ = ["MISS", "CacheBackend", "clear_cache", "get_limiter", "make_cache", "namespace_clearers"]
+
+#: ``cache_backend`` -> (module, class): the persistent ones take (options, key builder).
+CACHE_BACKENDS: dict[str, str] = {"memory": "memory", "disk": "disk", "redis": "redis"}
+#: ``rate_limit_backend`` -> module providing ``limiter_store(options, name, scoped)``.
+LIMITER_BACKENDS: dict[str, str] = {"local": "host", "redis": "redis"}
+
+
+def _module(name: str) -> Any:
+    return importlib.import_module(f"{__name__}.{name}")
+
+
+# Every live cache of this process, for clear_cache(namespace).
+_caches: weakref.WeakSet[Any] = weakref.WeakSet()
+#: Extra clearers (the cell cache registers one). Each receives the namespace or None for all.
+namespace_clearers: list[Callable[[str | None], None]] = []
+
+
+def make_cache(func: Callable[..., Any], options: Options) -> tuple[KeyBuilder, CacheBackend] | None:
+    """Build the key builder and backend that ``options`` ask for, or None without caching."""
+    if not options.cache:
+        return None
+    persistent = options.cache_backend != "memory"
+    builder = KeyBuilder(func, options, persistent=persistent)
+    backend: CacheBackend = _module(CACHE_BACKENDS[options.cache_backend]).make_cache(options, builder)
+    _caches.add(backend)
+    return builder, backend
+
+
+def clear_cache(namespace: str | None = None) -> None:
+    """Empty opero's caches: every namespace, or only ``namespace``.
+
+    Memory caches of this process are emptied; for the disk and redis backends the entries
+    of that namespace are deleted from the store, also those written by other processes.
+
+    Args:
+        namespace: the ``cache_namespace`` to clear; None clears all.
+    """
+    for cache in list(_caches):
+        if namespace is None or cache.namespace == namespace:
+            cache.clear()
+    _clear_persistent(namespace)
+    for clearer in list(namespace_clearers):
+        clearer(namespace)
+
+
+def _clear_persistent(namespace: str | None) -> None:
+    # The disk roots are those used here plus the default; redis servers are those used here
+    # plus OPERO_REDIS_URL when set (redis is not imported otherwise).
+    import os
+
+    _module("disk").clear_namespace(namespace)
+    if f"{__name__}.redis" in sys.modules or os.environ.get("OPERO_REDIS_URL"):
+        _module("redis").clear_namespace(namespace)
+
+
+_limiters: dict[tuple[str, str], Limiter] = {}
+_limiters_lock = threading.Lock()
+
+
+def get_limiter(options: Options, func_name: str) -> Limiter | None:
+    """The limiter of a function: its own, or its scope's (shared by every function naming it).
+
+    Raises:
+        ConfigurationError: a scope is already in use with a different rate or burst.
+    """
+    if options.rate_limit is None:
+        return None
+    scope = options.rate_limit_scope
+    key = (options.rate_limit_backend, f"scope:{scope}" if scope else f"fn:{func_name}:{id(options)}")
+    with _limiters_lock:
+        existing = _limiters.get(key)
+        if existing is not None and scope:
+            if existing.rate != float(options.rate_limit) or existing.burst != options.rate_burst:
+                raise ConfigurationError(
+                    f"rate_limit_scope={scope!r} already has rate_limit={existing.rate:g}, "
+                    f"rate_burst={existing.burst}; got rate_limit={options.rate_limit!r}, "
+                    f"rate_burst={options.rate_burst!r}. Functions sharing a scope must give the same rate."
+                )
+            return existing
+        name = scope or func_name
+        store: Store = _module(LIMITER_BACKENDS[options.rate_limit_backend]).limiter_store(
+            options, name, scope is not None
+        )
+        limiter = Limiter(name, options.rate_limit, options.rate_burst, store)
+        _limiters[key] = limiter
+        return limiter

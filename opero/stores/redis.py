@@ -1,0 +1,446 @@
+"""Redis: the connection, the shared cache and the cluster-wide limiter store, in one place.
+
+**Connection.** A server that is down or slow must never fail or hang a call: every socket has
+a connect and read timeout (0.5 s by default), redis-py's own retries are off (they would
+multiply the timeout), and after a failure the link stays *down* for ``BACKOFF`` seconds, so
+calls in that window skip redis at once instead of each paying a timeout. The first call
+after the window tries again, which is how caching resumes when the server is back.
+
+**Cache** (``cache_backend="redis"``). Keys are ``opero:<namespace>:<function>:<key>`` (``%``
+and ``:`` percent-encoded inside the parts, so namespace ``a`` never matches ``a:b``); values
+use :mod:`opero.stores._signed`'s format (optionally HMAC-signed) and expire through redis
+itself (``SET ... PX``). Clearing walks the keys with ``SCAN`` and deletes them with
+``UNLINK``, never ``KEYS`` or ``FLUSHDB``. A server that is down makes calls run uncached,
+with one ``RuntimeWarning`` per function per outage, never an error.
+
+**Limiter store** (``rate_limit_backend="redis"``). The GCRA steps of :mod:`opero._limit` as
+one atomic Lua script on the server's clock (``TIME``), so machines with unsynchronised clocks
+share one budget. Numbers cross the Lua boundary as strings: redis truncates Lua numbers to
+integers. When the server is unreachable the limiter falls back to the host store (one
+warning), so calls are still limited on this host and never fail.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import warnings
+from collections.abc import Hashable, Mapping
+from typing import Any
+
+from .._errors import ConfigurationError
+from .._keys import KeyBuilder
+from .._options import Options
+from .._telemetry import logger
+from ._base import MISS
+from ._signed import decode, encode
+from .host import HostStore, function_path, scope_path
+
+__all__ = [
+    "BACKOFF",
+    "DEFAULT_URL",
+    "RedisCache",
+    "RedisLink",
+    "RedisStore",
+    "clear_namespace",
+    "get_link",
+    "key_prefix",
+    "limiter_store",
+    "make_cache",
+    "redis_url",
+]
+
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+#: Seconds a link stays down after a failure before the next call tries the server again.
+BACKOFF = 1.5
+_TIMEOUT = 0.5
+_SETTINGS = ("socket_timeout", "socket_connect_timeout", "password", "username")
+
+
+def redis_url(config: Mapping[str, Any]) -> str:
+    """``config["url"]``, else host/port/db from ``config``, else ``OPERO_REDIS_URL``, else local."""
+    if config.get("url"):
+        return str(config["url"])
+    if any(k in config for k in ("host", "port", "db")):
+        host = config.get("host", "127.0.0.1")
+        return f"redis://{host}:{int(config.get('port', 6379))}/{int(config.get('db', 0))}"
+    return os.environ.get("OPERO_REDIS_URL") or DEFAULT_URL
+
+
+class RedisLink:
+    """One redis client (lazily built) and whether the server is believed reachable.
+
+    Args:
+        url: the server's URL.
+        settings: extra client settings (timeouts, credentials).
+    """
+
+    __slots__ = ("_client", "_down_until", "_lock", "_scripts", "settings", "url")
+
+    def __init__(self, url: str, settings: Mapping[str, Any]) -> None:
+        self.url = url
+        self.settings = dict(settings)
+        self._client: Any = None
+        self._down_until = 0.0
+        self._lock = threading.Lock()
+        self._scripts: dict[str, Any] = {}
+
+    def client(self) -> Any:
+        """The redis client, or None while the server is in its back-off window."""
+        if self._down_until and time.monotonic() < self._down_until:
+            return None
+        client = self._client
+        if client is None:
+            with self._lock:
+                if self._client is None:
+                    import redis
+                    from redis.backoff import NoBackoff
+                    from redis.retry import Retry
+
+                    self._client = redis.Redis.from_url(
+                        self.url,
+                        socket_timeout=self.settings.get("socket_timeout", _TIMEOUT),
+                        socket_connect_timeout=self.settings.get("socket_connect_timeout", _TIMEOUT),
+                        retry=Retry(NoBackoff(), 0),
+                        retry_on_timeout=False,
+                        health_check_interval=0,
+                        **{k: v for k, v in self.settings.items() if k in ("password", "username")},
+                    )
+                client = self._client
+        return client
+
+    def script(self, source: str) -> Any:
+        """A registered Lua script (redis-py runs it by EVALSHA, loading it when needed)."""
+        script = self._scripts.get(source)
+        if script is None:
+            script = self._scripts[source] = self.client().register_script(source)
+        return script
+
+    def failed(self, exc: BaseException) -> bool:
+        """Mark the server down for ``BACKOFF`` seconds; True when it was believed up."""
+        was_up = self._down_until == 0.0
+        self._down_until = time.monotonic() + BACKOFF
+        if was_up:
+            logger.warning("opero: redis at %s unreachable (%s); retrying in %.1fs", self.url, exc, BACKOFF)
+        return was_up
+
+    def succeeded(self) -> None:
+        """The server answered: leave the down state (logged once)."""
+        if self._down_until:
+            self._down_until = 0.0
+            logger.warning("opero: redis at %s is reachable again", self.url)
+
+    def __repr__(self) -> str:
+        state = "down" if self._down_until else "up"
+        return f"<RedisLink {self.url} {state}>"
+
+
+_links: dict[tuple[str, tuple[tuple[str, Any], ...]], RedisLink] = {}
+_links_lock = threading.Lock()
+
+
+def get_link(config: Mapping[str, Any]) -> RedisLink:
+    """The shared link for a ``cache_backend_config`` (one client per URL and settings)."""
+    url = redis_url(config)
+    settings = {k: config[k] for k in _SETTINGS if k in config}
+    key = (url, tuple(sorted(settings.items())))
+    with _links_lock:
+        link = _links.get(key)
+        if link is None:
+            link = _links[key] = RedisLink(url, settings)
+        return link
+
+
+def known_links() -> list[RedisLink]:
+    """Links this process used, plus ``OPERO_REDIS_URL``'s when it is set (for clear_cache)."""
+    with _links_lock:
+        links = list(_links.values())
+    if os.environ.get("OPERO_REDIS_URL") and all(link.url != os.environ["OPERO_REDIS_URL"] for link in links):
+        links.append(get_link({}))
+    return links
+
+
+_GLOB = str.maketrans({c: "\\" + c for c in "*?[]\\"})
+
+
+def _part(text: str) -> str:
+    return text.replace("%", "%25").replace(":", "%3A")
+
+
+def key_prefix(namespace: str | None, func_name: str | None = None) -> str:
+    """``opero:<namespace>:`` or ``opero:<namespace>:<function>:`` (escaped parts)."""
+    prefix = "opero:" if namespace is None else f"opero:{_part(namespace)}:"
+    return prefix if func_name is None else f"{prefix}{_part(func_name)}:"
+
+
+def _delete_matching(link: RedisLink, prefix: str) -> int:
+    client = link.client()
+    if client is None:
+        logger.warning("opero cache: redis at %s is down; %s* not cleared", link.url, prefix)
+        return 0
+    deleted = 0
+    batch: list[bytes] = []
+    try:
+        for key in client.scan_iter(match=prefix.translate(_GLOB) + "*", count=1000):
+            batch.append(key)
+            if len(batch) >= 500:
+                deleted += client.unlink(*batch)
+                batch.clear()
+        if batch:
+            deleted += client.unlink(*batch)
+    except Exception as exc:  # redis errors, timeouts: clearing must not raise either
+        link.failed(exc)
+        logger.warning("opero cache: clearing %s* on %s failed: %s", prefix, link.url, exc)
+    return deleted
+
+
+class RedisCache:
+    """The redis cache of one function.
+
+    Args:
+        config: ``cache_backend_config`` (``url`` or host/port/db, timeouts).
+        namespace: the function's ``cache_namespace``.
+        func_name: the function's qualified name.
+    """
+
+    __slots__ = ("__weakref__", "_link", "_warned", "config", "func_name", "namespace", "prefix")
+
+    def __init__(self, config: Mapping[str, Any], namespace: str, func_name: str) -> None:
+        self.namespace = namespace
+        self.func_name = func_name
+        self.config = dict(config)
+        self.prefix = key_prefix(namespace, func_name)
+        self._link = get_link(config)
+        self._warned = False
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (RedisCache, (self.config, self.namespace, self.func_name))
+
+    def _down(self, exc: BaseException | None) -> None:
+        if exc is not None:
+            self._link.failed(exc)
+        if not self._warned:
+            self._warned = True
+            reason = f"{type(exc).__name__}: {exc}" if exc is not None else "server down"
+            message = (
+                f"opero: redis cache at {self._link.url} unavailable ({reason}); "
+                f"{self.func_name} runs uncached"
+            )
+            logger.warning(message)
+            warnings.warn(message, RuntimeWarning, stacklevel=5)
+
+    def _up(self) -> None:
+        self._link.succeeded()
+        self._warned = False
+
+    def get(self, key: Hashable) -> Any:
+        """The stored value, or ``MISS`` (absent, corrupt, tampered, or server unavailable)."""
+        client = self._link.client()
+        if client is None:
+            self._down(None)
+            return MISS
+        name = f"{self.prefix}{key}"
+        try:
+            raw = client.get(name)
+        except Exception as exc:
+            self._down(exc)
+            return MISS
+        self._up()
+        if raw is None:
+            return MISS
+        value, _ = decode(raw, time.time(), f"redis {name}")
+        return value
+
+    def set(self, key: Hashable, value: Any, ttl: float | None) -> None:
+        """Store ``value``, expiring after ``ttl`` seconds through redis (``PX``)."""
+        client = self._link.client()
+        if client is None:
+            self._down(None)
+            return
+        try:
+            data = encode(value, time.time() + ttl if ttl is not None else None)
+        except Exception as exc:
+            logger.warning("opero cache: cannot pickle a result of %s (%s); not stored", self.func_name, exc)
+            return
+        try:
+            client.set(f"{self.prefix}{key}", data, px=max(1, int(ttl * 1000)) if ttl is not None else None)
+        except Exception as exc:
+            self._down(exc)
+            return
+        self._up()
+
+    def clear(self) -> None:
+        """Delete this function's entries (every version of its source) from the server."""
+        _delete_matching(self._link, self.prefix)
+
+    def __repr__(self) -> str:
+        return f"<RedisCache {self.prefix}* on {self._link!r}>"
+
+
+def clear_namespace(namespace: str | None) -> None:
+    """Delete ``namespace``'s entries (None: all opero entries) on every known server."""
+    for link in known_links():
+        _delete_matching(link, key_prefix(namespace))
+
+
+GCRA_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local interval = tonumber(ARGV[2])
+local burst = tonumber(ARGV[3])
+local state = redis.call('HMGET', KEYS[1], 'tat', 'last')
+local tat = tonumber(state[1]) or 0
+local last = tonumber(state[2]) or (now - 1e6)
+local delay = 0
+if ARGV[1] == 'reserve' then
+  if tat < now then tat = now end
+  local start = math.max(now, tat - (burst - 1) * interval)
+  delay = start - now
+  tat = tat + interval
+elseif burst == 1 and now < last + interval then
+  delay = last + interval - now
+elseif now > last then
+  last = now
+end
+redis.call('HSET', KEYS[1], 'tat', string.format('%.6f', tat), 'last', string.format('%.6f', last),
+           'rate', ARGV[4], 'burst', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], math.ceil((tat - now + 60) * 1000))
+return string.format('%.9f', delay)
+"""
+
+
+class RedisStore:
+    """GCRA state in one redis hash, shared by every process and machine using ``key``.
+
+    Args:
+        config: ``cache_backend_config`` (``url`` or host/port/db).
+        key: the hash's key (see :meth:`for_limit`).
+        rate: starts per second (stored with the state, checked for scopes).
+        burst: burst size.
+        local_path: the machine-wide file used while the server is unreachable.
+    """
+
+    __slots__ = (
+        "_fallback",
+        "_fallback_lock",
+        "_link",
+        "_warned",
+        "burst",
+        "config",
+        "key",
+        "local_path",
+        "rate",
+    )
+
+    def __init__(self, config: dict[str, Any], key: str, rate: float, burst: int, local_path: str) -> None:
+        self.config = config
+        self.key = key
+        self.rate = float(rate)
+        self.burst = int(burst)
+        self.local_path = local_path
+        self._link = get_link(config)
+        self._fallback: HostStore | None = None
+        # Threads that find the server down together must share one fallback store.
+        self._fallback_lock = threading.Lock()
+        self._warned = False
+
+    @classmethod
+    def for_limit(
+        cls, config: dict[str, Any], name: str, rate: float, burst: int, scoped: bool
+    ) -> RedisStore:
+        """The store of a scope (key from its name) or of one function (host, pid, name, id).
+
+        Raises:
+            ConfigurationError: the scope is live on the server with another rate or burst.
+        """
+        if scoped:
+            store = cls(config, f"opero:limit:scope:{name}", rate, burst, scope_path(name))
+            store._check_scope()
+            return store
+        local = function_path(name)
+        tail = local.rsplit("-fn-", 1)[1].removesuffix(".gcra")
+        return cls(config, f"opero:limit:fn:{socket.gethostname()}:{tail}", rate, burst, local)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (RedisStore, (self.config, self.key, self.rate, self.burst, self.local_path))
+
+    def _check_scope(self) -> None:
+        client = self._link.client()
+        if client is None:
+            return
+        try:
+            rate, burst = client.hmget(self.key, "rate", "burst")
+        except Exception as exc:  # checked again on use; a down server must not fail decoration
+            self._link.failed(exc)
+            return
+        if rate is not None and (float(rate), int(burst)) != (self.rate, self.burst):
+            raise ConfigurationError(
+                f"rate_limit_scope key {self.key!r} on {self._link.url} is in use with "
+                f"rate_limit={float(rate):g}, rate_burst={int(burst)}; got rate_limit={self.rate:g}, "
+                f"rate_burst={self.burst}. Functions sharing a scope must give the same rate."
+            )
+
+    def _step(self, mode: str, interval: float, burst: int) -> float:
+        client = self._link.client()
+        if client is not None:
+            try:
+                delay = self._link.script(GCRA_LUA)(
+                    keys=[self.key], args=[mode, repr(interval), burst, repr(self.rate)]
+                )
+            except Exception as exc:
+                self._link.failed(exc)
+                self._warn(exc)
+            else:
+                self._link.succeeded()
+                self._warned = False
+                return float(delay)
+        else:
+            self._warn(None)
+        with self._fallback_lock:
+            if self._fallback is None:
+                # The decorating process owns (and at exit removes) a function budget's file.
+                owner = f"-fn-{os.getpid()}-" in self.local_path
+                self._fallback = HostStore(self.local_path, self.rate, self.burst, scoped=False, owner=owner)
+        return (
+            self._fallback.reserve(interval, burst)
+            if mode == "reserve"
+            else self._fallback.confirm(interval, burst)
+        )
+
+    def _warn(self, exc: BaseException | None) -> None:
+        if self._warned:
+            return
+        self._warned = True
+        reason = f"{type(exc).__name__}: {exc}" if exc is not None else "server down"
+        message = (
+            f"opero: redis rate limit {self.key!r} at {self._link.url} unavailable ({reason}); "
+            "limiting on this machine only until it is back"
+        )
+        logger.warning(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=6)
+
+    def reserve(self, interval: float, burst: int) -> float:
+        """One atomic GCRA reserve step on the server."""
+        return self._step("reserve", interval, burst)
+
+    def confirm(self, interval: float, burst: int) -> float:
+        """One atomic GCRA confirm step on the server."""
+        return self._step("confirm", interval, burst)
+
+    def __repr__(self) -> str:
+        return f"<RedisStore {self.key} on {self._link.url}>"
+
+
+def make_cache(options: Options, builder: KeyBuilder) -> RedisCache:
+    """The redis cache of one function (its key prefix is its qualified name)."""
+    return RedisCache(options.cache_backend_config, options.cache_namespace, builder.name)
+
+
+def limiter_store(options: Options, name: str, scoped: bool) -> RedisStore:
+    """A budget held on the redis server of ``cache_backend_config`` / ``OPERO_REDIS_URL``."""
+    assert options.rate_limit is not None
+    return RedisStore.for_limit(
+        dict(options.cache_backend_config), name, options.rate_limit, options.rate_burst, scoped
+    )
