@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Sequence
+from typing import Any
 
-__all__ = ["AllFailedError", "ConfigurationError", "OperoError", "WorkerLostError"]
+__all__ = [
+    "AllFailedError",
+    "ConfigurationError",
+    "OperoError",
+    "RemoteError",
+    "WorkerLostError",
+    "portable",
+]
 
 
 class OperoError(Exception):
@@ -48,3 +57,155 @@ class WorkerLostError(OperoError):
 
     def __reduce__(self) -> tuple[type[WorkerLostError], tuple[str, int | None]]:
         return (type(self), (self.detail, self.exitcode))
+
+
+class RemoteError(OperoError):
+    """A faithful, picklable stand-in for an exception that cannot cross a process boundary.
+
+    Some exceptions cannot be pickled (one holding an open socket, file or lock, such as
+    ``urllib.error.HTTPError``), and some pickle but cannot be rebuilt (a class whose
+    ``__init__`` takes other arguments than it passes to ``Exception``, common in API client
+    libraries). When such an exception must travel (out of a worker process, into a cache, a
+    DataFrame column), opero keeps it in this form instead of losing the item or the map.
+
+    Attributes:
+        type_name: qualified name of the original class, e.g. ``"mylib.errors.ApiError"``.
+        message: ``str()`` of the original exception.
+        traceback_text: the original traceback, formatted (empty when it had none).
+        status: the HTTP status code, for errors that carry one (``.code``, ``.status``,
+            ``.status_code`` or ``.response.status_code``), else None.
+        headers: the HTTP response headers of such errors, as a plain dict, else None.
+    """
+
+    def __init__(
+        self,
+        type_name: str,
+        message: str,
+        traceback_text: str = "",
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.type_name = type_name
+        self.message = message
+        self.traceback_text = traceback_text
+        self.status = status
+        self.headers = headers
+        super().__init__(f"{type_name}: {message}" if message else type_name)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            type(self),
+            (self.type_name, self.message, self.traceback_text, self.status, self.headers),
+        )
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> RemoteError:
+        """The stand-in for ``exc`` (never fails, whatever ``exc`` holds)."""
+        if isinstance(exc, RemoteError):
+            return exc
+        kind = type(exc)
+        type_name = f"{kind.__module__}.{kind.__qualname__}"
+        if kind.__module__ == "builtins":
+            type_name = kind.__qualname__
+        try:
+            message = str(exc)
+        except Exception as err:  # a broken __str__ must not lose the item
+            message = f"<str() failed: {type(err).__name__}>"
+        try:
+            text = "".join(traceback.format_exception(exc)) if exc.__traceback__ is not None else ""
+        except Exception:
+            text = ""
+        status, headers = _http_details(exc)
+        return cls(type_name, message, text, status, headers)
+
+
+def _http_details(exc: BaseException) -> tuple[int | None, dict[str, str] | None]:
+    """Status code and headers of an HTTP-ish error, read by duck typing (no imports)."""
+    response = getattr(exc, "response", None)
+    status: Any = None
+    for source, names in ((response, ("status_code", "status")), (exc, ("status_code", "status", "code"))):
+        if source is None:
+            continue
+        for name in names:
+            try:
+                value = getattr(source, name, None)
+            except Exception:
+                continue
+            if isinstance(value, int) and not isinstance(value, bool):
+                status = value
+                break
+        if status is not None:
+            break
+    headers: dict[str, str] | None = None
+    for source in (response, exc):
+        raw = getattr(source, "headers", None) if source is not None else None
+        if raw is None:
+            continue
+        try:
+            items = raw.items()
+            headers = {str(k): str(v) for k, v in items}
+            break
+        except Exception:
+            continue
+    return status, headers
+
+
+def _round_trips(exc: BaseException) -> bool:
+    import pickle
+
+    try:
+        pickle.loads(pickle.dumps(exc, protocol=pickle.HIGHEST_PROTOCOL))
+        return True
+    except Exception:
+        pass
+    try:
+        # classes defined in __main__, a notebook cell or a function travel by value
+        import cloudpickle
+
+        cloudpickle.loads(cloudpickle.dumps(exc))
+        return True
+    except Exception:
+        return False
+
+
+def portable(exc: BaseException) -> BaseException:
+    """``exc`` itself when it survives a pickle round trip, else a faithful stand-in.
+
+    The stand-in is a :class:`RemoteError` keeping the original type name, message,
+    traceback text and, for HTTP errors, status and headers. An ``AllFailedError`` stays an
+    ``AllFailedError`` whose attempt errors are made portable one by one. Cheap when the
+    exception pickles: one ``pickle`` round trip of it.
+
+    Args:
+        exc: any exception.
+
+    Returns:
+        An exception that can be pickled and unpickled.
+    """
+    if _round_trips(exc):
+        return exc
+    if isinstance(exc, AllFailedError):
+        errors = [portable(e) for e in exc.errors]
+        out = AllFailedError(exc.func_name, errors)
+        out.__cause__ = errors[-1] if errors else None
+        out.__traceback__ = exc.__traceback__
+        if _round_trips(out):
+            return out
+    return RemoteError.from_exception(exc)
+
+
+def stand_in(exc: BaseException) -> BaseException:
+    """The always-picklable form of ``exc``, without trying ``exc`` itself.
+
+    Made of plain values only, so it unpickles anywhere opero is installed: a
+    :class:`RemoteError`, or for an ``AllFailedError`` one whose attempt errors are
+    ``RemoteError``s (``opero`` errors whose fields are plain values stay as they are).
+    """
+    if isinstance(exc, AllFailedError):
+        errors = [stand_in(e) for e in exc.errors]
+        out = AllFailedError(exc.func_name, errors)
+        out.__cause__ = errors[-1] if errors else None
+        return out
+    if type(exc) in (RemoteError, WorkerLostError):
+        return exc
+    return RemoteError.from_exception(exc)

@@ -13,14 +13,14 @@ import time
 from collections import deque
 from typing import Any
 
-from .._errors import AllFailedError, WorkerLostError
-from .._telemetry import LEVELS, _safe, dispatch, logger
+from .._errors import AllFailedError, RemoteError, WorkerLostError
+from .._telemetry import LEVELS, Event, _safe, dispatch, logger
 from .._testing import state as testing_state
 from ..stores import MISS
 from ._chunks import MapCall, Outcome, compose
 from ._worker import Batch, Spec
 
-__all__ = ["Remote", "Sent", "describe_exit"]
+__all__ = ["Remote", "Sent", "decode_batch", "describe_exit"]
 
 
 #: an item on its way to a worker: index, item, rounds already used by worker deaths
@@ -140,6 +140,43 @@ class Remote:
                 plan.recorder.emit("failure", error=final)
                 finals.append((i, False, final, item))
         return finals
+
+
+def decode_batch(raw: bytes) -> Batch:
+    """The parent's side of :func:`~opero.executors._worker.encode_batch`.
+
+    A value that cannot be unpickled here fails only its own item, with the stand-in the
+    worker sent (original type name, message and traceback text); every other outcome of
+    the batch arrives.
+    """
+    import pickle
+
+    import cloudpickle
+
+    chunk_id, final, stats, ok_idx, ok_blob, failures, events_blob = pickle.loads(raw)
+    outs: list[Outcome] = []
+    if ok_idx:
+        try:
+            values = cloudpickle.loads(ok_blob)
+        except Exception as exc:
+            # the results of this batch pickled in the worker but cannot be rebuilt here
+            err = RemoteError.from_exception(exc)
+            err.add_note("opero: the results could not be unpickled in the parent process")
+            outs.extend((i, False, err, None) for i in ok_idx)
+        else:
+            outs.extend((i, True, v, None) for i, v in zip(ok_idx, values, strict=True))
+    for i, blob, fallback in failures:
+        try:
+            value, item = cloudpickle.loads(blob)
+        except Exception:
+            value, item = fallback, None
+        outs.append((i, False, value, item))
+    try:
+        events: list[Event] = cloudpickle.loads(events_blob)
+    except Exception:
+        logger.warning("opero: events relayed by a worker could not be unpickled; dropped")
+        events = []
+    return Batch(chunk_id, outs, stats, events, final)
 
 
 def describe_exit(pid: int, code: int | None) -> str:

@@ -18,9 +18,10 @@ import pickle
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from .._errors import RemoteError, portable, stand_in
 from .._limit import Limiter
 from .._options import Options
 from .._policy import Plan
@@ -28,7 +29,7 @@ from .._telemetry import Event, FunctionStats
 from .._testing import state as testing_state
 from ._chunks import Chunk, Outcome, run_chunk_async, run_chunk_sync
 
-__all__ = ["Batch", "Spec", "WorkerPlan", "run_task"]
+__all__ = ["Batch", "Spec", "WorkerPlan", "encode_batch", "run_task"]
 
 _NO_CALLBACKS = {"on_retry": None, "on_success": None, "on_failure": None, "on_cache_hit": None}
 
@@ -161,7 +162,7 @@ def run_task(token: str, spec_bytes: bytes, chunk_id: int, items: list[tuple[int
         while len(_plans) > 8:  # keep only recent maps' plans
             _plans.pop(next(iter(_plans)))
     out: list[bytes] = []
-    wp.run(chunk_id, items, lambda b: out.append(dumps_batch(b)))
+    wp.run(chunk_id, items, lambda b: out.append(encode_batch(b)))
     return out
 
 
@@ -172,30 +173,86 @@ def _quiet_logger() -> None:
     logger.disabled = True
 
 
-def dumps_batch(batch: Batch) -> bytes:
-    """Pickle a batch; values or events that cannot be pickled are replaced, never lost."""
+def encode_batch(batch: Batch) -> bytes:
+    """Pickle a batch for the parent so that one bad value costs only its own item.
+
+    The wire form is a plain ``pickle`` of builtins (it always loads in the parent):
+    ``(chunk_id, final, stats, ok_indices, ok_blob, failures, events_blob)``.
+
+    - Results of the successful items travel together in ``ok_blob`` (cloudpickle: fast
+      for many small values). A result that cannot be pickled fails its item alone.
+    - Each failure travels on its own: ``(index, blob, stand_in)``, where ``blob`` is the
+      cloudpickled ``(exception, item)`` (made :func:`~opero._errors.portable` here, so an
+      exception that cannot be rebuilt arrives as a ``RemoteError``) and ``stand_in`` the
+      plain-valued form the parent uses if the blob still cannot be loaded there.
+    - Events carry portable errors; events that cannot be pickled are dropped.
+    """
     import cloudpickle
 
-    try:
-        return bytes(cloudpickle.dumps(batch))
-    except Exception:
-        pass
-    outs: list[Outcome] = []
+    ok_idx: list[int] = []
+    ok_values: list[Any] = []
+    failures: list[tuple[int, bytes, BaseException]] = []
     for idx, ok, value, item in batch.outcomes:
+        if ok:
+            ok_idx.append(idx)
+            ok_values.append(value)
+        else:
+            failures.append(_pack_failure(idx, value, item))
+    try:
+        ok_blob = bytes(cloudpickle.dumps(ok_values))
+    except Exception:
+        ok_blob, kept = _pack_results(ok_idx, ok_values, failures)
+        ok_idx = kept
+    events = [e if e.error is None else replace(e, error=portable(e.error)) for e in batch.events]
+    try:
+        events_blob = bytes(cloudpickle.dumps(events))
+    except Exception:
+        good = []
+        for ev in events:
+            try:
+                cloudpickle.dumps(ev)
+            except Exception:
+                continue
+            good.append(ev)
+        events_blob = bytes(cloudpickle.dumps(good))
+    wire = (batch.chunk_id, batch.final, batch.stats, ok_idx, ok_blob, failures, events_blob)
+    return pickle.dumps(wire, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _pack_failure(idx: int, value: Any, item: Any) -> tuple[int, bytes, BaseException]:
+    import cloudpickle
+
+    error = portable(value) if isinstance(value, BaseException) else value
+    try:
+        blob = bytes(cloudpickle.dumps((error, item)))
+    except Exception:
+        # the item came from the parent, so this is rare: keep the error, drop the item
+        blob = bytes(cloudpickle.dumps((error, None)))
+    return idx, blob, stand_in(value) if isinstance(value, BaseException) else error
+
+
+def _pack_results(
+    idx: list[int], values: list[Any], failures: list[tuple[int, bytes, BaseException]]
+) -> tuple[bytes, list[int]]:
+    """Some result cannot be pickled: find which, fail those items, keep the rest."""
+    import cloudpickle
+
+    kept_idx: list[int] = []
+    kept: list[Any] = []
+    for i, value in zip(idx, values, strict=True):
         try:
-            cloudpickle.dumps((value, item))
-            outs.append((idx, ok, value, item))
+            cloudpickle.dumps(value)
         except Exception as exc:
-            what = "result" if ok else f"exception {type(value).__name__}: {value}"
-            outs.append((idx, False, RuntimeError(f"opero: the {what} cannot be pickled ({exc})"), None))
-    events = []
-    for ev in batch.events:
-        try:
-            cloudpickle.dumps(ev)
-            events.append(ev)
-        except Exception:
+            err = RemoteError(
+                "opero.UnpicklableResult",
+                f"the result of this item ({type(value).__module__}.{type(value).__qualname__}) "
+                f"cannot be pickled to leave the worker: {type(exc).__name__}: {exc}",
+            )
+            failures.append((i, bytes(cloudpickle.dumps((err, None))), err))
             continue
-    return bytes(cloudpickle.dumps(Batch(batch.chunk_id, outs, batch.stats, events, batch.final)))
+        kept_idx.append(i)
+        kept.append(value)
+    return bytes(cloudpickle.dumps(kept)), kept_idx
 
 
 # -- pool worker main loop ------------------------------------------------------------------
@@ -218,7 +275,7 @@ def main(read_fd: int, write_fd: int) -> None:
     plans: dict[str, WorkerPlan] = {}
 
     def flush(batch: Batch) -> None:
-        outbox.send_bytes(dumps_batch(batch))
+        outbox.send_bytes(encode_batch(batch))
 
     while True:
         try:

@@ -13,8 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ._chunks import ChunkSizer, MapCall, Outcome, Window, run_chunk_sync, take
-from ._dispatch import Remote, Sent
-from ._worker import Batch
+from ._dispatch import Remote, Sent, decode_batch
 
 __all__ = ["joblib_config", "joblib_outcomes", "outcomes"]
 
@@ -40,7 +39,6 @@ def joblib_config() -> tuple[Any, int | None] | None:
 def joblib_outcomes(
     call: MapCall, source: Iterator[tuple[int, Any]], window: Window
 ) -> Iterator[list[Outcome]]:
-    import cloudpickle
     from joblib import Parallel, delayed
 
     from ._worker import run_task
@@ -83,7 +81,7 @@ def joblib_outcomes(
             continue
         outs: list[Outcome] = []
         for raw in got:
-            outs.extend(remote.receive(cloudpickle.loads(raw)))
+            outs.extend(remote.receive(decode_batch(raw)))
         yield outs
     if hits:
         yield list(hits)
@@ -93,7 +91,6 @@ def joblib_outcomes(
 
 
 def outcomes(call: MapCall, source: Iterator[tuple[int, Any]], window: Window) -> Iterator[list[Outcome]]:
-    import cloudpickle
     from distributed import Client
 
     from ._worker import run_task
@@ -171,7 +168,7 @@ def outcomes(call: MapCall, source: Iterator[tuple[int, Any]], window: Window) -
                     ready.extend(remote.lose(lost, f"dask worker lost: {exc!r}", None))
                     continue
                 for raw in raws:
-                    batch: Batch = cloudpickle.loads(raw)
+                    batch = decode_batch(raw)
                     ready.extend(remote.receive(batch))
             yield ready
             if call.stop.is_set():

@@ -32,8 +32,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from ._chunks import ChunkSizer, MapCall, Outcome, Window, take
-from ._dispatch import Remote, Sent, describe_exit
-from ._worker import Batch
+from ._dispatch import Remote, Sent, decode_batch, describe_exit
 
 __all__ = ["Pool", "outcomes", "process_outcomes"]
 
@@ -175,8 +174,6 @@ def process_outcomes(
     call: MapCall, source: Iterator[tuple[int, Any]], window: Window, concurrency: int = 1
 ) -> Iterator[list[Outcome]]:
     """Run ``call``'s items on the pool; yield outcome batches as they arrive."""
-    import cloudpickle
-
     remote = Remote(call, concurrency)
     token = os.urandom(8).hex()
     pool, private = acquire_pool(call.workers)
@@ -234,7 +231,7 @@ def process_outcomes(
                 worker = next(w for w in busy if w.outbox is conn)
                 try:
                     raw = worker.outbox.recv_bytes()
-                    batch: Batch = cloudpickle.loads(raw)
+                    batch = decode_batch(raw)
                 except (EOFError, OSError):
                     ready.extend(_lost(pool, worker, remote))
                     continue

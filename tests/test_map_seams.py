@@ -1,0 +1,226 @@
+"""Seams of process, async_process and dask maps: what crosses the process boundary.
+
+Exceptions that cannot be pickled or rebuilt, items that must travel by value, hard
+timeouts, exact counters and a warm pool that does not leak. Real worker processes only.
+"""
+
+from __future__ import annotations
+
+import email.message
+import io
+import pickle
+import socket
+import threading
+import urllib.error
+
+import pytest
+
+from opero import AllFailedError, opmap
+from opero._errors import RemoteError, portable
+
+
+class ApiError(Exception):
+    """Shaped like API client errors: two arguments, so unpickling cannot rebuild it."""
+
+    def __init__(self, code: int, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+
+
+class HoldsSocket(Exception):
+    """An exception holding an open socket and a lock: it cannot be pickled at all."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.sock = socket.socket()
+        self.lock = threading.Lock()
+
+
+def _api_failure(x: int) -> int:
+    if x == 3:
+        raise ApiError(503, "busy backend")
+    if x == 5:
+        raise HoldsSocket("socket went away")
+    return x * 2
+
+
+def _check_failures(out: list[object]) -> None:
+    assert [out[i] for i in (0, 1, 2, 4, 6, 7)] == [0, 2, 4, 8, 12, 14]
+    api, held = out[3], out[5]
+    assert isinstance(api, AllFailedError) and isinstance(held, AllFailedError)
+    first = api.errors[0]
+    assert isinstance(first, RemoteError)
+    assert first.type_name == f"{__name__}.ApiError"
+    assert first.message == "503: busy backend"
+    assert first.status == 503
+    assert 'raise ApiError(503, "busy backend")' in first.traceback_text
+    assert "_api_failure" in first.traceback_text
+    sock = held.errors[0]
+    assert isinstance(sock, RemoteError)
+    assert sock.type_name == f"{__name__}.HoldsSocket"
+    assert sock.message == "socket went away"
+    assert "HoldsSocket" in sock.traceback_text
+    # what the map returns pickles and hashes (results can be cached, shown, stored)
+    again = pickle.loads(pickle.dumps(api))
+    assert isinstance(again.errors[0], RemoteError) and again.errors[0].message == "503: busy backend"
+
+
+# -- portable() ---------------------------------------------------------------------------
+
+
+def test_portable_returns_a_picklable_exception_itself() -> None:
+    err = ValueError("plain")
+    assert portable(err) is err
+
+
+def test_portable_keeps_type_message_traceback_of_an_unrebuildable_exception() -> None:
+    try:
+        raise ApiError(429, "slow down")
+    except ApiError as exc:
+        caught = exc
+    out = portable(caught)
+    assert isinstance(out, RemoteError)
+    assert (out.type_name, out.message, out.status) == (f"{__name__}.ApiError", "429: slow down", 429)
+    assert "raise ApiError(429" in out.traceback_text
+    assert str(out) == f"{__name__}.ApiError: 429: slow down"
+    back = pickle.loads(pickle.dumps(out))
+    assert (back.type_name, back.message, back.traceback_text) == (
+        out.type_name,
+        out.message,
+        out.traceback_text,
+    )
+
+
+def test_portable_keeps_status_and_headers_of_urllib_http_error() -> None:
+    headers = email.message.Message()
+    headers["Retry-After"] = "7"
+    headers["Content-Type"] = "text/plain"
+    err = urllib.error.HTTPError("http://127.0.0.1/x", 429, "Too Many Requests", headers, io.BytesIO(b"x"))
+    out = portable(err)
+    assert isinstance(out, RemoteError)
+    assert out.type_name == "urllib.error.HTTPError"
+    assert out.status == 429
+    assert out.headers == {"Retry-After": "7", "Content-Type": "text/plain"}
+
+
+def test_portable_reads_response_status_and_headers_of_requests_and_httpx_errors() -> None:
+    import httpx
+    import requests
+
+    resp = requests.Response()
+    resp.status_code = 503
+    resp.headers["Retry-After"] = "2"
+    resp.raw = io.BytesIO(b"")
+    r_err = requests.HTTPError("503 Server Error", response=resp)
+    r_err.lock = threading.Lock()  # type: ignore[attr-defined]  # now it cannot pickle
+    out = portable(r_err)
+    assert isinstance(out, RemoteError)
+    assert (out.status, out.headers) == (503, {"Retry-After": "2"})
+
+    request = httpx.Request("GET", "http://127.0.0.1/x")
+    response = httpx.Response(429, headers={"Retry-After": "3"}, request=request)
+    h_err = httpx.HTTPStatusError("429", request=request, response=response)
+    h_out = portable(h_err)
+    h_out = h_out if isinstance(h_out, RemoteError) else RemoteError.from_exception(h_err)
+    assert h_out.status == 429
+    assert h_out.headers is not None and h_out.headers["retry-after"] == "3"
+
+
+def test_portable_keeps_all_failed_error_and_makes_its_attempts_portable() -> None:
+    err = AllFailedError("f", [ValueError("a"), ApiError(500, "b")])
+    out = portable(err)
+    assert isinstance(out, AllFailedError)
+    assert isinstance(out.errors[0], ValueError)
+    assert isinstance(out.errors[1], RemoteError) and out.errors[1].message == "500: b"
+    pickle.loads(pickle.dumps(out))
+
+
+# -- maps ------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_process_map_unpicklable_exceptions_fail_only_their_items() -> None:
+    """An exception that cannot be rebuilt (or pickled) in a worker costs only its item."""
+    fn = opmap(mode="process", workers=2, retries=0, progress=False)(_api_failure)
+    _check_failures(fn(range(8)))
+    assert fn.stats.successes == 6 and fn.stats.failures == 2
+
+
+@pytest.mark.timeout(60)
+def test_process_map_non_retryable_unpicklable_exception_is_the_stand_in() -> None:
+    fn = opmap(mode="process", workers=2, retry_on=KeyError, progress=False)(_api_failure)
+    out = fn(range(8))
+    assert isinstance(out[3], RemoteError) and out[3].message == "503: busy backend"
+    assert isinstance(out[5], RemoteError) and out[5].type_name.endswith("HoldsSocket")
+    assert out[7] == 14
+
+
+async def _api_failure_async(x: int) -> int:
+    return _api_failure(x)
+
+
+@pytest.mark.timeout(60)
+def test_async_process_map_unpicklable_exceptions_fail_only_their_items() -> None:
+    import opero
+
+    fn = opmap(mode="async_process", workers=2, retries=0, progress=False)(_api_failure_async)
+    out = opero.run(fn(range(8)))
+    for bad in (3, 5):
+        assert isinstance(out[bad], AllFailedError)
+        assert isinstance(out[bad].errors[0], RemoteError)
+        assert "_api_failure" in out[bad].errors[0].traceback_text
+    assert out[3].errors[0].message == "503: busy backend"
+    assert [out[i] for i in (0, 1, 2, 4, 6, 7)] == [0, 2, 4, 8, 12, 14]
+
+
+@pytest.mark.dask
+@pytest.mark.timeout(120)
+def test_dask_map_unpicklable_exceptions_fail_only_their_items() -> None:
+    from distributed import Client, LocalCluster
+
+    fn = opmap(mode="dask", retries=0, progress=False)(_api_failure)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        with Client(cluster):
+            out = fn(range(8))
+    _check_failures(out)
+
+
+def _rebuild_outside(message: str, parent: int) -> Exception:
+    import os
+
+    if os.getpid() == parent:
+        raise RuntimeError("this exception cannot be rebuilt in the parent")
+    return OnlyInWorker(message, parent)
+
+
+class OnlyInWorker(Exception):
+    """Pickles and unpickles in the worker, but its unpickling fails in the parent."""
+
+    def __init__(self, message: str, parent: int) -> None:
+        super().__init__(message)
+        self.parent = parent
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_outside, (str(self), self.parent))
+
+
+def _fails_in_parent(x: int) -> int:
+    import os
+
+    if x == 2:
+        raise OnlyInWorker("made in the worker", os.getppid())
+    return x
+
+
+@pytest.mark.timeout(60)
+def test_process_map_payload_that_cannot_unpickle_in_the_parent_fails_alone() -> None:
+    """The parent side: only the item whose payload fails to load gets the stand-in."""
+    fn = opmap(mode="process", workers=2, retry_on=KeyError, progress=False)(_fails_in_parent)
+    out = fn(range(6))
+    assert [out[i] for i in (0, 1, 3, 4, 5)] == [0, 1, 3, 4, 5]
+    err = out[2]
+    assert isinstance(err, RemoteError)
+    assert err.type_name == f"{__name__}.OnlyInWorker"
+    assert err.message == "made in the worker"
+    assert "_fails_in_parent" in err.traceback_text
