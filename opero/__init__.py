@@ -10,7 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 from ._decorator import opero
-from ._errors import AllFailedError, ConfigurationError, OperoError, WorkerLostError
+from ._errors import (
+    AllFailedError,
+    Cancelled,
+    CircuitOpenError,
+    ConfigurationError,
+    OperoError,
+    WorkerLostError,
+)
 from ._map import opmap
 from ._options import configure
 from ._telemetry import configure_logging, stats
@@ -20,6 +27,8 @@ from .stores import clear_cache
 
 __all__ = [
     "AllFailedError",
+    "Cancelled",
+    "CircuitOpenError",
     "ConfigurationError",
     "OperoError",
     "WorkerLostError",
@@ -36,7 +45,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # Resolved on first use: importlib.metadata is slow to import (SPEC §1, light import).
+    # Resolved on first use: importlib.metadata is slow to import.
     if name == "__version__":
         from importlib.metadata import PackageNotFoundError, version
 
@@ -48,7 +57,7 @@ def __getattr__(name: str) -> Any:
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """``%load_ext opero``: register the ``%opero``/``%%opero`` magics (SPEC §8)."""
+    """``%load_ext opero``: register the ``%opero``/``%%opero`` magics."""
     from .notebook import load_ipython_extension as load
 
     load(ipython)

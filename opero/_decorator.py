@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, Unpack, overload
 
-from ._options import Options, resolve_options
+from ._options import OperoOptions, Options, resolve_options
 from ._policy import Plan
 from ._telemetry import FunctionStats
 
@@ -25,7 +25,7 @@ class OperoFunction(Protocol[P, R]):
 
     @property
     def stats(self) -> FunctionStats:
-        """Live counters of this function (SPEC §7)."""
+        """Live counters of this function (see :class:`FunctionStats`)."""
         ...
 
     def cache_clear(self) -> None:
@@ -101,10 +101,12 @@ def opero(func: Callable[P, R], /) -> OperoFunction[P, R]: ...
 
 
 @overload
-def opero(func: None = None, /, **options: Any) -> Callable[[Callable[P, R]], OperoFunction[P, R]]: ...
+def opero(
+    func: None = None, /, **options: Unpack[OperoOptions]
+) -> Callable[[Callable[P, R]], OperoFunction[P, R]]: ...
 
 
-def opero(func: Callable[P, R] | None = None, /, **options: Any) -> Any:
+def opero(func: Callable[P, R] | None = None, /, **options: Unpack[OperoOptions]) -> Any:
     """Make a function resilient: retries, fallbacks, timeout, cache, rate limit, telemetry.
 
     Use it bare (``@opero``) or with options (``@opero(retries=3, cache=True)``), on plain
@@ -122,13 +124,10 @@ def opero(func: Callable[P, R] | None = None, /, **options: Any) -> Any:
 
     Args:
         func: the function, when used bare.
-        **options: any option of SPEC §2 (``retries``, ``backoff_factor``, ``min_delay``,
-            ``max_delay``, ``jitter``, ``retry_on``, ``arg_fallback``, ``timeout``,
-            ``cache``, ``cache_ttl``, ``cache_key``, ``cache_namespace``,
-            ``cache_backend``, ``cache_backend_config``, ``rate_limit``,
-            ``rate_limit_scope``, ``rate_burst``, ``rate_limit_backend``, ``on_retry``,
-            ``on_success``, ``on_failure``, ``on_cache_hit``). opmap's options (``mode``,
-            ``workers``, ``ordered``, ``progress``, ``chunksize``) are accepted and ignored.
+        **options: any option of the options reference (each with its type, default and
+            meaning there; typed, so a type checker rejects a misspelt name). opmap's
+            options (``mode``, ``workers``, ``ordered``, ``progress``, ``chunksize``) are
+            accepted and ignored, so one option dict can feed both decorators.
 
     Raises:
         ConfigurationError: an unknown option or an invalid value, at decoration time.

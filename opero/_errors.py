@@ -8,6 +8,8 @@ from typing import Any
 
 __all__ = [
     "AllFailedError",
+    "Cancelled",
+    "CircuitOpenError",
     "ConfigurationError",
     "OperoError",
     "RemoteError",
@@ -19,9 +21,13 @@ __all__ = [
 class OperoError(Exception):
     """Base class of every error that opero raises itself."""
 
+    __module__ = "opero"  # tracebacks show opero.AllFailedError, not opero._errors...
+
 
 class ConfigurationError(OperoError, ValueError):
     """An option has a bad name or value; raised at decoration time where possible."""
+
+    __module__ = "opero"
 
 
 class AllFailedError(OperoError):
@@ -32,12 +38,16 @@ class AllFailedError(OperoError):
         func_name: qualified name of the function that failed.
     """
 
+    __module__ = "opero"
+
     def __init__(self, func_name: str, errors: Sequence[BaseException]) -> None:
         self.func_name = func_name
         self.errors: list[BaseException] = list(errors)
         last = self.errors[-1] if self.errors else None
         detail = f"{type(last).__name__}: {last}" if last is not None else "no attempt ran"
-        super().__init__(f"{func_name}: all {len(self.errors)} attempts failed; last error: {detail}")
+        n = len(self.errors)
+        what = "the only attempt failed" if n == 1 else f"all {n} attempts failed"
+        super().__init__(f"{func_name}: {what}; last error: {detail}")
 
     def __reduce__(self) -> tuple[type[AllFailedError], tuple[str, list[BaseException]]]:
         # Exceptions cross process boundaries in opmap; keep both fields on unpickle.
@@ -49,6 +59,8 @@ class WorkerLostError(OperoError):
 
     It is retryable: the item's next attempt runs on a fresh worker.
     """
+
+    __module__ = "opero"
 
     def __init__(self, detail: str, exitcode: int | None = None) -> None:
         self.detail = detail
@@ -209,3 +221,40 @@ def stand_in(exc: BaseException) -> BaseException:
     if type(exc) in (RemoteError, WorkerLostError):
         return exc
     return RemoteError.from_exception(exc)
+
+
+class CircuitOpenError(OperoError):
+    """The circuit breaker of a function (or of its ``rate_limit_scope``) is open.
+
+    The call failed fast without touching the API; the breaker lets one probe through after
+    its open period. Attributes: ``name`` (function or scope), ``retry_in`` (seconds until
+    the probe may run).
+    """
+
+    __module__ = "opero"
+
+    def __init__(self, name: str, retry_in: float) -> None:
+        self.name = name
+        self.retry_in = retry_in
+        super().__init__(f"{name}: circuit breaker is open; next probe in {retry_in:.1f}s")
+
+    def __reduce__(self) -> tuple[type[CircuitOpenError], tuple[str, float]]:
+        return (type(self), (self.name, self.retry_in))
+
+
+class Cancelled(OperoError):
+    """The marker held by the items of a stopped map that never started.
+
+    A map stopped from the dashboard (or by ``KeyboardInterrupt`` in ``imap``) returns its
+    partial results; each item that had not started holds a ``Cancelled`` instance, so
+    ``isinstance(result, Exception)`` still tells results from non-results.
+    """
+
+    __module__ = "opero"
+
+    def __init__(self, detail: str = "not run: the map was stopped") -> None:
+        self.detail = detail
+        super().__init__(detail)
+
+    def __reduce__(self) -> tuple[type[Cancelled], tuple[str]]:
+        return (type(self), (self.detail,))

@@ -1,4 +1,4 @@
-"""``@opmap``: a resilient parallel map (SPEC §5).
+"""``@opmap``: a resilient parallel map.
 
 This module owns what the caller sees: input checks (str/bytes refused, generators consumed
 lazily, pandas handed to ``opero._pandas``), one result slot per item in input or completion
@@ -12,14 +12,15 @@ import asyncio
 import functools
 import importlib
 import inspect
+import os
 import queue
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
-from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, Unpack, overload
 
 from ._decorator import build_plan
 from ._errors import ConfigurationError
-from ._options import Options, resolve_options
+from ._options import OperoOptions, Options, resolve_options
 from ._policy import Plan
 from ._progress import MapProgress
 from ._telemetry import FunctionStats
@@ -44,7 +45,7 @@ class MapFunction(Protocol[T_contra, P, R]):
 
     @property
     def stats(self) -> FunctionStats:
-        """Live counters of the mapped function (SPEC §7)."""
+        """Live counters of the mapped function."""
         ...
 
     def cache_clear(self) -> None:
@@ -67,7 +68,7 @@ class AsyncMapFunction(Protocol[T_contra, P, R]):
 
     @property
     def stats(self) -> FunctionStats:
-        """Live counters of the mapped function (SPEC §7)."""
+        """Live counters of the mapped function."""
         ...
 
     def cache_clear(self) -> None:
@@ -127,6 +128,8 @@ class _Engine:
                 workers = config[1]
         if workers is None:
             workers = default_workers(self.mode)
+        elif workers < 0:  # joblib's convention: -1 every CPU, -2 all but one, ...
+            workers = max(1, (os.cpu_count() or 1) + 1 + workers)
         chunksize = None if opts.chunksize == "auto" else int(opts.chunksize)
         return MapCall(self.plan, self.mode, workers, chunksize, prefix, args, kwargs, total)
 
@@ -423,11 +426,11 @@ def opmap(func: Callable[Concatenate[T, P], R], /) -> MapFunction[T, P, R]: ...
 
 
 @overload
-def opmap(func: None = None, /, **options: Any) -> _OpmapDecorator: ...
+def opmap(func: None = None, /, **options: Unpack[OperoOptions]) -> _OpmapDecorator: ...
 
 
-def opmap(func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
-    """Turn a function of one item into a resilient, parallel function of many (SPEC §5).
+def opmap(func: Callable[..., Any] | None = None, /, **options: Unpack[OperoOptions]) -> Any:
+    """Turn a function of one item into a resilient, parallel function of many.
 
     ``fn(items, *args, **kwargs)`` calls ``func(item, *args, **kwargs)`` for every item, each
     call with the full resilience of ``@opero`` (retries, fallbacks, timeout, cache, rate
@@ -448,7 +451,8 @@ def opmap(func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
         func: the function, when used bare.
         **options: any option of ``@opero`` plus ``mode`` ("thread", "process", "async",
             "async_process", "dask"; default "async" for ``async def``, else "thread"),
-            ``workers``, ``ordered``, ``progress`` and ``chunksize``.
+            ``workers`` (-1: every CPU), ``ordered``, ``progress`` and ``chunksize``; see
+            the options reference.
 
     Raises:
         ConfigurationError: an unknown option or an invalid value, at decoration time; a

@@ -10,35 +10,161 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import math
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, TypedDict, Unpack
 
 from ._errors import ConfigurationError
 
-__all__ = ["MAP_ONLY", "MODES", "Options", "configure", "resolve_options"]
+__all__ = [
+    "BREAKER_DEFAULTS",
+    "MAP_ONLY",
+    "MODES",
+    "BreakerOptions",
+    "OperoOptions",
+    "Options",
+    "configure",
+    "resolve_options",
+]
 
 CACHE_BACKENDS = ("memory", "disk", "redis")
 LIMIT_BACKENDS = ("local", "redis")
 MODES = ("thread", "process", "async", "async_process", "dask")
 CALLBACKS = ("on_retry", "on_success", "on_failure", "on_cache_hit")
-#: Options that only ``@opmap`` uses; ``@opero`` accepts and ignores them (§2).
+#: Options that only ``@opmap`` uses; ``@opero`` accepts and ignores them.
 MAP_ONLY = frozenset({"mode", "workers", "ordered", "progress", "chunksize"})
+#: ``circuit_breaker=True`` means these; a dict overrides some of them.
+BREAKER_DEFAULTS: Mapping[str, Any] = {"failures": 5, "window": 10.0, "open": 30.0, "fail_fast": False}
+#: The settings each backend reads from ``cache_backend_config``.
+BACKEND_SETTINGS: Mapping[str, frozenset[str]] = {
+    "memory": frozenset({"max_size"}),
+    "disk": frozenset({"location", "max_size"}),
+    "redis": frozenset(
+        {"url", "host", "port", "db", "password", "username", "socket_timeout", "socket_connect_timeout"}
+    ),
+}
+
+#: What ``retry_on`` and ``fallback_on`` accept: an exception class, a tuple of them, or a
+#: predicate returning True/False or a number of seconds to wait (stamina's convention).
+ErrorFilter = type[BaseException] | tuple[type[BaseException], ...] | Callable[[BaseException], bool | float]
+
+
+class BreakerOptions(TypedDict, total=False):
+    """``circuit_breaker={...}``: every key is optional; the defaults are in ``BREAKER_DEFAULTS``."""
+
+    failures: int
+    """failed calls within ``window`` seconds that open the breaker (default 5)"""
+    window: float
+    """seconds over which failures are counted (default 10.0)"""
+    open: float
+    """seconds the breaker stays open before one half-open probe (default 30.0)"""
+    fail_fast: bool
+    """map items fail at once with ``CircuitOpenError`` instead of waiting for the probe"""
+
+
+class OperoOptions(TypedDict, total=False):
+    """Every keyword option of ``@opero``, ``@opmap`` and ``opero.configure`` (all optional).
+
+    A type checker (mypy, pyright) rejects an unknown name or a value of the wrong type; at
+    run time the same mistakes raise ``ConfigurationError`` at decoration time.
+    """
+
+    retries: int
+    """extra rounds after the first: ``retries=0`` means one round (default 3)"""
+    backoff_factor: float
+    """delay before round k+1 = min(max_delay, min_delay * backoff_factor**(k-1)) (default 1.5)"""
+    min_delay: float
+    """seconds, the first backoff delay (default 0.1)"""
+    max_delay: float
+    """seconds, the longest backoff delay (default 30.0)"""
+    jitter: float
+    """extra random fraction of each delay, 0 turns it off (default 0.1)"""
+    retry_on: ErrorFilter
+    """errors that are retried (default: every Exception except programming errors)"""
+    reraise: bool
+    """after the last attempt raise the last error itself, not AllFailedError (default False)"""
+    wait: Callable[[Any], float] | None
+    """a tenacity wait strategy replacing the built-in exponential backoff (default None)"""
+    deadline: float | None
+    """seconds for a whole call across rounds; no attempt starts after it (default None)"""
+    arg_fallback: str | None
+    """name of the parameter holding a list of fallback candidates (default None)"""
+    fallback_on: ErrorFilter | None
+    """errors that move to the next candidate; others retry the same one (default: retry_on)"""
+    fallback_sticky: bool
+    """later calls start from the first healthy candidate (default True)"""
+    fallback_recheck: float
+    """seconds after which a demoted candidate is tried again (default 60.0)"""
+    timeout: float | None
+    """seconds per attempt; an attempt over it fails with TimeoutError (default None)"""
+    cache: bool
+    """cache successful results (default False)"""
+    cache_ttl: float | Callable[[], float] | None
+    """seconds an entry lives, or a callable returning them; None = forever (default None)"""
+    cache_key: Callable[..., Hashable] | None
+    """callable receiving the call's arguments by name; its value keys the entry (default None)"""
+    cache_namespace: str
+    """groups entries for ``clear_cache(namespace=...)`` (default "opero")"""
+    cache_backend: Literal["memory", "disk", "redis"]
+    """where entries live (default "memory")"""
+    cache_backend_config: Mapping[str, Any]
+    """backend settings: memory/disk ``max_size``, disk ``location``, redis ``url`` or host/port/db"""
+    rate_limit: float | Literal["auto"] | None
+    """attempts per second for this function, or "auto" (adaptive from rate_start)"""
+    adaptive: bool
+    """AIMD: the budget drops on 429/503 and climbs back while calls succeed (default False)"""
+    rate_start: float | None
+    """starting rate of an adaptive budget (default: rate_limit, or 10/s with "auto")"""
+    rate_limit_scope: str | None
+    """name of a budget shared by every function (and process on this host) naming it"""
+    rate_burst: int
+    """attempts allowed back to back before spacing applies (default 1)"""
+    rate_limit_backend: Literal["local", "redis"]
+    """"local" (this host) or "redis" (every machine reaching the server) (default "local")"""
+    circuit_breaker: bool | BreakerOptions | None
+    """True (defaults) or a dict of failures/window/open/fail_fast (default None: off)"""
+    on_retry: Callable[[Any], object] | None
+    """called with the Event of each scheduled retry"""
+    on_success: Callable[[Any], object] | None
+    """called with the Event of each successful call"""
+    on_failure: Callable[[Any], object] | None
+    """called with the Event of each failed call"""
+    on_cache_hit: Callable[[Any], object] | None
+    """called with the Event of each cache hit"""
+    mode: Literal["thread", "process", "async", "async_process", "dask"] | None
+    """opmap: where items run (default: "async" for async def, else "thread")"""
+    workers: int | None
+    """opmap: parallelism; -1 means every CPU, -2 all but one (default: the mode's)"""
+    ordered: bool
+    """opmap: results in input order; False yields in completion order (default True)"""
+    progress: bool | Literal["auto"] | Mapping[str, Any] | type
+    """opmap: a tqdm bar: True/False, "auto", a dict of tqdm options or a tqdm class"""
+    chunksize: int | Literal["auto"]
+    """opmap: items per task sent to a process or dask worker (default "auto")"""
 
 
 @dataclass(frozen=True, slots=True)
 class Options:
-    """The resolved options of one decorated function (see SPEC §2)."""
+    """The resolved options of one decorated function (see :class:`OperoOptions`)."""
 
     retries: int = 3
     backoff_factor: float = 1.5
     min_delay: float = 0.1
     max_delay: float = 30.0
     jitter: float = 0.1
+    #: the default ``(Exception,)`` excludes programming errors (see ``_policy``); an explicit
+    #: value is used as given.
     retry_on: Any = (Exception,)
+    reraise: bool = False
+    wait: Callable[[Any], float] | None = None
+    deadline: float | None = None
     arg_fallback: str | None = None
+    fallback_on: Any = None
+    fallback_sticky: bool = True
+    fallback_recheck: float = 60.0
     timeout: float | None = None
     cache: bool = False
     cache_ttl: float | Callable[[], float] | None = None
@@ -46,10 +172,13 @@ class Options:
     cache_namespace: str = "opero"
     cache_backend: str = "memory"
     cache_backend_config: Mapping[str, Any] = field(default_factory=dict)
-    rate_limit: float | None = None
+    rate_limit: float | str | None = None
+    adaptive: bool = False
+    rate_start: float | None = None
     rate_limit_scope: str | None = None
     rate_burst: int = 1
     rate_limit_backend: str = "local"
+    circuit_breaker: bool | Mapping[str, Any] | None = None
     on_retry: Callable[..., Any] | None = None
     on_success: Callable[..., Any] | None = None
     on_failure: Callable[..., Any] | None = None
@@ -57,8 +186,36 @@ class Options:
     mode: str | None = None
     workers: int | None = None
     ordered: bool = True
-    progress: bool = True
+    progress: Any = True
     chunksize: int | str = "auto"
+
+    @property
+    def breaker(self) -> Mapping[str, Any] | None:
+        """The circuit breaker's settings with defaults filled in, or None when it is off."""
+        cb = self.circuit_breaker
+        if cb is None or cb is False:
+            return None
+        return {**BREAKER_DEFAULTS, **(cb if isinstance(cb, Mapping) else {})}
+
+    @property
+    def start_rate(self) -> float | None:
+        """The rate a limiter starts from: ``rate_start``, else ``rate_limit``; "auto" alone: 10/s."""
+        if self.rate_limit is None:
+            return None
+        if self.rate_start is not None:
+            return float(self.rate_start)
+        return 10.0 if self.rate_limit == "auto" else float(self.rate_limit)
+
+    @property
+    def rate_ceiling(self) -> float | None:
+        """The highest rate a budget may reach: ``rate_limit``, or None for "auto" (no ceiling)."""
+        rate = self.rate_limit
+        return None if rate is None or rate == "auto" else float(rate)
+
+    @property
+    def is_adaptive(self) -> bool:
+        """True when the rate budget follows the server (``rate_limit="auto"`` or ``adaptive``)."""
+        return self.rate_limit == "auto" or (self.adaptive and self.rate_limit is not None)
 
     def as_dict(self) -> dict[str, Any]:
         """Return the options as a plain dict (one entry per option)."""
@@ -88,7 +245,12 @@ def _check_names(options: Mapping[str, Any]) -> None:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    # NaN and infinity are never valid: rate_limit=nan would silently mean "no limit".
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _bad(name: str, value: Any, allowed: str) -> ConfigurationError:
@@ -99,103 +261,191 @@ def _is_exception_class(value: Any) -> bool:
     return isinstance(value, type) and issubclass(value, BaseException)
 
 
+def _error_filter(value: Any) -> bool:
+    return (
+        _is_exception_class(value)
+        or (isinstance(value, tuple) and bool(value) and all(map(_is_exception_class, value)))
+        or (callable(value) and not isinstance(value, type))
+    )
+
+
+def _one_of(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise _bad(name, value, f"one of {', '.join(map(repr, allowed))}")
+
+
 def _validate(o: Options) -> None:
-    if not isinstance(o.retries, int) or isinstance(o.retries, bool) or o.retries < 0:
+    if not _is_int(o.retries) or o.retries < 0:
         raise _bad("retries", o.retries, "an integer >= 0")
     if not _is_number(o.backoff_factor) or o.backoff_factor < 1:
-        raise _bad("backoff_factor", o.backoff_factor, "a number >= 1")
+        raise _bad("backoff_factor", o.backoff_factor, "a finite number >= 1")
     for name in ("min_delay", "max_delay", "jitter"):
         value = getattr(o, name)
         if not _is_number(value) or value < 0:
-            raise _bad(name, value, "a number >= 0")
+            raise _bad(name, value, "a finite number >= 0")
     if o.min_delay > o.max_delay:
         raise ConfigurationError(
             f"min_delay={o.min_delay!r} is greater than max_delay={o.max_delay!r}: "
             "min_delay must be <= max_delay"
         )
-    retry_on = o.retry_on
-    if not (
-        _is_exception_class(retry_on)
-        or (isinstance(retry_on, tuple) and retry_on and all(map(_is_exception_class, retry_on)))
-        or (callable(retry_on) and not isinstance(retry_on, type))
-    ):
+    if not _error_filter(o.retry_on):
         raise _bad(
             "retry_on",
-            retry_on,
-            "an exception class, a non-empty tuple of exception classes or a predicate exc -> bool",
+            o.retry_on,
+            "an exception class, a non-empty tuple of exception classes or a predicate exc -> bool | seconds",
         )
+    if o.fallback_on is not None and not _error_filter(o.fallback_on):
+        raise _bad(
+            "fallback_on",
+            o.fallback_on,
+            "None, an exception class, a non-empty tuple of exception classes or a predicate exc -> bool",
+        )
+    for name in ("reraise", "cache", "adaptive", "fallback_sticky", "ordered"):
+        if not isinstance(getattr(o, name), bool):
+            raise _bad(name, getattr(o, name), "True or False")
+    if o.wait is not None and not callable(o.wait):
+        raise _bad("wait", o.wait, "None or a tenacity wait strategy (e.g. wait_random_exponential())")
+    for name in ("deadline", "timeout", "rate_start"):
+        value = getattr(o, name)
+        if value is not None and (not _is_number(value) or value <= 0):
+            raise _bad(name, value, "None or a finite number of seconds > 0")
+    if not _is_number(o.fallback_recheck) or o.fallback_recheck < 0:
+        raise _bad("fallback_recheck", o.fallback_recheck, "a finite number of seconds >= 0")
     if o.arg_fallback is not None and (not isinstance(o.arg_fallback, str) or not o.arg_fallback):
         raise _bad("arg_fallback", o.arg_fallback, "None or a parameter name")
-    if o.timeout is not None and (not _is_number(o.timeout) or o.timeout <= 0):
-        raise _bad("timeout", o.timeout, "None or a number of seconds > 0")
-    if not isinstance(o.cache, bool):
-        raise _bad("cache", o.cache, "True or False")
     ttl = o.cache_ttl
     if ttl is not None and not callable(ttl) and (not _is_number(ttl) or ttl <= 0):
-        raise _bad("cache_ttl", ttl, "None, a number of seconds > 0 or a callable returning one")
+        raise _bad("cache_ttl", ttl, "None, a finite number of seconds > 0 or a callable returning one")
     if o.cache_key is not None and not callable(o.cache_key):
         raise _bad("cache_key", o.cache_key, "None or a callable receiving the arguments by name")
     if not isinstance(o.cache_namespace, str) or not o.cache_namespace:
         raise _bad("cache_namespace", o.cache_namespace, "a non-empty string")
-    if o.cache_backend not in CACHE_BACKENDS:
-        raise _bad("cache_backend", o.cache_backend, f"one of {', '.join(map(repr, CACHE_BACKENDS))}")
-    if not isinstance(o.cache_backend_config, Mapping):
-        raise _bad("cache_backend_config", o.cache_backend_config, "a dict of backend settings")
-    if o.rate_limit is not None and (not _is_number(o.rate_limit) or o.rate_limit <= 0):
-        raise _bad("rate_limit", o.rate_limit, "None or a number of calls per second > 0")
+    _one_of("cache_backend", o.cache_backend, CACHE_BACKENDS)
+    _one_of("rate_limit_backend", o.rate_limit_backend, LIMIT_BACKENDS)
+    _validate_backend_config(o)
+    rate: Any = o.rate_limit
+    if rate is not None and rate != "auto" and (not _is_number(rate) or rate <= 0):
+        raise _bad("rate_limit", rate, "None, 'auto' or a finite number of calls per second > 0")
+    if o.adaptive and rate is None:
+        raise ConfigurationError(
+            "adaptive=True needs a rate_limit (a ceiling in calls per second, or 'auto')"
+        )
+    if o.rate_start is not None and rate is None:
+        raise ConfigurationError(f"rate_start={o.rate_start!r} needs rate_limit='auto' or a rate_limit")
+    if o.rate_start is not None and _is_number(rate) and o.rate_start > rate:
+        raise ConfigurationError(
+            f"rate_start={o.rate_start!r} is above rate_limit={rate!r}: an adaptive rate never exceeds it"
+        )
     if o.rate_limit_scope is not None and (not isinstance(o.rate_limit_scope, str) or not o.rate_limit_scope):
         raise _bad("rate_limit_scope", o.rate_limit_scope, "None or a non-empty string")
-    if o.rate_limit_scope is not None and o.rate_limit is None:
+    if o.rate_limit_scope is not None and rate is None:
         raise ConfigurationError(
             f"rate_limit_scope={o.rate_limit_scope!r} needs a rate_limit (calls per second > 0)"
         )
-    if not isinstance(o.rate_burst, int) or isinstance(o.rate_burst, bool) or o.rate_burst < 1:
+    if not _is_int(o.rate_burst) or o.rate_burst < 1:
         raise _bad("rate_burst", o.rate_burst, "an integer >= 1")
-    if o.rate_limit_backend not in LIMIT_BACKENDS:
-        raise _bad(
-            "rate_limit_backend", o.rate_limit_backend, f"one of {', '.join(map(repr, LIMIT_BACKENDS))}"
-        )
+    _validate_breaker(o.circuit_breaker)
     for name in CALLBACKS:
         value = getattr(o, name)
         if value is not None and not callable(value):
             raise _bad(name, value, "None or a callable receiving an event")
-    if o.mode is not None and o.mode not in MODES:
-        raise _bad("mode", o.mode, f"None or one of {', '.join(map(repr, MODES))}")
-    if o.workers is not None and (
-        not isinstance(o.workers, int) or isinstance(o.workers, bool) or o.workers < 1
-    ):
-        raise _bad("workers", o.workers, "None or an integer >= 1")
-    for name in ("ordered", "progress"):
-        if not isinstance(getattr(o, name), bool):
-            raise _bad(name, getattr(o, name), "True or False")
-    cs = o.chunksize
-    if cs != "auto" and (not isinstance(cs, int) or isinstance(cs, bool) or cs < 1):
+    if o.mode is not None:
+        _one_of("mode", o.mode, MODES)
+    if o.workers is not None and (not _is_int(o.workers) or o.workers == 0):
+        raise _bad("workers", o.workers, "None, an integer >= 1, or -1 for every CPU (-2: all but one)")
+    _validate_progress(o.progress)
+    cs: Any = o.chunksize
+    if cs != "auto" and (not _is_int(cs) or cs < 1):
         raise _bad("chunksize", cs, "'auto' or an integer >= 1")
 
 
+def _validate_backend_config(o: Options) -> None:
+    config = o.cache_backend_config
+    if not isinstance(config, Mapping):
+        raise _bad("cache_backend_config", config, "a dict of backend settings")
+    # The redis limiter reads its server from the same dict, so its keys are allowed too.
+    allowed = set(BACKEND_SETTINGS[o.cache_backend])
+    if o.rate_limit_backend == "redis":
+        allowed |= BACKEND_SETTINGS["redis"]
+    for key, value in config.items():
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), sorted(allowed), n=1, cutoff=0.5)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigurationError(
+                f"cache_backend_config key {key!r} is not a setting of cache_backend="
+                f"{o.cache_backend!r}{hint}; allowed: {', '.join(sorted(allowed))}"
+            )
+        name = f"cache_backend_config[{key!r}]"
+        if key == "max_size" and (not _is_int(value) or value < 1):
+            raise _bad(name, value, "an integer >= 1")
+        if key == "location" and not isinstance(value, str | os.PathLike):
+            raise _bad(name, value, "a folder path (str or pathlib.Path)")
+        if key in ("url", "host", "password", "username") and not isinstance(value, str):
+            raise _bad(name, value, "a string")
+        if key in ("port", "db") and (not _is_int(value) or value < 0):
+            raise _bad(name, value, "an integer >= 0")
+        if key in ("socket_timeout", "socket_connect_timeout") and (not _is_number(value) or value <= 0):
+            raise _bad(name, value, "a finite number of seconds > 0")
+
+
+def _validate_breaker(cb: Any) -> None:
+    if cb is None or isinstance(cb, bool):
+        return
+    if not isinstance(cb, Mapping):
+        raise _bad("circuit_breaker", cb, "None, True/False or a dict of failures, window, open, fail_fast")
+    for key, value in cb.items():
+        if key not in BREAKER_DEFAULTS:
+            close = difflib.get_close_matches(str(key), list(BREAKER_DEFAULTS), n=1, cutoff=0.5)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigurationError(
+                f"circuit_breaker key {key!r} is unknown{hint}; allowed: {', '.join(BREAKER_DEFAULTS)}"
+            )
+        name = f"circuit_breaker[{key!r}]"
+        if key == "failures" and (not _is_int(value) or value < 1):
+            raise _bad(name, value, "an integer >= 1")
+        if key in ("window", "open") and (not _is_number(value) or value <= 0):
+            raise _bad(name, value, "a finite number of seconds > 0")
+        if key == "fail_fast" and not isinstance(value, bool):
+            raise _bad(name, value, "True or False")
+
+
+def _validate_progress(progress: Any) -> None:
+    if isinstance(progress, bool) or progress == "auto" or isinstance(progress, Mapping):
+        return
+    if isinstance(progress, type):  # a tqdm class (tqdm.tqdm, tqdm.notebook.tqdm, a subclass)
+        return
+    raise _bad("progress", progress, "True, False, 'auto', a dict of tqdm options or a tqdm class")
+
+
+#: ``OPERO_*`` variable -> (option, converter, what is allowed), for error messages too.
+_ENV: tuple[tuple[str, str, Callable[[str], Any], str], ...] = (
+    ("OPERO_CACHE_BACKEND", "cache_backend", lambda s: s.strip().lower(), "one of memory, disk, redis"),
+    ("OPERO_MAX_WORKERS", "workers", int, "an integer >= 1, or -1 for every CPU"),
+    ("OPERO_DEFAULT_TIMEOUT", "timeout", float, "a finite number of seconds > 0"),
+)
+
+
 def _env_options() -> dict[str, Any]:
-    """Read the ``OPERO_*`` variables that map onto options."""
+    """Read the ``OPERO_*`` variables that map onto options; a bad one is named in the error."""
     out: dict[str, Any] = {}
-    if backend := os.environ.get("OPERO_CACHE_BACKEND"):
-        out["cache_backend"] = backend.strip().lower()
-    for var, name, conv in (
-        ("OPERO_MAX_WORKERS", "workers", int),
-        ("OPERO_DEFAULT_TIMEOUT", "timeout", float),
-    ):
+    for var, name, conv, allowed in _ENV:
         raw = os.environ.get(var)
-        if raw:
-            try:
-                out[name] = conv(raw)
-            except ValueError:
-                raise ConfigurationError(f"{var}={raw!r} is not a valid {conv.__name__}") from None
+        if not raw:
+            continue
+        try:
+            value = conv(raw)
+            _validate(dataclasses.replace(Options(), **{name: value}))
+        except (ValueError, ConfigurationError):
+            raise ConfigurationError(f"environment variable {var}={raw!r} is not valid: {allowed}") from None
+        out[name] = value
     return out
 
 
-def configure(**options: Any) -> None:
+def configure(**options: Unpack[OperoOptions]) -> None:
     """Change opero's defaults for every function decorated after this call.
 
     Args:
-        **options: any option of ``@opero`` / ``@opmap`` (SPEC §2). Values are validated
+        **options: any option of ``@opero`` / ``@opmap`` (see :class:`OperoOptions`). Values are validated
             here; decorator arguments still win over them. Pass an option as ``None`` where
             ``None`` is a valid value to set it so; call ``configure()`` with no arguments
             to drop every override.

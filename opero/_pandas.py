@@ -1,4 +1,4 @@
-"""pandas adapters for ``@opmap``: map over a Series or DataFrame columns (SPEC §9).
+"""pandas adapters for ``@opmap``: map over a Series or DataFrame columns.
 
 opmap imports this module lazily, only when its items argument is a pandas object, so
 ``import opero`` never imports pandas. opmap hands over with :func:`dispatch`; this module
@@ -219,7 +219,7 @@ class _Job:
             raise RuntimeError(f"opmap returned {len(results)} results for {len(data)} rows")
         index = data.index
         if isinstance(data, pd.Series) and not self.expand:
-            # Results and exceptions share one Series (SPEC §9); pandas infers the dtype.
+            # Results and exceptions share one Series; pandas infers the dtype.
             return pd.Series(list(results), index=index, name=self.result_column)
 
         errors: list[BaseException | None] = [r if isinstance(r, BaseException) else None for r in results]

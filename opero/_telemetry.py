@@ -63,7 +63,7 @@ class Event:
         delay: seconds slept (retry backoff) or waited (rate limit).
         error: the exception of a failed attempt or call.
         item: the opmap item being processed, when known.
-        pid: process that produced the event (workers report home, SPEC §7).
+        pid: process that produced the event (workers report home).
     """
 
     kind: str

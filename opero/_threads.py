@@ -2,7 +2,7 @@
 
 In Jupyter a loop is already running in the kernel's thread, so ``asyncio.run`` refuses.
 opero never patches that loop (no nest-asyncio): it runs the coroutine on a private loop in
-a helper thread and blocks the caller until it is done (SPEC §0).
+a helper thread and blocks the caller until it is done.
 """
 
 from __future__ import annotations

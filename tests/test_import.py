@@ -1,4 +1,4 @@
-"""``import opero`` is light and exposes exactly the public API (SPEC §1)."""
+"""``import opero`` is light and exposes exactly the public API ."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ PUBLIC = {
     "AllFailedError",
     "ConfigurationError",
     "WorkerLostError",
+    "CircuitOpenError",
+    "Cancelled",
     "configure_logging",
     "configure",
     "clear_cache",

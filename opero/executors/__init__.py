@@ -37,7 +37,7 @@ MODES: dict[str, str] = {
 
 
 def default_workers(mode: str) -> int:
-    """SPEC §5 defaults: threads min(32, cpus+4), processes cpus, async 64."""
+    """The defaults: threads min(32, cpus+4), processes cpus, async 64."""
     cpus = os.cpu_count() or 1
     if mode == "thread":
         return min(32, cpus + 4)

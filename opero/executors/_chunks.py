@@ -7,7 +7,7 @@ the latest errors with their item). Successes leave ``item`` None so results tra
 The sync chunk runner has a fast path: when the plan has no cache, limiter or timeout and
 nobody listens to per-call events, an item that succeeds at once costs one call and two clock
 reads; counters are merged once per chunk. Only a failing item enters the plan's retry
-machinery (``Plan.recover``), so every item still gets the full §3 policy.
+machinery (``Plan.recover``), so every item still gets the full retry policy.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 It does what must happen in the parent: cache lookups before dispatch (a hit never travels)
 and stores after (results computed in workers land in the parent's cache, so an interrupted
 map resumes), merging the workers' counters and re-dispatching their events, and the
-bookkeeping of items whose worker died (each death is one failed attempt, §5).
+bookkeeping of items whose worker died (each death is one failed attempt).
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """The worker side of process, async_process and dask maps.
 
 A worker rebuilds the Plan from ``(func, options)`` (a Plan holds locks and cannot travel),
-but keeps the parent's limiter so every worker spends one shared budget (§6). Caching is
+but keeps the parent's limiter so every worker spends one shared budget. Caching is
 done by the parent (hits are never dispatched; results land in the parent's cache), so the
 worker plan runs uncached. Callbacks run in the parent too: the worker relays its events and
-its counters home with each batch of results (§7).
+its counters home with each batch of results.
 
 :func:`main` is the loop of an opero pool worker process: it reads ``setup``/``chunk``/``drop``
 messages and answers with result batches.

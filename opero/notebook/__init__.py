@@ -1,4 +1,4 @@
-"""The Jupyter extension: ``%load_ext opero`` (SPEC §8).
+"""The Jupyter extension: ``%load_ext opero``.
 
 Registers the ``%opero`` line magic and the ``%%opero`` cell magic. IPython and ipywidgets
 are imported only here, when the extension loads, never by ``import opero``.

@@ -488,7 +488,7 @@ class DiskCellStore:
     """Entries in files under ``<cache dir>/cells/<namespace>/`` (mode 0700), one per key.
 
     With ``OPERO_CACHE_SECRET`` set, each file carries an HMAC-SHA256 of its payload that is
-    checked on the raw bytes before anything is unpickled (SPEC §4).
+    checked on the raw bytes before anything is unpickled.
     """
 
     def __init__(self, namespace: str, location: str | os.PathLike[str] | None = None) -> None:
@@ -555,7 +555,7 @@ def load_entry(store: CellStore, key: str, ttl: float | Callable[[], float] | No
         return None
     try:
         entry = CellEntry.loads(data)
-    except Exception as exc:  # a corrupt entry is a miss, never a crash (SPEC §4)
+    except Exception as exc:  # a corrupt entry is a miss, never a crash
         logger.warning("opero cell cache: unreadable entry %s (%s); treated as a miss", key, exc)
         return None
     if entry is None:

@@ -23,7 +23,7 @@ from .._telemetry import Event, FunctionStats, all_stats, subscribe
 
 __all__ = ["Dashboard", "ErrorEntry", "MapState", "hub", "show", "widgets_available"]
 
-#: Seconds between two refreshes: at most ~10 updates a second (SPEC §8).
+#: Seconds between two refreshes: at most ~10 updates a second.
 INTERVAL = 0.1
 #: Errors kept for the panel, and maps kept after they finished.
 MAX_ERRORS = 8

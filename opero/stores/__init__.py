@@ -92,14 +92,15 @@ def get_limiter(options: Options, func_name: str) -> Limiter | None:
     Raises:
         ConfigurationError: a scope is already in use with a different rate or burst.
     """
-    if options.rate_limit is None:
+    rate = options.start_rate
+    if rate is None:
         return None
     scope = options.rate_limit_scope
     key = (options.rate_limit_backend, f"scope:{scope}" if scope else f"fn:{func_name}:{id(options)}")
     with _limiters_lock:
         existing = _limiters.get(key)
         if existing is not None and scope:
-            if existing.rate != float(options.rate_limit) or existing.burst != options.rate_burst:
+            if existing.rate != rate or existing.burst != options.rate_burst:
                 raise ConfigurationError(
                     f"rate_limit_scope={scope!r} already has rate_limit={existing.rate:g}, "
                     f"rate_burst={existing.burst}; got rate_limit={options.rate_limit!r}, "
@@ -110,6 +111,6 @@ def get_limiter(options: Options, func_name: str) -> Limiter | None:
         store: Store = _module(LIMITER_BACKENDS[options.rate_limit_backend]).limiter_store(
             options, name, scope is not None
         )
-        limiter = Limiter(name, options.rate_limit, options.rate_burst, store)
+        limiter = Limiter(name, rate, options.rate_burst, store)
         _limiters[key] = limiter
         return limiter

@@ -6,7 +6,7 @@ file and ``os.replace``-d into place so readers never see half an entry. Folders
 with mode 0700 and files with 0600: a cache holds pickles, which run code when loaded.
 
 Why not ``joblib.Memory``'s own store: it unpickles its files itself, before opero could check
-a signature (SPEC §4), and it spends ~80 µs per hit on metadata. opero keeps joblib's ideas
+a signature, and it spends ~80 µs per hit on metadata. opero keeps joblib's ideas
 (``joblib.hash`` content keys, a folder per function, validation at read time) and reads the
 bytes itself. See docs/backends.md.
 

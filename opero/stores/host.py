@@ -192,7 +192,8 @@ def _cleanup() -> None:
 
 def limiter_store(options: Options, name: str, scoped: bool) -> HostStore:
     """A scope's file (shared by name on this host) or a function's own (removed at exit)."""
-    assert options.rate_limit is not None
+    rate = options.start_rate
+    assert rate is not None
     if scoped:
-        return HostStore(scope_path(name), options.rate_limit, options.rate_burst, scoped=True)
-    return HostStore(function_path(name), options.rate_limit, options.rate_burst, scoped=False, owner=True)
+        return HostStore(scope_path(name), rate, options.rate_burst, scoped=True)
+    return HostStore(function_path(name), rate, options.rate_burst, scoped=False, owner=True)

@@ -440,7 +440,6 @@ def make_cache(options: Options, builder: KeyBuilder) -> RedisCache:
 
 def limiter_store(options: Options, name: str, scoped: bool) -> RedisStore:
     """A budget held on the redis server of ``cache_backend_config`` / ``OPERO_REDIS_URL``."""
-    assert options.rate_limit is not None
-    return RedisStore.for_limit(
-        dict(options.cache_backend_config), name, options.rate_limit, options.rate_burst, scoped
-    )
+    rate = options.start_rate
+    assert rate is not None
+    return RedisStore.for_limit(dict(options.cache_backend_config), name, rate, options.rate_burst, scoped)
