@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import email.message
 import io
+import json
+import os
 import pickle
 import socket
+import subprocess
+import sys
 import threading
+import time
 import urllib.error
+from pathlib import Path
 
 import pytest
 
-from opero import AllFailedError, opmap
+from opero import AllFailedError, WorkerLostError, opmap
 from opero._errors import RemoteError, portable
 
 
@@ -224,3 +230,80 @@ def test_process_map_payload_that_cannot_unpickle_in_the_parent_fails_alone() ->
     assert err.type_name == f"{__name__}.OnlyInWorker"
     assert err.message == "made in the worker"
     assert "_fails_in_parent" in err.traceback_text
+
+
+# -- items travel by value -------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("mode", ["process", "async_process"])
+def test_items_of_main_classes_lambdas_and_local_classes_travel(mode: str) -> None:
+    """A script's own classes, lambdas and local classes go to workers by value; a lock fails alone."""
+    script = str(ROOT / "tests/_map_scripts/main_items.py")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, script, mode], env=env, cwd=ROOT, capture_output=True, text=True, timeout=100
+    )
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["points"] == [2, 10]
+    assert got["lambda"] == 11
+    assert got["local"] == 7
+    kind, message, notes = got["lock"]
+    assert kind == "TypeError" and "lock" in message
+    assert any("cannot be pickled to send it to a worker" in n for n in notes)
+    assert got["seconds"] < 5.0  # no WorkerLostError after 6-14 s
+
+
+def test_local_class_items_and_lambdas_in_a_process_map() -> None:
+    class Box:
+        def __init__(self, v: int) -> None:
+            self.v = v
+
+    @opmap(mode="process", workers=2, progress=False)
+    def open_box(item: object) -> int:
+        return item(3) if callable(item) else item.v  # type: ignore[attr-defined,operator]
+
+    t0 = time.monotonic()
+    out = open_box([Box(1), lambda v: v * 5, Box(4), threading.Lock()])
+    assert out[:3] == [1, 15, 4]
+    assert isinstance(out[3], TypeError)
+    assert not isinstance(out[3], WorkerLostError)
+    assert time.monotonic() - t0 < 5.0
+    assert open_box.stats.failures == 1 and open_box.stats.successes == 3
+
+
+def _rebuild_only_here(parent: int, value: int) -> Fragile:
+    if os.getpid() != parent:
+        raise ImportError("this item's module exists only in the parent")
+    return Fragile(parent, value)
+
+
+class Fragile:
+    """Pickles in the parent, but cannot be unpickled in a worker."""
+
+    def __init__(self, parent: int, value: int) -> None:
+        self.parent = parent
+        self.value = value
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_only_here, (self.parent, self.value))
+
+
+def _value(item: object) -> object:
+    return item if isinstance(item, int) else item.value  # type: ignore[attr-defined]
+
+
+@pytest.mark.timeout(60)
+def test_item_that_cannot_be_unpickled_in_the_worker_fails_alone_at_once() -> None:
+    fn = opmap(mode="process", workers=2, chunksize=4, progress=False)(_value)
+    t0 = time.monotonic()
+    out = fn([0, 1, Fragile(os.getpid(), 2), 3, 4, 5, 6, 7])
+    assert time.monotonic() - t0 < 5.0
+    assert [out[i] for i in (0, 1, 3, 4, 5, 6, 7)] == [0, 1, 3, 4, 5, 6, 7]
+    assert isinstance(out[2], ImportError)
+    assert "only in the parent" in str(out[2])
+    assert any("cannot be unpickled in the worker" in n for n in out[2].__notes__)
+    assert fn.stats.failures == 1 and fn.stats.successes == 7

@@ -8,12 +8,13 @@ bookkeeping of items whose worker died (each death is one failed attempt).
 
 from __future__ import annotations
 
+import copy
 import signal
 import time
 from collections import deque
 from typing import Any
 
-from .._errors import AllFailedError, RemoteError, WorkerLostError
+from .._errors import AllFailedError, RemoteError, WorkerLostError, portable, stand_in
 from .._telemetry import LEVELS, Event, _safe, dispatch, logger
 from .._testing import state as testing_state
 from ..stores import MISS
@@ -89,6 +90,57 @@ class Remote:
             out.append((i, item, 0))
         return out
 
+    def pack(self, items: list[Sent], failed: list[Outcome]) -> tuple[list[Sent], bytes]:
+        """Pickle ``items`` for a worker, by value like the function (cloudpickle).
+
+        Classes defined in ``__main__`` or a notebook cell, lambdas and local classes
+        travel. An item that cannot be pickled at all fails at once, alone, with the
+        pickling error (it goes to ``failed``); the rest are returned with their bytes.
+        """
+        import cloudpickle
+
+        try:
+            return items, bytes(cloudpickle.dumps(items))
+        except Exception:
+            pass
+        good: list[Sent] = []
+        for sent in items:
+            try:
+                cloudpickle.dumps(sent[1])
+            except Exception as exc:
+                failed.append(self.refuse(sent, exc, "cannot be pickled to send it to a worker"))
+                continue
+            good.append(sent)
+        return good, bytes(cloudpickle.dumps(good))
+
+    def refuse(self, sent: Sent, exc: BaseException, why: str) -> Outcome:
+        """Fail one item that cannot travel: a call with no attempt, failed by ``exc``."""
+        plan = self.plan
+        i, item, _ = sent
+        self.keys.pop(i, None)
+        self.lost.pop(i, None)
+        try:
+            error = copy.copy(portable(exc))  # one error may fail several items: own notes
+        except Exception:
+            error = stand_in(exc)
+        error.__notes__ = list(getattr(error, "__notes__", ()))  # a copy shares the list
+        error.add_note(f"opero: this item ({type(item).__qualname__}) {why} ({self.call.mode} mode)")
+        plan.stats.add(calls=1, failures=1)
+        plan.recorder.emit("failure", error=error)
+        return i, False, error, item
+
+    def rejected(self, batch: Batch, held: dict[int, tuple[Any, int]]) -> list[Outcome]:
+        """A worker could not unpickle a chunk: re-send its items one by one to find the bad
+        ones; a single item that cannot be loaded fails alone with the worker's error."""
+        if len(held) > 1:
+            self.retry.extend((i, item, used) for i, (item, used) in held.items())
+            return []
+        out: list[Outcome] = []
+        for i, _, value, _ in batch.outcomes:
+            item, used = held.get(i, (None, 0))
+            out.append(self.refuse((i, item, used), value, "cannot be unpickled in the worker"))
+        return out
+
     # -- results ---------------------------------------------------------------------------
 
     def receive(self, batch: Batch) -> list[Outcome]:
@@ -153,7 +205,7 @@ def decode_batch(raw: bytes) -> Batch:
 
     import cloudpickle
 
-    chunk_id, final, stats, ok_idx, ok_blob, failures, events_blob = pickle.loads(raw)
+    chunk_id, final, stats, ok_idx, ok_blob, failures, events_blob, rejected = pickle.loads(raw)
     outs: list[Outcome] = []
     if ok_idx:
         try:
@@ -176,7 +228,7 @@ def decode_batch(raw: bytes) -> Batch:
     except Exception:
         logger.warning("opero: events relayed by a worker could not be unpickled; dropped")
         events = []
-    return Batch(chunk_id, outs, stats, events, final)
+    return Batch(chunk_id, outs, stats, events, final, rejected)
 
 
 def describe_exit(pid: int, code: int | None) -> str:

@@ -64,6 +64,8 @@ class Batch:
     stats: dict[str, Any]
     events: list[Event]
     final: bool
+    #: the worker could not unpickle the chunk's items (``outcomes`` hold that error)
+    rejected: bool = False
 
 
 class WorkerPlan:
@@ -151,8 +153,11 @@ class WorkerPlan:
 _plans: dict[str, WorkerPlan] = {}
 
 
-def run_task(token: str, spec_bytes: bytes, chunk_id: int, items: list[tuple[int, Any, int]]) -> list[bytes]:
+def run_task(token: str, spec_bytes: bytes, chunk_id: int, indices: list[int], blob: bytes) -> list[bytes]:
     """Run one chunk in a dask or joblib worker; returns the pickled batches."""
+    items = load_items(chunk_id, indices, blob)
+    if isinstance(items, Batch):
+        return [encode_batch(items)]
     wp = _plans.get(token)
     if wp is None:
         import cloudpickle
@@ -177,7 +182,7 @@ def encode_batch(batch: Batch) -> bytes:
     """Pickle a batch for the parent so that one bad value costs only its own item.
 
     The wire form is a plain ``pickle`` of builtins (it always loads in the parent):
-    ``(chunk_id, final, stats, ok_indices, ok_blob, failures, events_blob)``.
+    ``(chunk_id, final, stats, ok_indices, ok_blob, failures, events_blob, rejected)``.
 
     - Results of the successful items travel together in ``ok_blob`` (cloudpickle: fast
       for many small values). A result that cannot be pickled fails its item alone.
@@ -215,7 +220,7 @@ def encode_batch(batch: Batch) -> bytes:
                 continue
             good.append(ev)
         events_blob = bytes(cloudpickle.dumps(good))
-    wire = (batch.chunk_id, batch.final, batch.stats, ok_idx, ok_blob, failures, events_blob)
+    wire = (batch.chunk_id, batch.final, batch.stats, ok_idx, ok_blob, failures, events_blob, batch.rejected)
     return pickle.dumps(wire, protocol=pickle.HIGHEST_PROTOCOL)
 
 
@@ -255,6 +260,18 @@ def _pack_results(
     return bytes(cloudpickle.dumps(kept)), kept_idx
 
 
+def load_items(chunk_id: int, indices: list[int], blob: bytes) -> list[tuple[int, Any, int]] | Batch:
+    """The chunk's items, or a rejected batch naming why they cannot be unpickled here."""
+    import cloudpickle
+
+    try:
+        items: list[tuple[int, Any, int]] = cloudpickle.loads(blob)
+        return items
+    except BaseException as exc:
+        error = portable(exc)
+        return Batch(chunk_id, [(i, False, error, None) for i in indices], {}, [], True, True)
+
+
 # -- pool worker main loop ------------------------------------------------------------------
 
 
@@ -290,7 +307,11 @@ def main(read_fd: int, write_fd: int) -> None:
                 # The parent sees the error on each chunk of this map instead of a hang.
                 plans[token] = _Broken(exc)  # type: ignore[assignment]
         elif kind == "chunk":
-            chunk_id, items = body
+            chunk_id, indices, blob = body
+            items = load_items(chunk_id, indices, blob)
+            if isinstance(items, Batch):
+                flush(items)
+                continue
             wp = plans.get(token)
             if isinstance(wp, _Broken) or wp is None:
                 err = wp.error if isinstance(wp, _Broken) else RuntimeError("opero: worker lost its setup")

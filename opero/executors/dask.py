@@ -67,9 +67,9 @@ def joblib_outcomes(
             if remote is None:
                 yield delayed(run_chunk_sync)(plan, pairs, call.prefix, call.args, call.kwargs)
                 continue
-            items = remote.admit(pairs, hits)
+            items, blob = remote.pack(remote.admit(pairs, hits), hits)
             if items:
-                yield delayed(run_task)(token, remote.spec_bytes, cid, items)
+                yield delayed(run_task)(token, remote.spec_bytes, cid, [i for i, _, _ in items], blob)
 
     runner = Parallel(n_jobs=workers, return_as="generator_unordered")
     for got in runner(tasks()):
@@ -81,7 +81,9 @@ def joblib_outcomes(
             continue
         outs: list[Outcome] = []
         for raw in got:
-            outs.extend(remote.receive(decode_batch(raw)))
+            batch = decode_batch(raw)
+            # a chunk the worker could not unpickle: its items fail one by one (no re-send)
+            outs.extend(remote.receive(batch) if not batch.rejected else remote.rejected(batch, {}))
         yield outs
     if hits:
         yield list(hits)
@@ -124,10 +126,13 @@ def outcomes(call: MapCall, source: Iterator[tuple[int, Any]], window: Window) -
     exhausted = False
     cid = 0
 
-    def submit(items: list[Sent]) -> None:
+    def submit(items: list[Sent], ready: list[Outcome]) -> None:
         nonlocal cid
+        items, blob = remote.pack(items, ready)
+        if not items:
+            return
         cid += 1
-        fut = client.submit(run_task, token, spec, cid, items, pure=False)
+        fut = client.submit(run_task, token, spec, cid, [i for i, _, _ in items], blob, pure=False)
         held[fut] = items
         fut.add_done_callback(finished.put)
 
@@ -135,7 +140,7 @@ def outcomes(call: MapCall, source: Iterator[tuple[int, Any]], window: Window) -
         while True:
             ready: list[Outcome] = []
             while remote.retry:
-                submit([remote.retry.popleft()])
+                submit([remote.retry.popleft()], ready)
             while not exhausted and len(held) < 2 * call.workers:
                 want = window.try_acquire(sizer.next())
                 if want == 0:
@@ -143,7 +148,7 @@ def outcomes(call: MapCall, source: Iterator[tuple[int, Any]], window: Window) -
                 pairs, exhausted = take(source, want, window)
                 items = remote.admit(pairs, ready)
                 if items:
-                    submit(items)
+                    submit(items, ready)
             if ready:
                 yield ready
                 continue
@@ -163,13 +168,20 @@ def outcomes(call: MapCall, source: Iterator[tuple[int, Any]], window: Window) -
                 items = held.pop(fut)
                 try:
                     raws = fut.result()
-                except Exception as exc:  # KilledWorker: the worker died (more than once)
+                except Exception as exc:
                     lost = {i: (item, used) for i, item, used in items}
-                    ready.extend(remote.lose(lost, f"dask worker lost: {exc!r}", None))
+                    if type(exc).__name__ == "KilledWorker":  # the worker died (more than once)
+                        ready.extend(remote.lose(lost, f"dask worker lost: {exc!r}", None))
+                    else:  # dask itself failed the task: that error, not a lost worker
+                        why = "failed in dask"
+                        ready.extend(remote.refuse((i, it, u), exc, why) for i, (it, u) in lost.items())
                     continue
                 for raw in raws:
                     batch = decode_batch(raw)
-                    ready.extend(remote.receive(batch))
+                    if batch.rejected:
+                        ready.extend(remote.rejected(batch, {i: (it, u) for i, it, u in items}))
+                    else:
+                        ready.extend(remote.receive(batch))
             yield ready
             if call.stop.is_set():
                 raise KeyboardInterrupt

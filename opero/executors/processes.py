@@ -201,12 +201,15 @@ def process_outcomes(
                     items = remote.admit(pairs, ready)
                 if not items:
                     continue
+                items, blob = remote.pack(items, ready)
+                if not items:
+                    continue
                 next_id += 1
                 try:
                     if token not in worker.tokens:
                         worker.send(("setup", token, remote.spec_bytes))
                         worker.tokens.add(token)
-                    worker.send(("chunk", token, (next_id, items)))
+                    worker.send(("chunk", token, (next_id, [i for i, _, _ in items], blob)))
                 except OSError:
                     worker.held = {i: (item, used) for i, item, used in items}
                     ready.extend(_lost(pool, worker, remote))
@@ -234,6 +237,11 @@ def process_outcomes(
                     batch = decode_batch(raw)
                 except (EOFError, OSError):
                     ready.extend(_lost(pool, worker, remote))
+                    continue
+                if batch.rejected:
+                    ready.extend(remote.rejected(batch, worker.held))
+                    worker.chunk_id = None
+                    worker.held = {}
                     continue
                 for i, *_ in batch.outcomes:
                     worker.held.pop(i, None)
