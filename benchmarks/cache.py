@@ -146,7 +146,7 @@ def disk_rows() -> list[tuple[str, float, float]]:
 def redis_rows() -> list[tuple[str, float]] | str:
     import pickle
 
-    from benchmarks._redis import RedisServer, find_redis_server
+    from tests._redis import RedisServer, find_redis_server
 
     binary = find_redis_server()
     if binary is None:

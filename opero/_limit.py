@@ -66,11 +66,24 @@ class Store(Protocol):
     def confirm(self, interval: float, burst: int) -> float:
         """Run :func:`gcra_confirm` atomically on the shared state; return the delay."""
 
+    #: None, or a list that receives the start time of every grant made through this store
+    #: object, read on the deciding clock inside the atomic step: the spacing the limiter
+    #: decided, free of the scheduling delay callers add before they can look at a clock.
+    #: Off by default (one attribute test per grant); for tests and diagnostics.
+    grant_log: list[float] | None
+
 
 class TransactStore:
-    """Base of stores that run the Python GCRA steps under their own lock (``transact``)."""
+    """Base of stores that run the Python GCRA steps under their own lock (``transact``).
 
-    __slots__ = ()
+    Attributes:
+        grant_log: see :attr:`Store.grant_log`; times are :data:`clock` readings.
+    """
+
+    __slots__ = ("grant_log",)
+
+    def __init__(self) -> None:
+        self.grant_log: list[float] | None = None
 
     def transact(self, update: Callable[[float, float, float], tuple[float, float, float]]) -> float:
         """Run ``update(now, tat, last) -> (result, tat, last)`` atomically; return result."""
@@ -82,7 +95,17 @@ class TransactStore:
 
     def confirm(self, interval: float, burst: int) -> float:
         """One atomic :func:`gcra_confirm`."""
-        return self.transact(lambda now, tat, last: gcra_confirm(now, tat, last, interval, burst))
+        log = self.grant_log
+        if log is None:
+            return self.transact(lambda now, tat, last: gcra_confirm(now, tat, last, interval, burst))
+
+        def logged(now: float, tat: float, last: float) -> tuple[float, float, float]:
+            step = gcra_confirm(now, tat, last, interval, burst)
+            if step[0] <= 0:
+                log.append(now)  # under the store's lock: the start time the limiter decided
+            return step
+
+        return self.transact(logged)
 
 
 class LocalStore(TransactStore):
@@ -95,6 +118,7 @@ class LocalStore(TransactStore):
     __slots__ = ("_last", "_lock", "_tat")
 
     def __init__(self) -> None:
+        super().__init__()
         self._lock = threading.Lock()
         self._tat = 0.0
         self._last = float("-inf")

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks._redis import RedisServer, find_redis_server
+from tests._redis import RedisServer, find_redis_server
 
 
 @pytest.fixture(scope="session")

@@ -1,28 +1,17 @@
-"""Shared fixtures. Service fixtures live in tests/_fixtures_*.py (one owner each)."""
+"""Shared fixtures. Service fixtures live in tests/_fixtures_*.py (one owner each), listed in
+pytest_plugins below: a new fixture module is one more name there."""
 
 from __future__ import annotations
 
-import importlib
 import os
-import pkgutil
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 import opero
-from opero import _options
 
-# Pull in every fixture module so each area keeps its fixtures in its own file.
-for _mod in pkgutil.iter_modules([str(Path(__file__).parent)]):
-    if _mod.name.startswith("_fixtures_"):
-        globals().update(
-            {
-                k: v
-                for k, v in vars(importlib.import_module(f"tests.{_mod.name}")).items()
-                if not k.startswith("__")
-            }
-        )
+# Each area keeps its fixtures in its own module (one owner each); pytest loads them here.
+pytest_plugins = ["tests._fixtures_redis", "tests._fixtures_browser"]
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -42,9 +31,9 @@ def _isolated_opero(
 ) -> Iterator[None]:
     """Each test gets default options, a private cache dir and no leftover testing mode."""
     monkeypatch.setenv("OPERO_CACHE_DIR", str(tmp_path_factory.mktemp("opero-cache")))
-    _options.configure()
+    opero.configure()
     yield
-    _options.configure()
+    opero.configure()
     opero.testing(False)
 
 

@@ -1,11 +1,12 @@
 """Every ```python block of the user's seed guides runs against opero, unchanged.
 
-The guides (``../shared/seeds/*.md``, copied into ``tests/seeds/``) are the user's own design
-documents; SPEC says their examples must run as written. Each block runs as its own script in
-a subprocess, after ``tests/seeds/prelude.py`` (names the guides use without defining them,
-like ``expensive_operation`` or ``requests``). Only two things change: URLs of the public
-internet point at a loopback :class:`~opero.demo.DemoServer`, and where a guide defines
-functions without calling them, a short epilogue calls them the way the guide describes.
+The guides (copied into ``tests/seeds/``; the suite reads nothing outside the repository) are
+the user's own design documents; SPEC says their examples must run as written. Each block runs
+as its own script in a subprocess, after ``tests/seeds/prelude.py`` (names the guides use
+without defining them, like ``expensive_operation`` or ``requests``). Only two things change:
+URLs of the public internet point at a loopback :class:`~opero.demo.DemoServer`, and where a
+guide defines functions without calling them, a short epilogue calls them the way the guide
+describes.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from tests.conftest import require
 
 HERE = Path(__file__).resolve().parent
 SEEDS = HERE / "seeds"
-SHARED_SEEDS = Path(__file__).resolve().parents[2] / "shared" / "seeds"
 PRELUDE = (SEEDS / "prelude.py").read_text()
 URL = re.compile(r"https?://(?P<host>[^/\"'\s]+)(?P<path>[^\"'\s]*)")
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
@@ -238,9 +238,8 @@ SEED_BLOCKS: dict[tuple[str, int], Seed] = {
 
 
 def seed_files() -> list[Path]:
-    """The guides: ../shared/seeds when it is beside the repo, else the copy in tests/seeds."""
-    shared = sorted(SHARED_SEEDS.glob("*.md"))
-    return shared or sorted(SEEDS.glob("*.md"))
+    """The guides: the copies in tests/seeds."""
+    return sorted(SEEDS.glob("*.md"))
 
 
 def python_blocks(path: Path) -> list[str]:
@@ -319,13 +318,6 @@ def test_every_seed_block_is_covered() -> None:
     """Each ```python block of each guide has an entry here: none is silently left out."""
     found = {(p.stem, i) for p in seed_files() for i in range(len(python_blocks(p)))}
     assert found == set(SEED_BLOCKS)
-
-
-def test_seed_copies_match_the_shared_guides() -> None:
-    """tests/seeds/*.md are exact copies of ../shared/seeds (when that folder exists)."""
-    require(SHARED_SEEDS.is_dir(), "../shared/seeds is not beside this checkout")
-    for shared in SHARED_SEEDS.glob("*.md"):
-        assert (SEEDS / shared.name).read_text() == shared.read_text(), shared.name
 
 
 @pytest.mark.slow

@@ -88,6 +88,7 @@ class HostStore(TransactStore):
     __slots__ = ("_fd", "_lock", "_pid", "burst", "path", "rate", "scoped")
 
     def __init__(self, path: str, rate: float, burst: int, scoped: bool, owner: bool = False) -> None:
+        super().__init__()
         self.path = path
         self.rate = float(rate)
         self.burst = int(burst)

@@ -307,7 +307,7 @@ end
 redis.call('HSET', KEYS[1], 'tat', string.format('%.6f', tat), 'last', string.format('%.6f', last),
            'rate', ARGV[4], 'burst', ARGV[3])
 redis.call('PEXPIRE', KEYS[1], math.ceil((tat - now + 60) * 1000))
-return string.format('%.9f', delay)
+return string.format('%.9f %.6f', delay, now)
 """
 
 
@@ -329,6 +329,7 @@ class RedisStore:
         "_warned",
         "burst",
         "config",
+        "grant_log",
         "key",
         "local_path",
         "rate",
@@ -345,6 +346,9 @@ class RedisStore:
         # Threads that find the server down together must share one fallback store.
         self._fallback_lock = threading.Lock()
         self._warned = False
+        #: see ``opero._limit.Store.grant_log``; times are the server's clock (``TIME``), or
+        #: this host's monotonic clock for grants made while the server was unreachable.
+        self.grant_log: list[float] | None = None
 
     @classmethod
     def for_limit(
@@ -386,7 +390,7 @@ class RedisStore:
         client = self._link.client()
         if client is not None:
             try:
-                delay = self._link.script(GCRA_LUA)(
+                reply = self._link.script(GCRA_LUA)(
                     keys=[self.key], args=[mode, repr(interval), burst, repr(self.rate)]
                 )
             except Exception as exc:
@@ -395,7 +399,10 @@ class RedisStore:
             else:
                 self._link.succeeded()
                 self._warned = False
-                return float(delay)
+                delay, now = map(float, reply.split())
+                if self.grant_log is not None and mode == "confirm" and delay <= 0:
+                    self.grant_log.append(now)
+                return delay
         else:
             self._warn(None)
         with self._fallback_lock:
@@ -403,6 +410,7 @@ class RedisStore:
                 # The decorating process owns (and at exit removes) a function budget's file.
                 owner = f"-fn-{os.getpid()}-" in self.local_path
                 self._fallback = HostStore(self.local_path, self.rate, self.burst, scoped=False, owner=owner)
+        self._fallback.grant_log = self.grant_log
         return (
             self._fallback.reserve(interval, burst)
             if mode == "reserve"

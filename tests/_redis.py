@@ -1,4 +1,4 @@
-"""Start and stop a throwaway redis-server on a free loopback port (tests and benchmarks)."""
+"""Start and stop a throwaway redis-server on a free loopback port (tests; benchmarks reuse it)."""
 
 from __future__ import annotations
 
