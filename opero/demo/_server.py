@@ -18,6 +18,7 @@ Determinism:
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
 import html
 import json
@@ -258,7 +259,9 @@ class DemoServer:
       ``{"slept": delay}``.
     - ``GET /flaky?p=0.5`` → 500 with probability ``p`` (seeded RNG), else
       ``{"ok": true, "p": p}``.
-    - ``GET /status/<code>`` → that status (200-599) with ``{"status": code}``.
+    - ``GET /status/<code>`` → that status (200-599) with ``{"status": code}``;
+      ``?retry_after=V`` adds a ``Retry-After: V`` header (``V = "now+<s>"``: the HTTP
+      date ``s`` seconds from now).
     - ``GET /limited/<id>`` → token bucket of ``rate_limit`` requests/s (burst
       ``max(1, rate_limit)``); over the limit answers 429 with a fractional
       ``Retry-After`` header (e.g. ``"0.2"``) and ``{"error": "rate limited",
@@ -577,9 +580,18 @@ class DemoServer:
             code = -1
         if not 200 <= code <= 599:
             return _error(400, "status code must be an integer in 200..599")
+        # ?retry_after=<seconds or HTTP date> is sent back as a Retry-After header, as is
+        # ("now+<s>" becomes the HTTP date s seconds from now): server hints in tests.
+        headers: dict[str, str] = {}
+        retry_after = request.arg("retry_after")
+        if retry_after is not None:
+            if retry_after.startswith("now+"):
+                offset = self._number(retry_after[4:], 0.0) or 0.0
+                retry_after = email.utils.formatdate(time.time() + offset, usegmt=True)
+            headers["Retry-After"] = retry_after
         if code in (204, 304):
-            return _Response(code)
-        return _Response(code, {"status": code})
+            return _Response(code, headers=headers)
+        return _Response(code, {"status": code}, headers=headers)
 
     def _take_token(self) -> float:
         """Take a rate-limit token; return 0 if granted, else seconds to wait."""
