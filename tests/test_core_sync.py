@@ -1,4 +1,8 @@
-"""One call of a sync function: rounds x candidates, retry_on, errors, timeouts (SPEC §3)."""
+"""One call of a sync function: rounds x candidates, retry_on, errors, timeouts (SPEC §3).
+
+Each test here has a twin of the same name in tests/test_core_async.py; the timeout tests
+differ in name because a thread cannot be cancelled (the sync caller is freed instead).
+"""
 
 from __future__ import annotations
 
@@ -205,7 +209,7 @@ def test_sleeps_really_happen() -> None:
     assert 0.1 <= time.perf_counter() - t0 < 0.5
 
 
-def test_timeout_per_attempt_sync() -> None:
+def test_timeout_per_attempt_frees_the_caller() -> None:
     """A sync attempt over timeout fails with TimeoutError within the bound; the caller is freed."""
     release = threading.Event()
 
@@ -376,33 +380,122 @@ def test_map_only_options_accepted_and_ignored() -> None:
 
 
 def test_testing_mode_skips_sleeps() -> None:
-    """Inside opero.testing() long backoffs do not sleep."""
+    """Inside opero.testing() long backoffs do not sleep; outside they do again."""
     f, _ = flaky(3)
     w = opero(retries=3, min_delay=5, max_delay=5)(f)
     t0 = time.perf_counter()
     with opero_pkg.testing():
         assert w() == 4
     assert time.perf_counter() - t0 < 1.0
-    assert opero_pkg._testing.state.active is False
+    g, _ = flaky(1)
+    t0 = time.perf_counter()
+    assert opero(retries=1, min_delay=0.05, max_delay=0.05, jitter=0)(g)() == 2
+    assert time.perf_counter() - t0 >= 0.05
 
 
 def test_decorated_function_pickles_by_value() -> None:
     """A decorated function travels by value (cloudpickle) to another process and still works there."""
+    import pickle
     import subprocess
     import sys
 
     script = (
-        "import pickle, sys, cloudpickle\n"
+        "import sys, cloudpickle\n"
         "from opero import opero\n"
+        "CALLS = []\n"
         "@opero(retries=2, min_delay=0.001, cache=True, rate_limit=1000)\n"
         "def f(x):\n"
-        "    f.calls = getattr(f, 'calls', 0) + 1\n"
+        "    CALLS.append(x)\n"
         "    return x * 3\n"
         "sys.stdout.buffer.write(cloudpickle.dumps(f))\n"
     )
     blob = subprocess.run([sys.executable, "-c", script], capture_output=True, check=True).stdout
-    import pickle
-
     g = pickle.loads(blob)
     assert [g(2), g(2), g(3)] == [6, 6, 9]
-    assert g._opero_plan.stats.cache_hits == 1
+    assert g.__wrapped__.__globals__["CALLS"] == [2, 3]  # the second g(2) was a cache hit
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known bug: fn.stats and fn.cache_clear of a function unpickled by value belong to a "
+    "copy, not to the plan rebuilt in that process (the function's __dict__ is pickled apart)",
+)
+def test_unpickled_function_stats_are_live() -> None:
+    """After unpickling by value, fn.stats counts the calls made in the new process."""
+    import pickle
+
+    import cloudpickle
+
+    def f(x: int) -> int:
+        return x
+
+    f.__module__ = "__main__"  # functions of __main__ and notebooks travel by value
+    g = pickle.loads(cloudpickle.dumps(opero(cache=True)(f)))
+    assert [g(1), g(1)] == [1, 1]
+    assert (g.stats.calls, g.stats.cache_hits) == (2, 1)
+
+
+def test_cache_hit_skips_call() -> None:
+    """A cached result is returned without running the function; stats count hits."""
+    calls: list[int] = []
+
+    @opero(cache=True)
+    def get(x: int) -> int:
+        calls.append(x)
+        return x
+
+    assert [get(1), get(1), get(2)] == [1, 1, 2]
+    assert calls == [1, 2]
+    assert (get.stats.cache_hits, get.stats.cache_misses) == (1, 2)
+    get.cache_clear()
+    assert get(1) == 1
+    assert calls == [1, 2, 1]
+
+
+def test_failures_are_not_cached() -> None:
+    """A call that failed stores nothing: the next call runs the function again."""
+    f, calls = flaky(1)
+    wrapped = opero(retries=0, cache=True)(f)
+    with pytest.raises(AllFailedError):
+        wrapped()
+    assert wrapped() == 2
+    assert wrapped() == 2
+    assert len(calls) == 2
+
+
+def test_rate_limit_spaces_attempts() -> None:
+    """rate_limit=20: 4 calls take >= 3 intervals, and waits are counted."""
+
+    @opero(rate_limit=20)
+    def hit() -> float:
+        return time.monotonic()
+
+    began = time.monotonic()
+    stamps = [hit() for _ in range(4)]
+    # Grants are >= 1/r apart and the first is after `began` (exact spacing: test_limit_*.py).
+    assert 0.15 <= stamps[-1] - began < 0.45 + 0.1
+    assert hit.stats.rate_waits >= 1
+
+
+def test_method_with_fallback_cache_and_rate_limit() -> None:
+    """The seed's MockAPIClient shape, sync: a method with fallback, cache and rate limit."""
+
+    class Client:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        @opero(retries=3, cache=True, cache_ttl=60, rate_limit=50.0, arg_fallback="api_key")
+        def fetch(self, endpoint: str, api_key: list[str]) -> dict[str, str]:
+            self.calls += 1
+            if api_key[0] == "bad":
+                raise ConnectionError("bad key")
+            return {"endpoint": endpoint, "key": api_key[0]}
+
+    c = Client()
+    out = c.fetch("e", api_key=["bad", "good"])
+    assert out == {"endpoint": "e", "key": "good"}
+    assert c.fetch("e", api_key=["bad", "good"]) == out
+    assert c.calls == 2
+    other = Client()
+    other.fetch("e", api_key=["good"])
+    assert other.calls == 1  # self is part of the key: another instance misses

@@ -13,8 +13,7 @@ import pytest
 
 pytest.importorskip("IPython")
 
-from opero import _telemetry
-from opero._errors import ConfigurationError
+from opero import ConfigurationError, _telemetry
 from opero._options import current_overrides
 from opero.notebook import cellcache, dashboard
 from opero.notebook.magics import parse_options
