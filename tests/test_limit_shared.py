@@ -203,7 +203,7 @@ print(f._opero_plan.limiter.store.path, g._opero_plan.limiter.store.path)
 """
     )
     fn_path, scope_path = out.split()
-    assert "-fn-" in fn_path and not os.path.exists(fn_path)
+    assert "/fn-" in fn_path and not os.path.exists(fn_path)
     assert os.path.exists(scope_path)
     os.unlink(scope_path)
 

@@ -82,6 +82,10 @@ def _clear_persistent(namespace: str | None) -> None:
         _module("redis").clear_namespace(namespace)
 
 
+# Scope limiters of this process, one per (backend, scope): every function naming a scope
+# shares it. They stay for the life of the process (one descriptor per scope name, not per
+# decoration). A function's own limiter is not kept here: it lives and dies with its Plan,
+# which closes its descriptor and removes its file (see stores/host.py).
 _limiters: dict[tuple[str, str], Limiter] = {}
 _limiters_lock = threading.Lock()
 
@@ -96,10 +100,13 @@ def get_limiter(options: Options, func_name: str) -> Limiter | None:
     if rate is None:
         return None
     scope = options.rate_limit_scope
-    key = (options.rate_limit_backend, f"scope:{scope}" if scope else f"fn:{func_name}:{id(options)}")
+    module = _module(LIMITER_BACKENDS[options.rate_limit_backend])
+    if not scope:
+        return Limiter(func_name, rate, options.rate_burst, module.limiter_store(options, func_name, False))
+    key = (options.rate_limit_backend, scope)
     with _limiters_lock:
         existing = _limiters.get(key)
-        if existing is not None and scope:
+        if existing is not None:
             if existing.rate != rate or existing.burst != options.rate_burst:
                 raise ConfigurationError(
                     f"rate_limit_scope={scope!r} already has rate_limit={existing.rate:g}, "
@@ -107,10 +114,7 @@ def get_limiter(options: Options, func_name: str) -> Limiter | None:
                     f"rate_burst={options.rate_burst!r}. Functions sharing a scope must give the same rate."
                 )
             return existing
-        name = scope or func_name
-        store: Store = _module(LIMITER_BACKENDS[options.rate_limit_backend]).limiter_store(
-            options, name, scope is not None
-        )
-        limiter = Limiter(name, rate, options.rate_burst, store)
+        store: Store = module.limiter_store(options, scope, True)
+        limiter = Limiter(scope, rate, options.rate_burst, store)
         _limiters[key] = limiter
         return limiter

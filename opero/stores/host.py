@@ -1,19 +1,29 @@
-"""Host-wide limiter state (``rate_limit_backend="local"``): a locked file in ``/dev/shm``.
+"""Host-wide limiter state (``rate_limit_backend="local"``): a locked file in a private folder.
 
-The file is guarded by ``fcntl.flock``.
+**Where.** Every file lives in ``/dev/shm/opero-<uid>/`` (the temporary directory when
+``/dev/shm`` is missing), a folder of this user with mode 0700. The folder is checked before
+use (a real directory, not a link, owned by this user, mode 0700) and files are opened with
+``O_NOFOLLOW`` and checked too (a regular file owned by this user). A folder or file planted
+by another user is never trusted: opero warns once and uses a private folder or file of its
+own instead, so calls are still limited (a scope is then shared by this process and its
+workers only, not by the whole host).
 
-The file holds the GCRA state ``(tat, last)`` as two float64 on ``CLOCK_MONOTONIC`` (one clock
-for every process on a Linux host), then the limit it was created with ``(rate, burst)``, then
-a table of the processes that use a scope (to tell a live conflicting rate from a stale one).
+**What.** The file holds the GCRA state ``(tat, last)`` as two float64 on
+``CLOCK_MONOTONIC`` (one clock for every process on a Linux host), then the limit it was
+created with ``(rate, burst)``, then a table of the processes that use a scope (to tell a
+live conflicting rate from a stale one). It is guarded by ``fcntl.flock``, which excludes
+other open file descriptions, not threads sharing one, so a thread lock is taken first; after
+a fork the child opens its own descriptor (an inherited one would share the parent's lock and
+exclude nothing).
 
-``flock`` excludes other open file descriptions, not threads sharing one, so a thread lock is
-taken first; after a fork the child opens its own descriptor (an inherited one would share the
-parent's lock and exclude nothing).
-
-Names: a function's own budget is ``opero-<uid>-fn-<pid>-<name>-<n>``, private to the process
-that decorated it and the workers it hands the (pickled) limiter to, and removed when that
-process exits; a scope is ``opero-<uid>-scope-<name>``, shared by every process of this user
-on this host, and left in place (a few bytes in RAM until reboot).
+**How long.** A function's own budget is ``fn-<pid>-<name>-<n>.gcra``, private to the process
+that decorated it and the workers it hands the (pickled) limiter to. Its descriptor is closed
+and its file removed when the store is garbage-collected (the decorated function is gone) or
+the process exits, so re-decorating in a loop or a re-run notebook cell leaks nothing; a
+worker that still has it open keeps using the same budget until it closes it. A scope is
+``scope-<name>.gcra``, shared by every process of this user on this host; its descriptor is
+closed with its last limiter, and its file (a few hundred bytes in RAM) stays until reboot
+so that processes starting later find the same budget.
 """
 
 from __future__ import annotations
@@ -22,18 +32,23 @@ import atexit
 import fcntl
 import itertools
 import os
+import shutil
+import stat
 import struct
 import tempfile
 import threading
+import warnings
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 from .._errors import ConfigurationError
 from .._limit import TransactStore, clock
 from .._options import Options
+from .._telemetry import logger
 from ._base import safe_name
 
-__all__ = ["HostStore", "function_path", "limiter_store", "scope_path"]
+__all__ = ["HostStore", "folder", "function_path", "limiter_store", "scope_path"]
 
 _STATE = struct.Struct("<dd")  # tat, last
 _LIMIT = struct.Struct("<dd")  # rate, burst
@@ -43,22 +58,82 @@ _PIDS_AT = _LIMIT_AT + _LIMIT.size
 _SIZE = _PIDS_AT + _PIDS.size
 _counter = itertools.count(1)
 
+#: Where the per-user folder is made; tests point it elsewhere (in a subprocess).
+BASE = "/dev/shm"
+# O_NONBLOCK: a FIFO planted at the path must not hang the open (it is then refused).
+_OPEN = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 
-def _folder() -> str:
-    shm = "/dev/shm"
-    return shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else tempfile.gettempdir()
+_folder_lock = threading.Lock()
+_folder_cache: tuple[int, str, str] | None = None  # (pid, base, folder)
+
+
+def _warn(message: str) -> None:
+    logger.warning(message)
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def _private(path: str) -> str | None:
+    """Why ``path`` is not a private folder of this user (None: it is, and usable)."""
+    try:
+        st = os.lstat(path)
+    except OSError as exc:
+        return f"cannot be read ({type(exc).__name__})"
+    if stat.S_ISLNK(st.st_mode):
+        return "is a symbolic link"
+    if not stat.S_ISDIR(st.st_mode):
+        return "is not a directory"
+    if st.st_uid != os.getuid():
+        return f"is owned by uid {st.st_uid}, not {os.getuid()}"
+    if stat.S_IMODE(st.st_mode) != 0o700:
+        try:  # ours: tighten it (a umask or an old version may have left it wider)
+            os.chmod(path, 0o700, follow_symlinks=False)
+        except OSError:
+            return f"has mode {stat.S_IMODE(st.st_mode):o}, not 700"
+    return None
+
+
+def folder() -> str:
+    """This user's folder for host-wide limiter files, checked (and created) once per process."""
+    global _folder_cache
+    base = BASE if os.path.isdir(BASE) and os.access(BASE, os.W_OK) else tempfile.gettempdir()
+    cached = _folder_cache
+    if cached is not None and cached[0] == os.getpid() and cached[1] == base:
+        return cached[2]
+    with _folder_lock:
+        path = os.path.join(base, f"opero-{os.getuid()}")
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            logger.info("opero: cannot create %s (%s)", path, exc)
+        problem = _private(path)
+        if problem is not None:
+            # Never trust it: another user could read, stall or reset every budget in it.
+            fallback = tempfile.mkdtemp(prefix=f"opero-{os.getuid()}-private-", dir=base)  # 0700
+            _temporary.append(fallback)
+            _warn(
+                f"opero: {path} {problem}; it is not trusted. Rate-limit files go to the private "
+                f"folder {fallback} instead (a rate_limit_scope is then shared only by this "
+                "process and its workers)."
+            )
+            path = fallback
+        _folder_cache = (os.getpid(), base, path)
+        return path
+
+
+# Private folders made because the shared one was not trusted: removed at exit.
+_temporary: list[str] = []
 
 
 def scope_path(scope: str) -> str:
     """The file of a host-wide ``rate_limit_scope``: named from the scope alone."""
-    return os.path.join(_folder(), f"opero-{os.getuid()}-scope-{safe_name(scope)}.gcra")
+    return os.path.join(folder(), f"scope-{safe_name(scope)}.gcra")
 
 
 def function_path(name: str) -> str:
     """A new file for one function's own budget: this process's pid, the name and a counter."""
-    return os.path.join(
-        _folder(), f"opero-{os.getuid()}-fn-{os.getpid()}-{safe_name(name)}-{next(_counter)}.gcra"
-    )
+    return os.path.join(folder(), f"fn-{os.getpid()}-{safe_name(name)}-{next(_counter)}.gcra")
 
 
 def _alive(pid: int) -> bool:
@@ -71,6 +146,71 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _untrusted(fd: int) -> str | None:
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        return "is not a regular file"
+    if st.st_uid != os.getuid():
+        return f"is owned by uid {st.st_uid}, not {os.getuid()}"
+    if st.st_mode & 0o077:
+        return f"has mode {stat.S_IMODE(st.st_mode):o}, not 600"
+    return None
+
+
+def _open_checked(path: str, create: bool) -> tuple[int, bool]:
+    """Open ``path`` without following links; return ``(fd, created)``.
+
+    Raises:
+        FileNotFoundError: it does not exist and ``create`` is False.
+        PermissionError: it exists but is not a regular 0600 file of this user.
+    """
+    try:
+        fd = os.open(path, _OPEN)
+        created = False
+    except FileNotFoundError:
+        if not create:
+            raise
+        try:
+            fd = os.open(path, _OPEN | os.O_CREAT | os.O_EXCL, 0o600)
+            created = True
+        except FileExistsError:  # another process created it just now
+            fd = os.open(path, _OPEN)
+            created = False
+    except OSError as exc:  # ELOOP: a symbolic link; ENXIO/EACCES: something else planted
+        raise PermissionError(f"{path} cannot be opened safely ({type(exc).__name__}: {exc})") from exc
+    problem = _untrusted(fd)
+    if problem is not None:
+        os.close(fd)
+        raise PermissionError(f"{path} {problem}")
+    return fd, created
+
+
+class _Handle:
+    """The descriptor of one store, closed (and an owned file removed) when the store dies."""
+
+    __slots__ = ("fd", "owner_pid", "path", "pid")
+
+    def __init__(self) -> None:
+        self.fd = -1
+        self.pid = 0
+        self.path = ""
+        self.owner_pid = 0  # the process that removes the file, 0: nobody (a scope)
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        if self.owner_pid and self.owner_pid == os.getpid():
+            self.owner_pid = 0
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+
+
 class HostStore(TransactStore):
     """GCRA state in a file shared by every process on this host that opens ``path``.
 
@@ -79,13 +219,13 @@ class HostStore(TransactStore):
         rate: starts per second, recorded in the file.
         burst: burst size, recorded in the file.
         scoped: a scope: check that live users of the file agree on ``rate``/``burst``.
-        owner: this process created a function budget and removes its file at exit.
+        owner: this process created a function budget and removes its file when done.
 
     Raises:
         ConfigurationError: a scope is in use by a live process with another rate or burst.
     """
 
-    __slots__ = ("_fd", "_lock", "_pid", "burst", "path", "rate", "scoped")
+    __slots__ = ("__weakref__", "_handle", "_lock", "burst", "path", "rate", "scoped")
 
     def __init__(self, path: str, rate: float, burst: int, scoped: bool, owner: bool = False) -> None:
         super().__init__()
@@ -93,29 +233,55 @@ class HostStore(TransactStore):
         self.rate = float(rate)
         self.burst = int(burst)
         self.scoped = scoped
-        self._fd = -1
-        self._pid = 0
         self._lock = threading.Lock()
-        self._open(register=scoped, reset=owner)
-        if owner:
-            _owned.append(path)
+        self._handle = _Handle()
+        weakref.finalize(self, self._handle.close)
+        self._open(register=scoped, reset=owner, owner=owner)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # The copy opens the same file: another process on this host shares the budget.
         return (HostStore, (self.path, self.rate, self.burst, self.scoped))
 
-    def _open(self, register: bool, reset: bool = False) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+    def _open(self, register: bool, reset: bool = False, owner: bool = False) -> None:
+        handle = self._handle
+        # A copy of a function budget (a worker) joins the owner's file and never creates it:
+        # only when the owner is already gone does it make (and later remove) its own.
+        create = self.scoped or owner
+        try:
+            try:
+                fd, created = _open_checked(self.path, create=create)
+            except FileNotFoundError:
+                fd, created = _open_checked(self.path, create=True)
+                owner = reset = True
+        except PermissionError as exc:
+            fd, created = self._replace(str(exc))
+            owner = reset = True
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                self._setup(fd, register, reset)
+                self._setup(fd, register, reset or created)
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         except BaseException:
             os.close(fd)
+            if created:
+                _unlink(self.path)
             raise
-        self._fd, self._pid = fd, os.getpid()
+        handle.fd, handle.pid, handle.path = fd, os.getpid(), self.path
+        if owner:
+            handle.owner_pid = os.getpid()
+
+    def _replace(self, problem: str) -> tuple[int, bool]:
+        # Never trust a planted file (it could stall every call or reset the budget): use a
+        # new private file in our folder; workers get its path through pickling.
+        name = f"private-{os.getpid()}-{next(_counter)}-{os.path.basename(self.path)}"
+        fresh = os.path.join(folder(), name)
+        _warn(
+            f"opero: rate-limit file {problem}; it is not trusted. This process limits through "
+            f"the private file {fresh} instead (shared with its workers, not the whole host)."
+        )
+        self.path = fresh
+        return _open_checked(fresh, create=True)
 
     def _setup(self, fd: int, register: bool, reset: bool) -> None:
         raw = os.pread(fd, _SIZE, 0)
@@ -148,10 +314,10 @@ class HostStore(TransactStore):
 
     def transact(self, update: Callable[[float, float, float], tuple[float, float, float]]) -> float:
         """Run ``update(now, tat, last)`` under the thread lock and the file lock."""
-        if self._pid != os.getpid():
+        if self._handle.pid != os.getpid():
             self._reopen()
         with self._lock:
-            fd = self._fd
+            fd = self._handle.fd
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
                 tat, last = _STATE.unpack(os.pread(fd, _STATE.size, 0))
@@ -163,36 +329,47 @@ class HostStore(TransactStore):
 
     def _reopen(self) -> None:
         # A forked child: the inherited descriptor shares the parent's flock, so open our own.
-        inherited = self._fd
+        # Closing our copy leaves the parent's descriptor and lock alone; the parent removes
+        # the file (owner_pid is the parent's pid), never the child.
         self._lock = threading.Lock()
+        handle = self._handle
+        inherited, handle.fd = handle.fd, -1
+        if inherited >= 0:
+            try:
+                os.close(inherited)
+            except OSError:
+                pass
         self._open(register=False)
-        try:
-            os.close(inherited)  # closing our copy leaves the parent's descriptor and lock alone
-        except OSError:
-            pass
+
+    def close(self) -> None:
+        """Close the descriptor now (and remove the file of an owned function budget)."""
+        self._handle.close()
 
     def __repr__(self) -> str:
         return f"<HostStore {self.path} {self.rate:g}/s burst {self.burst}>"
 
 
-# Function budgets this process created; removed at exit (workers never remove them).
-_owned: list[str] = []
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
 _creator = os.getpid()
 
 
 @atexit.register
-def _cleanup() -> None:
-    if os.getpid() != _creator:
-        return
-    for path in _owned:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
+def _cleanup_temporary() -> None:
+    # Function budgets still alive at exit are removed by their finalizers (weakref.finalize
+    # runs at exit too); here only the private folders made instead of an untrusted one.
+    if os.getpid() == _creator:
+        for path in _temporary:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def limiter_store(options: Options, name: str, scoped: bool) -> HostStore:
-    """A scope's file (shared by name on this host) or a function's own (removed at exit)."""
+    """A scope's file (shared by name on this host) or a function's own (removed when done)."""
     rate = options.start_rate
     assert rate is not None
     if scoped:

@@ -364,7 +364,7 @@ class RedisStore:
             store._check_scope()
             return store
         local = function_path(name)
-        tail = local.rsplit("-fn-", 1)[1].removesuffix(".gcra")
+        tail = os.path.basename(local).removeprefix("fn-").removesuffix(".gcra")
         return cls(config, f"opero:limit:fn:{socket.gethostname()}:{tail}", rate, burst, local)
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -408,7 +408,7 @@ class RedisStore:
         with self._fallback_lock:
             if self._fallback is None:
                 # The decorating process owns (and at exit removes) a function budget's file.
-                owner = f"-fn-{os.getpid()}-" in self.local_path
+                owner = os.path.basename(self.local_path).startswith(f"fn-{os.getpid()}-")
                 self._fallback = HostStore(self.local_path, self.rate, self.burst, scoped=False, owner=owner)
         self._fallback.grant_log = self.grant_log
         return (
