@@ -13,8 +13,6 @@ import functools
 import importlib
 import inspect
 import os
-import queue
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, Unpack, overload
 
@@ -24,6 +22,7 @@ from ._options import OperoOptions, Options, resolve_options
 from ._policy import Plan
 from ._progress import MapProgress
 from ._telemetry import FunctionStats
+from ._threads import iterate_in_thread
 from .executors import async_outcomes, default_workers, sync_outcomes
 from .executors._chunks import MapCall, Outcome, Spread, Window
 from .executors.dask import joblib_config
@@ -309,41 +308,15 @@ async def _from_thread(
     make: Callable[[], Iterator[list[Outcome]]], call: MapCall
 ) -> AsyncIterator[list[Outcome]]:
     """Iterate a blocking batch generator in a helper thread without blocking the loop."""
-    loop = asyncio.get_running_loop()
-    inbox: asyncio.Queue[Any] = asyncio.Queue()
-    done = object()
-    go_on = queue.SimpleQueue[bool]()
-
-    def pump() -> None:
-        gen = make()
-        try:
-            for batch in gen:
-                loop.call_soon_threadsafe(inbox.put_nowait, batch)
-                if call.stop.is_set() or not go_on.get():
-                    break
-        except BaseException as exc:
-            loop.call_soon_threadsafe(inbox.put_nowait, exc)
-        finally:
-            gen.close()  # type: ignore[attr-defined]
-            try:
-                loop.call_soon_threadsafe(inbox.put_nowait, done)
-            except RuntimeError:  # the loop is closed already
-                pass
-
-    thread = threading.Thread(target=pump, name="opero-map-driver", daemon=True)
-    thread.start()
+    inner = iterate_in_thread(make, "opero-map-driver")
     try:
-        while True:
-            got = await inbox.get()
-            if got is done:
+        async for batch in inner:
+            yield batch
+            if call.stop.is_set():
                 break
-            if isinstance(got, BaseException):
-                raise got
-            yield got
-            go_on.put(True)
     finally:
         call.stop.set()
-        go_on.put(False)
+        await inner.aclose()  # type: ignore[attr-defined]
 
 
 class _Mapped:

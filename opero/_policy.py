@@ -9,10 +9,8 @@ A call that succeeds at once never builds the generator (fast happy path).
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import inspect
 import random
-import threading
 import time
 from collections.abc import Callable, Generator, Mapping
 from typing import Any, NamedTuple
@@ -24,6 +22,7 @@ from ._keys import KeyBuilder
 from ._options import Options
 from ._telemetry import Recorder
 from ._testing import state as testing_state
+from ._threads import call_with_timeout as _call_with_timeout
 from .stores import MISS, CacheBackend, get_limiter, make_cache
 
 __all__ = ["Attempt", "Plan", "Sleep"]
@@ -184,6 +183,24 @@ class Plan:
                 yield Sleep(pause)
         raise AllFailedError(self.name, errors) from error
 
+    # -- the interface executors use (package-internal; keeps them off the members below) ---
+
+    def lookup(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
+        """Cache lookup for one call: ``(key, value)``, value ``MISS`` when it must run."""
+        return self._lookup(args, kwargs)
+
+    def store(self, key: Any, value: Any) -> None:
+        """Store a result computed elsewhere (a worker) under ``key`` from :meth:`lookup`."""
+        self._store(key, value)
+
+    def finish(self, ok: bool, began: float, attempts: int, error: BaseException | None = None) -> None:
+        """Count the end of a call begun (``stats.begin()``) at ``began`` (``perf_counter``)."""
+        self._finish(ok, began, attempts, error)
+
+    def finish_recovery(self, steps: Generator[Attempt | Sleep, Exception, None]) -> Any:
+        """Run the steps of :meth:`recover` to the end here (sync): the value, or raise."""
+        return self._drive_sync(steps)
+
     # -- cache ---------------------------------------------------------------------------------
 
     def _lookup(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
@@ -327,32 +344,3 @@ def _rebuild(func: Callable[..., Any], options: Options, name: str, limiter: Any
     plan = Plan(func, options.replace(rate_limit=None, rate_limit_scope=None), name)
     plan.limiter = limiter
     return plan
-
-
-def _call_with_timeout(
-    func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float, name: str
-) -> Any:
-    """Run ``func`` in a helper thread and give up waiting after ``timeout`` seconds.
-
-    Python cannot kill a thread: an attempt that timed out keeps running in the background
-    until it returns on its own; its result is discarded. The docs say so.
-    """
-    outcome: list[tuple[bool, Any]] = []
-    done = threading.Event()
-    context = contextvars.copy_context()
-
-    def target() -> None:
-        try:
-            outcome.append((True, context.run(func, *args, **kwargs)))
-        except BaseException as exc:  # handed to the caller below
-            outcome.append((False, exc))
-        finally:
-            done.set()
-
-    threading.Thread(target=target, name=f"opero-timeout:{name}", daemon=True).start()
-    if not done.wait(timeout):
-        raise TimeoutError(f"{name}: attempt exceeded timeout={timeout}s")
-    ok, value = outcome[0]
-    if ok:
-        return value
-    raise value

@@ -348,6 +348,13 @@ class Recorder:
         if cb is not None:
             _safe(cb, event)
 
+    def replay(self, event: Event) -> None:
+        """Deliver an event relayed from a worker process: listeners, log and callback."""
+        dispatch(event)
+        cb = self._callbacks.get(event.kind)
+        if cb is not None:
+            _safe(cb, event)
+
 
 def configure_logging(level: int | str = logging.INFO, format: str | None = None) -> logging.Logger:  # noqa: A002
     """Send the ``opero`` logger's records to stderr at ``level`` and return the logger.

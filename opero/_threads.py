@@ -1,19 +1,26 @@
-"""Run a coroutine from sync code, with or without an event loop already running.
+"""Every helper thread opero starts, written once.
 
-In Jupyter a loop is already running in the kernel's thread, so ``asyncio.run`` refuses.
-opero never patches that loop (no nest-asyncio): it runs the coroutine on a private loop in
-a helper thread and blocks the caller until it is done.
+- :func:`spawn`: a daemon thread running in a copy of the caller's context.
+- :func:`call_with_timeout`: one sync attempt under a (soft) per-attempt timeout.
+- :func:`run`: a coroutine from sync code, also inside a running loop. In Jupyter a loop
+  is already running in the kernel's thread, so ``asyncio.run`` refuses; opero never
+  patches that loop (no nest-asyncio): it runs the coroutine on a private loop in a helper
+  thread and blocks the caller until it is done.
+- :func:`iterate_async_in_thread`: an async iterator consumed from sync code (a private
+  loop in a helper thread), and :func:`iterate_in_thread`: a blocking iterator consumed
+  from async code without blocking the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import queue
 import threading
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
-__all__ = ["run"]
+__all__ = ["call_with_timeout", "iterate_async_in_thread", "iterate_in_thread", "run", "spawn"]
 
 T = TypeVar("T")
 
@@ -68,8 +75,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
 
-    thread = threading.Thread(target=lambda: context.run(target), name="opero-run", daemon=True)
-    thread.start()
+    thread = spawn(target, "opero-run", context)
     try:
         while thread.is_alive():
             thread.join(0.1)
@@ -83,3 +89,126 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     if ok:
         return value  # type: ignore[no-any-return]
     raise value
+
+
+def spawn(
+    target: Callable[[], Any], name: str, context: contextvars.Context | None = None
+) -> threading.Thread:
+    """Start a daemon thread running ``target`` in ``context`` (a copy of the caller's)."""
+    ctx = context if context is not None else contextvars.copy_context()
+    thread = threading.Thread(target=ctx.run, args=(target,), name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+def call_with_timeout(
+    func: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float, name: str
+) -> T:
+    """Run ``func`` in a helper thread and give up waiting after ``timeout`` seconds.
+
+    Python cannot kill a thread: an attempt that timed out keeps running in the background
+    until it returns on its own; its result is discarded (the docs say so). Process maps
+    enforce a hard limit by replacing the worker instead.
+
+    Raises:
+        TimeoutError: the attempt took longer than ``timeout``.
+    """
+    outcome: list[tuple[bool, Any]] = []
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            outcome.append((True, func(*args, **kwargs)))
+        except BaseException as exc:  # handed to the caller below
+            outcome.append((False, exc))
+        finally:
+            done.set()
+
+    spawn(target, f"opero-timeout:{name}")
+    if not done.wait(timeout):
+        raise TimeoutError(f"{name}: attempt exceeded timeout={timeout}s")
+    ok, value = outcome[0]
+    if ok:
+        return value  # type: ignore[no-any-return]
+    raise value
+
+
+_DONE = object()
+
+
+def iterate_async_in_thread(
+    make: Callable[[], AsyncIterator[T]], name: str, on_close: Callable[[], None] | None = None
+) -> Iterator[T]:
+    """Consume the async iterator ``make()`` on a private loop in a helper thread, from sync code.
+
+    Closing the returned generator calls ``on_close`` (which must make the iterator end,
+    e.g. set a stop flag) and waits briefly for the helper.
+    """
+    out: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    async def main() -> None:
+        try:
+            async for value in make():
+                out.put((True, value))
+        except BaseException as exc:
+            out.put((False, exc))
+        finally:
+            out.put(_DONE)
+
+    thread = spawn(lambda: asyncio.run(main()), name)
+    try:
+        while True:
+            got = out.get()
+            if got is _DONE:
+                break
+            ok, value = got
+            if not ok:
+                raise value
+            yield value
+    finally:
+        if on_close is not None:
+            on_close()
+        thread.join(2)
+
+
+async def iterate_in_thread(make: Callable[[], Iterator[T]], name: str) -> AsyncIterator[T]:
+    """Iterate the blocking iterator ``make()`` in a helper thread without blocking the loop.
+
+    The helper takes the next value only after the consumer took the previous one, so a
+    slow consumer holds the producer back (bounded memory); closing stops it.
+    """
+    loop = asyncio.get_running_loop()
+    inbox: asyncio.Queue[Any] = asyncio.Queue()
+    go_on = queue.SimpleQueue[bool]()
+
+    def pump() -> None:
+        gen = make()
+        try:
+            for value in gen:
+                loop.call_soon_threadsafe(inbox.put_nowait, (True, value))
+                if not go_on.get():
+                    break
+        except BaseException as exc:
+            loop.call_soon_threadsafe(inbox.put_nowait, (False, exc))
+        finally:
+            close = getattr(gen, "close", None)
+            if close is not None:
+                close()
+            try:
+                loop.call_soon_threadsafe(inbox.put_nowait, _DONE)
+            except RuntimeError:  # the loop is closed already
+                pass
+
+    spawn(pump, name)
+    try:
+        while True:
+            got = await inbox.get()
+            if got is _DONE:
+                break
+            ok, value = got
+            if not ok:
+                raise value
+            yield value
+            go_on.put(True)
+    finally:
+        go_on.put(False)

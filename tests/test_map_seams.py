@@ -11,6 +11,7 @@ import io
 import json
 import os
 import pickle
+import signal
 import socket
 import subprocess
 import sys
@@ -307,3 +308,54 @@ def test_item_that_cannot_be_unpickled_in_the_worker_fails_alone_at_once() -> No
     assert "only in the parent" in str(out[2])
     assert any("cannot be unpickled in the worker" in n for n in out[2].__notes__)
     assert fn.stats.failures == 1 and fn.stats.successes == 7
+
+
+# -- one policy: a lost worker is an attempt failure like any other ---------------------------
+
+
+@pytest.mark.timeout(60)
+def test_worker_loss_is_an_attempt_failure_with_backoff_counters_and_events(tmp_path: Path) -> None:
+    """A death goes through the item's policy: backoff, stats.attempts/retries, on_retry."""
+    marker = tmp_path / "died"
+    again = tmp_path / "again"
+    retried: list[object] = []
+
+    @opmap(
+        mode="process", workers=2, retries=2, min_delay=0.4, jitter=0, on_retry=retried.append, progress=False
+    )
+    def work(x: int) -> int:
+        if x == 3:
+            if not marker.exists():
+                marker.write_text(str(time.time()))
+                os.kill(os.getpid(), signal.SIGKILL)
+            again.write_text(str(time.time()))
+        return x
+
+    out = work(range(6))
+    assert out == list(range(6))
+    waited = float(again.read_text()) - float(marker.read_text())
+    assert waited >= 0.4  # the backoff before the next round, as for any retryable error
+    st = work.stats
+    # items held with item 3 by the dead worker lost one attempt each, and retried
+    lost = st.attempts - 6
+    assert lost >= 1 and st.retries == lost
+    assert (st.calls, st.successes, st.failures) == (6, 6, 0)
+    assert len(retried) == lost
+    assert all(isinstance(e.error, WorkerLostError) for e in retried)  # type: ignore[attr-defined]
+    assert all(e.delay >= 0.4 for e in retried)  # type: ignore[attr-defined]
+
+
+@pytest.mark.timeout(60)
+def test_worker_loss_respects_retry_on() -> None:
+    """A WorkerLostError the policy does not retry fails the item at once, as itself."""
+
+    @opmap(mode="process", workers=2, retry_on=ConnectionError, progress=False)
+    def work(x: int) -> int:
+        if x == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return x
+
+    out = work(range(3))
+    assert isinstance(out[1], WorkerLostError)
+    assert out[0] == 0 and out[2] == 2
+    assert work.stats.retries == 0

@@ -13,6 +13,7 @@ machinery (``Plan.recover``), so every item still gets the full retry policy.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 import time
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ __all__ = [
     "MapCall",
     "Outcome",
     "Spread",
+    "Feed",
     "Window",
     "compose",
     "run_chunk_async",
@@ -34,6 +36,10 @@ __all__ = [
 
 Outcome = tuple[int, bool, Any, Any]
 Chunk = list[tuple[int, Any]]
+
+#: index of the item whose call runs in this thread or task (read by a worker's hard
+#: timeout to tell the parent which attempt is running)
+RUNNING: contextvars.ContextVar[int] = contextvars.ContextVar("opero_running_item", default=-1)
 
 _perf = time.perf_counter
 
@@ -109,7 +115,7 @@ def run_chunk_sync(
                 value = func(*prefix, item, *args, **kwargs)
         except Exception as exc:
             try:
-                value = plan._drive_sync(plan.recover(*compose(prefix, item, args, kwargs), exc))
+                value = plan.finish_recovery(plan.recover(*compose(prefix, item, args, kwargs), exc))
             except Exception as final:
                 lap(_perf() - t0)
                 failures += 1
@@ -148,6 +154,7 @@ async def run_chunk_async(
 
     async def lane() -> None:
         for idx, item in items:
+            RUNNING.set(idx)
             try:
                 out.append((idx, True, await call(*compose(prefix, item, args, kwargs)), None))
             except Exception as exc:
@@ -263,6 +270,44 @@ class Window:
         with self._cond:
             self.closed = True
             self._cond.notify_all()
+
+
+class Feed:
+    """The chunk feed loop, written once: room in the window, a chunk size, the items.
+
+    Every executor takes its chunks from one ``Feed`` (thread lanes, the process pool,
+    dask, joblib). Safe to share between threads: pulling from the input is locked.
+
+    Args:
+        source: ``(index, item)`` pairs, consumed lazily.
+        window: backpressure (items taken and not yet released).
+        sizer: the next chunk's size.
+    """
+
+    __slots__ = ("_lock", "dry", "sizer", "source", "window")
+
+    def __init__(self, source: Iterator[tuple[int, Any]], window: Window, sizer: ChunkSizer) -> None:
+        self.source = source
+        self.window = window
+        self.sizer = sizer
+        #: the input ran out
+        self.dry = False
+        self._lock = threading.Lock()
+
+    def next(self, block: bool = True) -> Chunk:
+        """The next chunk; empty when the input ran dry, the window closed, or (not
+        ``block``) there is no room right now."""
+        if self.dry:
+            return []
+        want = self.sizer.next()
+        got = self.window.acquire(want) if block else self.window.try_acquire(want)
+        if got == 0:
+            return []
+        with self._lock:
+            chunk, dry = take(self.source, got, self.window)
+        if dry:
+            self.dry = True
+        return chunk
 
 
 def take(source: Iterator[tuple[int, Any]], n: int, window: Window) -> tuple[Chunk, bool]:

@@ -3,29 +3,45 @@
 It does what must happen in the parent: cache lookups before dispatch (a hit never travels)
 and stores after (results computed in workers land in the parent's cache, so an interrupted
 map resumes), merging the workers' counters and re-dispatching their events, and the
-bookkeeping of items whose worker died (each death is one failed attempt).
+bookkeeping of items whose worker died or was killed: each is one failed attempt, and the
+item's own policy (``Plan.recover``) goes on here in the parent.
 """
 
 from __future__ import annotations
 
 import copy
+import heapq
 import signal
 import time
 from collections import deque
+from collections.abc import Generator
 from typing import Any
 
-from .._errors import AllFailedError, RemoteError, WorkerLostError, portable, stand_in
-from .._telemetry import LEVELS, Event, _safe, dispatch, logger
+from .._errors import RemoteError, portable, stand_in
+from .._policy import Attempt, Sleep
+from .._telemetry import LEVELS, Event, logger
 from .._testing import state as testing_state
 from ..stores import MISS
 from ._chunks import MapCall, Outcome, compose
-from ._worker import Batch, Spec
+from ._worker import Batch, Sent, Spec
 
 __all__ = ["Remote", "Sent", "decode_batch", "describe_exit"]
 
 
-#: an item on its way to a worker: index, item, rounds already used by worker deaths
-Sent = tuple[int, Any, int]
+class _Resumed:
+    """An item whose policy continues in the parent after an attempt was lost with its worker.
+
+    The parent drives the item's :meth:`Plan.recover` steps: a backoff is a due time (the
+    map goes on meanwhile), an attempt is the item sent again to run exactly that one
+    attempt (``Sent.single``), whose outcome is fed back into the steps.
+    """
+
+    __slots__ = ("began", "item", "steps")
+
+    def __init__(self, steps: Generator[Attempt | Sleep, Exception, None], item: Any) -> None:
+        self.steps = steps
+        self.item = item
+        self.began = time.perf_counter()
 
 
 class Remote:
@@ -61,8 +77,13 @@ class Remote:
         )
         self.spec_bytes: bytes = cloudpickle.dumps(spec)
         self.keys: dict[int, Any] = {}
-        self.lost: dict[int, list[BaseException]] = {}
+        #: items whose policy the parent drives (an attempt of theirs died with a worker)
+        self.resumed: dict[int, _Resumed] = {}
+        #: items to send again now, each in a chunk of its own
         self.retry: deque[Sent] = deque()
+        #: items waiting for their backoff: (due time, seq, index)
+        self._later: list[tuple[float, int, int]] = []
+        self._seq = 0
 
     # -- before dispatch -------------------------------------------------------------------
 
@@ -70,25 +91,41 @@ class Remote:
         """Look ``pairs`` up in the cache; hits go to ``hits``, the rest are returned to send."""
         plan = self.plan
         if plan.keys is None:
-            return [(i, item, 0) for i, item in pairs]
+            return [(i, item, False) for i, item in pairs]
         out: list[Sent] = []
         prefix, args, kwargs = self.call.prefix, self.call.args, self.call.kwargs
         for i, item in pairs:
             began = time.perf_counter()
             try:
-                key, value = plan._lookup(*compose(prefix, item, args, kwargs))
+                key, value = plan.lookup(*compose(prefix, item, args, kwargs))
             except Exception:
                 logger.exception("opero: cache lookup failed for %s", plan.name)
                 key, value = None, MISS
             if value is not MISS:
                 plan.stats.begin()  # a miss is counted as a call by the worker that runs it
-                plan._finish(True, began, 0)
+                plan.finish(True, began, 0)
                 hits.append((i, True, value, None))
                 continue
             if key is not None:
                 self.keys[i] = key
-            out.append((i, item, 0))
+            out.append((i, item, False))
         return out
+
+    def due(self) -> float | None:
+        """Move items whose backoff is over to :attr:`retry`; seconds until the next one."""
+        later = self._later
+        now = time.perf_counter()
+        while later and later[0][0] <= now:
+            _, _, i = heapq.heappop(later)
+            r = self.resumed.get(i)
+            if r is not None:
+                self._advance(i, r, None, [])
+        return later[0][0] - now if later else None
+
+    @property
+    def waiting(self) -> bool:
+        """Whether items are still waiting for their backoff (the map is not over)."""
+        return bool(self._later)
 
     def pack(self, items: list[Sent], failed: list[Outcome]) -> tuple[list[Sent], bytes]:
         """Pickle ``items`` for a worker, by value like the function (cloudpickle).
@@ -118,27 +155,33 @@ class Remote:
         plan = self.plan
         i, item, _ = sent
         self.keys.pop(i, None)
-        self.lost.pop(i, None)
+        resumed = self.resumed.pop(i, None)
+        if resumed is not None:
+            item = resumed.item
+            resumed.steps.close()
         try:
             error = copy.copy(portable(exc))  # one error may fail several items: own notes
         except Exception:
             error = stand_in(exc)
         error.__notes__ = list(getattr(error, "__notes__", ()))  # a copy shares the list
         error.add_note(f"opero: this item ({type(item).__qualname__}) {why} ({self.call.mode} mode)")
-        plan.stats.add(calls=1, failures=1)
-        plan.recorder.emit("failure", error=error)
+        if resumed is None:
+            plan.stats.begin()
+            plan.finish(False, time.perf_counter(), 0, error)
+        else:
+            plan.finish(False, resumed.began, 1, error)
         return i, False, error, item
 
-    def rejected(self, batch: Batch, held: dict[int, tuple[Any, int]]) -> list[Outcome]:
+    def rejected(self, batch: Batch, held: dict[int, tuple[Any, bool]]) -> list[Outcome]:
         """A worker could not unpickle a chunk: re-send its items one by one to find the bad
         ones; a single item that cannot be loaded fails alone with the worker's error."""
         if len(held) > 1:
-            self.retry.extend((i, item, used) for i, (item, used) in held.items())
+            self.retry.extend((i, item, single) for i, (item, single) in held.items())
             return []
         out: list[Outcome] = []
         for i, _, value, _ in batch.outcomes:
-            item, used = held.get(i, (None, 0))
-            out.append(self.refuse((i, item, used), value, "cannot be unpickled in the worker"))
+            item, single = held.get(i, (None, False))
+            out.append(self.refuse((i, item, single), value, "cannot be unpickled in the worker"))
         return out
 
     # -- results ---------------------------------------------------------------------------
@@ -148,50 +191,79 @@ class Remote:
         plan = self.plan
         if batch.stats:
             plan.stats.merge(batch.stats)
-        callbacks = plan.recorder._callbacks
         for event in batch.events:
-            dispatch(event)
-            cb = callbacks.get(event.kind)
-            if cb is not None:
-                _safe(cb, event)
-        outs = batch.outcomes
-        for n, (i, ok, value, item) in enumerate(outs):
-            key = self.keys.pop(i, None)
-            earlier = self.lost.pop(i, None)
+            plan.recorder.replay(event)
+        outs: list[Outcome] = []
+        resumed = self.resumed
+        for outcome in batch.outcomes:
+            i, ok, value, _ = outcome
+            r = resumed.get(i) if resumed else None
+            if r is not None:  # the outcome of one attempt the parent asked for
+                if ok:
+                    del resumed[i]
+                    r.steps.close()
+                    plan.finish(True, r.began, 1)
+                    self._stored(i, value)
+                    outs.append(outcome)
+                else:
+                    self._advance(i, r, value, outs)
+                continue
             if ok:
-                if key is not None:
-                    try:
-                        plan._store(key, value)
-                    except Exception:
-                        logger.exception("opero: cache store failed for %s", plan.name)
-            elif earlier and isinstance(value, AllFailedError):
-                outs[n] = (i, False, AllFailedError(plan.name, [*earlier, *value.errors]), item)
+                self._stored(i, value)
+            else:
+                self.keys.pop(i, None)
+            outs.append(outcome)
         return outs
 
-    def lose(self, held: dict[int, tuple[Any, int]], detail: str, exitcode: int | None) -> list[Outcome]:
-        """Items ``held`` by a worker that died: retry them, or fail those out of rounds."""
-        plan = self.plan
+    def _stored(self, i: int, value: Any) -> None:
+        key = self.keys.pop(i, None)
+        if key is not None:
+            try:
+                self.plan.store(key, value)
+            except Exception:
+                logger.exception("opero: cache store failed for %s", self.plan.name)
+
+    def lose(self, held: dict[int, tuple[Any, bool]], error: Exception) -> list[Outcome]:
+        """Items ``held`` by a worker that died (or was killed): each lost one attempt.
+
+        That attempt failed with ``error`` (``WorkerLostError``, or ``TimeoutError`` for an
+        attempt over a hard timeout); the item's own policy (``Plan.recover``: backoff,
+        retries, fallbacks, counters, events) decides what happens next, here in the parent.
+        """
         finals: list[Outcome] = []
-        retries = plan.options.retries
-        for i, (item, used) in held.items():
-            err = WorkerLostError(detail, exitcode)
-            errors = self.lost.setdefault(i, [])
-            errors.append(err)
-            plan.stats.add(attempts=1)
-            plan.recorder.emit("attempt_failed", attempt=used + 1, round=used + 1, error=err)
-            if used < retries:
-                plan.stats.add(retries=1)
-                plan.recorder.emit("retry", attempt=used + 1, round=used + 1, delay=0.0, error=err)
-                self.retry.append((i, item, used + 1))
+        plan = self.plan
+        prefix, args, kwargs = self.call.prefix, self.call.args, self.call.kwargs
+        for i, (item, _single) in held.items():
+            err = copy.copy(error)
+            r = self.resumed.get(i)
+            if r is None:
+                # The call began in the worker, but its counters died with it: count it here.
+                plan.stats.begin()
+                a, kw = compose(prefix, item, args, kwargs)
+                r = self.resumed[i] = _Resumed(plan.recover(a, kw, err), item)
+                self._advance(i, r, None, finals)
             else:
-                self.lost.pop(i, None)
-                self.keys.pop(i, None)
-                plan.stats.add(calls=1, failures=1)
-                final = AllFailedError(plan.name, errors)
-                final.__cause__ = err
-                plan.recorder.emit("failure", error=final)
-                finals.append((i, False, final, item))
+                self._advance(i, r, err, finals)
         return finals
+
+    def _advance(self, i: int, r: _Resumed, error: BaseException | None, out: list[Outcome]) -> None:
+        """Feed ``error`` (None: go on after a backoff or a first failure) to the item's steps."""
+        try:
+            step = next(r.steps) if error is None else r.steps.send(error)  # type: ignore[arg-type]
+        except Exception as final:  # every round failed, or an error that is not retried
+            del self.resumed[i]
+            self.keys.pop(i, None)
+            self.plan.finish(False, r.began, 1, final)
+            out.append((i, False, final, r.item))
+            return
+        if isinstance(step, Sleep) and step.delay > 0:
+            self._seq += 1
+            heapq.heappush(self._later, (time.perf_counter() + step.delay, self._seq, i))
+            return
+        if isinstance(step, Sleep):
+            self._advance(i, r, None, out)
+            return
+        self.retry.append((i, (step.args, step.kwargs), True))
 
 
 def decode_batch(raw: bytes) -> Batch:

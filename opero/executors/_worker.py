@@ -15,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import os
 import pickle
+import struct
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -27,9 +29,10 @@ from .._options import Options
 from .._policy import Plan
 from .._telemetry import Event, FunctionStats
 from .._testing import state as testing_state
-from ._chunks import Chunk, Outcome, run_chunk_async, run_chunk_sync
+from .._threads import call_with_timeout
+from ._chunks import RUNNING, Chunk, Outcome, run_chunk_async, run_chunk_sync
 
-__all__ = ["Batch", "Spec", "WorkerPlan", "encode_batch", "run_task"]
+__all__ = ["BATCH", "TICK", "Batch", "ChunkRunner", "Sent", "Spec", "encode_batch", "run_task", "unpack_tick"]
 
 _NO_CALLBACKS = {"on_retry": None, "on_success": None, "on_failure": None, "on_cache_hit": None}
 
@@ -68,74 +71,104 @@ class Batch:
     rejected: bool = False
 
 
-class WorkerPlan:
-    """A Plan rebuilt in a worker, plus variants with fewer retries for items re-sent after
-    their worker died (those deaths already used some of the item's rounds)."""
+#: an item on its way to a worker: ``(index, payload, single)``. A full item runs with the
+#: whole policy (``payload`` is the item); a single one runs exactly one attempt with
+#: ``payload = (args, kwargs)``, because the parent drives its policy (an earlier attempt
+#: died with a worker).
+Sent = tuple[int, Any, bool]
+
+
+class ChunkRunner:
+    """Runs one map's chunks in a worker process: the Plan rebuilt from its :class:`Spec`.
+
+    Each thread of the process gets its own plan (a dask worker runs several chunks at
+    once), so the counters a batch exports are exactly that batch's.
+    """
 
     def __init__(self, spec: Spec) -> None:
         self.spec = spec
-        self._plans: dict[int, Plan] = {}
+        self._local = threading.local()
         self.loop: asyncio.AbstractEventLoop | None = None
 
-    def plan(self, used_rounds: int = 0) -> Plan:
-        """The plan for an item whose earlier ``used_rounds`` rounds died with their worker."""
-        plan = self._plans.get(used_rounds)
+    @property
+    def hard(self) -> bool:
+        """Whether attempts report their start and end (the parent enforces ``timeout``)."""
+        return self.spec.options.timeout is not None and _tick is not None
+
+    def plan(self) -> Plan:
+        """This thread's plan for the map."""
+        plan: Plan | None = getattr(self._local, "plan", None)
         if plan is None:
             spec = self.spec
-            opts = spec.options.replace(
-                cache=False, retries=max(0, spec.options.retries - used_rounds), **_NO_CALLBACKS
-            )
+            opts = spec.options.replace(cache=False, **_NO_CALLBACKS)
             plan = Plan(spec.func, opts, spec.name)
+            if self.hard and _tick is not None and plan.timeout is not None:
+                plan.func = _reporting(plan.func, plan.timeout, plan.name, plan.is_async, _tick)
+                plan.timeout = None  # the wrapper applies it (soft here, hard in the parent)
             if spec.limiter is not None:
                 plan.limiter = spec.limiter
             elif spec.rate_share is not None and plan.limiter is not None:
                 plan.limiter = Limiter(spec.name, spec.rate_share, plan.limiter.burst)
             plan.recorder.relay = [] if spec.relay else None
-            self._plans[used_rounds] = plan
+            self._local.plan = plan
         return plan
 
-    def fresh_stats(self, plan: Plan) -> FunctionStats:
-        """Swap in empty counters so each batch exports a delta."""
-        st = FunctionStats(self.spec.name)
+    @staticmethod
+    def fresh_stats(plan: Plan) -> FunctionStats:
+        """Swap in empty counters so each batch exports a delta (this thread's plan only)."""
+        st = FunctionStats(plan.name)
         plan.stats = st
         plan.recorder.stats = st
         return st
 
-    def run(self, chunk_id: int, items: list[tuple[int, Any, int]], flush: Callable[[Batch], None]) -> None:
-        """Run ``items`` (index, item, used_rounds); call ``flush`` with batches of outcomes.
+    def run(self, chunk_id: int, items: list[Sent], flush: Callable[[Batch], None]) -> None:
+        """Run ``items``; call ``flush`` with batches of outcomes.
 
         Sync plans flush every few milliseconds, so when this process dies only the items
         it held since the last flush are lost.
         """
         spec = self.spec
         testing_state.active, testing_state.cache = spec.testing
-        by_rounds: dict[int, Chunk] = {}
-        for idx, item, used in items:
-            by_rounds.setdefault(used, []).append((idx, item))
-        groups = list(by_rounds.items())
-        for g, (used, chunk) in enumerate(groups):
-            plan = self.plan(used)
+        plan = self.plan()
+        # consecutive runs of full items and of single attempts, in the order sent
+        groups: list[tuple[bool, list[tuple[int, Any]]]] = []
+        for idx, payload, single in items:
+            if not groups or groups[-1][0] != single:
+                groups.append((single, []))
+            groups[-1][1].append((idx, payload))
+        for g, (single, chunk) in enumerate(groups):
             last_group = g == len(groups) - 1
             if plan.is_async:
                 if self.loop is None:
                     self.loop = asyncio.new_event_loop()
                 st = self.fresh_stats(plan)
-                outs = self.loop.run_until_complete(
-                    run_chunk_async(plan, chunk, spec.prefix, spec.args, spec.kwargs, spec.concurrency)
-                )
+                if single:
+                    outs = self.loop.run_until_complete(_attempts_async(plan, chunk, spec.concurrency))
+                else:
+                    outs = self.loop.run_until_complete(
+                        run_chunk_async(plan, chunk, spec.prefix, spec.args, spec.kwargs, spec.concurrency)
+                    )
                 flush(self._batch(chunk_id, plan, st, outs, last_group))
                 continue
             start = 0
             step = 1
+            hard = self.hard
             while start < len(chunk):
                 st = self.fresh_stats(plan)
                 t0 = time.perf_counter()
                 part = chunk[start : start + step]
-                outs = run_chunk_sync(plan, part, spec.prefix, spec.args, spec.kwargs)
+                if hard:  # one item per batch: the parent knows which one is running
+                    RUNNING.set(part[0][0])
+                if single:
+                    outs = _attempts_sync(plan, part)
+                else:
+                    outs = run_chunk_sync(plan, part, spec.prefix, spec.args, spec.kwargs)
                 start += len(part)
                 took = time.perf_counter() - t0
                 # Grow the sub-batch while items are fast: ~5 ms between flushes.
                 step = max(1, min(len(chunk), int(step * 0.005 / took) if took > 0 else step * 2))
+                if hard:
+                    step = 1
                 flush(self._batch(chunk_id, plan, st, outs, last_group and start >= len(chunk)))
 
     @staticmethod
@@ -148,9 +181,87 @@ class WorkerPlan:
         return Batch(chunk_id, outs, st.export(), events, final)
 
 
+def _attempts_sync(plan: Plan, chunk: Chunk) -> list[Outcome]:
+    """One attempt each (the parent counts them and decides what follows)."""
+    out: list[Outcome] = []
+    for idx, (args, kwargs) in chunk:
+        RUNNING.set(idx)
+        try:
+            out.append((idx, True, plan.attempt_sync(args, kwargs), None))
+        except Exception as exc:
+            out.append((idx, False, exc, None))
+    return out
+
+
+async def _attempts_async(plan: Plan, chunk: Chunk, concurrency: int) -> list[Outcome]:
+    out: list[Outcome] = []
+    items = iter(chunk)
+
+    async def lane() -> None:
+        for idx, (args, kwargs) in items:
+            RUNNING.set(idx)
+            try:
+                out.append((idx, True, await plan.attempt_async(args, kwargs), None))
+            except Exception as exc:
+                out.append((idx, False, exc, None))
+
+    await asyncio.gather(*(lane() for _ in range(max(1, min(concurrency, len(chunk))))))
+    return out
+
+
+# -- hard timeouts: attempts tell the parent when they start and end ----------------------
+
+#: message tags on the worker -> parent pipe: a result batch, or an attempt's start/end
+BATCH = b"B"
+TICK = b"T"
+_TICK = struct.Struct("<q?")
+
+#: set in an opero pool worker: tell the parent an attempt of item ``idx`` started/ended
+_tick: Callable[[int, bool], None] | None = None
+
+
+def unpack_tick(raw: bytes) -> tuple[int, bool]:
+    """``(index, started)`` of a tick message."""
+    idx, started = _TICK.unpack(raw[1:])
+    return int(idx), bool(started)
+
+
+def _reporting(
+    func: Callable[..., Any], timeout: float, name: str, is_async: bool, tick: Callable[[int, bool], None]
+) -> Callable[..., Any]:
+    """``func`` under the soft ``timeout``, telling the parent when each attempt starts and
+    ends, so the parent can kill this worker when an attempt holds on past the limit (a C
+    loop holding the GIL never lets the soft limit fire)."""
+    if is_async:
+
+        async def attempt_async(*args: Any, **kwargs: Any) -> Any:
+            idx = RUNNING.get()
+            tick(idx, True)
+            try:
+                async with asyncio.timeout(timeout):
+                    return await func(*args, **kwargs)
+            except TimeoutError as exc:
+                raise TimeoutError(f"{name}: attempt exceeded timeout={timeout}s") from exc
+            finally:
+                tick(idx, False)
+
+        return attempt_async
+
+    def attempt(*args: Any, **kwargs: Any) -> Any:
+        idx = RUNNING.get()
+        tick(idx, True)
+        try:
+            return call_with_timeout(func, args, kwargs, timeout, name)
+        finally:
+            tick(idx, False)
+
+    return attempt
+
+
 # -- tasks for dask / joblib backends: one call per chunk, the plan cached per process --------
 
-_plans: dict[str, WorkerPlan] = {}
+_runners: dict[str, ChunkRunner] = {}
+_runners_lock = threading.Lock()
 
 
 def run_task(token: str, spec_bytes: bytes, chunk_id: int, indices: list[int], blob: bytes) -> list[bytes]:
@@ -158,14 +269,15 @@ def run_task(token: str, spec_bytes: bytes, chunk_id: int, indices: list[int], b
     items = load_items(chunk_id, indices, blob)
     if isinstance(items, Batch):
         return [encode_batch(items)]
-    wp = _plans.get(token)
-    if wp is None:
-        import cloudpickle
+    with _runners_lock:  # the threads of one dask worker share the runner, not its plans
+        wp = _runners.get(token)
+        if wp is None:
+            import cloudpickle
 
-        _quiet_logger()
-        wp = _plans[token] = WorkerPlan(cloudpickle.loads(spec_bytes))
-        while len(_plans) > 8:  # keep only recent maps' plans
-            _plans.pop(next(iter(_plans)))
+            _quiet_logger()
+            wp = _runners[token] = ChunkRunner(cloudpickle.loads(spec_bytes))
+            while len(_runners) > 8:  # keep only recent maps' runners
+                _runners.pop(next(iter(_runners)))
     out: list[bytes] = []
     wp.run(chunk_id, items, lambda b: out.append(encode_batch(b)))
     return out
@@ -260,12 +372,12 @@ def _pack_results(
     return bytes(cloudpickle.dumps(kept)), kept_idx
 
 
-def load_items(chunk_id: int, indices: list[int], blob: bytes) -> list[tuple[int, Any, int]] | Batch:
+def load_items(chunk_id: int, indices: list[int], blob: bytes) -> list[Sent] | Batch:
     """The chunk's items, or a rejected batch naming why they cannot be unpickled here."""
     import cloudpickle
 
     try:
-        items: list[tuple[int, Any, int]] = cloudpickle.loads(blob)
+        items: list[Sent] = cloudpickle.loads(blob)
         return items
     except BaseException as exc:
         error = portable(exc)
@@ -289,10 +401,16 @@ def main(read_fd: int, write_fd: int) -> None:
     _quiet_logger()
     inbox = Connection(read_fd, writable=False)
     outbox = Connection(write_fd, readable=False)
-    plans: dict[str, WorkerPlan] = {}
+    plans: dict[str, ChunkRunner] = {}
 
     def flush(batch: Batch) -> None:
-        outbox.send_bytes(encode_batch(batch))
+        outbox.send_bytes(BATCH + encode_batch(batch))
+
+    def tick(idx: int, started: bool) -> None:
+        outbox.send_bytes(TICK + _TICK.pack(idx, started))
+
+    global _tick
+    _tick = tick
 
     while True:
         try:
@@ -302,7 +420,7 @@ def main(read_fd: int, write_fd: int) -> None:
         kind, token, body = pickle.loads(raw)
         if kind == "setup":
             try:
-                plans[token] = WorkerPlan(cloudpickle.loads(body))
+                plans[token] = ChunkRunner(cloudpickle.loads(body))
             except BaseException as exc:
                 # The parent sees the error on each chunk of this map instead of a hang.
                 plans[token] = _Broken(exc)  # type: ignore[assignment]

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import os
 import queue
+import time
 from collections.abc import Iterator
 from typing import Any
 
-from ._chunks import ChunkSizer, MapCall, Outcome, Window, run_chunk_sync, take
-from ._dispatch import Remote, Sent, decode_batch
+from .._errors import WorkerLostError
+from ._chunks import ChunkSizer, Feed, MapCall, Outcome, Window, run_chunk_sync
+from ._dispatch import Remote, decode_batch
+from ._worker import Sent
 
 __all__ = ["joblib_config", "joblib_outcomes", "outcomes"]
 
@@ -50,17 +53,14 @@ def joblib_outcomes(
     in_process = bool(getattr(backend, "uses_threads", False))
     remote = None if in_process else Remote(call)
     token = os.urandom(8).hex()
-    sizer = ChunkSizer(0.02, 1000, call.total, max(1, abs(workers)), call.chunksize)
+    feed = Feed(source, window, ChunkSizer(0.02, 1000, call.total, max(1, abs(workers)), call.chunksize))
     plan = call.plan
     hits: list[Outcome] = []
 
     def tasks() -> Iterator[Any]:
         cid = 0
         while True:
-            want = window.acquire(sizer.next())
-            if want == 0:
-                return
-            pairs, _ = take(source, want, window)
+            pairs = feed.next()
             if not pairs:
                 return
             cid += 1
@@ -114,7 +114,7 @@ def outcomes(call: MapCall, source: Iterator[tuple[int, Any]], window: Window) -
         owned = (client, cluster)
     remote = Remote(call)
     token = os.urandom(8).hex()
-    sizer = ChunkSizer(0.05, 1000, call.total, call.workers, call.chunksize)
+    feed = Feed(source, window, ChunkSizer(0.05, 1000, call.total, call.workers, call.chunksize))
     held: dict[Any, list[Sent]] = {}
     # completion callbacks (not distributed.wait, which wants a default client)
     finished: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -123,7 +123,6 @@ def outcomes(call: MapCall, source: Iterator[tuple[int, Any]], window: Window) -
         if len(remote.spec_bytes) > 100_000
         else remote.spec_bytes
     )
-    exhausted = False
     cid = 0
 
     def submit(items: list[Sent], ready: list[Outcome]) -> None:
@@ -139,13 +138,13 @@ def outcomes(call: MapCall, source: Iterator[tuple[int, Any]], window: Window) -
     try:
         while True:
             ready: list[Outcome] = []
+            pause = remote.due()
             while remote.retry:
                 submit([remote.retry.popleft()], ready)
-            while not exhausted and len(held) < 2 * call.workers:
-                want = window.try_acquire(sizer.next())
-                if want == 0:
+            while len(held) < 2 * call.workers:
+                pairs = feed.next(block=False)
+                if not pairs:
                     break
-                pairs, exhausted = take(source, want, window)
                 items = remote.admit(pairs, ready)
                 if items:
                     submit(items, ready)
@@ -153,33 +152,36 @@ def outcomes(call: MapCall, source: Iterator[tuple[int, Any]], window: Window) -
                 yield ready
                 continue
             if not held:
-                if exhausted:
+                if feed.dry and not remote.waiting:
                     break
+                if remote.waiting:
+                    time.sleep(min(0.2, max(0.0, pause or 0.0)))
+                    continue
                 if window.acquire(1):
                     window.release(1)
                 continue
             try:
-                first = finished.get(timeout=0.2)
+                first = finished.get(timeout=0.2 if pause is None else max(0.0, min(0.2, pause)))
             except queue.Empty:
                 if call.stop.is_set():
                     raise KeyboardInterrupt from None
                 continue
             for fut in [first, *(finished.get() for _ in range(finished.qsize()))]:
                 items = held.pop(fut)
+                lost = {i: (payload, single) for i, payload, single in items}
                 try:
                     raws = fut.result()
                 except Exception as exc:
-                    lost = {i: (item, used) for i, item, used in items}
                     if type(exc).__name__ == "KilledWorker":  # the worker died (more than once)
-                        ready.extend(remote.lose(lost, f"dask worker lost: {exc!r}", None))
+                        ready.extend(remote.lose(lost, WorkerLostError(f"dask worker lost: {exc!r}")))
                     else:  # dask itself failed the task: that error, not a lost worker
                         why = "failed in dask"
-                        ready.extend(remote.refuse((i, it, u), exc, why) for i, (it, u) in lost.items())
+                        ready.extend(remote.refuse((i, p, s), exc, why) for i, (p, s) in lost.items())
                     continue
                 for raw in raws:
                     batch = decode_batch(raw)
                     if batch.rejected:
-                        ready.extend(remote.rejected(batch, {i: (it, u) for i, it, u in items}))
+                        ready.extend(remote.rejected(batch, lost))
                     else:
                         ready.extend(remote.receive(batch))
             yield ready

@@ -15,7 +15,8 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from ._chunks import ChunkSizer, MapCall, Outcome, Window, compose, run_chunk_async, run_chunk_sync, take
+from .._threads import iterate_async_in_thread
+from ._chunks import ChunkSizer, Feed, MapCall, Outcome, Window, compose, run_chunk_async, run_chunk_sync
 
 __all__ = ["async_outcomes", "outcomes"]
 
@@ -39,7 +40,7 @@ def _thread_outcomes(
     n = call.workers if call.total is None else max(1, min(call.workers, call.total))
     sizer = ChunkSizer(0.002, 1024, call.total, n, call.chunksize)
     results: queue.SimpleQueue[Any] = queue.SimpleQueue()
-    lock = threading.Lock()
+    feed = Feed(source, window, sizer)
     stop = call.stop
     prefix, args, kwargs = call.prefix, call.args, call.kwargs
 
@@ -47,11 +48,7 @@ def _thread_outcomes(
         loop: asyncio.AbstractEventLoop | None = None
         try:
             while not stop.is_set():
-                want = window.acquire(sizer.next())
-                if want == 0:
-                    break
-                with lock:
-                    chunk, _ = take(source, want, window)
+                chunk = feed.next()
                 if not chunk:
                     break
                 t0 = time.perf_counter()
@@ -167,28 +164,14 @@ def _async_in_thread(
     call: MapCall, source: Iterator[tuple[int, Any]], window: Window
 ) -> Iterator[list[Outcome]]:
     """Drive :func:`async_outcomes` on a private loop in a helper thread, from sync code."""
-    out: queue.SimpleQueue[Any] = queue.SimpleQueue()
 
-    async def main() -> None:
-        try:
-            async for batch in async_outcomes(call, source, window):
-                out.put(batch)
-        except BaseException as exc:
-            out.put(exc)
-        finally:
-            out.put(_DONE)
-
-    thread = threading.Thread(target=lambda: asyncio.run(main()), name="opero-async-map", daemon=True)
-    thread.start()
-    try:
-        while True:
-            got = out.get()
-            if got is _DONE:
-                break
-            if isinstance(got, BaseException):
-                raise got
-            yield got
-    finally:
+    def stop() -> None:
         call.stop.set()
         window.close()
-        thread.join(2)
+
+    try:
+        yield from iterate_async_in_thread(
+            lambda: async_outcomes(call, source, window), "opero-async-map", on_close=stop
+        )
+    finally:
+        stop()

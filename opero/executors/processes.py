@@ -31,8 +31,10 @@ from collections.abc import Iterator
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from ._chunks import ChunkSizer, MapCall, Outcome, Window, take
-from ._dispatch import Remote, Sent, decode_batch, describe_exit
+from .._errors import WorkerLostError
+from ._chunks import ChunkSizer, Feed, MapCall, Outcome, Window
+from ._dispatch import Remote, decode_batch, describe_exit
+from ._worker import TICK, Sent, unpack_tick
 
 __all__ = ["Pool", "outcomes", "process_outcomes"]
 
@@ -40,7 +42,7 @@ _BOOT = "from opero.executors._worker import main; main({r}, {w})"
 
 
 class _Worker:
-    __slots__ = ("chunk_id", "held", "inbox", "outbox", "proc", "sent_at", "size", "tokens")
+    __slots__ = ("chunk_id", "held", "inbox", "outbox", "proc", "sent_at", "size", "started", "tokens")
 
     def __init__(self, env: dict[str, str]) -> None:
         r1, w1 = os.pipe()  # parent -> worker
@@ -60,7 +62,9 @@ class _Worker:
         self.tokens: set[str] = set()
         #: the chunk this worker runs (None when idle) and the items it has not answered yet
         self.chunk_id: int | None = None
-        self.held: dict[int, tuple[Any, int]] = {}
+        self.held: dict[int, tuple[Any, bool]] = {}
+        #: attempts running now under a timeout: index -> when the worker said it started
+        self.started: dict[int, float] = {}
         self.sent_at = 0.0
         self.size = 0
 
@@ -170,6 +174,11 @@ def outcomes(call: MapCall, source: Iterator[tuple[int, Any]], window: Window) -
     return process_outcomes(call, source, window, concurrency)
 
 
+#: how long past ``timeout`` an attempt may run before its worker is killed (the worker's
+#: own soft limit answers first whenever the attempt lets it, e.g. while it sleeps)
+HARD_GRACE = 0.5
+
+
 def process_outcomes(
     call: MapCall, source: Iterator[tuple[int, Any]], window: Window, concurrency: int = 1
 ) -> Iterator[list[Outcome]]:
@@ -179,13 +188,14 @@ def process_outcomes(
     pool, private = acquire_pool(call.workers)
     cap = 1000 if concurrency == 1 else max(1, concurrency)
     fixed = call.chunksize if call.chunksize is not None or concurrency == 1 else concurrency
-    sizer = ChunkSizer(0.05, cap, call.total, call.workers, fixed)
+    feed = Feed(source, window, ChunkSizer(0.05, cap, call.total, call.workers, fixed))
+    hard = call.plan.timeout + HARD_GRACE if call.plan.timeout is not None else None
     next_id = 0
-    exhausted = False
     clean = False
     try:
         while True:
             ready: list[Outcome] = []
+            pause = remote.due()
             # 1. give every idle worker a chunk: re-sent items alone, then fresh ones
             for worker in list(pool.workers):
                 if worker.chunk_id is not None:
@@ -193,11 +203,10 @@ def process_outcomes(
                 items: list[Sent] = []
                 if remote.retry:
                     items = [remote.retry.popleft()]
-                while not items and not exhausted:
-                    want = window.try_acquire(sizer.next())
-                    if want == 0:
+                while not items:
+                    pairs = feed.next(block=False)
+                    if not pairs:
                         break
-                    pairs, exhausted = take(source, want, window)
                     items = remote.admit(pairs, ready)
                 if not items:
                     continue
@@ -205,17 +214,18 @@ def process_outcomes(
                 if not items:
                     continue
                 next_id += 1
+                held = {i: (payload, single) for i, payload, single in items}
                 try:
                     if token not in worker.tokens:
                         worker.send(("setup", token, remote.spec_bytes))
                         worker.tokens.add(token)
                     worker.send(("chunk", token, (next_id, [i for i, _, _ in items], blob)))
                 except OSError:
-                    worker.held = {i: (item, used) for i, item, used in items}
+                    worker.held = held
                     ready.extend(_lost(pool, worker, remote))
                     continue
                 worker.chunk_id = next_id
-                worker.held = {i: (item, used) for i, item, used in items}
+                worker.held = held
                 worker.sent_at = time.perf_counter()
                 worker.size = len(items)
             if ready:
@@ -223,21 +233,35 @@ def process_outcomes(
                 continue
             busy = [w for w in pool.workers if w.chunk_id is not None]
             if not busy:
-                if exhausted and not remote.retry:
+                if feed.dry and not remote.retry and not remote.waiting:
                     break
+                if remote.waiting or remote.retry:
+                    # items wait for their backoff: nothing else to do until the first is due
+                    time.sleep(min(0.2, max(0.0, pause or 0.0)))
+                    continue
                 # every item is waiting for the consumer to release room: wait for it
                 if window.acquire(1):
                     window.release(1)
                 continue
-            # 2. wait for results or deaths
-            for conn in wait([w.outbox for w in busy], timeout=0.2):
+            # 2. wait for results, deaths, or an attempt over its hard timeout
+            wait_for = 0.2 if pause is None else max(0.0, min(0.2, pause))
+            if hard is not None:
+                wait_for = min(wait_for, _next_overdue(busy, hard))
+            for conn in wait([w.outbox for w in busy], timeout=wait_for):
                 worker = next(w for w in busy if w.outbox is conn)
                 try:
                     raw = worker.outbox.recv_bytes()
-                    batch = decode_batch(raw)
                 except (EOFError, OSError):
                     ready.extend(_lost(pool, worker, remote))
                     continue
+                if raw[:1] == TICK:
+                    idx, started = unpack_tick(raw)
+                    if started:
+                        worker.started[idx] = time.perf_counter()
+                    else:
+                        worker.started.pop(idx, None)
+                    continue
+                batch = decode_batch(raw[1:])
                 if batch.rejected:
                     ready.extend(remote.rejected(batch, worker.held))
                     worker.chunk_id = None
@@ -246,10 +270,15 @@ def process_outcomes(
                 for i, *_ in batch.outcomes:
                     worker.held.pop(i, None)
                 if batch.final:
-                    sizer.observe(worker.size, time.perf_counter() - worker.sent_at)
+                    feed.sizer.observe(worker.size, time.perf_counter() - worker.sent_at)
                     worker.chunk_id = None
                     worker.held = {}
+                    worker.started.clear()
                 ready.extend(remote.receive(batch))
+            if hard is not None:
+                for worker in busy:
+                    if worker.chunk_id is not None and worker in pool.workers:
+                        ready.extend(_overdue(pool, worker, remote, hard, call))
             if call.stop.is_set():
                 raise KeyboardInterrupt
             if ready:
@@ -272,6 +301,31 @@ def process_outcomes(
             release_pool(pool, private)
 
 
+def _next_overdue(busy: list[_Worker], hard: float) -> float:
+    """Seconds until the first running attempt passes its hard limit."""
+    now = time.perf_counter()
+    starts = [t for w in busy for t in w.started.values()]
+    return max(0.0, min(starts) + hard - now) if starts else 0.2
+
+
+def _overdue(pool: Pool, worker: _Worker, remote: Remote, hard: float, call: MapCall) -> list[Outcome]:
+    """Kill ``worker`` when one of its attempts ran past the hard limit (SPEC: ``timeout`` is
+    a hard limit in process modes); that attempt fails with ``TimeoutError``, the worker's
+    other items go back to be sent again as they were (they did nothing wrong)."""
+    now = time.perf_counter()
+    late = [i for i, t in worker.started.items() if now - t > hard]
+    if not late:
+        return []
+    held = worker.held
+    worker.held = {}
+    pool.replace(worker)
+    timeout = call.plan.timeout
+    error = TimeoutError(f"{call.plan.name}: attempt exceeded timeout={timeout}s (worker replaced)")
+    out = remote.lose({i: held[i] for i in late if i in held}, error)
+    remote.retry.extend((i, payload, single) for i, (payload, single) in held.items() if i not in late)
+    return out
+
+
 def _lost(pool: Pool, worker: _Worker, remote: Remote) -> list[Outcome]:
     try:
         code = worker.proc.wait(2)
@@ -280,4 +334,4 @@ def _lost(pool: Pool, worker: _Worker, remote: Remote) -> list[Outcome]:
     held = worker.held
     detail = describe_exit(worker.proc.pid, code)
     pool.replace(worker)
-    return remote.lose(held, detail, code)
+    return remote.lose(held, WorkerLostError(detail, code))
