@@ -359,3 +359,72 @@ def test_worker_loss_respects_retry_on() -> None:
     assert isinstance(out[1], WorkerLostError)
     assert out[0] == 0 and out[2] == 2
     assert work.stats.retries == 0
+
+
+# -- timeout is a hard limit in process modes ---------------------------------------------------
+
+
+def _hog(x: int, pidfile: str) -> tuple[int, int]:
+    if x == 2:
+        Path(pidfile).write_text(str(os.getpid()))
+        sum(range(10**11))  # a C loop holding the GIL: no soft limit can interrupt it
+    return x, os.getpid()
+
+
+async def _hog_async(x: int, pidfile: str) -> tuple[int, int]:
+    return _hog(x, pidfile)
+
+
+def _collect(result: object) -> list[object]:
+    import asyncio
+
+    if asyncio.iscoroutine(result):
+        import opero
+
+        return opero.run(result)  # type: ignore[no-any-return]
+    return result  # type: ignore[return-value]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("mode", ["process", "async_process"])
+def test_timeout_is_hard_in_process_modes(mode: str, tmp_path: Path) -> None:
+    """An attempt holding the GIL fails with TimeoutError within ~timeout+1 s, its worker is
+    killed and replaced, and the other items succeed."""
+    pidfile = str(tmp_path / "hog.pid")
+    func = _hog_async if mode == "async_process" else _hog
+    fn = opmap(mode=mode, workers=2, timeout=1, retries=0, progress=False)(func)
+    _collect(fn([0, 1], pidfile))  # start the pool, so the timing below is the timeout's
+    t0 = time.monotonic()
+    out = _collect(fn(range(6), pidfile))
+    took = time.monotonic() - t0
+    assert took < 4.5, took  # timeout + 0.5 s grace + a kill, on a loaded machine
+    err = out[2]
+    assert isinstance(err, AllFailedError)
+    assert isinstance(err.errors[0], TimeoutError)
+    assert "worker replaced" in str(err.errors[0])
+    assert [out[i][0] for i in (0, 1, 3, 4, 5)] == [0, 1, 3, 4, 5]  # type: ignore[index]
+    st = fn.stats  # the warm-up map counted 2 calls
+    assert (st.timeouts, st.failures, st.successes, st.calls) == (1, 1, 7, 8)
+    hung = int(Path(pidfile).read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(hung, 0)  # killed and reaped
+    again = _collect(fn([0, 1, 3, 4], pidfile))
+    assert [v[0] for v in again] == [0, 1, 3, 4]  # type: ignore[index]
+    assert hung not in {v[1] for v in again}  # type: ignore[index]
+
+
+@pytest.mark.timeout(60)
+def test_thread_map_never_waits_for_an_abandoned_attempt() -> None:
+    """In thread mode the timed-out attempt keeps running, but the map returns at once."""
+
+    @opmap(mode="thread", workers=4, timeout=0.3, retries=0, progress=False)
+    def nap(x: int) -> int:
+        if x == 1:
+            time.sleep(6)
+        return x
+
+    t0 = time.monotonic()
+    out = nap(range(4))
+    assert time.monotonic() - t0 < 2.0
+    assert isinstance(out[1], AllFailedError) and isinstance(out[1].errors[0], TimeoutError)
+    assert [out[i] for i in (0, 2, 3)] == [0, 2, 3]
