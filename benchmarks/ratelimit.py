@@ -19,7 +19,7 @@ RATE = 50.0
 N = 100
 
 
-def _summary(stamps: list[float]) -> tuple[float, float, float, int]:
+def summary(stamps: list[float]) -> tuple[float, float, float, int]:
     stamps = sorted(stamps)
     elapsed = stamps[-1] - stamps[0]
     gaps = [b - a for a, b in itertools.pairwise(stamps)]
@@ -131,7 +131,8 @@ async def _opero_async() -> list[float]:
     return stamps
 
 
-def main() -> None:
+def measure() -> list[tuple[str, str, list[float] | str]]:
+    """Every limiter in every setting: (limiter, setting, start stamps or why not)."""
     rows: list[tuple[str, str, list[float] | str]] = []
     rows.append(("opero", "1 thread", _threads(opero_limiter().acquire, 1)))
     rows.append(("opero", "8 threads", _threads(opero_limiter().acquire, 8)))
@@ -146,6 +147,11 @@ def main() -> None:
         rows.append(("pyrate-limiter", "4 processes", _processes(pyrate_limiter(True), "pyrate")))
     except Exception as exc:  # report, do not hide, an API that changed
         rows.append(("pyrate-limiter", "error", f"{type(exc).__name__}: {exc}"))
+    return rows
+
+
+def main() -> None:
+    rows = measure()
     ideal = (N - 1) / RATE
     print(f"{N} grants at {RATE:g}/s (ideal {ideal:.2f} s, spacing {1000 / RATE:.0f} ms, burst 1)\n")
     print("| limiter | setting | elapsed s | vs ideal | rate /s | min spacing ms | worst burst |")
@@ -154,7 +160,7 @@ def main() -> None:
         if isinstance(stamps, str):
             print(f"| {name} | {setting} | {stamps} | | | | |")
             continue
-        elapsed, rate, gap, worst = _summary(stamps)
+        elapsed, rate, gap, worst = summary(stamps)
         print(
             f"| {name} | {setting} | {elapsed:.3f} | {elapsed / ideal:.3f}× | {rate:.2f} | "
             f"{gap * 1000:.2f} | {worst} |"

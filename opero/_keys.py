@@ -87,6 +87,12 @@ class KeyBuilder:
             # blake2b state primed with the identity; copied per call for plain arguments.
             self._seed = hashlib.blake2b(repr(self.identity).encode(), digest_size=16)
         self._warned = False
+        #: Calls with exactly this many positional arguments (and no keywords) may build their
+        #: memory key straight from ``args``: ``(args, tuple(map(type, args)))``, the same key
+        #: :meth:`key` builds after binding. -1 when binding can change the values.
+        self.memory_arity = (
+            len(self.binder.names) if self.binder.simple and self.custom is None and not persistent else -1
+        )
 
     def key(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Hashable | None:
         """The key of this call, or None when its arguments cannot be hashed (call uncached)."""
@@ -107,7 +113,15 @@ class KeyBuilder:
                     h.update(repr(tuple(bound.items())).encode())
                     return "p" + h.hexdigest()
                 return _persistent_hash((self.identity, _typed_items(bound)))
-            return (*self.identity, tuple(map(_memory_part, bound.values())))
+            # Memory keys live in this function's own cache: no identity part. Typed values
+            # (f(1), f(1.0), f(True) differ): hashable arguments key as (values, types),
+            # exactly what the fast path of Plan.call_sync builds from a positional call.
+            values = tuple(bound.values())
+            try:
+                hash(values)
+            except TypeError:
+                return ("#", tuple(map(_memory_part, values)))
+            return (values, tuple(map(type, values)))
         except _Unhashable as exc:
             if not self._warned:
                 self._warned = True

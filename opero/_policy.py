@@ -17,10 +17,11 @@ from typing import Any, NamedTuple
 
 from tenacity import wait_exponential
 
+from . import _telemetry
 from ._errors import AllFailedError
 from ._keys import KeyBuilder
 from ._options import Options
-from ._telemetry import Recorder
+from ._telemetry import _SAMPLE_ALL, _SAMPLE_MASK, LEVELS, Recorder, logger
 from ._testing import state as testing_state
 from ._threads import call_with_timeout as _call_with_timeout
 from .stores import MISS, CacheBackend, get_limiter, make_cache
@@ -28,6 +29,12 @@ from .stores import MISS, CacheBackend, get_limiter, make_cache
 __all__ = ["Attempt", "Plan", "Sleep"]
 
 _perf = time.perf_counter
+_enabled = logger.isEnabledFor
+# logging caches isEnabledFor per level in this dict and empties it on every setLevel (any
+# logger) or logging.disable; a cached False is the cheapest exact "nobody logs this".
+_level_cache: dict[int, bool] = getattr(logger, "_cache", {})
+_cached_level = _level_cache.get
+_monotonic = time.monotonic
 
 
 class Attempt(NamedTuple):
@@ -115,17 +122,49 @@ class Plan:
         self.fallback = _Fallback(func, options.arg_fallback) if options.arg_fallback else None
         self.recorder = Recorder(name, options)
         self.stats = self.recorder.stats
-        self.limiter = get_limiter(options, name)
+        self._limiter = get_limiter(options, name)
         cache = make_cache(func, options)
         self.keys: KeyBuilder | None = cache[0] if cache is not None else None
         self.cache: CacheBackend | None = cache[1] if cache is not None else None
         self.timeout = options.timeout
+        self._pick_fast_path()
         self._wait = wait_exponential(
             multiplier=options.min_delay,
             exp_base=options.backoff_factor,
             min=options.min_delay,
             max=options.max_delay,
         )
+
+    @property
+    def limiter(self) -> Any:
+        """The rate limiter of every attempt, or None."""
+        return self._limiter
+
+    @limiter.setter
+    def limiter(self, value: Any) -> None:
+        # Process workers swap in their share of the budget: the fast path must see it.
+        self._limiter = value
+        self._pick_fast_path()
+
+    def _pick_fast_path(self) -> None:
+        """Decide once which calls may skip the general driver (see ``call_sync``)."""
+        callbacks = self.recorder._callbacks
+        #: "plain": no cache, limiter or timeout; "memory": a memory cache hit can return at
+        #: once; None: every call takes the general path.
+        self._fast: str | None = None
+        #: the log level at which a fast call's events (success, cache_hit) would be logged
+        self._quiet_level = LEVELS["success"]
+        #: positional arguments a memory key can be built from without binding (-1: never)
+        self._key_arity = -1
+        self._entries: Any = None
+        if self.keys is None:
+            if self.limiter is None and self.timeout is None and "success" not in callbacks:
+                self._fast = "plain"
+        elif self.keys.memory_arity >= 0 and not callbacks.keys() & {"success", "cache_hit"}:
+            entries = getattr(self.cache, "entries", None)
+            if entries is not None:
+                self._fast, self._entries, self._key_arity = "memory", entries, self.keys.memory_arity
+                self._quiet_level = max(LEVELS["success"], LEVELS["cache_hit"])
 
     def __reduce__(self) -> tuple[Any, ...]:
         # A decorated function defined in __main__ or a notebook travels to process workers by
@@ -230,8 +269,10 @@ class Plan:
             self.stats.add(rate_waits=1, rate_wait_seconds=waited)
             self.recorder.emit("rate_wait", delay=waited)
 
-    def _finish(self, ok: bool, began: float, attempts: int, error: BaseException | None = None) -> None:
-        self.stats.end(ok, _perf() - began, attempts)
+    def _finish(
+        self, ok: bool, began: float | None, attempts: int, error: BaseException | None = None
+    ) -> None:
+        self.stats.end(ok, None if began is None else _perf() - began, attempts)
         if ok:
             if self.recorder.wants("success"):
                 self.recorder.emit("success")
@@ -249,10 +290,104 @@ class Plan:
         return _call_with_timeout(self.func, args, kwargs, self.timeout, self.name)
 
     def call_sync(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Run one call of a sync function with the full policy."""
+        """Run one call of a sync function with the full policy.
+
+        The fast path: a call whose latency is not sampled (see ``_telemetry._SAMPLE_MASK``),
+        whose events nobody listens to, either runs the function at once ("plain": no cache,
+        limiter or timeout) or returns a memory-cache hit, counting itself lock-free. Anything
+        else (a failure, a miss, a sampled call) goes through the general driver.
+        """
         stats = self.stats
-        stats.begin()
-        began = _perf()
+        n = stats.started()
+        # latency is timed for the first calls, then one call in 16 (_telemetry._SAMPLE_MASK)
+        began = _perf() if not n & _SAMPLE_MASK or n < _SAMPLE_ALL else None
+        fast = self._fast
+        if (
+            fast is not None
+            # nobody listens to this call's events: no worker relay, subscriber or log line
+            and self.recorder.relay is None
+            and not _telemetry._subscribers
+            and (_cached_level(self._quiet_level) is False or not _enabled(self._quiet_level))
+        ):
+            if fast == "plain":
+                try:
+                    value = self.func(*args, **kwargs)
+                except BaseException as exc:
+                    return self._failed_first_sync(args, kwargs, exc, began)
+                stats.quick()
+                if began is not None:
+                    stats.mark(_perf() - began)
+                return value
+            # A memory-cache hit: the key KeyBuilder.key builds for a positional call, read
+            # without binding or locking (MemoryCache.peek, inlined). Types are spelled out
+            # for 1 or 2 arguments: tuple(map(type, args)) alone costs more than a whole hit.
+            k = self._key_arity
+            if len(args) == k and not kwargs and testing_state.cache:
+                key: Any
+                if k == 1:
+                    key = (args, (type(args[0]),))
+                elif k == 2:
+                    key = (args, (type(args[0]), type(args[1])))
+                else:
+                    key = (args, tuple(map(type, args)))
+                entries = self._entries
+                try:
+                    entry = entries.get(key)
+                except TypeError:  # an unhashable argument: the general path hashes it
+                    entry = None
+                if entry is not None and (entry[1] is None or _monotonic() < entry[1]):
+                    try:
+                        entries.move_to_end(key)  # LRU order; another thread may have dropped it
+                    except KeyError:
+                        pass
+                    stats.hit()
+                    if began is not None:
+                        stats.mark(_perf() - began)
+                    return entry[0]
+        return self._call_sync(args, kwargs, began)
+
+    def _hit(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """A memory-cache hit read without binding or locking, or MISS (then: general path)."""
+        k = self._key_arity
+        if kwargs or len(args) != k or not testing_state.cache:
+            return MISS
+        # The key Keybuilder.key builds for these arguments; types spelled out for 1 or 2
+        # arguments (tuple(map(type, args)) alone costs more than a whole hit).
+        key: Any
+        if k == 1:
+            key = (args, (type(args[0]),))
+        elif k == 2:
+            key = (args, (type(args[0]), type(args[1])))
+        else:
+            key = (args, tuple(map(type, args)))
+        try:
+            entry = self._entries.get(key)
+        except TypeError:  # an unhashable argument: the general path hashes it by content
+            return MISS
+        if entry is None or (entry[1] is not None and _monotonic() >= entry[1]):
+            return MISS
+        try:
+            self._entries.move_to_end(key)  # LRU order; another thread may have dropped it
+        except KeyError:
+            pass
+        return entry[0]
+
+    def _failed_first_sync(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], exc: BaseException, began: float | None
+    ) -> Any:
+        """A fast-path call whose first attempt raised: recover as the general path would."""
+        try:
+            if not isinstance(exc, Exception):
+                raise exc
+            value = self._drive_sync(self.recover(args, kwargs, exc))
+        except BaseException as final:
+            self._finish(False, began, 1, final)
+            raise
+        self._finish(True, began, 1)
+        return value
+
+    def _call_sync(self, args: tuple[Any, ...], kwargs: dict[str, Any], began: float | None) -> Any:
+        """The general driver: cache, limiter, timeout, retries; ``began`` when timed."""
         try:
             key, value = self._lookup(args, kwargs) if self.keys is not None else (None, MISS)
             if value is not MISS:
@@ -304,9 +439,48 @@ class Plan:
             raise TimeoutError(f"{self.name}: attempt exceeded timeout={self.timeout}s") from exc
 
     async def call_async(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Run one call of an ``async def`` function with the full policy."""
-        self.stats.begin()
-        began = _perf()
+        """Run one call of an ``async def`` function with the full policy (fast path as sync)."""
+        stats = self.stats
+        n = stats.started()
+        began = _perf() if not n & _SAMPLE_MASK or n < _SAMPLE_ALL else None
+        fast = self._fast
+        if (
+            fast is not None
+            and self.recorder.relay is None
+            and not _telemetry._subscribers
+            and (_cached_level(self._quiet_level) is False or not _enabled(self._quiet_level))
+        ):
+            if fast == "plain":
+                try:
+                    value = await self.func(*args, **kwargs)
+                except BaseException as exc:
+                    return await self._failed_first_async(args, kwargs, exc, began)
+                stats.quick()
+                if began is not None:
+                    stats.mark(_perf() - began)
+                return value
+            if (value := self._hit(args, kwargs)) is not MISS:
+                stats.hit()
+                if began is not None:
+                    stats.mark(_perf() - began)
+                return value
+        return await self._call_async(args, kwargs, began)
+
+    async def _failed_first_async(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], exc: BaseException, began: float | None
+    ) -> Any:
+        try:
+            if not isinstance(exc, Exception):
+                raise exc
+            value = await self._drive_async(self.recover(args, kwargs, exc))
+        except BaseException as final:
+            self._finish(False, began, 1, final)
+            raise
+        self._finish(True, began, 1)
+        return value
+
+    async def _call_async(self, args: tuple[Any, ...], kwargs: dict[str, Any], began: float | None) -> Any:
+        """The general driver: cache, limiter, timeout, retries; ``began`` when timed."""
         try:
             key, value = self._lookup(args, kwargs)
             if value is not MISS:
