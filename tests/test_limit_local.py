@@ -7,14 +7,17 @@ what the decorated functions observe is checked in aggregate (see tests/_spacing
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
+import uuid
 
 import pytest
 
 import opero as opero_pkg
 from opero import ConfigurationError, opero
 from opero._limit import Limiter, LocalStore, clock
+from opero.stores.host import scope_path
 from tests._spacing import SCHEDULING, assert_exact_spacing, assert_starts_per_window
 
 
@@ -110,12 +113,13 @@ def test_burst_allows_back_to_back_then_spaces() -> None:
 def test_scope_is_shared_between_functions() -> None:
     """Two functions naming one scope share one budget: 6 alternating calls take >= 5 intervals."""
     stamps: list[float] = []
+    scope = f"test-{uuid.uuid4().hex}"  # host-wide: another test run must not share it
 
-    @opero(rate_limit=20, rate_limit_scope="test-shared-scope")
+    @opero(rate_limit=20, rate_limit_scope=scope)
     def a() -> None:
         stamps.append(time.monotonic())
 
-    @opero(rate_limit=20, rate_limit_scope="test-shared-scope")
+    @opero(rate_limit=20, rate_limit_scope=scope)
     def b() -> None:
         stamps.append(time.monotonic())
 
@@ -125,15 +129,16 @@ def test_scope_is_shared_between_functions() -> None:
         b()
     # Two separate budgets would let a and b start together: about 2 intervals in all.
     assert 0.25 <= stamps[-1] - began < 0.75 + SCHEDULING
+    os.unlink(scope_path(scope))
 
 
 def test_scope_with_other_rate_is_an_error() -> None:
     """A scope used with a different rate raises ConfigurationError naming both rates."""
-    opero(rate_limit=5, rate_limit_scope="test-scope-rate")(lambda: None)
-    with pytest.raises(
-        ConfigurationError, match="rate_limit_scope='test-scope-rate' already has rate_limit=5"
-    ):
-        opero(rate_limit=6, rate_limit_scope="test-scope-rate")(lambda: None)
+    scope = f"test-{uuid.uuid4().hex}"
+    opero(rate_limit=5, rate_limit_scope=scope)(lambda: None)
+    with pytest.raises(ConfigurationError, match=f"rate_limit_scope='{scope}' already has rate_limit=5"):
+        opero(rate_limit=6, rate_limit_scope=scope)(lambda: None)
+    os.unlink(scope_path(scope))
 
 
 def test_every_attempt_takes_a_token() -> None:
