@@ -180,3 +180,120 @@ def test_planted_function_budget_is_not_trusted(shm: Path) -> None:
         copy = pickle.loads(pickle.dumps(store))
     assert copy.path != store.path
     assert min(_grant_gaps(copy, 20, 4)) >= 1 / 20 - 1e-6
+
+
+# -- the disk cache folder: links and FIFOs are never followed (issue 11.14) ------------------
+
+
+def _disk_fn(calls: list[int], namespace: str = "opero") -> opero.OperoFunction[[int], int]:
+    @opero.opero(cache=True, cache_backend="disk", cache_namespace=namespace)
+    def work(x: int) -> int:
+        calls.append(x)
+        return x * 10
+
+    return work
+
+
+def test_planted_generation_link_is_never_written_through(tmp_path: Path) -> None:
+    """A `.opero-gen-*` symlink planted in the cache folder never makes a clear write through it."""
+    root = Path(os.environ["OPERO_CACHE_DIR"])
+    root.mkdir(parents=True, exist_ok=True)
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious data, not a token")
+    namespace = f"ns-{uuid.uuid4().hex[:8]}"
+    (root / f".opero-gen-{namespace}").symlink_to(victim)
+    calls: list[int] = []
+    work = _disk_fn(calls, namespace)
+    assert [work(1), work(1)] == [10, 10]
+    work.cache_clear()
+    opero.clear_cache(namespace)
+    opero.clear_cache()
+    assert victim.read_bytes() == b"precious data, not a token"
+    gen = root / f".opero-gen-{namespace}"
+    assert not gen.is_symlink() and gen.is_file()
+    # The memory tier still works and still sees clears.
+    assert [work(1), work(1)] == [10, 10]
+    assert calls == [1, 1]
+
+
+def test_planted_generation_link_found_by_clear_cache(tmp_path: Path) -> None:
+    """clear_cache() of all namespaces bumps every generation file it finds, but not a link's target."""
+    root = Path(os.environ["OPERO_CACHE_DIR"])
+    root.mkdir(parents=True, exist_ok=True)
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious data, not a token")
+    (root / f".opero-gen-{uuid.uuid4().hex[:8]}").symlink_to(victim)
+    opero.clear_cache()
+    assert victim.read_bytes() == b"precious data, not a token"
+
+
+def _entry_of(work: opero.OperoFunction[[int], int], calls: list[int]) -> Path:
+    root = Path(os.environ["OPERO_CACHE_DIR"])
+    assert work(3) == 30
+    (entry,) = sorted(root.rglob("*.pkl"))
+    return entry
+
+
+def test_fifo_at_an_entry_is_a_miss_not_a_hang(caplog: pytest.LogCaptureFixture) -> None:
+    """A FIFO in an entry's place is a logged miss at once (a plain open would block forever)."""
+    import threading
+
+    calls: list[int] = []
+    entry = _entry_of(_disk_fn(calls), calls)
+    entry.unlink()
+    os.mkfifo(entry)
+    fresh = _disk_fn(calls)  # a new decoration: an empty memory tier, the same folder
+    out: list[int] = []
+    with caplog.at_level("WARNING", logger="opero"):
+        t = threading.Thread(target=lambda: out.append(fresh(3)), daemon=True)
+        t.start()
+        t.join(10)
+    if t.is_alive():  # release the blocked reader before failing
+        os.close(os.open(entry, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail("reading a FIFO entry hung")
+    assert out == [30] and calls == [3, 3]
+    assert any("not a regular file" in r.getMessage() for r in caplog.records)
+    assert entry.is_file()  # the new result replaced the FIFO (os.replace, nothing followed)
+
+
+def test_symlinked_entry_is_a_miss(tmp_path: Path) -> None:
+    """An entry that is a symlink (to a valid entry elsewhere) is not followed: a miss."""
+    calls: list[int] = []
+    entry = _entry_of(_disk_fn(calls), calls)
+    elsewhere = tmp_path / "elsewhere.pkl"
+    os.replace(entry, elsewhere)
+    entry.symlink_to(elsewhere)
+    assert _disk_fn(calls)(3) == 30
+    assert calls == [3, 3]
+    assert not entry.is_symlink()  # replaced by a regular file
+    assert elsewhere.is_file()
+
+
+def test_symlinked_function_folder_is_not_used(tmp_path: Path) -> None:
+    """A function folder replaced by a link is neither read through nor written through."""
+    import shutil
+
+    calls: list[int] = []
+    entry = _entry_of(_disk_fn(calls), calls)
+    folder = entry.parent
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(folder, elsewhere)
+    shutil.rmtree(folder)
+    folder.symlink_to(elsewhere)
+    before = sorted(p.name for p in elsewhere.iterdir())
+    fresh = _disk_fn(calls)
+    assert [fresh(3), fresh(4)] == [30, 40]
+    assert calls == [3, 3, 4]
+    assert sorted(p.name for p in elsewhere.iterdir()) == before
+
+
+def test_planted_marker_link_is_not_followed(tmp_path: Path) -> None:
+    """The namespace marker is created without following a link planted at its path."""
+    root = Path(os.environ["OPERO_CACHE_DIR"])
+    namespace = f"ns-{uuid.uuid4().hex[:8]}"
+    (root / namespace).mkdir(parents=True, mode=0o700)
+    target = tmp_path / "created-through-link"
+    (root / namespace / ".opero-namespace").symlink_to(target)
+    calls: list[int] = []
+    assert _disk_fn(calls, namespace)(1) == 10
+    assert not target.exists()

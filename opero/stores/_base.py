@@ -9,12 +9,24 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Hashable
 from pathlib import Path
 from typing import Any, Protocol
 
-__all__ = ["MISS", "CacheBackend", "atomic_write", "private_dirs", "safe_name", "unlink"]
+__all__ = [
+    "MISS",
+    "CacheBackend",
+    "NotRegular",
+    "atomic_write",
+    "open_regular",
+    "private_dirs",
+    "read_regular",
+    "real_dir",
+    "safe_name",
+    "unlink",
+]
 
 
 class _Miss:
@@ -96,3 +108,61 @@ def unlink(path: str | Path) -> None:
         os.unlink(path)
     except OSError:
         pass
+
+
+class NotRegular(OSError):
+    """The path holds a symbolic link, a FIFO, a device or a folder where a file should be."""
+
+
+# Never follow a link at the last component; never block on a FIFO planted at the path.
+_NOFOLLOW = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def open_regular(path: str | Path, flags: int = os.O_RDONLY, mode: int = 0o600) -> int:
+    """Open ``path`` only if it is (or ``os.O_CREAT`` makes it) a regular file; return the fd.
+
+    Raises:
+        FileNotFoundError: there is nothing at ``path`` (and no ``O_CREAT``).
+        NotRegular: a symbolic link or any non-regular file is at ``path``.
+        OSError: any other failure to open it.
+    """
+    try:
+        fd = os.open(path, flags | _NOFOLLOW, mode)
+    except OSError as exc:
+        import errno
+
+        if exc.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR):  # a link, a socket/FIFO, a dir
+            raise NotRegular(exc.errno, f"not a regular file ({exc.strerror})", str(path)) from exc
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotRegular(0, "not a regular file", str(path))
+    return fd
+
+
+def read_regular(path: str | Path) -> bytes:
+    """The bytes of the regular file at ``path`` (a link or a FIFO is refused, never followed).
+
+    Raises:
+        FileNotFoundError, NotRegular, OSError: as :func:`open_regular`.
+    """
+    fd = open_regular(path)
+    try:
+        size = os.fstat(fd).st_size
+        chunks = []
+        while True:
+            chunk = os.read(fd, max(size, 65536))
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def real_dir(path: str | Path) -> bool:
+    """True when ``path`` is a directory and not a symbolic link (``lstat``, never followed)."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False

@@ -13,6 +13,11 @@ bytes itself. See docs/backends.md.
 The memory tier keeps values this process has read or written. A tier hit is only served
 when the entry's file is still the same file (inode and mtime, one ``stat``) and has not
 expired, so a ``clear_cache`` from another process, a rewrite or a deletion is seen at once.
+
+Nothing in the cache folder is followed: entries, markers and generation files are opened
+with ``O_NOFOLLOW | O_NONBLOCK`` and must be regular files, and the namespace and function
+folders must be real folders (``lstat``). A symbolic link, a FIFO or a device planted at an
+entry's path is a miss (logged), never a hang, and never makes opero read or write elsewhere.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import mmap
 import os
 import shutil
+import stat
 import threading
 import time
 from collections.abc import Hashable
@@ -29,7 +35,17 @@ from typing import Any
 from .._keys import KeyBuilder
 from .._options import Options
 from .._telemetry import logger
-from ._base import MISS, atomic_write, private_dirs, safe_name, unlink
+from ._base import (
+    MISS,
+    NotRegular,
+    atomic_write,
+    open_regular,
+    private_dirs,
+    read_regular,
+    real_dir,
+    safe_name,
+    unlink,
+)
 from ._signed import decode, encode
 
 __all__ = ["DiskCache", "cache_location", "clear_namespace", "make_cache"]
@@ -61,8 +77,17 @@ class _Generation:
     __slots__ = ("_map",)
 
     def __init__(self, path: Path) -> None:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
+            fd = open_regular(path, os.O_RDWR | os.O_CREAT)
+        except NotRegular:
+            # Planted (a link would make every clear write through it): remove the entry
+            # itself, never its target, and start a fresh token file in its place.
+            logger.warning("opero cache: %s is not a regular file; replaced", path)
+            os.unlink(path)
+            fd = open_regular(path, os.O_RDWR | os.O_CREAT | os.O_EXCL)
+        try:
+            if os.fstat(fd).st_uid != os.getuid():
+                raise NotRegular(0, "owned by another user", str(path))
             if os.fstat(fd).st_size < 8:
                 os.pwrite(fd, os.urandom(8), 0)
             self._map = mmap.mmap(fd, 8)
@@ -148,12 +173,13 @@ class DiskCache:
             self._forget(key)
         gen = self._gen.value() if self._gen is not None else b""
         path = self._path(key)
+        if not self._folders_real():
+            return MISS
         try:
-            with open(path, "rb") as f:
-                raw = f.read()
+            raw = read_regular(path)
         except FileNotFoundError:
             return MISS
-        except OSError as exc:
+        except OSError as exc:  # NotRegular included: a link or a FIFO is a miss, not a hang
             logger.warning("opero cache: cannot read %s (%s), treated as a miss", path, exc)
             return MISS
         value, expires = decode(raw, now, path)
@@ -177,9 +203,11 @@ class DiskCache:
             return
         path = self._path(key)
         try:
-            if not self._ready or not self.folder.is_dir():
+            if not self._ready or not real_dir(self.folder):
                 private_dirs(self.folder)
-                (self._root / MARKER).touch(mode=0o600)
+                if not self._folders_real():
+                    raise NotRegular(0, "a cache folder is a symbolic link or not a folder", str(self.folder))
+                os.close(open_regular(self._root / MARKER, os.O_WRONLY | os.O_CREAT))
                 self._ready = True
             atomic_write(self.folder, path, data)
         except OSError as exc:
@@ -187,6 +215,21 @@ class DiskCache:
             logger.warning("opero cache: cannot write %s (%s); not stored", path, exc)
             return
         self._remember(key, value, expires, gen)
+
+    def _folders_real(self) -> bool:
+        # A link at the namespace or function folder would read and write entries elsewhere.
+        # Two lstat calls, on the file-reading path only (memory-tier hits skip them).
+        for folder in (self._root, self.folder):
+            try:
+                st = os.lstat(folder)
+            except FileNotFoundError:
+                return False
+            except OSError:
+                return False
+            if not stat.S_ISDIR(st.st_mode):
+                logger.warning("opero cache: %s is not a real folder (a link?); not used", folder)
+                return False
+        return True
 
     def clear(self) -> None:
         """Drop this function's entries (every version of its source), here and on disk."""
@@ -239,16 +282,21 @@ def clear_namespace(namespace: str | None) -> None:
             gens = [root / f"{GENERATION}{safe_name(namespace)}"]
         else:
             try:
-                folders = [p for p in root.iterdir() if (p / MARKER).exists()]
+                folders = [p for p in root.iterdir() if real_dir(p)]
             except OSError:
                 continue
             gens = list(root.glob(f"{GENERATION}*"))
         for path in gens:  # first: no tier may serve an entry once its file is gone
-            if path.exists():
-                gen = _generations.get(path) or _Generation(path)
+            if os.path.lexists(path):
+                try:
+                    gen = _generations.get(path) or _Generation(path)
+                except OSError as exc:
+                    logger.warning("opero cache: cannot use %s (%s)", path, exc)
+                    continue
                 gen.bump()
         for folder in folders:
-            if (folder / MARKER).exists():
+            # rmtree never follows links inside; the folder itself must be real and marked.
+            if real_dir(folder) and os.path.isfile(folder / MARKER) and not os.path.islink(folder / MARKER):
                 shutil.rmtree(folder, ignore_errors=True)
 
 
