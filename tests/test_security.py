@@ -297,3 +297,83 @@ def test_planted_marker_link_is_not_followed(tmp_path: Path) -> None:
     calls: list[int] = []
     assert _disk_fn(calls, namespace)(1) == 10
     assert not target.exists()
+
+
+# -- no credential in a warning, a log line or an error (issue 11.15) ---------------------------
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_redis_password_never_printed(caplog: pytest.LogCaptureFixture) -> None:
+    """A redis URL with a password (server down): every warning and log line shows it masked."""
+    secret = f"hunter2-{uuid.uuid4().hex[:6]}"
+    port = _closed_port()
+    url = f"redis://:{secret}@127.0.0.1:{port}/3"
+    user_url = f"redis://alice:{secret}@127.0.0.1:{port}/3"
+    cfg = {"url": url}
+    with caplog.at_level("DEBUG", logger="opero"), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+
+        @opero.opero(cache=True, cache_backend="redis", cache_backend_config=cfg)
+        def cached(x: int) -> int:
+            return x
+
+        @opero.opero(rate_limit=50, rate_limit_backend="redis", cache_backend_config={"url": user_url})
+        def limited() -> int:
+            return 1
+
+        @opero.opero(
+            rate_limit=50,
+            rate_limit_scope=f"s-{uuid.uuid4().hex}",
+            rate_limit_backend="redis",
+            cache_backend_config={"host": "127.0.0.1", "port": port, "password": secret},
+        )
+        def scoped() -> int:
+            return 2
+
+        assert [cached(1), cached(1), limited(), scoped()] == [1, 1, 1, 2]
+        cached.cache_clear()
+        opero.clear_cache()
+        shown = [
+            repr(cached._opero_plan.cache),  # type: ignore[attr-defined]
+            repr(limited._opero_plan.limiter.store),  # type: ignore[attr-defined]
+        ]
+    texts = [r.getMessage() for r in caplog.records] + [str(w.message) for w in caught] + shown
+    assert any("redis" in t for t in texts)  # the outage was reported...
+    assert not [t for t in texts if secret in t]  # ...without the password
+    assert any(f"redis://:***@127.0.0.1:{port}/3" in t for t in texts)
+    assert any(f"redis://alice:***@127.0.0.1:{port}/3" in t for t in texts)
+    from opero.stores.redis import redact
+
+    assert (
+        redact(f"redis://u:{secret}@h:1/0 and rediss://:{secret}@h2")
+        == "redis://u:***@h:1/0 and rediss://:***@h2"
+    )
+    assert redact("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+def test_fallback_candidates_never_printed(caplog: pytest.LogCaptureFixture) -> None:
+    """arg_fallback candidates (often API keys) appear in no log line, warning or error."""
+    keys = [f"sk-live-{uuid.uuid4().hex}", f"sk-live-{uuid.uuid4().hex}"]
+    seen: list[str] = []
+
+    @opero.opero(arg_fallback="api_key", retries=1, min_delay=0.001, max_delay=0.002)
+    def call(x: int, api_key: list[str] = keys) -> int:
+        seen.append(api_key[0])
+        raise ConnectionError("quota exceeded")
+
+    with caplog.at_level("DEBUG", logger="opero"), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(opero.AllFailedError) as info:
+            call(1)
+    assert seen == [keys[0], keys[1], keys[0], keys[1]]
+    texts = [r.getMessage() for r in caplog.records] + [str(w.message) for w in caught]
+    texts += [str(info.value), repr(info.value), *(str(e) for e in info.value.errors)]
+    assert texts
+    assert not [t for t in texts for k in keys if k in t]

@@ -23,6 +23,7 @@ warning), so calls are still limited on this host and never fail.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import threading
 import time
@@ -49,6 +50,7 @@ __all__ = [
     "key_prefix",
     "limiter_store",
     "make_cache",
+    "redact",
     "redis_url",
 ]
 
@@ -57,6 +59,19 @@ DEFAULT_URL = "redis://127.0.0.1:6379/0"
 BACKOFF = 1.5
 _TIMEOUT = 0.5
 _SETTINGS = ("socket_timeout", "socket_connect_timeout", "password", "username")
+
+
+_CREDENTIALS = re.compile(r"(?P<scheme>\b(?:rediss?|unix)://)(?P<user>[^:@/\s]*)(?::[^@/\s]*)?@")
+
+
+def redact(text: str) -> str:
+    """``text`` with the credentials of every redis URL in it masked.
+
+    ``redis://user:secret@host:6379/0`` becomes ``redis://user:***@host:6379/0`` and
+    ``redis://:secret@host`` becomes ``redis://:***@host``: warnings, logs, reprs and errors
+    never show a password.
+    """
+    return _CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
 
 
 def redis_url(config: Mapping[str, Any]) -> str:
@@ -77,10 +92,12 @@ class RedisLink:
         settings: extra client settings (timeouts, credentials).
     """
 
-    __slots__ = ("_client", "_down_until", "_lock", "_scripts", "settings", "url")
+    __slots__ = ("_client", "_down_until", "_lock", "_scripts", "settings", "shown", "url")
 
     def __init__(self, url: str, settings: Mapping[str, Any]) -> None:
         self.url = url
+        #: the URL as printed in warnings, logs and reprs: credentials masked
+        self.shown = redact(url)
         self.settings = dict(settings)
         self._client: Any = None
         self._down_until = 0.0
@@ -123,18 +140,31 @@ class RedisLink:
         was_up = self._down_until == 0.0
         self._down_until = time.monotonic() + BACKOFF
         if was_up:
-            logger.warning("opero: redis at %s unreachable (%s); retrying in %.1fs", self.url, exc, BACKOFF)
+            logger.warning(
+                "opero: redis at %s unreachable (%s); retrying in %.1fs",
+                self.shown,
+                self.reason(exc),
+                BACKOFF,
+            )
         return was_up
 
     def succeeded(self) -> None:
         """The server answered: leave the down state (logged once)."""
         if self._down_until:
             self._down_until = 0.0
-            logger.warning("opero: redis at %s is reachable again", self.url)
+            logger.warning("opero: redis at %s is reachable again", self.shown)
 
     def __repr__(self) -> str:
         state = "down" if self._down_until else "up"
-        return f"<RedisLink {self.url} {state}>"
+        return f"<RedisLink {self.shown} {state}>"
+
+    def reason(self, exc: BaseException | None) -> str:
+        """``Type: message`` of a failure, with any credential in it masked."""
+        if exc is None:
+            return "server down"
+        text = redact(f"{type(exc).__name__}: {exc}")
+        secret = self.settings.get("password")
+        return text.replace(str(secret), "***") if secret else text
 
 
 _links: dict[tuple[str, tuple[tuple[str, Any], ...]], RedisLink] = {}
@@ -178,7 +208,7 @@ def key_prefix(namespace: str | None, func_name: str | None = None) -> str:
 def _delete_matching(link: RedisLink, prefix: str) -> int:
     client = link.client()
     if client is None:
-        logger.warning("opero cache: redis at %s is down; %s* not cleared", link.url, prefix)
+        logger.warning("opero cache: redis at %s is down; %s* not cleared", link.shown, prefix)
         return 0
     deleted = 0
     batch: list[bytes] = []
@@ -192,7 +222,7 @@ def _delete_matching(link: RedisLink, prefix: str) -> int:
             deleted += client.unlink(*batch)
     except Exception as exc:  # redis errors, timeouts: clearing must not raise either
         link.failed(exc)
-        logger.warning("opero cache: clearing %s* on %s failed: %s", prefix, link.url, exc)
+        logger.warning("opero cache: clearing %s* on %s failed: %s", prefix, link.shown, link.reason(exc))
     return deleted
 
 
@@ -223,9 +253,9 @@ class RedisCache:
             self._link.failed(exc)
         if not self._warned:
             self._warned = True
-            reason = f"{type(exc).__name__}: {exc}" if exc is not None else "server down"
+            reason = self._link.reason(exc)
             message = (
-                f"opero: redis cache at {self._link.url} unavailable ({reason}); "
+                f"opero: redis cache at {self._link.shown} unavailable ({reason}); "
                 f"{self.func_name} runs uncached"
             )
             logger.warning(message)
@@ -381,7 +411,7 @@ class RedisStore:
             return
         if rate is not None and (float(rate), int(burst)) != (self.rate, self.burst):
             raise ConfigurationError(
-                f"rate_limit_scope key {self.key!r} on {self._link.url} is in use with "
+                f"rate_limit_scope key {self.key!r} on {self._link.shown} is in use with "
                 f"rate_limit={float(rate):g}, rate_burst={int(burst)}; got rate_limit={self.rate:g}, "
                 f"rate_burst={self.burst}. Functions sharing a scope must give the same rate."
             )
@@ -421,9 +451,9 @@ class RedisStore:
         if self._warned:
             return
         self._warned = True
-        reason = f"{type(exc).__name__}: {exc}" if exc is not None else "server down"
+        reason = self._link.reason(exc)
         message = (
-            f"opero: redis rate limit {self.key!r} at {self._link.url} unavailable ({reason}); "
+            f"opero: redis rate limit {self.key!r} at {self._link.shown} unavailable ({reason}); "
             "limiting on this machine only until it is back"
         )
         logger.warning(message)
@@ -438,7 +468,7 @@ class RedisStore:
         return self._step("confirm", interval, burst)
 
     def __repr__(self) -> str:
-        return f"<RedisStore {self.key} on {self._link.url}>"
+        return f"<RedisStore {self.key} on {self._link.shown}>"
 
 
 def make_cache(options: Options, builder: KeyBuilder) -> RedisCache:
