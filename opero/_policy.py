@@ -272,12 +272,13 @@ class Plan:
     def _finish(
         self, ok: bool, began: float | None, attempts: int, error: BaseException | None = None
     ) -> None:
-        self.stats.end(ok, None if began is None else _perf() - began, attempts)
+        took = None if began is None else _perf() - began
+        self.stats.end(ok, took, attempts)
         if ok:
             if self.recorder.wants("success"):
-                self.recorder.emit("success")
+                self.recorder.emit("success", duration=took)
         else:
-            self.recorder.emit("failure", error=error)
+            self.recorder.emit("failure", error=error, duration=took)
 
     # -- sync driver ---------------------------------------------------------------------------
 
@@ -388,6 +389,11 @@ class Plan:
 
     def _call_sync(self, args: tuple[Any, ...], kwargs: dict[str, Any], began: float | None) -> Any:
         """The general driver: cache, limiter, timeout, retries; ``began`` when timed."""
+        if self.recorder.wants("start"):
+            # a listener (hook, DEBUG log) sees every call start, with its duration at the end
+            if began is None:
+                began = _perf()
+            self.recorder.emit("start")
         try:
             key, value = self._lookup(args, kwargs) if self.keys is not None else (None, MISS)
             if value is not MISS:
@@ -481,6 +487,11 @@ class Plan:
 
     async def _call_async(self, args: tuple[Any, ...], kwargs: dict[str, Any], began: float | None) -> Any:
         """The general driver: cache, limiter, timeout, retries; ``began`` when timed."""
+        if self.recorder.wants("start"):
+            # a listener (hook, DEBUG log) sees every call start, with its duration at the end
+            if began is None:
+                began = _perf()
+            self.recorder.emit("start")
         try:
             key, value = self._lookup(args, kwargs)
             if value is not MISS:

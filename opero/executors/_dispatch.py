@@ -19,7 +19,7 @@ from typing import Any
 
 from .._errors import RemoteError, portable, stand_in
 from .._policy import Attempt, Sleep
-from .._telemetry import LEVELS, Event, logger
+from .._telemetry import Event, logger
 from .._testing import state as testing_state
 from ..stores import MISS
 from ._chunks import MapCall, Outcome, compose
@@ -61,7 +61,9 @@ class Remote:
                 # stays within the budget, spacing across workers is not exact.
                 share = limiter.rate / max(1, call.workers)
                 limiter = None
-        relay = any(plan.recorder.wants(kind) for kind in LEVELS)
+        # Workers build and send home only the events someone here listens to.
+        wanted = plan.recorder.wanted_kinds()
+        relay: bool | frozenset[str] = True if wanted is None else wanted
         spec = Spec(
             plan.func,
             plan.options,

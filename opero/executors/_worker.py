@@ -52,8 +52,8 @@ class Spec:
     kwargs: dict[str, Any]
     #: items of a chunk run at once on the worker's event loop (async_process)
     concurrency: int = 1
-    #: relayed event kinds are skipped when the parent has no listener for them
-    relay: bool = True
+    #: events to send home: True (all), or the kinds the parent listens to (none: no relay)
+    relay: bool | frozenset[str] = True
     #: the parent's ``opero.testing()`` mode (active, cache), applied in the worker too
     testing: tuple[bool, bool] = (False, True)
 
@@ -110,6 +110,7 @@ class ChunkRunner:
             elif spec.rate_share is not None and plan.limiter is not None:
                 plan.limiter = Limiter(spec.name, spec.rate_share, plan.limiter.burst)
             plan.recorder.relay = [] if spec.relay else None
+            plan.recorder.relay_kinds = spec.relay if isinstance(spec.relay, frozenset) else None
             self._local.plan = plan
         return plan
 
