@@ -20,7 +20,7 @@ from ._decorator import build_plan
 from ._errors import ConfigurationError
 from ._options import OperoOptions, Options, resolve_options
 from ._policy import Plan
-from ._progress import MapProgress
+from ._progress import FailureLog, MapProgress, new_failure_log
 from ._telemetry import FunctionStats
 from ._threads import iterate_in_thread
 from .executors import async_outcomes, default_workers, sync_outcomes
@@ -51,6 +51,10 @@ class MapFunction(Protocol[T_contra, P, R]):
         """Drop the function's cached results."""
         ...
 
+    def failures(self) -> Any:
+        """Every failed item (the last 10,000) as a pandas DataFrame."""
+        ...
+
     def __call__(
         self, items: Iterable[T_contra], /, *args: P.args, **kwargs: P.kwargs
     ) -> list[R | BaseException]: ...
@@ -72,6 +76,10 @@ class AsyncMapFunction(Protocol[T_contra, P, R]):
 
     def cache_clear(self) -> None:
         """Drop the function's cached results."""
+        ...
+
+    def failures(self) -> Any:
+        """Every failed item (the last 10,000) as a pandas DataFrame."""
         ...
 
     def __call__(
@@ -100,6 +108,8 @@ class _Engine:
         self.name = self.plan.name
         self.is_async = self.plan.is_async
         self.mode = options.mode or ("async" if self.is_async else "thread")
+        #: every failed item of this function (``fn.failures()``)
+        self.failures: FailureLog = new_failure_log(self.name)
 
     # -- one call ----------------------------------------------------------------------------
 
@@ -132,18 +142,35 @@ class _Engine:
         chunksize = None if opts.chunksize == "auto" else int(opts.chunksize)
         return MapCall(self.plan, self.mode, workers, chunksize, prefix, args, kwargs, total)
 
-    def _progress(self, call: MapCall) -> MapProgress:
+    def _progress(self, call: MapCall, labels: list[Any] | None = None) -> MapProgress:
         stats = self.plan.stats
-        return MapProgress(self.name, call.total, self.options.progress, lambda: stats.retries)
+        return MapProgress(
+            self.name,
+            call.total,
+            self.options.progress,
+            lambda: stats.retries,
+            stop=call.stop,
+            labels=labels,
+            failures=self.failures,
+        )
 
     def _account(self, batch: list[Outcome], progress: MapProgress) -> None:
         failed = 0
         rec = self.plan.recorder
-        for _, ok, value, item in batch:
+        for idx, ok, value, item in batch:
             if not ok:
                 failed += 1
+                # Recorded here, with the item's own final error and its position: the
+                # failure log never has to match errors to items afterwards.
+                progress.item_failed(idx, item, value)
                 rec.emit("item_failed", error=value, item=item)
         progress.advance(len(batch), failed)
+
+    def _source(self, items: Iterable[Any], progress: MapProgress) -> Iterator[tuple[int, Any]]:
+        # Counts the items handed to the executor, so "in flight" is real in every mode.
+        for pair in enumerate(items):
+            progress.taken += 1
+            yield pair
 
     def run_list(
         self, prefix: tuple[Any, ...], items: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -156,40 +183,50 @@ class _Engine:
             return self._list_async(call, items)
         return self._list_sync(call, items)
 
-    def _list_sync(self, call: MapCall, items: Iterable[Any]) -> list[Any]:
+    def _list_sync(self, call: MapCall, items: Iterable[Any], labels: list[Any] | None = None) -> list[Any]:
         window = Window(_UNBOUNDED)
-        progress = self._progress(call)
+        progress = self._progress(call, labels)
         results: list[Any] = []
         ordered = self.options.ordered
         try:
-            for batch in sync_outcomes(call, enumerate(items), window):
+            for batch in sync_outcomes(call, self._source(items, progress), window):
                 self._account(batch, progress)
                 _place(results, batch, ordered)
-        finally:
+        except BaseException:
             call.stop.set()
-            progress.close()
+            progress.close(interrupted=True)
+            raise
+        call.stop.set()
+        cancelled = _finish(results, progress, call.total)
+        progress.close(cancelled=cancelled)
         return results
 
-    async def _list_async(self, call: MapCall, items: Iterable[Any]) -> list[Any]:
-        progress = self._progress(call)
+    async def _list_async(
+        self, call: MapCall, items: Iterable[Any], labels: list[Any] | None = None
+    ) -> list[Any]:
+        progress = self._progress(call, labels)
         results: list[Any] = []
         ordered = self.options.ordered
         try:
-            async for batch in self._batches_async(call, items, Window(_UNBOUNDED)):
+            async for batch in self._batches_async(call, self._source(items, progress), Window(_UNBOUNDED)):
                 self._account(batch, progress)
                 _place(results, batch, ordered)
-        finally:
+        except BaseException:
             call.stop.set()
-            progress.close()
+            progress.close(interrupted=True)
+            raise
+        call.stop.set()
+        cancelled = _finish(results, progress, call.total)
+        progress.close(cancelled=cancelled)
         return results
 
     def _batches_async(
-        self, call: MapCall, items: Iterable[Any], window: Window
+        self, call: MapCall, source: Iterator[tuple[int, Any]], window: Window
     ) -> AsyncIterator[list[Outcome]]:
         if call.mode == "async":
-            return async_outcomes(call, enumerate(items), window)
+            return async_outcomes(call, source, window)
         # thread/process/dask from async code: the blocking driver runs in a helper thread
-        return _from_thread(lambda: sync_outcomes(call, enumerate(items), window), call)
+        return _from_thread(lambda: sync_outcomes(call, source, window), call)
 
     # -- streaming ---------------------------------------------------------------------------
 
@@ -203,33 +240,37 @@ class _Engine:
     def _imap_sync(self, call: MapCall, items: Iterable[Any]) -> Iterator[Any]:
         window = Window(_STREAM_WINDOW)
         progress = self._progress(call)
-        source = sync_outcomes(call, enumerate(items), window)
+        source = sync_outcomes(call, self._source(items, progress), window)
         release = _Release(window, self.options.ordered)
+        interrupted = True
         try:
             for batch in source:
                 self._account(batch, progress)
                 yield from release(batch)
+            interrupted = False
         finally:
             call.stop.set()
             window.close()
             source.close()  # type: ignore[attr-defined]
-            progress.close()
+            progress.close(interrupted=interrupted)
 
     async def _imap_async(self, call: MapCall, items: Iterable[Any]) -> AsyncIterator[Any]:
         window = Window(_STREAM_WINDOW)
         progress = self._progress(call)
-        batches = self._batches_async(call, items, window)
+        batches = self._batches_async(call, self._source(items, progress), window)
         release = _Release(window, self.options.ordered)
+        interrupted = True
         try:
             async for batch in batches:
                 self._account(batch, progress)
                 for value in release(batch):
                     yield value
+            interrupted = False
         finally:
             call.stop.set()
             window.close()
             await batches.aclose()  # type: ignore[attr-defined]
-            progress.close()
+            progress.close(interrupted=interrupted)
 
     # -- pandas ------------------------------------------------------------------------------
 
@@ -254,9 +295,11 @@ class _Engine:
                 keys = list(names or ())
                 values = [Spread((), dict(zip(keys, row))) for row in values]
             call = self._call(prefix, values, a, kw)
+            # Failed rows are reported by their index label, not by their values.
+            labels = data.index.tolist() if call.total == len(data) else None
             if self.is_async:
-                return self._list_async(call, values)
-            return self._list_sync(call, values)
+                return self._list_async(call, values, labels)
+            return self._list_sync(call, values, labels)
 
         func = functools.partial(self.func, *prefix) if prefix else self.func
         return dispatch(
@@ -292,6 +335,10 @@ class _Release:
         return out
 
 
+#: A slot whose item has not finished (yet); a stopped map turns it into ``Cancelled``.
+_MISSING: Any = object()
+
+
 def _place(results: list[Any], batch: list[Outcome], ordered: bool) -> None:
     if not ordered:
         results.extend(value for _, _, value, _ in batch)
@@ -299,9 +346,25 @@ def _place(results: list[Any], batch: list[Outcome], ordered: bool) -> None:
     size = len(results)
     for idx, _, value, _ in batch:
         if idx >= size:
-            results.extend([None] * (idx + 1 - size))
+            results.extend([_MISSING] * (idx + 1 - size))
             size = idx + 1
         results[idx] = value
+
+
+def _finish(results: list[Any], progress: MapProgress, total: int | None) -> int:
+    """After a stopped map: every item that did not run holds a ``Cancelled`` marker."""
+    if not progress.stop_requested:
+        return 0
+    from ._errors import Cancelled
+
+    if total is not None and len(results) < total:
+        results.extend([_MISSING] * (total - len(results)))
+    cancelled = 0
+    for i, value in enumerate(results):
+        if value is _MISSING:
+            results[i] = Cancelled(f"{progress.label}: stopped before this item started")
+            cancelled += 1
+    return cancelled
 
 
 async def _from_thread(
@@ -343,6 +406,16 @@ class _Mapped:
     def imap(self, items: Any, /, *args: Any, **kwargs: Any) -> Any:
         """Stream results in order (completion order with ``ordered=False``), bounded memory."""
         return self._engine.imap((), items, args, kwargs)
+
+    def failures(self) -> Any:
+        """Every failed item of this function's maps as a pandas DataFrame, newest last.
+
+        Columns: ``item`` (the row index for DataFrame rows, a short repr otherwise),
+        ``error_type`` and ``message`` of the item's own final error (the last attempt's),
+        ``attempts``, ``time`` (a timestamp) and ``call`` (which map run, e.g. ``"fetch #2"``).
+        The last 10,000 failures are kept; ``fn.stats.failures`` counts all of them.
+        """
+        return self._engine.failures.frame()
 
     def __get__(self, obj: Any, owner: type | None = None) -> Any:
         if self._kind == "staticmethod":

@@ -1,21 +1,49 @@
-"""Progress of running maps: one aggregate tqdm.auto bar and a tiny event API for dashboards.
+"""Progress and failures of running maps: the bar, the failure log and what dashboards read.
 
-The bar is driven from the parent process only (workers report home with their results), so
-it is one bar whatever the mode. Updates are throttled to about 10 per second: the bar and the
-subscribers must never slow the work measurably.
+Everything here is driven from the parent process only (workers report home with their
+results), so there is one bar and one failure log whatever the mode.
+
+- :class:`MapProgress` is one map run: done/failed/in-flight counts, a rate over the last
+  few seconds, an ETA, its state (running, done, interrupted, stopped) and a ``stop()`` that
+  cancels the items not started yet. It draws a bar: opero's own HTML bar in a notebook (it
+  leaves a static snapshot in saved notebooks), a tqdm bar elsewhere.
+- :class:`FailureLog` keeps every failed item of one function (the last ``MAX_FAILURES``):
+  its label (the row index for DataFrame rows), its own final error, attempts and time.
+  ``fn.failures()`` turns it into a DataFrame; the dashboard's error panel reads it.
+
+Updates are throttled to about 10 per second: bars and dashboards must never slow the work.
 """
 
 from __future__ import annotations
 
+import importlib
 import itertools
+import os
+import sys
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections import Counter, deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
+from ._errors import AllFailedError
 from ._telemetry import logger
 
-__all__ = ["MapProgress", "ProgressCallback", "subscribe_progress"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = [
+    "MAX_FAILURES",
+    "Failure",
+    "FailureLog",
+    "MapProgress",
+    "ProgressCallback",
+    "describe_error",
+    "failure_logs",
+    "maps",
+    "subscribe_progress",
+]
 
 #: ``callback(map_id, name, done, total, failed, finished)``
 ProgressCallback = Callable[[int, str, int, "int | None", int, bool], None]
@@ -23,6 +51,14 @@ ProgressCallback = Callable[[int, str, int, "int | None", int, bool], None]
 _subscribers: list[ProgressCallback] = []
 _ids = itertools.count(1)
 _INTERVAL = 0.1  # seconds between two updates of one map (~10 per second)
+#: A text bar on something that is not a terminal (a CI log) redraws at most this often.
+_LOG_INTERVAL = 10.0
+#: The rate is measured over this many seconds (not the whole run: a stall shows at once).
+RATE_WINDOW = 5.0
+#: Failed items kept per function (older ones are dropped; ``FailureLog.total`` counts all).
+MAX_FAILURES = 10_000
+#: Finished maps kept for dashboards (running ones are always kept).
+KEEP_FINISHED = 20
 
 
 def subscribe_progress(callback: ProgressCallback) -> Callable[[], None]:
@@ -50,64 +86,433 @@ def subscribe_progress(callback: ProgressCallback) -> Callable[[], None]:
     return unsubscribe
 
 
+# -- failures ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """One failed map item.
+
+    Attributes:
+        func: the function's qualified name.
+        item: the item's label: the row index for DataFrame rows, a short repr otherwise.
+        error_type: the type name of the item's own final error (the last attempt's error
+            for an ``AllFailedError``).
+        message: that error's message.
+        attempts: attempts the item made (1 for an error that was not retried).
+        time: when the item failed (``time.time()``).
+        call: the map run it belongs to (``MapProgress.label``, e.g. ``"fetch #2"``).
+    """
+
+    func: str
+    item: str
+    error_type: str
+    message: str
+    attempts: int
+    time: float
+    call: str
+
+
+def describe_error(error: BaseException) -> tuple[str, str, int]:
+    """``(type name, message, attempts)`` of an item's final error.
+
+    An ``AllFailedError`` is described by its last attempt's error (what really went wrong)
+    and the number of attempts; an error carried home from a worker keeps its original type
+    name (``type_name``/``exc_type`` attribute) rather than its wrapper's.
+    """
+    attempts = 1
+    final: BaseException = error
+    if isinstance(error, AllFailedError) and error.errors:
+        final, attempts = error.errors[-1], len(error.errors)
+    name = getattr(final, "type_name", None) or getattr(final, "exc_type", None)
+    if not isinstance(name, str) or not name:
+        name = type(final).__name__
+    return name, str(final), attempts
+
+
+def short_repr(value: Any, limit: int = 80) -> str:
+    """A one-line repr cut at ``limit`` characters."""
+    try:
+        text = value if isinstance(value, str) else repr(value)
+    except Exception:  # a broken __repr__ must not break the map
+        text = f"<{type(value).__name__}>"
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class FailureLog:
+    """Every failed item of one function, newest last (the last ``MAX_FAILURES`` are kept).
+
+    Attributes:
+        name: the function's qualified name.
+        total: failed items ever recorded (also those no longer kept).
+        by_type: failed items per error type name (all of them, not only those kept).
+        version: bumped on every change (dashboards compare it to skip re-rendering).
+    """
+
+    def __init__(self, name: str, limit: int = MAX_FAILURES) -> None:
+        self.name = name
+        self.records: deque[Failure] = deque(maxlen=limit)
+        self.total = 0
+        self.by_type: Counter[str] = Counter()
+        self.version = 0
+        self._lock = threading.Lock()
+
+    def add(self, item: str, error: BaseException, call: str) -> Failure:
+        """Record one failed item with its own final error."""
+        error_type, message, attempts = describe_error(error)
+        record = Failure(self.name, item, error_type, message, attempts, time.time(), call)
+        with self._lock:
+            self.records.append(record)
+            self.total += 1
+            self.by_type[error_type] += 1
+            self.version += 1
+        return record
+
+    def latest(self, n: int) -> list[Failure]:
+        """The ``n`` newest failures, newest last."""
+        with self._lock:
+            return list(itertools.islice(reversed(self.records), n))[::-1]
+
+    def clear(self) -> None:
+        """Forget every failure."""
+        with self._lock:
+            self.records.clear()
+            self.total = 0
+            self.by_type.clear()
+            self.version += 1
+
+    def frame(self) -> pd.DataFrame:
+        """The kept failures as a DataFrame: item, error_type, message, attempts, time, call."""
+        import pandas as pd
+
+        with self._lock:
+            rows = list(self.records)
+        columns = ["item", "error_type", "message", "attempts", "time", "call"]
+        frame = pd.DataFrame(
+            [(r.item, r.error_type, r.message, r.attempts, r.time, r.call) for r in rows], columns=columns
+        )
+        frame["time"] = pd.to_datetime(frame["time"], unit="s")
+        return frame
+
+
+_logs: dict[str, FailureLog] = {}
+_logs_lock = threading.Lock()
+
+
+def new_failure_log(name: str) -> FailureLog:
+    """A fresh log for a newly decorated function (the latest definition wins, like stats)."""
+    log = FailureLog(name)
+    with _logs_lock:
+        _logs[name] = log
+    return log
+
+
+def failure_log(name: str) -> FailureLog:
+    """The log registered under ``name``, created when missing."""
+    with _logs_lock:
+        log = _logs.get(name)
+        if log is None:
+            log = _logs[name] = FailureLog(name)
+        return log
+
+
+def failure_logs() -> list[FailureLog]:
+    """Every function's failure log."""
+    with _logs_lock:
+        return list(_logs.values())
+
+
+# -- map runs ------------------------------------------------------------------------------------
+
+_runs: dict[int, MapProgress] = {}
+_runs_lock = threading.Lock()
+_call_numbers: Counter[str] = Counter()
+
+
+def maps() -> list[MapProgress]:
+    """Running maps and the last finished ones, oldest first."""
+    with _runs_lock:
+        return list(_runs.values())
+
+
+def _keep(progress: MapProgress) -> None:
+    with _runs_lock:
+        _runs[progress.map_id] = progress
+        finished = [k for k, p in _runs.items() if p.finished]
+        for key in finished[: max(0, len(finished) - KEEP_FINISHED)]:
+            del _runs[key]
+
+
+def _in_notebook() -> bool:
+    # Cheap checks first: a plain script never imported ipykernel.
+    if "ipykernel" not in sys.modules:
+        return False
+    try:
+        from IPython import get_ipython
+
+        shell = get_ipython()  # type: ignore[no-untyped-call]
+        import ipywidgets  # noqa: F401
+    except Exception:
+        return False
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def _stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 class MapProgress:
-    """The progress of one map run: counts, an optional tqdm bar, subscriber updates.
+    """The progress of one map run: counts, rate, ETA, state, its bar and failures.
 
     Args:
         name: qualified name of the mapped function.
         total: number of items when known.
-        show: draw a ``tqdm.auto`` bar.
+        show: the ``progress`` option: True, False, ``"auto"``, a dict of tqdm options or a
+            tqdm class.
         retries: reads the function's retry counter (for the bar's postfix).
+        stop: set to cancel the items not started yet (the map's own stop event).
+        labels: the item labels by position (a DataFrame's index), for the failure log.
+        failures: the function's failure log.
+
+    Attributes:
+        label: ``"name #n"``: the function's short name and its call number in this process.
+        state: ``"running"``, ``"done"``, ``"interrupted"`` (an exception or Ctrl-C ended it)
+            or ``"stopped"`` (``stop()``: the rest of the items were cancelled).
     """
 
-    __slots__ = ("_bar", "_base", "_lock", "_next", "_retries", "done", "failed", "map_id", "name", "total")
+    __slots__ = (
+        "_bar",
+        "_base",
+        "_lock",
+        "_next",
+        "_retries",
+        "_samples",
+        "_stop",
+        "cancelled",
+        "done",
+        "ended",
+        "failed",
+        "failures",
+        "label",
+        "labels",
+        "map_id",
+        "name",
+        "started",
+        "state",
+        "taken",
+        "total",
+        "version",
+    )
 
-    def __init__(self, name: str, total: int | None, show: bool, retries: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        name: str,
+        total: int | None,
+        show: Any,
+        retries: Callable[[], int],
+        stop: threading.Event | None = None,
+        labels: list[Any] | None = None,
+        failures: FailureLog | None = None,
+    ) -> None:
         self.map_id = next(_ids)
         self.name = name
+        short = name.rsplit(".", 1)[-1]
+        with _runs_lock:
+            _call_numbers[name] += 1
+            self.label = f"{short} #{_call_numbers[name]}"
         self.total = total
         self.done = 0
         self.failed = 0
+        #: items handed to the executor so far (in flight = taken - done)
+        self.taken = 0
+        self.cancelled = 0
+        self.state = "running"
+        self.started = time.time()
+        self.ended: float | None = None
+        self.labels = labels
+        self.failures = failures if failures is not None else failure_log(name)
+        self.version = 0
         self._retries = retries
         self._base = retries()
         self._next = 0.0
         self._lock = threading.Lock()
+        self._stop = stop if stop is not None else threading.Event()
+        self._samples: deque[tuple[float, int]] = deque([(time.monotonic(), 0)], maxlen=128)
         self._bar: Any = None
-        if show:
-            try:
-                from tqdm.auto import tqdm
-
-                self._bar = tqdm(total=total, desc=name.rsplit(".", 1)[-1], unit="item", leave=True)
-            except Exception:  # no tqdm front end usable here: run without a bar
-                logger.debug("opero: progress bar unavailable", exc_info=True)
+        if show is not False and show is not None:
+            self._bar = self._make_bar(show)
+        _keep(self)
         self._publish(False)
+
+    # -- the bar -------------------------------------------------------------------------------
+
+    def _make_bar(self, show: Any) -> Any:
+        notebook = _in_notebook()
+        if show == "auto" and not notebook and not _stderr_is_terminal():
+            return None
+        try:
+            if notebook and (show is True or show == "auto"):
+                # opero's own bar: done and failed in proportion, a stop button, a snapshot
+                # that stays readable in saved notebooks. Loaded by name: the notebook layer
+                # sits above this one and is only imported inside a kernel.
+                bars = importlib.import_module("opero.notebook.bars")
+                return bars.NotebookBar(self)
+            options: dict[str, Any] = {
+                "total": self.total,
+                "desc": self.label,
+                "unit": "item",
+                "leave": True,
+                "dynamic_ncols": True,
+            }
+            if not notebook and not _stderr_is_terminal():
+                # a CI log: one line every ~10 s, not one per tenth of a second
+                options.update(mininterval=_LOG_INTERVAL, maxinterval=_LOG_INTERVAL)
+            if isinstance(show, Mapping):
+                options.update(show)
+                from tqdm.auto import tqdm as cls
+            elif isinstance(show, type):
+                cls = show
+            else:
+                from tqdm.auto import tqdm as cls
+            return _TqdmBar(cls(**options))
+        except Exception:  # no front end usable here: run without a bar
+            logger.debug("opero: progress bar unavailable", exc_info=True)
+            return None
+
+    # -- counts (called by the map's consumer, one thread) --------------------------------------
+
+    def took(self, n: int) -> None:
+        """``n`` more items were handed to the executor."""
+        self.taken += n
+
+    def item_failed(self, index: int, item: Any, error: BaseException) -> None:
+        """Record the failed item at position ``index`` with its own final error."""
+        labels = self.labels
+        if labels is not None and 0 <= index < len(labels):
+            text = short_repr(labels[index], 60)
+        else:
+            text = short_repr(_unspread(item), 60)
+        self.failures.add(text, error, self.label)
 
     def advance(self, done: int, failed: int) -> None:
         """Count ``done`` more finished items, ``failed`` of them failed."""
         with self._lock:
             self.done += done
             self.failed += failed
-            if self._bar is not None:
-                self._bar.update(done)
+            self.taken = max(self.taken, self.done)
             now = time.monotonic()
             if now < self._next:
                 return
             self._next = now + _INTERVAL
-            self._refresh()
+            self._samples.append((now, self.done))
+            self.version += 1
+            bar = self._bar
+        if bar is not None:
+            bar.update(self)
         self._publish(False)
 
-    def _refresh(self) -> None:
-        if self._bar is not None:
-            self._bar.set_postfix(failed=self.failed, retries=self._retries() - self._base, refresh=False)
+    # -- what dashboards read ------------------------------------------------------------------
 
-    def close(self) -> None:
-        """The run is over (finished, failed or interrupted)."""
+    @property
+    def finished(self) -> bool:
+        """True once the run is over (done, interrupted or stopped)."""
+        return self.state != "running" and self.state != "stopping"
+
+    @property
+    def in_flight(self) -> int:
+        """Items handed to the executor and not finished yet."""
+        return 0 if self.finished else max(0, self.taken - self.done)
+
+    def rate(self) -> float | None:
+        """Items per second over the last ``RATE_WINDOW`` seconds (the whole run once over)."""
+        if self.finished:
+            span = (self.ended or time.time()) - self.started
+            return self.done / span if span > 0 else None
+        now = time.monotonic()
+        samples = list(self._samples)
+        base_t, base_done = samples[0]
+        for t, d in samples:
+            if now - t <= RATE_WINDOW:
+                break
+            base_t, base_done = t, d
+        span = now - base_t
+        if span <= 0:
+            return None
+        return (self.done - base_done) / span
+
+    def eta(self) -> float | None:
+        """Seconds left at the current rate, when the total is known."""
+        if self.total is None or self.finished:
+            return None
+        rate = self.rate()
+        if not rate:
+            return None
+        return max(0.0, (self.total - self.done) / rate)
+
+    def elapsed(self) -> float:
+        """Seconds since the run started (until it ended)."""
+        return (self.ended or time.time()) - self.started
+
+    def stop(self) -> None:
+        """Cancel the items not started yet; the map returns what finished (the stop button).
+
+        Items already running finish; the others hold ``opero.Cancelled`` in the results.
+        """
+        if self.state == "running":
+            self.state = "stopping"
+            self.version += 1
+        self._stop.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        """True once :meth:`stop` was called."""
+        return self.state in ("stopping", "stopped")
+
+    def close(self, interrupted: bool = False, cancelled: int = 0) -> None:
+        """The run is over: finished, interrupted (an exception) or stopped."""
         with self._lock:
-            self._refresh()
-            if self._bar is not None:
-                self._bar.close()
-                self._bar = None
+            self.cancelled = cancelled
+            if self.state == "stopping":
+                self.state = "stopped"
+            elif interrupted:
+                self.state = "interrupted"
+            else:
+                self.state = "done"
+            self.ended = time.time()
+            self.version += 1
+            bar, self._bar = self._bar, None
+        if bar is not None:
+            try:
+                bar.close(self)
+            except Exception:  # a broken front end must not hide the map's results
+                logger.debug("opero: progress bar close failed", exc_info=True)
+        _keep(self)
         self._publish(True)
+
+    def summary(self) -> str:
+        """One line: ``fetch #2: 480/500 · 20 failed · 41.2/s · ETA 1s``."""
+        total = "?" if self.total is None else f"{self.total:,}"
+        parts = [f"{self.label}: {self.done:,}/{total}"]
+        if self.failed:
+            parts.append(f"{self.failed:,} failed")
+        if self.cancelled:
+            parts.append(f"{self.cancelled:,} cancelled")
+        rate = self.rate()
+        if rate is not None:
+            parts.append(f"{rate:,.1f}/s")
+        if self.finished:
+            parts.append(f"{self.state} in {format_seconds(self.elapsed())}")
+        else:
+            eta = self.eta()
+            if eta is not None:
+                parts.append(f"ETA {format_seconds(eta)}")
+            if self.state == "stopping":
+                parts.append("stopping")
+        return " · ".join(parts)
 
     def _publish(self, finished: bool) -> None:
         for callback in list(_subscribers):
@@ -115,3 +520,66 @@ class MapProgress:
                 callback(self.map_id, self.name, self.done, self.total, self.failed, finished)
             except Exception:  # a broken dashboard must never break the map
                 logger.exception("opero: progress subscriber %r failed", callback)
+
+
+def _unspread(item: Any) -> Any:
+    # A pandas row over several columns travels as Spread(args, kwargs): show its values.
+    args = getattr(item, "args", None)
+    kwargs = getattr(item, "kwargs", None)
+    if type(item).__name__ == "Spread" and isinstance(args, tuple) and isinstance(kwargs, dict):
+        if kwargs and not args:
+            return kwargs
+        return args[0] if len(args) == 1 and not kwargs else args
+    return item
+
+
+def format_seconds(seconds: float) -> str:
+    """``0.42s``, ``12s``, ``3m05s``, ``1h02m``."""
+    if seconds < 10:
+        return f"{seconds:.2f}s" if seconds < 1 else f"{seconds:.1f}s"
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+class _TqdmBar:
+    """A tqdm bar fed from a :class:`MapProgress` (rate and ETA are tqdm's own)."""
+
+    __slots__ = ("bar", "shown")
+
+    def __init__(self, bar: Any) -> None:
+        self.bar = bar
+        self.shown = 0
+
+    def _sync(self, p: MapProgress) -> None:
+        delta = p.done - self.shown
+        if delta:
+            self.bar.update(delta)
+            self.shown = p.done
+
+    def update(self, p: MapProgress) -> None:
+        self._sync(p)
+        self.bar.set_postfix(failed=p.failed, retries=p._retries() - p._base, refresh=False)
+
+    def close(self, p: MapProgress) -> None:
+        self._sync(p)
+        postfix: dict[str, Any] = {"failed": p.failed, "retries": p._retries() - p._base}
+        if p.state != "done":
+            postfix["state"] = p.state
+        self.bar.set_postfix(postfix, refresh=False)
+        if p.state != "done":
+            # tqdm.notebook colours an unfinished bar red/orange; the text bar says it in words
+            self.bar.set_description(f"{p.label} ({p.state})", refresh=False)
+        self.bar.close()
+
+
+def cpu_count() -> int:
+    """CPUs this process may use (its affinity mask when known)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1

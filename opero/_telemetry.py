@@ -194,6 +194,7 @@ _COUNTERS = (
     "cache_misses",
     "rate_waits",
     "rate_wait_seconds",
+    "rate_wait_wall",
     "timeouts",
 )
 _LATENCY_WINDOW = 4096
@@ -229,6 +230,8 @@ class FunctionStats:
         *(c for c in _COUNTERS if c not in _HOT),
         *_HOT.values(),
         "name",
+        "budget",
+        "_wait_end",
         "_lock",
         "_latencies",
         "_first",
@@ -247,10 +250,16 @@ class FunctionStats:
     cache_misses: int
     rate_waits: int
     rate_wait_seconds: float
+    #: wall-clock seconds during which at least one call waited for the rate limit
+    #: (rate_wait_seconds adds every thread's wait: 16 threads waiting 1 s count 16 s)
+    rate_wait_wall: float
     timeouts: int
+    #: the rate limit (attempts per second) when the function has a fixed one, else None
+    budget: float | None
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.budget = None
         self._lock = threading.Lock()
         self._started = itertools.count()  # every call, when it starts
         self._quick = itertools.count()  # succeeded at the first attempt: a success, an attempt
@@ -273,6 +282,8 @@ class FunctionStats:
                 if c not in _HOT:
                     setattr(self, c, 0)
             self.rate_wait_seconds = 0.0
+            self.rate_wait_wall = 0.0
+            self._wait_end = 0.0
             # The lock-free counters cannot be rewound: the locked parts start below zero.
             quick, hits = _value(self._quick), _value(self._hits)
             self._calls = -_value(self._started)
@@ -318,6 +329,12 @@ class FunctionStats:
             for k, v in deltas.items():
                 k = _HOT.get(k, k)
                 setattr(self, k, getattr(self, k) + v)
+            waited = deltas.get("rate_wait_seconds")
+            if waited:
+                # The wait just ended: add the part of [now - waited, now] not covered yet.
+                now = time.monotonic()
+                self.rate_wait_wall += min(waited, max(0.0, now - self._wait_end))
+                self._wait_end = max(self._wait_end, now)
 
     def begin(self) -> None:
         """A call starts (the drivers call ``started()`` directly)."""
@@ -496,6 +513,9 @@ class Recorder:
     def __init__(self, name: str, options: Options) -> None:
         self.name = name
         self.stats = register(name)
+        rate = options.rate_limit
+        if isinstance(rate, int | float) and not isinstance(rate, bool):
+            self.stats.budget = float(rate)
         self._callbacks = {
             kind: cb for kind, attr in _CALLBACK_OF.items() if (cb := getattr(options, attr)) is not None
         }

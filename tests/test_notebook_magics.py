@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -140,7 +141,7 @@ def test_cell_retries_until_it_passes(ip: Any, capsys: pytest.CaptureFixture[str
     )
     assert result.success and result.result == 30
     assert ip.user_ns["attempts"] == 3
-    assert capsys.readouterr().err.count("failed (ValueError: flaky)") == 2
+    assert capsys.readouterr().out.count("failed (ValueError: flaky)") == 2
 
 
 def test_cell_that_keeps_failing_raises_all_failed(ip: Any) -> None:
@@ -208,7 +209,7 @@ def test_cached_cell_restores_names_and_output(
     assert second.result == 101
     assert marker.read_text() == "x", "the cell did not run again"
     assert out.out.count("square is 100") == 1
-    assert "cell skipped" in out.err
+    assert "cell skipped" in out.out
     assert ip.user_ns["square"] == 100
     assert ip.user_ns["math"].sqrt(4) == 2
     ip.user_ns["base"] = 20
@@ -224,17 +225,17 @@ def test_cell_that_mutates_its_input_is_not_cached(ip: Any, capsys: pytest.Captu
     run(ip, "seen = []")
     cell = "%%opero cache=True\nseen.append(1)\ncount = len(seen)"
     run(ip, cell)
-    assert "changes its input 'seen' in place" in capsys.readouterr().err
+    assert "changes its input 'seen' in place" in capsys.readouterr().out
 
 
 def test_unpicklable_name_runs_uncached_with_a_note(ip: Any, capsys: pytest.CaptureFixture[str]) -> None:
     """A name that cannot be pickled makes the cell run uncached, with a one-line note."""
     cell = "%%opero cache=True\nimport threading\nguard = threading.Lock()\nhits = 1"
     run(ip, cell)
-    err = capsys.readouterr().err
+    err = capsys.readouterr().out
     assert err.count("\n") == 1 and "'guard' (lock) cannot be pickled" in err
     run(ip, cell)
-    assert "cell skipped" not in capsys.readouterr().err
+    assert "cell skipped" not in capsys.readouterr().out
     assert isinstance(ip.user_ns["guard"], type(threading.Lock()))
 
 
@@ -243,11 +244,11 @@ def test_clear_cache_drops_cell_entries(ip: Any, capsys: pytest.CaptureFixture[s
     cell = "%%opero cache=True cache_namespace='cells-test'\nvalue = 5\nprint('ran')"
     run(ip, cell)
     run(ip, cell)
-    assert "cell skipped" in capsys.readouterr().err
+    assert "cell skipped" in capsys.readouterr().out
     run(ip, "%opero clear-cache cells-test")
     run(ip, cell)
     out = capsys.readouterr()
-    assert "cell skipped" not in out.err and "ran" in out.out
+    assert "cell skipped" not in out.out.split("ran")[0] and "ran" in out.out
 
 
 def test_signed_entries_reject_tampering(ip: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -303,53 +304,6 @@ def test_nest_is_opt_in(ip: Any, capsys: pytest.CaptureFixture[str]) -> None:
 # -- dashboard ---------------------------------------------------------------------------------
 
 
-def _event(kind: str, func: str, error: BaseException | None = None, item: Any = None) -> _telemetry.Event:
-    import time
-
-    return _telemetry.Event(kind, func, time.time(), error=error, item=item)
-
-
-def test_dashboard_rows_errors_and_bars() -> None:
-    """The widget dashboard shows a row per function, the latest errors and a bar per map."""
-    pytest.importorskip("ipywidgets")
-    from opero import opero
-
-    @opero(retries=0)
-    def dash_demo(v: int) -> int:
-        if v < 0:
-            raise ValueError("negative")
-        return v
-
-    board = dashboard.Dashboard(title="t")
-    widget = board.widget
-    board.attach()
-    try:
-        for v in (1, 2, -1):
-            try:
-                dash_demo(v)
-            except Exception:
-                pass
-        error = ValueError("bad item")
-        for _ in range(3):
-            dashboard.hub.on_event(_event("attempt_failed", "m.g", ConnectionError("down")))
-        dashboard.hub.on_event(_event("item_failed", "m.f", error, item={"id": 3}))
-        dashboard.hub.on_progress(1, "m.f", 5, 10, 1, False)
-        assert board.refresh()
-        assert not board.refresh(), "nothing changed: no re-render"
-        table = board._table.value
-        row = next(r for r in table.split("<tr") if "dash_demo" in r)
-        assert '<td class="opero-calls">3</td>' in row
-        assert '<td class="opero-failures opero-bad">1</td>' in row
-        errors = board._errors.value
-        assert "{&#x27;id&#x27;: 3}" in errors and errors.count("bad item") == 1
-        assert "attempt failed ×3: ConnectionError: down" in errors, "repeated errors fold into one line"
-        (bar_box,) = board._maps_box.children
-        assert bar_box.children[0].value == 5 and bar_box.children[0].max == 10
-    finally:
-        board.close()
-    assert widget is board._widget
-
-
 def test_cell_dashboard_shows_only_new_work() -> None:
     """A cell's dashboard lists only functions that did work after it was created."""
     from opero import opero
@@ -371,20 +325,58 @@ def test_cell_dashboard_shows_only_new_work() -> None:
     assert not any(name.endswith("before_cell") for name in shown)
 
 
-def test_failure_only_subscriber_builds_no_success_events() -> None:
-    """The dashboard listens to failed attempts/items only: successes build no Event."""
-    unsubscribe = _telemetry.subscribe(lambda e: None, kinds=("attempt_failed", "item_failed"))
-    try:
-        recorder = _telemetry.Recorder("x.y", __import__("opero")._options.Options())
-        assert not recorder.wants("success")
-        assert not recorder.wants("failure"), "maps keep their per-chunk fast path"
-        assert recorder.wants("attempt_failed")
-    finally:
-        unsubscribe()
-
-
 def test_import_opero_stays_light() -> None:
     """Importing opero imports neither IPython nor ipywidgets (they load with %load_ext)."""
     code = "import sys, opero; print(sorted(m for m in ('IPython', 'ipywidgets') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_cell_runs_once_unless_retries_given(ip: Any) -> None:
+    """%%opero timeout=1 runs a failing cell once and shows the user's own error."""
+    run(ip, "runs = 0")
+    result = run(ip, "%%opero timeout=1\nruns += 1\nraise KeyError('nope')")
+    assert ip.user_ns["runs"] == 1
+    assert isinstance(result.error_in_exec, KeyError)
+
+
+def test_failing_cell_hides_opero_frames(ip: Any) -> None:
+    """The traceback of a failing cell holds the user's frames, not opero's."""
+    import traceback
+
+    run(ip, "def inner():\n    raise ValueError('deep')")
+    result = run(ip, "%%opero\ninner()")
+    error = result.error_in_exec
+    assert isinstance(error, ValueError)
+    opero_dir = str(Path(__import__("opero").__file__).parent)
+    shown = []
+    tb = error.__traceback__
+    while tb is not None:
+        # IPython hides frames that set __tracebackhide__ (the magic's own entry points)
+        if not tb.tb_frame.f_locals.get("__tracebackhide__"):
+            shown.append(tb.tb_frame.f_code.co_filename)
+        tb = tb.tb_next
+    assert any("ipython-input" in f for f in shown), "the user's frames are kept"
+    assert not [f for f in shown if f.startswith(opero_dir)], shown
+    text = "".join(traceback.format_exception(error))
+    assert "_policy.py" not in text and "ValueError: deep" in text
+
+
+def test_help_lists_the_options(ip: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """%opero help lists the cell options itself, with no spec references."""
+    run(ip, "%opero help")
+    out = capsys.readouterr().out
+    for option in ("retries=0", "timeout=None", "cache=False", "cache_ttl", "rate_limit", "dashboard=True"):
+        assert option in out
+    assert "SPEC" not in out and "§" not in out
+
+
+def test_two_runs_of_a_cached_cell_count_two_calls(ip: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each run of a cell adds to the same stats row, cached or not."""
+    cell = "%%opero cache=True cache_backend='memory' name='counted-cell'\nk = 41 + 1"
+    run(ip, cell)
+    run(ip, cell)
+    run(ip, cell)
+    stats = _telemetry.lookup("counted-cell")
+    assert (stats.calls, stats.cache_hits, stats.cache_misses) == (3, 2, 1)
+    assert "cell skipped" in capsys.readouterr().out

@@ -1,39 +1,52 @@
-"""A live dashboard of opero's work: a row per function, a bar per running map, recent errors.
+"""A live dashboard of opero's work: a row per function with charts, a bar per map, failures.
 
-The work is never slowed by it: the dashboard does not listen to successes at all. A timer
-thread wakes 10 times a second, compares a cheap fingerprint of the counters (plain
-attribute reads) and only when something changed renders the snapshot into the widgets.
-The one event subscriber takes failures only (they are rare and already slow) and the
-opmap progress callback stores four numbers; both just mark the hub dirty.
+The work is never slowed by it: the dashboard does not listen to calls at all. A timer
+thread wakes 10 times a second; every ``SAMPLE`` seconds it samples each function's counters
+(plain attribute reads) into a short history, from which the rates (calls/s over the last
+few seconds, not a lifetime) and the charts (inline SVG sparklines of throughput, failures
+and rate-limit use) are drawn. A dashboard re-renders only when its fingerprint changed.
+
+Failed map items come from each function's failure log (``opero._progress``): every item
+with its own final error, recorded where the map receives it. Running maps come from the
+same module, with a stop button each.
+
+The widget is displayed with a ``text/html`` snapshot in its mime bundle; once the work is
+idle the display is replaced by that snapshot alone (and back to the live widget when work
+starts again), so a saved notebook shows the last state instead of "model not found".
 
 Without ipywidgets or outside a kernel, :func:`show` prints a text table instead.
 """
 
 from __future__ import annotations
 
-import html
+import itertools
 import threading
 import time
-from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from .._telemetry import Event, FunctionStats, all_stats, subscribe
+from .._progress import FailureLog, MapProgress, failure_logs, format_seconds, maps
+from .._telemetry import FunctionStats, all_stats, logger
+from ._html import STYLE, bar_html, esc, sparkline
 
-__all__ = ["Dashboard", "ErrorEntry", "MapState", "hub", "show", "widgets_available"]
+__all__ = ["Dashboard", "hub", "show", "widgets_available"]
 
 #: Seconds between two refreshes: at most ~10 updates a second.
 INTERVAL = 0.1
-#: Errors kept for the panel, and maps kept after they finished.
+#: Seconds between two samples of the counters (the charts' resolution).
+SAMPLE = 0.5
+#: Samples kept per function: the charts cover SAMPLE * HISTORY seconds.
+HISTORY = 60
+#: Rates (calls/s) are measured over this many seconds.
+RATE_WINDOW = 5.0
+#: Latest failures listed in the panel, and finished maps listed under the bars.
 MAX_ERRORS = 8
-KEEP_FINISHED_MAPS = 2
+KEEP_FINISHED_MAPS = 3
 #: Global dashboards kept live; older ones freeze at their last state.
 MAX_LIVE = 4
-#: Work must have been going on this long before the timer renders it (like tqdm's
-#: ``delay``): a burst shorter than this is rendered once, when it is over, so it is not
-#: slowed at all; longer work is shown live.
-QUIET = 0.2
+#: Seconds without any change after which a dashboard swaps to its static snapshot.
+IDLE = 1.0
 
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("function", "function"),
@@ -43,11 +56,16 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("retries", "retries"),
     ("fallbacks", "fallbacks"),
     ("cache_hit_rate", "cache hits"),
-    ("rate_waits", "rate waits"),
+    ("rate_waits", "throttled"),
     ("in_flight", "in flight"),
     ("throughput", "calls/s"),
     ("latency_p50", "p50"),
     ("latency_p95", "p95"),
+)
+CHARTS: tuple[tuple[str, str], ...] = (
+    ("chart_calls", "calls/s (30 s)"),
+    ("chart_failures", "failures/s"),
+    ("chart_limit", "limit use %"),
 )
 
 
@@ -58,126 +76,93 @@ def widgets_available() -> bool:
         from IPython import get_ipython
     except ImportError:
         return False
-    shell = get_ipython()
+    shell = get_ipython()  # type: ignore[no-untyped-call]
     return shell is not None and getattr(shell, "kernel", None) is not None
 
 
 @dataclass
-class ErrorEntry:
-    """One error in the panel.
+class _History:
+    """A function's sampled counters, oldest first: (time, done, failures, attempts)."""
 
-    Attributes:
-        time: when it happened (``time.time()``).
-        func: the function's qualified name.
-        item: ``repr`` of the opmap item, or None when unknown.
-        error: ``"Type: message"``.
-        final: True when a map item failed for good, False for one failed attempt.
-        error_id: ``id`` of the exception, to attach an item reported later.
-        count: how many times this same retried error happened (they are folded into one line).
-    """
+    stats_id: int
+    samples: deque[tuple[float, int, int, int]]
 
-    time: float
-    func: str
-    item: str | None
-    error: str
-    final: bool
-    error_id: int = 0
-    count: int = 1
+    def rates(self, key: int) -> list[float]:
+        s = list(self.samples)
+        return [
+            max(0.0, (b[key] - a[key]) / (b[0] - a[0])) if b[0] > a[0] else 0.0
+            for a, b in itertools.pairwise(s)
+        ]
 
-
-@dataclass
-class MapState:
-    """The progress of one opmap call, as reported by ``opero._progress``."""
-
-    map_id: int
-    name: str
-    done: int
-    total: int | None
-    failed: int
-    finished: bool
-    started: float
-
-
-def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value) if not isinstance(value, str) else value
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    def recent_rate(self, key: int, now: float) -> float | None:
+        s = self.samples
+        if not s:
+            return None
+        last = s[-1]
+        base = s[0]
+        for sample in s:
+            if now - sample[0] <= RATE_WINDOW:
+                base = sample
+                break
+        if last[0] <= base[0]:
+            return 0.0
+        return (last[key] - base[key]) / max(last[0] - base[0], SAMPLE)
 
 
 class _Hub:
-    """Process-wide state shared by every dashboard: subscriptions, errors, maps, the timer."""
+    """Process-wide state shared by every dashboard: the sampler, the live views, the timer."""
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
-        self.errors: deque[ErrorEntry] = deque(maxlen=MAX_ERRORS * 4)
-        self.maps: OrderedDict[int, MapState] = OrderedDict()
-        #: bumped whenever errors or maps change; part of every dashboard's fingerprint
+        self.history: dict[str, _History] = {}
+        #: bumped by every sample that saw activity; part of every dashboard's fingerprint
         self.version = 0
         self.dashboards: list[Dashboard] = []
-        self._unsubscribe: list[Callable[[], None]] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.progress_supported = False
+        self._last_sample = 0.0
+        self._active = False
+        self.last_change = time.monotonic()
 
-    # -- feeding (called from the work's threads: keep it cheap) --------------------------------
+    # -- sampling (the timer thread) -----------------------------------------------------------
 
-    def on_event(self, event: Event) -> None:
-        """Failed attempts and failed map items go to the error panel."""
-        error = event.error
-        text = f"{type(error).__name__}: {error}" if error is not None else event.kind
-        item = None if event.item is None else _short(event.item, 60)
+    def sample(self, now: float | None = None) -> None:
+        """Append one sample of every function's counters to its history."""
+        now = time.monotonic() if now is None else now
+        changed = False
         with self.lock:
-            if event.kind == "item_failed" and error is not None:
-                # the same exception was already listed: attach the item rather than repeat it
-                for entry in reversed(self.errors):
-                    if entry.error_id == id(error) and entry.func == event.func:
-                        entry.item = item
-                        entry.final = True
-                        self.version += 1
-                        return
-            text = _short(text, 160)
-            final = event.kind != "attempt_failed"
-            if not final and item is None:
-                # a flaky API fails the same way many times: one line with a count, not a flood
-                for entry in self.errors:
-                    if (
-                        not entry.final
-                        and entry.item is None
-                        and entry.func == event.func
-                        and entry.error == text
-                    ):
-                        self.errors.remove(entry)
-                        entry.count += 1
-                        entry.time = event.time
-                        self.errors.append(entry)
-                        self.version += 1
-                        return
-            self.errors.append(
-                ErrorEntry(event.time, event.func, item, text, final, id(error) if error is not None else 0)
-            )
-            self.version += 1
+            for s in all_stats():
+                row = (now, s.successes + s.failures, s.failures, s.attempts)
+                h = self.history.get(s.name)
+                if h is None or h.stats_id != id(s):
+                    h = self.history[s.name] = _History(id(s), deque(maxlen=HISTORY + 1))
+                if (h.samples and h.samples[-1][1:] != row[1:]) or (not h.samples and row[1]):
+                    changed = True
+                h.samples.append(row)
+            # One more version after the work stopped, so the charts drop to zero once.
+            if changed or self._active:
+                self.version += 1
+            self._active = changed
+            self._last_sample = now
 
-    def on_progress(
-        self, map_id: int, name: str, done: int, total: int | None, failed: int, finished: bool
-    ) -> None:
-        """An opmap reports progress (at most ~10 times a second per map)."""
+    def rates(self, s: FunctionStats) -> tuple[float | None, list[float], list[float], list[float]]:
+        """(calls/s over the last seconds, calls/s history, failures/s history, limit use % history)."""
         with self.lock:
-            state = self.maps.get(map_id)
-            if state is None:
-                self.maps[map_id] = MapState(map_id, name, done, total, failed, finished, time.time())
-                self._prune_maps()
-            else:
-                state.done, state.total, state.failed, state.finished = done, total, failed, finished
-            self.version += 1
-
-    def _prune_maps(self) -> None:
-        finished = [m for m, s in self.maps.items() if s.finished]
-        for map_id in finished[: max(0, len(finished) - KEEP_FINISHED_MAPS)]:
-            del self.maps[map_id]
+            h = self.history.get(s.name)
+            if h is None or h.stats_id != id(s):
+                return None, [], [], []
+            recent = h.recent_rate(1, time.monotonic())
+            calls = h.rates(1)
+            fails = h.rates(2)
+            attempts = h.rates(3)
+        budget = s.budget
+        limit = [min(100.0, 100.0 * a / budget) for a in attempts] if budget else []
+        return recent, calls, fails, limit
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def attach(self, dashboard: Dashboard) -> None:
-        """Keep ``dashboard`` live; start listening and the timer when it is the first."""
+        """Keep ``dashboard`` live; start the timer when it is the first."""
         with self.lock:
             self.dashboards.append(dashboard)
             global_ones = [d for d in self.dashboards if d.scope is None]
@@ -189,39 +174,26 @@ class _Hub:
             old.detach()
 
     def detach(self, dashboard: Dashboard) -> None:
-        """Stop updating ``dashboard``; stop everything when no dashboard is left."""
+        """Stop updating ``dashboard``; stop the timer when no dashboard is left."""
         with self.lock:
             if dashboard in self.dashboards:
                 self.dashboards.remove(dashboard)
             if not self.dashboards and self._thread is not None:
-                self._stop_all()
+                self._stop.set()
+                self._thread = None
 
     def _start(self) -> None:
-        # Not "failure": a listener for it turns off the maps' per-chunk fast path (every call
-        # would build an Event). Failed attempts and failed map items carry what the panel needs.
-        self._unsubscribe.append(subscribe(self.on_event, kinds=("attempt_failed", "item_failed")))
-        try:
-            from .._progress import subscribe_progress  # type: ignore[import-not-found,unused-ignore]
-        except ImportError:  # an opmap without progress reports: no bars, the rest works
-            self.progress_supported = False
-        else:
-            self.progress_supported = True
-            self._unsubscribe.append(subscribe_progress(self.on_progress))
         self._stop = threading.Event()
+        self.sample()
         self._thread = threading.Thread(
             target=self._run, args=(self._stop,), name="opero-dashboard", daemon=True
         )
         self._thread.start()
 
-    def _stop_all(self) -> None:
-        self._stop.set()
-        self._thread = None
-        for unsubscribe in self._unsubscribe:
-            unsubscribe()
-        self._unsubscribe.clear()
-
     def _run(self, stop: threading.Event) -> None:
         while not stop.wait(INTERVAL):
+            if time.monotonic() - self._last_sample >= SAMPLE:
+                self.sample()
             self.refresh_all(tick=True)
 
     def refresh_all(self, force: bool = False, tick: bool = False) -> None:
@@ -230,8 +202,6 @@ class _Hub:
             try:
                 dashboard.refresh(force=force, tick=tick)
             except Exception:  # a dashboard must never take the kernel down
-                from .._telemetry import logger
-
                 logger.exception("opero dashboard: refresh failed")
 
 
@@ -251,37 +221,33 @@ def _fmt_cell(key: str, row: dict[str, Any]) -> str:
     if key == "cache_hit_rate":
         return "–" if value is None else f"{100 * value:.0f}% ({row['cache_hits']:,})"
     if key == "rate_waits":
-        return f"{row['rate_waits']:,} ({row['rate_wait_seconds']:.1f}s)" if row["rate_waits"] else "0"
+        if not row["rate_waits"]:
+            return "0"
+        return f"{row['rate_waits']:,} ({format_seconds(row.get('rate_wait_wall', 0.0))})"
     if key in ("latency_p50", "latency_p95"):
         return "–" if value is None else f"{1000 * value:,.1f} ms"
     if key == "function":
         return str(value)
+    if key.startswith("chart_"):
+        return ""
     return _fmt_number(value)
 
 
-_TABLE_STYLE = (
-    "<style>.opero-table{border-collapse:collapse;font-size:12px;font-family:var(--jp-code-font-family,monospace)}"
-    ".opero-table th,.opero-table td{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}"
-    ".opero-table th:first-child,.opero-table td:first-child{text-align:left}"
-    ".opero-table td.opero-bad{color:#c62828}</style>"
-)
-
-
-def render_table_html(rows: list[dict[str, Any]]) -> str:
+def render_table_html(rows: list[dict[str, Any]], charts: bool = True) -> str:
     """The function table as HTML (one ``<tr class="opero-row">`` per function)."""
-    head = "".join(f"<th>{html.escape(label)}</th>" for _, label in COLUMNS)
+    columns = COLUMNS + (CHARTS if charts else ())
+    head = "".join(f"<th>{esc(label)}</th>" for _, label in columns)
     body = []
     for row in rows:
         cells = []
-        for key, _ in COLUMNS:
+        for key, _ in columns:
             bad = " opero-bad" if key == "failures" and row.get("failures") else ""
-            cells.append(
-                f'<td class="opero-{key.replace("_", "-")}{bad}">{html.escape(_fmt_cell(key, row))}</td>'
-            )
+            content = row.get(key, "") if key.startswith("chart_") else esc(_fmt_cell(key, row))
+            cells.append(f'<td class="opero-{key.replace("_", "-")}{bad}">{content}</td>')
         body.append(f'<tr class="opero-row">{"".join(cells)}</tr>')
     if not body:
-        body.append(f'<tr><td colspan="{len(COLUMNS)}"><i>no opero calls yet</i></td></tr>')
-    return f'{_TABLE_STYLE}<table class="opero-table"><tr>{head}</tr>{"".join(body)}</table>'
+        body.append(f'<tr><td colspan="{len(columns)}"><i>no opero calls yet</i></td></tr>')
+    return f'<table class="opero-table"><tr>{head}</tr>{"".join(body)}</table>'
 
 
 def render_table_text(rows: list[dict[str, Any]]) -> str:
@@ -298,39 +264,58 @@ def render_table_text(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def render_errors_html(errors: list[ErrorEntry]) -> str:
-    """The recent-errors panel as HTML."""
-    if not errors:
+def _short_name(name: str) -> str:
+    return name.rsplit(".", 1)[-1]
+
+
+def render_errors_html(logs: list[FailureLog], since: float = 0.0) -> str:
+    """Failed items grouped by type with counts, the latest with their own errors."""
+    groups = []
+    latest = []
+    for log in logs:
+        records = [r for r in log.latest(MAX_ERRORS) if r.time >= since]
+        if not log.total or (since and not records):
+            continue
+        counts = ", ".join(f"{esc(t)} ×{n:,}" for t, n in log.by_type.most_common())
+        groups.append(
+            f'<li class="opero-error-group"><b>{esc(_short_name(log.name))}</b>: {log.total:,} failed '
+            f"({counts}) · all of them: <code>{esc(_short_name(log.name))}.failures()</code></li>"
+        )
+        latest.extend(records)
+    if not groups:
         return '<div class="opero-errors"></div>'
-    items = []
-    for e in reversed(errors):
-        when = time.strftime("%H:%M:%S", time.localtime(e.time))
-        status = "failed" if e.final else "attempt failed"
-        if e.count > 1:
-            status += f" ×{e.count:,}"
-        item = f" item <code>{html.escape(e.item)}</code>" if e.item is not None else ""
-        items.append(
-            f'<li class="opero-error"><span style="color:#888">{when}</span> '
-            f"<b>{html.escape(e.func)}</b>{item} {status}: {html.escape(e.error)}</li>"
+    latest.sort(key=lambda r: r.time)
+    lines = []
+    for r in latest[-MAX_ERRORS:][::-1]:
+        when = time.strftime("%H:%M:%S", time.localtime(r.time))
+        tries = f" after {r.attempts} attempts" if r.attempts > 1 else ""
+        lines.append(
+            f'<li class="opero-error"><span class="opero-muted">{when} {esc(r.call)}</span> '
+            f'item <code class="opero-item">{esc(r.item)}</code>{tries}: '
+            f'<span class="opero-bad opero-error-text">{esc(r.error_type)}: '
+            f"{esc(r.message[:160])}</span></li>"
         )
     return (
-        '<div class="opero-errors" style="font-size:12px"><b>Latest errors</b>'
-        f'<ul style="margin:2px 0">{"".join(items)}</ul></div>'
+        f'<div class="opero-errors"><b>Failed items</b><ul>{"".join(groups)}</ul>'
+        f'<span class="opero-muted">latest:</span><ul>{"".join(lines)}</ul></div>'
     )
 
 
-def render_errors_text(errors: list[ErrorEntry]) -> str:
-    """The recent-errors panel as text."""
-    lines = []
-    for e in reversed(errors):
-        item = f" item {e.item}" if e.item is not None else ""
-        count = f" ×{e.count:,}" if e.count > 1 else ""
-        lines.append(f"  {e.func}{item} {'failed' if e.final else 'attempt failed'}{count}: {e.error}")
-    return ("latest errors:\n" + "\n".join(lines)) if lines else ""
+def render_errors_text(logs: list[FailureLog], since: float = 0.0) -> str:
+    """The failure panel as text."""
+    out = []
+    for log in logs:
+        records = [r for r in log.latest(MAX_ERRORS) if r.time >= since]
+        if not log.total or (since and not records):
+            continue
+        counts = ", ".join(f"{t} ×{n:,}" for t, n in log.by_type.most_common())
+        out.append(f"  {_short_name(log.name)}: {log.total:,} failed ({counts}); see .failures()")
+        out.extend(f"    item {r.item}: {r.error_type}: {r.message[:120]}" for r in records[-3:])
+    return ("failed items:\n" + "\n".join(out)) if out else ""
 
 
 class Dashboard:
-    """A view of opero's counters, maps and errors; live while attached to the hub.
+    """A view of opero's counters, maps and failures; live while attached to the hub.
 
     Args:
         scope: None for every function; otherwise a baseline ``{name: (id(stats), calls)}``
@@ -338,6 +323,7 @@ class Dashboard:
             maps started since) are shown — the ``%%opero`` cell's own work.
         title: a heading shown above the table.
         always: names of functions shown even before they are called (the cell itself).
+        compact: one status line instead of the table (the ``%%opero`` cell's view).
     """
 
     def __init__(
@@ -345,27 +331,31 @@ class Dashboard:
         scope: dict[str, tuple[int, int]] | None = None,
         title: str = "opero",
         always: tuple[str, ...] = (),
+        compact: bool = False,
     ) -> None:
         self.scope = scope
         self.title = title
         self.always = always
+        self.compact = compact
         self.created = time.time()
         self._fingerprint: Any = None
         self._lock = threading.Lock()
         self._widget: Any = None
-        self._table: Any = None
-        self._errors: Any = None
+        self._body: Any = None
         self._maps_box: Any = None
+        self._tail: Any = None
         self._bars: list[tuple[Any, Any, Any]] = []
-        self._busy_since: float | None = None
-        self._seen: Any = None
+        self._bar_maps: list[MapProgress] = []
+        self._handle: Any = None
+        self._live_shown = True
+        self._changed = time.monotonic()
         self.refreshes = 0
 
     @classmethod
-    def for_new_work(cls, title: str, always: tuple[str, ...] = ()) -> Dashboard:
+    def for_new_work(cls, title: str, always: tuple[str, ...] = (), compact: bool = True) -> Dashboard:
         """A dashboard of the work that starts after this call (used by ``%%opero``)."""
         baseline = {s.name: (id(s), s.calls) for s in all_stats()}
-        return cls(scope=baseline, title=title, always=always)
+        return cls(scope=baseline, title=title, always=always, compact=compact)
 
     # -- data ------------------------------------------------------------------------------
 
@@ -378,57 +368,60 @@ class Dashboard:
             s for s in stats if s.name in self.always or scope.get(s.name) != (id(s), s.calls) or s.in_flight
         ]
 
+    def maps(self) -> list[MapProgress]:
+        """The maps to show: running ones and the last finished ones."""
+        found = maps()
+        if self.scope is not None:
+            found = [m for m in found if m.started >= self.created - 0.001]
+        return found
+
+    def _logs(self) -> list[FailureLog]:
+        names = {s.name for s in self._selected()}
+        return [log for log in failure_logs() if log.total and (self.scope is None or log.name in names)]
+
     def _current_fingerprint(self) -> Any:
         # Plain attribute reads, no locks and no sorting: this runs 10 times a second.
         return (
             hub.version,
             tuple(
-                (
-                    s.name,
-                    s.calls,
-                    s.successes,
-                    s.failures,
-                    s.retries,
-                    s.fallbacks,
-                    s.cache_hits,
-                    s.cache_misses,
-                    s.rate_waits,
-                    s.in_flight,
-                )
+                (s.name, s.calls, s.successes, s.failures, s.retries, s.cache_hits, s.rate_waits, s.in_flight)
                 for s in self._selected()
             ),
+            tuple((m.map_id, m.version) for m in self.maps()),
+            tuple((log.name, log.version) for log in failure_logs()),
         )
 
     def rows(self) -> list[dict[str, Any]]:
-        """One ``FunctionStats.as_dict()`` per shown function."""
-        return [s.as_dict() for s in self._selected()]
-
-    def errors(self) -> list[ErrorEntry]:
-        """The errors to show (the latest ``MAX_ERRORS``, only this cell's for a cell view)."""
-        with hub.lock:
-            entries = list(hub.errors)
-        if self.scope is not None:
-            entries = [e for e in entries if e.time >= self.created - 0.001]
-        return entries[-MAX_ERRORS:]
-
-    def maps(self) -> list[MapState]:
-        """The maps to show: running ones and the last few finished."""
-        with hub.lock:
-            states = [MapState(**vars(s)) for s in hub.maps.values()]
-        if self.scope is not None:
-            states = [s for s in states if s.started >= self.created - 0.001]
-        return states
+        """One ``FunctionStats.as_dict()`` per shown function, with live rates and charts."""
+        running: dict[str, int] = {}
+        for m in self.maps():
+            if not m.finished:
+                running[m.name] = running.get(m.name, 0) + m.in_flight
+        out = []
+        for s in self._selected():
+            row = s.as_dict()
+            # Fast-path map items and process workers do not pass through begin()/end():
+            # the map's own count of items handed out and not finished is the real figure.
+            row["in_flight"] = max(row["in_flight"], running.get(s.name, 0))
+            recent, calls, fails, limit = hub.rates(s)
+            row["throughput"] = recent
+            row["chart_calls"] = sparkline(calls, "opero-s-calls")
+            row["chart_failures"] = sparkline(fails, "opero-s-fail")
+            row["chart_limit"] = (
+                sparkline(limit, "opero-s-limit", top=100.0)
+                if s.budget
+                else '<span class="opero-muted">–</span>'
+            )
+            out.append(row)
+        return out
 
     # -- rendering ---------------------------------------------------------------------------
 
     def text(self) -> str:
         """The dashboard as plain text."""
         parts = [self.title, render_table_text(self.rows())]
-        for m in self.maps():
-            total = "?" if m.total is None else f"{m.total:,}"
-            state = "done" if m.finished else "running"
-            parts.append(f"map {m.name}: {m.done:,}/{total} ({m.failed:,} failed, {state})")
-        errors = render_errors_text(self.errors())
+        parts.extend(m.summary() for m in self.maps())
+        errors = render_errors_text(self._logs(), self.created if self.scope is not None else 0.0)
         if errors:
             parts.append(errors)
         return "\n".join(parts)
@@ -436,10 +429,53 @@ class Dashboard:
     def __repr__(self) -> str:
         return self.text()
 
+    def _status_line(self, rows: list[dict[str, Any]]) -> str:
+        # The %%opero cell's view: one line, not a table.
+        parts = []
+        for row in rows:
+            name = _short_name(str(row["function"]))
+            bits = [f"{row['calls']:,} calls"]
+            if row["failures"]:
+                bits.append(f'<span class="opero-bad">{row["failures"]:,} failed</span>')
+            if row["retries"]:
+                bits.append(f"{row['retries']:,} retries")
+            if row["cache_hits"]:
+                bits.append(f"{row['cache_hits']:,} cached")
+            if row["in_flight"]:
+                bits.append(f"{row['in_flight']:,} in flight")
+            if row["throughput"]:
+                bits.append(f"{row['throughput']:,.1f}/s")
+            parts.append(f"<b>{esc(name)}</b> " + ", ".join(bits))
+        elapsed = format_seconds(time.time() - self.created)
+        return (
+            f'<div class="opero-line opero-status"><span class="opero-muted">opero · {elapsed}</span> · '
+            + (" · ".join(parts) or "starting")
+            + "</div>"
+        )
+
+    def _body_html(self, with_maps: bool) -> str:
+        rows = self.rows()
+        since = self.created if self.scope is not None else 0.0
+        errors = render_errors_html(self._logs(), since)
+        maps_html = ""
+        if with_maps:
+            maps_html = "".join(bar_html(m) for m in self.maps() if not m.finished)
+        finished = [m for m in self.maps() if m.finished][-KEEP_FINISHED_MAPS:]
+        # Finished maps fold into one line each, under the running ones.
+        folded = "".join(
+            f'<div class="opero-line opero-muted opero-finished">{esc(m.summary())}</div>' for m in finished
+        )
+        if self.compact:
+            return self._status_line(rows) + maps_html + errors
+        head = f"<b>{esc(self.title)}</b>"
+        return head + render_table_html(rows) + maps_html + folded + errors
+
+    def snapshot(self) -> str:
+        """The whole dashboard as static HTML (what a saved notebook shows)."""
+        return f'{STYLE}<div class="opero-d opero-dashboard">{self._body_html(True)}</div>'
+
     def _repr_html_(self) -> str:
-        rows = render_table_html(self.rows())
-        errors = render_errors_html(self.errors())
-        return f"<div class='opero-dashboard'><b>{html.escape(self.title)}</b>{rows}{errors}</div>"
+        return self.snapshot()
 
     @property
     def widget(self) -> Any:
@@ -447,76 +483,112 @@ class Dashboard:
         if self._widget is None:
             import ipywidgets as w
 
-            self._table = w.HTML(value=render_table_html([]))
-            self._errors = w.HTML(value=render_errors_html([]))
+            self._body = w.HTML(value="")
             self._maps_box = w.VBox([])
-            header = w.HTML(value=f"<b>{html.escape(self.title)}</b>")
-            self._widget = w.VBox([header, self._table, self._maps_box, self._errors])
+            self._tail = w.HTML(value="")
+            self._widget = w.VBox([self._body, self._maps_box, self._tail])
             self._widget.add_class("opero-dashboard")
             self.refresh(force=True)
         return self._widget
 
     def refresh(self, force: bool = False, tick: bool = False) -> bool:
-        """Render the current state into the widgets when it changed; True when it did.
-
-        Args:
-            force: render even when nothing changed.
-            tick: called by the timer: hold back while work started less than ``QUIET``
-                seconds ago and is still changing.
-        """
+        """Render the current state into the widgets when it changed; True when it did."""
         if self._widget is None and not force:
             return False
         with self._lock:
             fingerprint = self._current_fingerprint()
+            now = time.monotonic()
             if fingerprint == self._fingerprint and not force:
-                self._busy_since = None
+                if tick and self._live_shown and now - self._changed > IDLE and not self._running():
+                    self._show_snapshot()
                 return False
-            if tick and not force:
-                now = time.monotonic()
-                if self._busy_since is None:
-                    self._busy_since, self._seen = now, fingerprint
-                    return False
-                still_changing = fingerprint != self._seen
-                self._seen = fingerprint
-                if still_changing and now - self._busy_since < QUIET:
-                    return False
             self._fingerprint = fingerprint
+            self._changed = now
             if self._widget is None:
                 return False
-            table = render_table_html(self.rows())
-            if table != self._table.value:
-                self._table.value = table
-            errors = render_errors_html(self.errors())
-            if errors != self._errors.value:
-                self._errors.value = errors
-            self._update_bars(self.maps())
+            if not self._live_shown and self._running():
+                self._show_live()
+            self._render()
             self.refreshes += 1
             return True
 
-    def _update_bars(self, maps: list[MapState]) -> None:
+    def _running(self) -> bool:
+        return any(not m.finished for m in self.maps()) or any(s.in_flight for s in self._selected())
+
+    def _render(self) -> None:
+        rows = self.rows()
+        since = self.created if self.scope is not None else 0.0
+        if self.compact:
+            top = self._status_line(rows)
+        else:
+            top = f"<b>{esc(self.title)}</b>" + render_table_html(rows)
+        body = f'{STYLE}<div class="opero-d">{top}</div>'
+        if body != self._body.value:
+            self._body.value = body
+        self._update_bars([m for m in self.maps() if not m.finished])
+        finished = [] if self.compact else [m for m in self.maps() if m.finished][-KEEP_FINISHED_MAPS:]
+        folded = "".join(
+            f'<div class="opero-line opero-muted opero-finished">{esc(m.summary())}</div>' for m in finished
+        )
+        tail = f'{STYLE}<div class="opero-d">{folded}{render_errors_html(self._logs(), since)}</div>'
+        if tail != self._tail.value:
+            self._tail.value = tail
+
+    def _update_bars(self, running: list[MapProgress]) -> None:
         import ipywidgets as w
 
         # Rows of widgets are reused from map to map: creating widgets costs a comm round of
         # its own (~3 ms each), updating a value is a small message.
-        while len(self._bars) < len(maps):
-            bar = w.IntProgress(value=0, min=0, max=1)
-            bar.style.description_width = "initial"
+        while len(self._bars) < len(running):
             label = w.HTML()
-            self._bars.append((bar, label, w.HBox([bar, label])))
-        for (bar, label, _), m in zip(self._bars, maps):
-            total = m.total if m.total is not None else max(m.done, 1)
-            with bar.hold_sync():  # one message per bar, not one per trait
-                bar.description = _short(m.name, 24)
-                bar.max = max(1, total)
-                bar.value = min(m.done, bar.max)
-                bar.bar_style = "danger" if m.failed and m.finished else ("success" if m.finished else "info")
-            total_text = "?" if m.total is None else f"{m.total:,}"
-            label.value = (
-                f"<span class='opero-map'>{m.done:,}/{total_text}"
-                f"{f' · {m.failed:,} failed' if m.failed else ''}{' · done' if m.finished else ''}</span>"
-            )
-        if len(self._maps_box.children) != len(maps):
-            self._maps_box.children = [row for _, _, row in self._bars[: len(maps)]]
+            button = w.Button(description="stop", tooltip="cancel the items not started yet", icon="stop")
+            button.layout = w.Layout(width="auto", height="22px")
+            button.add_class("opero-stop")
+            slot = len(self._bars)
+            button.on_click(lambda _b, slot=slot: self._stop_slot(slot))
+            self._bars.append((label, button, w.HBox([label, button])))
+        self._bar_maps = list(running)
+        for (label, button, _), m in zip(self._bars, running):
+            value = f'{STYLE}<div class="opero-d">{bar_html(m)}</div>'
+            if label.value != value:
+                label.value = value
+            button.disabled = m.stop_requested
+        if len(self._maps_box.children) != len(running):
+            self._maps_box.children = [row for _, _, row in self._bars[: len(running)]]
+
+    def _stop_slot(self, slot: int) -> None:
+        if slot < len(self._bar_maps):
+            self._bar_maps[slot].stop()
+            hub.refresh_all()
+
+    # -- display -----------------------------------------------------------------------------
+
+    def display(self) -> None:
+        """Show the live widget, with its static snapshot in the same mime bundle."""
+        from IPython.display import display
+
+        from .bars import display_bundle
+
+        widget = self.widget
+        self._handle = display(  # type: ignore[no-untyped-call]
+            display_bundle(widget, self.snapshot(), self.text()), raw=True, display_id=True
+        )
+        self._live_shown = True
+
+    def _show_snapshot(self) -> None:
+        # Idle: the display holds the static snapshot only, so a notebook saved now shows it.
+        if self._handle is None:
+            return
+        self._handle.update({"text/html": self.snapshot(), "text/plain": self.text()}, raw=True)
+        self._live_shown = False
+
+    def _show_live(self) -> None:
+        if self._handle is None:
+            return
+        from .bars import display_bundle
+
+        self._handle.update(display_bundle(self._widget, self.snapshot(), self.text()), raw=True)
+        self._live_shown = True
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -526,9 +598,11 @@ class Dashboard:
         return self
 
     def detach(self) -> None:
-        """Freeze at the last state: one final refresh, then no more updates."""
+        """Freeze at the last state: one final refresh, then the static snapshot."""
         hub.detach(self)
+        hub.sample()
         self.refresh(force=True)
+        self._show_snapshot()
 
     def close(self) -> None:
         """Stop updating and remove the widgets."""
@@ -537,10 +611,8 @@ class Dashboard:
             self._widget.close()
 
     def _ipython_display_(self) -> None:
-        from IPython.display import display
-
         if widgets_available():
-            display(self.widget)  # type: ignore[no-untyped-call]
+            self.display()
         else:
             print(self.text())
 
@@ -553,9 +625,7 @@ def show(scope: dict[str, tuple[int, int]] | None = None, title: str = "opero") 
     """
     dashboard = Dashboard(scope=scope, title=title)
     if widgets_available():
-        from IPython.display import display
-
-        display(dashboard.widget)  # type: ignore[no-untyped-call]
+        dashboard.display()
         dashboard.attach()
     else:
         print(dashboard.text())

@@ -16,14 +16,17 @@ import signal
 import sys
 import threading
 import time
+import types
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
-from .._errors import ConfigurationError
+from .. import _telemetry
+from .._errors import AllFailedError, ConfigurationError
 from .._options import Options, configure, current_overrides, resolve_options
 from .._policy import Plan
 from .._telemetry import Event
@@ -41,13 +44,29 @@ _RESULT = "__opero_cell_result__"
 _CELL_BACKENDS = ("disk", "memory")
 
 USAGE = """\
-%%opero [option=value ...]    run the cell with retries/timeout/cache (SPEC §2 options as literals)
-%opero dashboard              live dashboard of every opero function
-%opero stats                  opero.stats() as a DataFrame
+%%opero [option=value ...]     run the cell as one resilient unit; options are Python literals
+%opero dashboard               live dashboard of every opero function
+%opero stats                   opero.stats() as a DataFrame
 %opero clear-cache [namespace] empty opero's caches (cells included)
-%opero config k=v ...         notebook-wide defaults (opero.configure); no arguments: show them;
-                              'reset' drops them
-%opero nest                   apply nest-asyncio2 (opt-in, for other libraries' asyncio.run)"""
+%opero config k=v ...          notebook-wide defaults (opero.configure); no arguments: show them;
+                               'reset' drops them
+%opero nest                    apply nest-asyncio2 (opt-in, for other libraries' asyncio.run)
+
+%%opero options (e.g. %%opero retries=2 timeout=60 cache=True):
+  retries=0              extra runs of the whole cell after a failure (cells: 0 unless given)
+  retry_on=Exception     errors that are retried: a class, a tuple of classes
+  min_delay=0.1          seconds before the first retry; backoff_factor=1.5, max_delay=30.0
+  jitter=0.1             random extra fraction of each delay
+  timeout=None           seconds the cell may run; over it the cell stops with TimeoutError
+  deadline=None          seconds for all runs together
+  cache=False            skip the cell when its source and inputs are unchanged (restores its
+                         names and printed output, also after a kernel restart)
+  cache_ttl=None         seconds a cached cell stays valid
+  cache_namespace="opero"  group entries for %opero clear-cache NAMESPACE
+  cache_backend="disk"   "disk" (survives restarts) or "memory"
+  rate_limit=None        runs per second; rate_limit_scope="name" shares a budget
+  dashboard=True         show the cell's one-line live status
+  name="..."             the cell's row name in stats and the dashboard"""
 
 # `name=` at the start of a chunk (not `==`): splits "retries=2 timeout=1.5" into options.
 _OPTION_START = re.compile(r"\s+(?=[A-Za-z_]\w*\s*=(?!=))")
@@ -123,8 +142,27 @@ def parse_options(line: str, namespace: Mapping[str, Any] | None = None) -> dict
 
 
 def _note(text: str) -> None:
-    """A one-line note under the cell (stderr, so it never mixes with the cell's own output)."""
-    print(f"[opero] {text}", file=sys.stderr)
+    """A one-line note under the cell: a quiet grey line in a kernel, stdout elsewhere.
+
+    Never stderr (Jupyter paints it pink, as if something broke) and never through the
+    cell's own stdout capture (a cached cell must not replay opero's notes).
+    """
+    line = f"[opero] {text}"
+    if widgets_available():
+        from IPython.display import display
+
+        from ._html import esc
+
+        quiet = (
+            '<div class="opero-note" style="color:var(--jp-ui-font-color2,#757575);'
+            f'font-size:var(--jp-ui-font-size0,11px)">{esc(line)}</div>'
+        )
+        display({"text/html": quiet, "text/plain": line}, raw=True)  # type: ignore[no-untyped-call]
+        return
+    stream = sys.stdout
+    if isinstance(stream, cellcache.Tee):
+        stream = stream.stream
+    print(line, file=stream)
 
 
 def _summary(cell: str) -> str:
@@ -186,6 +224,7 @@ class _CellFunction:
         self.stdout = ""
 
     def __call__(self) -> Any:
+        __tracebackhide__ = True  # the user's error shows without opero's frames
         ns = self.shell.user_ns
         ns.pop(_RESULT, None)
         tee = cellcache.Tee(sys.stdout)
@@ -210,6 +249,10 @@ def _on_retry(event: Event) -> None:
 
 
 def _cell_options(explicit: dict[str, Any]) -> tuple[Options, str]:
+    # A cell runs once unless retries= is given: re-running a whole cell (its side effects,
+    # its prints) is a choice the user makes, not a default.
+    if "retries" not in explicit and "retries" not in current_overrides():
+        explicit["retries"] = 0
     if explicit.get("arg_fallback") is not None:
         raise ConfigurationError("arg_fallback does not apply to a cell (it has no parameters)")
     backend = explicit.pop("cache_backend", "disk")
@@ -231,6 +274,7 @@ def run_cell(shell: Any, line: str, cell: str) -> Any:
         explicit = parse_options(line, shell.user_ns)
         show_dashboard = explicit.pop("dashboard", True)
         cell_name = explicit.pop("name", None)
+        explicit_retries = {k for k in ("retries",) if k in explicit}
         opts, backend = _cell_options(explicit)
     except ConfigurationError as exc:
         raise UsageError(f"ConfigurationError: {exc}") from None
@@ -250,11 +294,15 @@ def run_cell(shell: Any, line: str, cell: str) -> Any:
         if user_retry is not None:
             user_retry(event)
 
+    previous = _telemetry.lookup(name) if name in {s.name for s in _telemetry.all_stats()} else None
     plan = Plan(
         function,
         opts.replace(cache=False, on_retry=on_retry, timeout=None if use_alarm else opts.timeout),
         name,
     )
+    if previous is not None:
+        # Every run of the same cell adds to one row: two runs (cached or not) are two calls.
+        _keep_stats(plan, previous)
 
     key = store = None
     inputs: dict[str, Any] = {}
@@ -269,20 +317,68 @@ def run_cell(shell: Any, line: str, cell: str) -> Any:
 
     dashboard = None
     if show_dashboard and widgets_available():
-        from IPython.display import display
-
-        dashboard = Dashboard.for_new_work(title=name, always=(name,))
-        display(dashboard.widget)  # type: ignore[no-untyped-call]
+        dashboard = Dashboard.for_new_work(title=name, always=(name,), compact=True)
+        dashboard.display()
         dashboard.attach()
     began = time.perf_counter()
+    __tracebackhide__ = True
     try:
         result = plan.call_sync((), {})
+    except AllFailedError as exc:
+        _hide_opero_frames(exc)
+        if len(exc.errors) != 1 or "retries" in explicit_retries:
+            raise
+        # One run, no retries asked for: the user's own error, not a wrapper of one attempt.
+        own = exc.errors[0]
+        own.__suppress_context__ = True
+        raise own  # noqa: B904 - the wrapper is not news to the user
+    except Exception as exc:
+        _hide_opero_frames(exc)
+        raise
     finally:
         if dashboard is not None:
             dashboard.detach()
     if key is not None and store is not None and names is not None:
         _store(shell, names, inputs, store, key, function.stdout, result, time.perf_counter() - began)
     return None if silent else result
+
+
+def _keep_stats(plan: Plan, stats: _telemetry.FunctionStats) -> None:
+    plan.recorder.stats = stats
+    plan.stats = stats
+    with _telemetry._registry_lock:
+        _telemetry._registry[stats.name] = stats
+
+
+_OPERO_DIR = str(Path(__file__).resolve().parents[1])
+
+
+def _user_frames(tb: types.TracebackType | None) -> types.TracebackType | None:
+    """The traceback without opero's own frames (the user's code and libraries stay)."""
+    frames = []
+    while tb is not None:
+        if not tb.tb_frame.f_code.co_filename.startswith(_OPERO_DIR):
+            frames.append(tb)
+        tb = tb.tb_next
+    out = None
+    for t in reversed(frames):
+        out = types.TracebackType(out, t.tb_frame, t.tb_lasti, t.tb_lineno)
+    return out
+
+
+def _hide_opero_frames(exc: BaseException) -> None:
+    """Strip opero's frames from ``exc``, its causes and the attempts of an AllFailedError."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        e = todo.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        e.__traceback__ = _user_frames(e.__traceback__)
+        todo.extend(x for x in (e.__cause__, e.__context__) if x is not None)
+        if isinstance(e, AllFailedError):
+            todo.extend(e.errors)
 
 
 def _lookup_key(
@@ -382,6 +478,7 @@ class OperoMagics(Magics):
     @line_cell_magic
     def opero(self, line: str, cell: str | None = None) -> Any:
         """``%%opero [option=value ...]`` runs a cell resiliently; ``%opero help`` lists commands."""
+        __tracebackhide__ = True
         if cell is not None:
             return run_cell(self.shell, line, cell)
         return self._line(line)
