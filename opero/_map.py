@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, Unpack, overload
 
 from ._decorator import build_plan
-from ._errors import ConfigurationError
+from ._errors import ConfigurationError, portable
 from ._options import OperoOptions, Options, resolve_options
 from ._policy import Plan
 from ._progress import FailureLog, MapProgress, new_failure_log
@@ -157,9 +157,13 @@ class _Engine:
     def _account(self, batch: list[Outcome], progress: MapProgress) -> None:
         failed = 0
         rec = self.plan.recorder
-        for idx, ok, value, item in batch:
+        for pos, (idx, ok, value, item) in enumerate(batch):
             if not ok:
                 failed += 1
+                # Results hold errors that pickle and hash (cell caching, saving a frame): one
+                # holding an open response (urllib's HTTPError) becomes a faithful RemoteError.
+                value = portable(value)
+                batch[pos] = (idx, ok, value, item)
                 # Recorded here, with the item's own final error and its position: the
                 # failure log never has to match errors to items afterwards.
                 progress.item_failed(idx, item, value)

@@ -127,6 +127,10 @@ def describe_error(error: BaseException) -> tuple[str, str, int]:
     name = getattr(final, "type_name", None) or getattr(final, "exc_type", None)
     if not isinstance(name, str) or not name:
         name = type(final).__name__
+    name = name.rsplit(".", 1)[-1]  # "urllib.error.HTTPError" reads as HTTPError
+    message = getattr(final, "message", None) if getattr(final, "type_name", None) else None
+    if isinstance(message, str):  # a RemoteError: its original message, not "Type: message"
+        return name, message, attempts
     return name, str(final), attempts
 
 

@@ -246,3 +246,44 @@ def test_failures_are_bounded() -> None:
         log.add(str(i), AllFailedError("m.f", [ValueError(str(i))]), "f #1")
     assert log.total == 120 and len(log.records) == 50 and log.records[0].item == "70"
     assert log.by_type == {"ValueError": 120}
+
+
+def test_http_errors_in_results_pickle_and_hash(demo_server: Any, tmp_path: Any) -> None:
+    """urllib HTTPErrors kept in an enriched frame pickle, hash, save and load faithfully."""
+    import pickle
+    import urllib.request
+
+    import joblib
+
+    pd = pytest.importorskip("pandas")
+    from opero._errors import RemoteError
+
+    @opmap(mode="thread", workers=8, retries=0, progress=False)
+    def status(code: int) -> int:
+        with urllib.request.urlopen(f"{demo_server.url}/status/{code}", timeout=5) as resp:
+            return int(resp.status)
+
+    frame = pd.DataFrame({"code": [200, 404, 500, 200, 404] * 10})
+    out = status(frame, "code")
+    wrapped = out["status_error"].dropna()
+    assert len(wrapped) == 30
+    assert all(isinstance(e, AllFailedError) for e in wrapped)
+    errors = [e.errors[-1] for e in wrapped]
+    first = errors[0]
+    assert isinstance(first, RemoteError) and first.type_name == "urllib.error.HTTPError"
+    assert [e.status for e in errors] == [404, 500, 404] * 10
+    assert all(e.headers and "Content-Type" in e.headers for e in errors)
+    assert "HTTP Error 404" in str(first)
+    assert "Traceback" in first.traceback_text
+    back = pickle.loads(pickle.dumps(out))
+    assert [e.errors[-1].status for e in back["status_error"].dropna()] == [404, 500, 404] * 10
+    assert joblib.hash(out) == joblib.hash(back)
+    path = tmp_path / "enriched.pkl"
+    out.to_pickle(path)
+    assert list(pd.read_pickle(path)["status_error"].notna()) == list(out["status_error"].notna())
+    failures = status.failures()
+    assert set(failures["error_type"]) == {"HTTPError"}
+    assert sorted(set(failures["message"])) == [
+        "HTTP Error 404: Not Found",
+        "HTTP Error 500: Internal Server Error",
+    ]

@@ -65,6 +65,16 @@ def stream(cell: Any, name: str = "stdout") -> str:
     return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream" and o.name == name)
 
 
+def notes(cell: Any) -> str:
+    """opero's notes under a cell: quiet display lines (never stderr)."""
+    lines = [
+        str(o.get("data", {}).get("text/plain", ""))
+        for o in cell.outputs
+        if o.output_type == "display_data" and "opero-note" in str(o.get("data", {}).get("text/html", ""))
+    ]
+    return "\n".join(lines)
+
+
 def result_text(cell: Any) -> str:
     """The text/plain of the cell's Out[] value."""
     for o in cell.outputs:
@@ -79,7 +89,7 @@ def widget_values(nb: Any) -> list[str]:
     return [str(m["state"].get("value", "")) for m in state.values()]
 
 
-CACHED_CELL = """%%opero cache=True
+CACHED_CELL = """%%opero cache=True retries=3
 import json, urllib.request
 values = [json.load(urllib.request.urlopen(f"{URL}/item/{i}"))["value"] for i in ids]
 RUNS.write_text(str(int(RUNS.read_text()) + 1))  # counts successful runs (flaky items retry)
@@ -163,16 +173,22 @@ print("async results:", len(aresults), all(isinstance(r, int) for r in aresults)
     retried = nb.cells[1]
     assert (tmp_path / "attempts.txt").read_text() == "3"
     assert "passed on attempt 3" in stream(retried)
-    notes = stream(retried, "stderr")
-    assert notes.count("failed (ConnectionError") == 2, notes
+    noted = notes(retried)
+    assert noted.count("failed (ConnectionError") == 2, noted
+    assert "[opero]" not in stream(retried, "stderr") + stream(retried)
     assert result_text(retried) == "200"
 
     expected = sum(item_value(str(i)) for i in range(5))
     assert f"fetched 5 items, total {expected}" in stream(nb.cells[2])
     assert (tmp_path / "runs.txt").read_text() == "1"
 
-    views = [o for o in nb.cells[3].outputs if WIDGET_VIEW in o.get("data", {})]
-    assert views, "the dashboard cell shows a widget"
+    shown = [o for o in nb.cells[3].outputs if o.output_type == "display_data"]
+    assert len(shown) == 1, "the dashboard cell shows one display"
+    # once the work was idle, the display holds the static snapshot (what a saved notebook shows)
+    snapshot = str(shown[0]["data"].get("text/html", ""))
+    assert "opero-table" in snapshot and "__main__.fetch" in snapshot, shown[0]["data"].keys()
+    snap_row = next(r for r in snapshot.split("<tr") if "__main__.fetch" in r)
+    assert '<td class="opero-calls">20</td>' in snap_row, snap_row
     assert stream(nb.cells[4]).strip() == "20"
     tables = [v for v in widget_values(nb) if "opero-table" in v and "__main__.fetch" in v]
     assert tables, "the dashboard's widget state holds the function row"
@@ -209,14 +225,14 @@ def test_cached_cell_is_skipped_in_a_second_kernel(tmp_path: Path, demo_server: 
     )
     skipped = second.cells[1]
     assert stream(skipped) == printed, "the printed output is replayed"
-    assert "cell skipped" in stream(skipped, "stderr")
+    assert "cell skipped" in notes(skipped)
     assert (tmp_path / "runs.txt").read_text() == "2", "skipped once, re-run once after ids changed"
     expected = [item_value(str(i)) for i in range(5)]
     assert stream(second.cells[2]).strip() == f"restored {expected} {sum(expected)} json urllib.request"
     assert result_text(skipped) == str(sum(expected))
     rerun = second.cells[4]
     assert "fetched 6 items" in stream(rerun)
-    assert "cell skipped" not in stream(rerun, "stderr")
+    assert "cell skipped" not in notes(rerun)
 
 
 def test_invalid_options_show_the_configuration_error(tmp_path: Path) -> None:
@@ -237,3 +253,38 @@ def test_python_of_the_kernel_is_this_venv(tmp_path: Path) -> None:
     """The python3 kernel runs this interpreter (so it imports this opero and its deps)."""
     nb = execute(["import sys; print(sys.prefix)"], tmp_path)
     assert stream(nb.cells[0]).strip() == sys.prefix
+
+
+ENRICH_CELL = """%%opero cache=True
+import pandas as pd
+import urllib.request
+from opero import opmap
+
+@opmap(mode="thread", workers=8, retries=0, progress=False)
+def status(code):
+    with urllib.request.urlopen(f"{URL}/status/{code}", timeout=5) as resp:
+        return resp.status
+
+RUNS.write_text(str(int(RUNS.read_text()) + 1))
+enriched = status(pd.DataFrame({"code": [200, 404, 500, 404] * 5}), "code")
+print("errors:", int(enriched["status_error"].notna().sum()))
+"""
+
+CHECK_ENRICHED = """errs = enriched["status_error"].dropna()
+print("restored", len(enriched), len(errs), sorted({e.errors[-1].status for e in errs}),
+      sorted({e.errors[-1].type_name for e in errs}))
+"""
+
+
+def test_cached_enriched_frame_with_http_errors_survives_a_restart(tmp_path: Path, demo_server: Any) -> None:
+    """A cell making a frame with urllib HTTPErrors in its error column is cached and restored."""
+    env = {"DEMO_URL": demo_server.url}
+    first = execute([SETUP, ENRICH_CELL, CHECK_ENRICHED], tmp_path, env)
+    assert "errors: 15" in stream(first.cells[1])
+    assert "not cached" not in notes(first.cells[1]), notes(first.cells[1])
+    assert (tmp_path / "runs.txt").read_text() == "1"
+    # a second kernel: the cell is skipped and the frame comes back with its errors
+    second = execute([SETUP, ENRICH_CELL, CHECK_ENRICHED], tmp_path, env)
+    assert "cell skipped" in notes(second.cells[1])
+    assert (tmp_path / "runs.txt").read_text() == "1", "the cell did not run again"
+    assert stream(second.cells[2]).strip() == "restored 20 15 [404, 500] ['urllib.error.HTTPError']"

@@ -534,8 +534,11 @@ def test_geocode_demo_server(demo_server: Any) -> None:
     for address, lat, lon in out.loc[ok, ["address", "geo.lat", "geo.lon"]].itertuples(index=False):
         assert (lat, lon) == geocode(address)
     error = out.loc[112, "geo_error"]
-    assert isinstance(error, urllib.error.HTTPError)
-    assert error.code == 404
+    # kept in its picklable form: an HTTPError holds an open response (issue 14)
+    from opero._errors import RemoteError
+
+    assert isinstance(error, RemoteError) and error.type_name == "urllib.error.HTTPError"
+    assert error.status == 404
     assert np.isnan(out.loc[112, "geo.lat"])
 
 

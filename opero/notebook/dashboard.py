@@ -348,6 +348,7 @@ class Dashboard:
         self._bar_maps: list[MapProgress] = []
         self._handle: Any = None
         self._live_shown = True
+        self._shown_snapshot = ""
         self._changed = time.monotonic()
         self.refreshes = 0
 
@@ -512,6 +513,12 @@ class Dashboard:
             self.refreshes += 1
             return True
 
+    def settle(self) -> None:
+        """Show the static snapshot alone when no work is running (the cell ended)."""
+        with self._lock:
+            if self._widget is not None and not self._running():
+                self._show_snapshot()
+
     def _running(self) -> bool:
         return any(not m.finished for m in self.maps()) or any(s.in_flight for s in self._selected())
 
@@ -579,7 +586,11 @@ class Dashboard:
         # Idle: the display holds the static snapshot only, so a notebook saved now shows it.
         if self._handle is None:
             return
-        self._handle.update({"text/html": self.snapshot(), "text/plain": self.text()}, raw=True)
+        snapshot = self.snapshot()
+        if not self._live_shown and snapshot == self._shown_snapshot:
+            return
+        self._handle.update({"text/html": snapshot, "text/plain": self.text()}, raw=True)
+        self._shown_snapshot = snapshot
         self._live_shown = False
 
     def _show_live(self) -> None:

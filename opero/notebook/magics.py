@@ -466,9 +466,16 @@ def _store(
 
 
 def after_cell(*_: Any) -> None:
-    """``post_run_cell`` hook: flush pending dashboard updates at the end of every cell."""
+    """``post_run_cell`` hook: at the end of every cell, bring every dashboard up to date.
+
+    A dashboard with no work running then holds its static snapshot alone, so a notebook
+    saved now shows the last state (the live widget comes back when work starts again).
+    """
     if hub.dashboards:
-        hub.refresh_all()
+        hub.sample()
+        hub.refresh_all(force=True)
+        for board in list(hub.dashboards):
+            board.settle()
 
 
 @magics_class
