@@ -377,3 +377,32 @@ def test_fallback_candidates_never_printed(caplog: pytest.LogCaptureFixture) -> 
     texts += [str(info.value), repr(info.value), *(str(e) for e in info.value.errors)]
     assert texts
     assert not [t for t in texts for k in keys if k in t]
+
+
+# -- one signed store: the cell cache writes through stores/ (issue 10.3) -----------------------
+
+
+def test_cell_cache_uses_the_signed_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cell entries are the persistent cache's signed entries: same format and HMAC, 0700/0600,
+    and a link planted at an entry's path is a miss, never followed."""
+    from opero.notebook.cellcache import DiskCellStore
+    from opero.stores import _signed
+
+    monkeypatch.setenv("OPERO_CACHE_SECRET", "s3cret")
+    store = DiskCellStore("cells-signed", tmp_path)
+    store.set("k", b"payload")
+    path = store.folder / "k.pkl"
+    raw = path.read_bytes()
+    assert raw.startswith(_signed.MAGIC)
+    assert _signed.decode(raw, time.time(), "test") == (b"payload", 0.0)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(store.folder.stat().st_mode) == 0o700
+    assert store.get("k") == b"payload"
+    monkeypatch.setenv("OPERO_CACHE_SECRET", "another")
+    assert store.get("k") is None  # signed with another secret: ignored before unpickling
+    monkeypatch.setenv("OPERO_CACHE_SECRET", "s3cret")
+    store.set("k", b"payload")
+    elsewhere = tmp_path / "elsewhere.pkl"
+    os.replace(path, elsewhere)
+    path.symlink_to(elsewhere)
+    assert store.get("k") is None

@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import hmac
 import importlib
 import inspect
 import io
 import os
 import pickle
-import tempfile
 import threading
 import time
 import types
@@ -49,8 +47,6 @@ __all__ = [
 
 #: Bumped when the entry layout changes: old entries then simply miss.
 FORMAT = 1
-_MAGIC = b"opero-cell1\n"
-_SIG_LEN = 32
 
 
 class Uncacheable(Exception):
@@ -479,66 +475,40 @@ def cache_root() -> Path:
     return Path(platformdirs.user_cache_dir("opero"))
 
 
-def _secret() -> bytes | None:
-    secret = os.environ.get("OPERO_CACHE_SECRET")
-    return secret.encode() if secret else None
-
-
 class DiskCellStore:
-    """Entries in files under ``<cache dir>/cells/<namespace>/`` (mode 0700), one per key.
+    """Entries in files under ``<cache dir>/cells/<namespace>/entries/``, one per key.
 
-    With ``OPERO_CACHE_SECRET`` set, each file carries an HMAC-SHA256 of its payload that is
-    checked on the raw bytes before anything is unpickled.
+    The files are the persistent cache's own (:mod:`opero.stores.disk`): the signed entry
+    format of :mod:`opero.stores._signed` (with ``OPERO_CACHE_SECRET`` set, an HMAC-SHA256
+    checked on the raw bytes before anything is unpickled), folders 0700 and files 0600,
+    atomic writes, and nothing in the folder followed. No memory tier: a cell's outputs can
+    be large, and this kernel already holds them.
     """
 
     def __init__(self, namespace: str, location: str | os.PathLike[str] | None = None) -> None:
+        from ..stores.disk import DiskCache
+
         self.namespace = namespace
         root = Path(location) if location is not None else cache_root()
-        self.folder = root / "cells" / _safe_name(namespace)
-
-    def _path(self, key: str) -> Path:
-        return self.folder / f"{key}.pkl"
+        self._cache = DiskCache(root / "cells", namespace, "entries", max_memory=0)
+        self.folder = self._cache.folder
 
     def get(self, key: str) -> bytes | None:
         """The stored payload, or None (missing, unreadable or with a bad signature)."""
-        path = self._path(key)
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
+        from ..stores import MISS
+
+        value = self._cache.get(key)
+        if value is MISS or not isinstance(value, bytes):
             return None
-        except OSError as exc:
-            logger.warning("opero cell cache: cannot read %s (%s); treated as a miss", path, exc)
-            return None
-        head = len(_MAGIC) + _SIG_LEN
-        if not raw.startswith(_MAGIC) or len(raw) < head:
-            logger.warning("opero cell cache: %s is not a cell entry; ignored", path)
-            return None
-        signature, payload = raw[len(_MAGIC) : head], raw[head:]
-        secret = _secret()
-        if secret is not None:
-            expected = hmac.new(secret, payload, hashlib.sha256).digest()
-            if not hmac.compare_digest(signature, expected):
-                logger.warning("opero cell cache: bad signature on %s; ignored", path)
-                return None
-        return payload
+        return value
 
     def set(self, key: str, data: bytes) -> None:
-        """Write atomically (temp file + rename) so a reader never sees half an entry."""
-        secret = _secret()
-        signature = hmac.new(secret, data, hashlib.sha256).digest() if secret else b"\0" * _SIG_LEN
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-")
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(_MAGIC + signature + data)
-            os.replace(tmp, self._path(key))
-        except OSError as exc:
-            logger.warning("opero cell cache: cannot write to %s (%s)", self.folder, exc)
+        """Write atomically so a reader never sees half an entry (faults only log)."""
+        self._cache.set(key, data, None)
 
-
-def _safe_name(namespace: str) -> str:
-    keep = "".join(c if c.isalnum() or c in "-_." else "_" for c in namespace)
-    return keep or "_"
+    def clear(self) -> None:
+        """Drop this namespace's cell entries."""
+        self._cache.clear()
 
 
 def make_store(backend: str, namespace: str, config: Mapping[str, Any]) -> CellStore:
@@ -576,8 +546,17 @@ def clear_cells(namespace: str | None = None) -> None:
         else:
             _memory.pop(namespace, None)
     base = cache_root() / "cells"
-    target = base if namespace is None else base / _safe_name(namespace)
-    shutil.rmtree(target, ignore_errors=True)
+    if namespace is not None:
+        DiskCellStore(namespace).clear()
+        return
+    from ..stores._base import real_dir
+
+    try:
+        folders = [p for p in base.iterdir() if real_dir(p)]
+    except OSError:
+        return
+    for folder in folders:  # entries/ only: the folders' generation files stay valid
+        shutil.rmtree(folder / "entries", ignore_errors=True)
 
 
 class Tee(io.TextIOBase):
