@@ -52,3 +52,66 @@ def test_dask_mode_uses_the_active_client() -> None:
             import opero
 
             assert set(opero.run(pid(range(5)))) <= worker_pids
+
+
+def _flaky_tenth(x: int) -> int:
+    if x % 10 == 0:
+        raise ConnectionError(f"item {x} always fails")
+    return x
+
+
+@pytest.mark.timeout(120)
+def test_dask_counters_are_exact_with_several_threads_per_worker() -> None:
+    """Two threads per dask worker: fn.stats and opero.stats() count every call exactly."""
+    import opero
+    from distributed import Client, LocalCluster
+
+    n = 2000
+    fn = opmap(mode="dask", retries=1, min_delay=0.001, jitter=0, chunksize=5, progress=False)(_flaky_tenth)
+    with LocalCluster(n_workers=2, threads_per_worker=2, processes=True, dashboard_address=None) as cluster:
+        with Client(cluster):
+            out = fn(range(n))
+    bad = n // 10
+    assert sum(isinstance(v, AllFailedError) for v in out) == bad
+    st = fn.stats
+    assert (st.calls, st.successes, st.failures) == (n, n - bad, bad)
+    assert (st.attempts, st.retries) == (n + bad, bad)
+    row = opero.stats().loc[st.name]
+    assert (row["calls"], row["successes"], row["attempts"], row["retries"]) == (n, n - bad, n + bad, bad)
+
+
+class _OnlyHere:
+    """Pickles in the parent; unpickling it anywhere else fails (like a module only here)."""
+
+    def __init__(self, parent: int) -> None:
+        self.parent = parent
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_only_here, (self.parent,))
+
+
+def _only_here(parent: int) -> _OnlyHere:
+    if os.getpid() != parent:
+        raise ImportError("no module named 'only_in_the_parent'")
+    return _OnlyHere(parent)
+
+
+@pytest.mark.timeout(120)
+def test_dask_error_that_is_not_a_lost_worker_keeps_its_type() -> None:
+    """A task dask fails for another reason than a dead worker is not a WorkerLostError."""
+    from distributed import Client, LocalCluster
+
+    from opero import WorkerLostError
+
+    anchor = _OnlyHere(os.getpid())
+
+    @opmap(mode="dask", retries=0, progress=False)
+    def uses_anchor(x: int) -> int:
+        return x + (anchor.parent * 0)
+
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None) as cluster:
+        with Client(cluster):
+            out = uses_anchor(range(4))
+    assert all(isinstance(v, ImportError) for v in out), out
+    assert not any(isinstance(v, WorkerLostError) for v in out)
+    assert "only_in_the_parent" in str(out[0])
