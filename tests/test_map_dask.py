@@ -55,6 +55,9 @@ def test_dask_mode_uses_the_active_client() -> None:
 
 
 def _flaky_tenth(x: int) -> int:
+    import time
+
+    time.sleep(0.002)  # long enough that the two threads of a worker interleave
     if x % 10 == 0:
         raise ConnectionError(f"item {x} always fails")
     return x
@@ -63,11 +66,12 @@ def _flaky_tenth(x: int) -> int:
 @pytest.mark.timeout(120)
 def test_dask_counters_are_exact_with_several_threads_per_worker() -> None:
     """Two threads per dask worker: fn.stats and opero.stats() count every call exactly."""
-    import opero
     from distributed import Client, LocalCluster
 
-    n = 2000
-    fn = opmap(mode="dask", retries=1, min_delay=0.001, jitter=0, chunksize=5, progress=False)(_flaky_tenth)
+    import opero
+
+    n = 1000
+    fn = opmap(mode="dask", retries=1, min_delay=0.001, jitter=0, chunksize=10, progress=False)(_flaky_tenth)
     with LocalCluster(n_workers=2, threads_per_worker=2, processes=True, dashboard_address=None) as cluster:
         with Client(cluster):
             out = fn(range(n))
