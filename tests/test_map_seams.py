@@ -428,3 +428,24 @@ def test_thread_map_never_waits_for_an_abandoned_attempt() -> None:
     assert time.monotonic() - t0 < 2.0
     assert isinstance(out[1], AllFailedError) and isinstance(out[1].errors[0], TimeoutError)
     assert [out[i] for i in (0, 2, 3)] == [0, 2, 3]
+
+
+# -- no leaks on a warm pool -------------------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_warm_pool_keeps_descriptors_and_limiter_files_flat() -> None:
+    """50 rounds of rate-limited maps (one function, a scope, a re-decorated function) on
+    one warm pool: parent and worker descriptors and /dev/shm opero files do not grow."""
+    script = str(ROOT / "tests/_map_scripts/warm_pool_fds.py")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, script, "50"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=110
+    )
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    before, after = got["before"], got["after"]
+    assert after["parent"] == before["parent"]
+    assert after["workers"] == before["workers"]
+    assert after["files"] == before["files"]
+    assert before["files"] >= 2  # the script's own budgets were counted
