@@ -1,70 +1,137 @@
-"""Rate limiters: one GCRA algorithm over pluggable shared state.
+"""Rate limiters: one GCRA algorithm over pluggable shared state, optionally adaptive.
 
-``rate_limit=r`` lets attempts start at most ``r`` per second, ``rate_burst`` back to back,
-then spaced ``1/r`` apart. A limiter first *reserves* the next theoretical start slot (GCRA:
-the theoretical arrival time ``tat`` advances by ``1/r`` per grant), sleeps until it, then
-*confirms* under the lock that the previous real start is at least ``1/r`` ago, so a late
-waker cannot squeeze two starts closer than the interval. Sleeping is the driver's job
+``rate_limit=r`` lets attempts start at most ``r`` per second, spaced ``1/r`` apart.
+``rate_burst=B`` lets up to ``B`` of them start back to back, *within* the same budget: any
+1-second window sees at most ``max(B, ceil(r))`` starts (10 at ``r=10, B=10``, never 19), and
+a long run averages ``r`` per second. (Plain GCRA alone would allow ``r + B - 1`` in the first
+second: a burst on top of the rate rather than inside it.)
+
+A limiter first *reserves* the next theoretical start slot (GCRA: the theoretical arrival time
+``tat`` advances by ``1/r`` per grant), sleeps until it, then *confirms* under the lock that
+the start keeps the spacing (``burst == 1``: the previous real start is ``1/r`` ago) or the
+window (``burst > 1``: the ``max(B, ceil(r))``-th previous start is 1 s ago), so a late
+waker cannot squeeze starts closer than decided. Sleeping is the driver's job
 (``time.sleep`` or ``asyncio.sleep``), so one limiter serves threads and every event loop.
 
-The state lives in a :class:`Store`, which runs each GCRA step atomically: this module has
-the algorithm (:func:`gcra_reserve`, :func:`gcra_confirm`) and the in-process store; the
-host-wide store (``stores/host.py``: a file in ``/dev/shm`` under ``flock``) runs the same
-Python steps, the cluster-wide one (``stores/redis.py``) runs them as one Lua script on the
-server's clock. ``opero.stores.get_limiter`` picks one.
+A server's ``Retry-After`` holds the whole budget (:meth:`Limiter.hold`): the next start of
+any caller sharing it is at least that far away.
+
+**Adaptive rate** (``rate_limit="auto"`` or ``adaptive=True``): AIMD on a shared record
+(:func:`aimd_throttled`, :func:`aimd_succeeded`). A throttled attempt (429/503) cuts the rate
+by ``CUT`` once per *epoch* (attempts granted before the cut do not cut again: 16 in-flight
+429s are one congestion signal, not 16); each success adds ``CLIMB * base / rate``, i.e. the
+rate climbs by ``CLIMB * base`` per second of successes, ``base`` being the rate right after
+the last cut (scale-free). ``"auto"`` starts in slow start (+1 per success: doubling per
+second) until its first cut. The rate never exceeds ``rate_limit``.
+
+The state lives in a :class:`Store` (GCRA) and a :class:`Record` (adaptive rate, breaker):
+this module has the algorithms and the in-process kinds; the host-wide ones
+(``stores/host.py``: files under ``flock``) run the same Python steps, the cluster-wide ones
+(``stores/redis.py``) run them as Lua scripts on the server's clock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._testing import state as testing_state
 
-__all__ = ["Limiter", "LocalStore", "Store", "TransactStore", "clock", "gcra_confirm", "gcra_reserve"]
+if TYPE_CHECKING:
+    from ._telemetry import FunctionStats
+
+__all__ = [
+    "Adaptive",
+    "Limiter",
+    "LocalRecord",
+    "LocalStore",
+    "Record",
+    "Store",
+    "TransactStore",
+    "aimd_read",
+    "aimd_succeeded",
+    "aimd_throttled",
+    "clock",
+    "gcra_confirm",
+    "gcra_hold",
+    "gcra_reserve",
+    "window_cap",
+]
 
 #: Below this remaining wait, yield and re-check instead of sleeping: a sleep overshoots by
 #: ~0.1 ms, and with burst 1 each late start would push every later one back (drift).
 _SPIN = 0.002
 #: The clock every store shares; CLOCK_MONOTONIC is system-wide on Linux, so processes agree.
 clock = time.monotonic
+#: The most starts a burst window remembers (a rate above this with ``rate_burst > 1`` is
+#: windowed over this many starts).
+RING = 4096
+_NEVER = float("-inf")
+
+
+def window_cap(interval: float, burst: int) -> int:
+    """Starts any 1-second window may hold: ``max(burst, ceil(rate))``, at most ``RING``."""
+    return min(RING, max(burst, math.ceil(1.0 / interval - 1e-9)))
 
 
 def gcra_reserve(
-    now: float, tat: float, last: float, interval: float, burst: int
+    now: float, tat: float, last: float, interval: float, burst: int, oldest: float = _NEVER
 ) -> tuple[float, float, float]:
     """GCRA, step 1: take the next start slot; return ``(delay, tat, last)``.
 
     The theoretical arrival time ``tat`` advances by ``interval`` per grant; a grant may start
-    ``(burst - 1) * interval`` before it. The Lua script in ``stores/redis.py`` is this same step.
+    ``(burst - 1) * interval`` before it, and (``burst > 1``) not before ``oldest + 1``, the
+    start that would leave the 1-second window. ``stores/redis.py`` runs this same step in Lua.
     """
     tat = max(tat, now)
-    start = max(now, tat - (burst - 1) * interval)
+    start = max(now, tat - (burst - 1) * interval, oldest + 1.0)
     return start - now, tat + interval, last
 
 
 def gcra_confirm(
-    now: float, tat: float, last: float, interval: float, burst: int
+    now: float, tat: float, last: float, interval: float, burst: int, oldest: float = _NEVER
 ) -> tuple[float, float, float]:
     """GCRA, step 2, after sleeping the delay: with ``burst == 1`` the previous real start must be
-    ``interval`` ago (a late waker must not start right after an early one); return
+    ``interval`` ago (a late waker must not start right after an early one); with ``burst > 1``
+    the start ``window_cap`` grants back (``oldest``) must be a second ago. Return
     ``(delay, tat, last)``, delay > 0 meaning "sleep that long and confirm again"."""
     if burst == 1 and now < last + interval:
         return last + interval - now, tat, last
+    if burst > 1 and now < oldest + 1.0:
+        return oldest + 1.0 - now, tat, last
     return 0.0, tat, max(last, now)
 
 
+def gcra_hold(now: float, tat: float, last: float, interval: float, burst: int, wait: float) -> float:
+    """The ``tat`` that makes the next start at least ``wait`` seconds from ``now``."""
+    return max(tat, now + wait + (burst - 1) * interval)
+
+
 class Store(Protocol):
-    """Where a limiter's shared state lives; each method is one atomic GCRA step."""
+    """Where a limiter's GCRA state lives; each method is one atomic step."""
 
     def reserve(self, interval: float, burst: int) -> float:
         """Run :func:`gcra_reserve` atomically on the shared state; return the delay."""
 
     def confirm(self, interval: float, burst: int) -> float:
         """Run :func:`gcra_confirm` atomically on the shared state; return the delay."""
+
+    def hold(self, interval: float, burst: int, wait: float) -> None:
+        """Push the next start at least ``wait`` seconds away (:func:`gcra_hold`)."""
+
+    async def reserve_async(self, interval: float, burst: int) -> float:
+        """:meth:`reserve` without blocking the event loop."""
+
+    async def confirm_async(self, interval: float, burst: int) -> float:
+        """:meth:`confirm` without blocking the event loop."""
+
+    async def hold_async(self, interval: float, burst: int, wait: float) -> None:
+        """:meth:`hold` without blocking the event loop."""
 
     #: None, or a list that receives the start time of every grant made through this store
     #: object, read on the deciding clock inside the atomic step: the spacing the limiter
@@ -75,6 +142,9 @@ class Store(Protocol):
 
 class TransactStore:
     """Base of stores that run the Python GCRA steps under their own lock (``transact``).
+
+    A store with ``burst > 1`` also keeps a ring of recent start times (``_ring_oldest`` and
+    ``_ring_push``, called inside ``transact``'s lock).
 
     Attributes:
         grant_log: see :attr:`Store.grant_log`; times are :data:`clock` readings.
@@ -89,23 +159,57 @@ class TransactStore:
         """Run ``update(now, tat, last) -> (result, tat, last)`` atomically; return result."""
         raise NotImplementedError
 
+    def _ring_oldest(self, n: int) -> float:
+        """The n-th most recent start (-inf when fewer); only inside ``transact``."""
+        raise NotImplementedError
+
+    def _ring_push(self, when: float) -> None:
+        """Remember a start; only inside ``transact``."""
+        raise NotImplementedError
+
     def reserve(self, interval: float, burst: int) -> float:
         """One atomic :func:`gcra_reserve`."""
-        return self.transact(lambda now, tat, last: gcra_reserve(now, tat, last, interval, burst))
+        if burst == 1:
+            return self.transact(lambda now, tat, last: gcra_reserve(now, tat, last, interval, 1))
+        cap = window_cap(interval, burst)
+        return self.transact(
+            lambda now, tat, last: gcra_reserve(now, tat, last, interval, burst, self._ring_oldest(cap))
+        )
 
     def confirm(self, interval: float, burst: int) -> float:
         """One atomic :func:`gcra_confirm`."""
         log = self.grant_log
-        if log is None:
-            return self.transact(lambda now, tat, last: gcra_confirm(now, tat, last, interval, burst))
+        if burst == 1 and log is None:
+            return self.transact(lambda now, tat, last: gcra_confirm(now, tat, last, interval, 1))
+        cap = window_cap(interval, burst)
 
-        def logged(now: float, tat: float, last: float) -> tuple[float, float, float]:
-            step = gcra_confirm(now, tat, last, interval, burst)
-            if step[0] <= 0:
-                log.append(now)  # under the store's lock: the start time the limiter decided
-            return step
+        def step(now: float, tat: float, last: float) -> tuple[float, float, float]:
+            oldest = self._ring_oldest(cap) if burst > 1 else _NEVER
+            out = gcra_confirm(now, tat, last, interval, burst, oldest)
+            if out[0] <= 0:
+                if burst > 1:
+                    self._ring_push(now)
+                if log is not None:
+                    log.append(now)  # under the store's lock: the start time the limiter decided
+            return out
 
-        return self.transact(logged)
+        return self.transact(step)
+
+    def hold(self, interval: float, burst: int, wait: float) -> None:
+        """Push the next start at least ``wait`` seconds away."""
+        self.transact(lambda now, tat, last: (0.0, gcra_hold(now, tat, last, interval, burst, wait), last))
+
+    async def reserve_async(self, interval: float, burst: int) -> float:
+        """:meth:`reserve` (a lock held for microseconds: no need to leave the loop)."""
+        return self.reserve(interval, burst)
+
+    async def confirm_async(self, interval: float, burst: int) -> float:
+        """:meth:`confirm` (a lock held for microseconds: no need to leave the loop)."""
+        return self.confirm(interval, burst)
+
+    async def hold_async(self, interval: float, burst: int, wait: float) -> None:
+        """:meth:`hold` (a lock held for microseconds)."""
+        self.hold(interval, burst, wait)
 
 
 class LocalStore(TransactStore):
@@ -115,13 +219,14 @@ class LocalStore(TransactStore):
     host-wide store of ``stores/host.py`` is the one opero uses for decorated functions.
     """
 
-    __slots__ = ("_last", "_lock", "_tat")
+    __slots__ = ("_last", "_lock", "_ring", "_tat")
 
     def __init__(self) -> None:
         super().__init__()
         self._lock = threading.Lock()
         self._tat = 0.0
-        self._last = float("-inf")
+        self._last = _NEVER
+        self._ring: deque[float] = deque(maxlen=RING)
 
     def transact(self, update: Callable[[float, float, float], tuple[float, float, float]]) -> float:
         """Run ``update(now, tat, last)`` under this process's lock."""
@@ -129,8 +234,123 @@ class LocalStore(TransactStore):
             result, self._tat, self._last = update(clock(), self._tat, self._last)
             return result
 
+    def _ring_oldest(self, n: int) -> float:
+        ring = self._ring
+        return ring[-n] if len(ring) >= n else _NEVER
+
+    def _ring_push(self, when: float) -> None:
+        self._ring.append(when)
+
     def __reduce__(self) -> tuple[Any, ...]:
         return (LocalStore, ())
+
+
+# -- shared records (adaptive rate, circuit breaker) ---------------------------------------
+
+#: An operation on a record: ``op(now, values, *args) -> result``, mutating ``values``.
+RecordOp = Callable[..., Any]
+
+
+class Record(Protocol):
+    """A small vector of floats shared by threads/processes/machines, changed atomically.
+
+    Each operation has a name (the redis store runs a Lua script of that name) and a Python
+    function (the in-process and host stores run it under their lock).
+    """
+
+    def apply(self, name: str, op: RecordOp, *args: float) -> Any:
+        """Run ``op(now, values, *args)`` atomically and return its result."""
+
+    async def apply_async(self, name: str, op: RecordOp, *args: float) -> Any:
+        """:meth:`apply` without blocking the event loop."""
+
+
+class LocalRecord:
+    """A record shared by this process's threads and tasks (tests, and the fallback).
+
+    Args:
+        initial: the starting values.
+    """
+
+    __slots__ = ("_lock", "initial", "values")
+
+    def __init__(self, initial: list[float]) -> None:
+        self.initial = list(initial)
+        self.values = list(initial)
+        self._lock = threading.Lock()
+
+    def apply(self, name: str, op: RecordOp, *args: float) -> Any:
+        """Run ``op`` under this process's lock."""
+        with self._lock:
+            return op(clock(), self.values, *args)
+
+    async def apply_async(self, name: str, op: RecordOp, *args: float) -> Any:
+        """:meth:`apply` (microseconds under a lock)."""
+        return self.apply(name, op, *args)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (LocalRecord, (self.initial,))
+
+
+# -- AIMD ------------------------------------------------------------------------------------
+
+#: The rate after a throttle is this fraction of the rate before it.
+CUT = 0.7
+#: After a cut the rate climbs by ``CLIMB * base`` per second of successes.
+CLIMB = 0.1
+#: An adaptive rate never drops below this many calls per second.
+FLOOR = 0.05
+#: Layout of an adaptive record.
+RATE, EPOCH, BASE, PROBING = range(4)
+
+
+def aimd_read(now: float, v: list[float]) -> tuple[float, float]:
+    """``(rate, epoch)``."""
+    return v[RATE], v[EPOCH]
+
+
+def aimd_throttled(now: float, v: list[float], epoch: float, cut: float, floor: float) -> float:
+    """A throttled attempt granted in ``epoch``: cut once per epoch; return the new rate or -1."""
+    if epoch != v[EPOCH]:
+        return -1.0
+    v[RATE] = max(floor, v[RATE] * cut)
+    v[BASE] = v[RATE]
+    v[EPOCH] += 1.0
+    v[PROBING] = 0.0
+    return v[RATE]
+
+
+def aimd_succeeded(now: float, v: list[float], climb: float, ceiling: float) -> float:
+    """A success: climb additively (slow start before the first cut); ``ceiling`` 0 = none."""
+    rate = v[RATE]
+    rate = rate + 1.0 if v[PROBING] else rate + climb * v[BASE] / rate
+    if ceiling > 0:
+        rate = min(rate, ceiling)
+    v[RATE] = rate
+    return rate
+
+
+class Adaptive:
+    """The adaptive side of a limiter: its shared AIMD record and its settings.
+
+    Args:
+        record: the shared ``[rate, epoch, base, probing]`` record.
+        ceiling: the highest rate (``rate_limit``), or None with ``"auto"``.
+    """
+
+    __slots__ = ("ceiling", "record")
+
+    def __init__(self, record: Record, ceiling: float | None) -> None:
+        self.record = record
+        self.ceiling = ceiling
+
+    @staticmethod
+    def initial(start: float, probing: bool) -> list[float]:
+        """A fresh record's values."""
+        return [float(start), 0.0, float(start), 1.0 if probing else 0.0]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Adaptive, (self.record, self.ceiling))
 
 
 class Limiter:
@@ -141,56 +361,158 @@ class Limiter:
 
     Attributes:
         name: the function or scope it limits.
-        rate: starts per second.
+        rate: starts per second (the starting rate of an adaptive limiter).
         burst: starts allowed back to back before spacing applies.
-        store: where the shared state lives.
+        store: where the shared GCRA state lives.
+        adaptive: the shared AIMD state, or None for a fixed rate.
     """
 
-    __slots__ = ("burst", "grants", "interval", "name", "rate", "store", "waited")
+    __slots__ = ("adaptive", "burst", "grants", "interval", "name", "rate", "store", "waited")
 
-    def __init__(self, name: str, rate: float, burst: int = 1, store: Store | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        rate: float,
+        burst: int = 1,
+        store: Store | None = None,
+        adaptive: Adaptive | None = None,
+    ) -> None:
         self.name = name
         self.rate = float(rate)
         self.burst = int(burst)
         #: seconds between two starts once the burst is spent
         self.interval = 1.0 / self.rate
         self.store: Store = store if store is not None else LocalStore()
+        self.adaptive = adaptive
         #: grants made and seconds waited through this limiter object (this process)
         self.grants = 0
         self.waited = 0.0
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Limiter, (self.name, self.rate, self.burst, self.store))
+        return (Limiter, (self.name, self.rate, self.burst, self.store, self.adaptive))
 
-    def acquire(self) -> float:
-        """Block the calling thread until an attempt may start; return seconds waited."""
-        if testing_state.active:
-            return 0.0
-        begin = clock()
-        store, interval, burst = self.store, self.interval, self.burst
-        delay = store.reserve(interval, burst)
-        while True:
-            if delay > 0:
-                time.sleep(delay if delay > _SPIN else 0)
-            delay = store.confirm(interval, burst)
-            if delay <= 0:
-                break
-        return self._granted(clock() - begin)
+    # -- the adaptive rate -----------------------------------------------------------------
 
-    async def acquire_async(self) -> float:
+    def current(self) -> tuple[float, float]:
+        """``(rate, epoch)``: the shared rate now, and its epoch (the number of cuts so far)."""
+        if self.adaptive is None:
+            return self.rate, 0.0
+        return self.adaptive.record.apply("aimd_read", aimd_read)  # type: ignore[no-any-return]
+
+    def current_rate(self) -> float:
+        """The rate in force now (the shared adaptive rate, or the fixed one)."""
+        return self.current()[0]
+
+    def throttled(self, epoch: float, wait: float | None = None) -> float | None:
+        """An attempt granted in ``epoch`` was throttled (429/503): hold the budget for the
+        server's ``wait`` and, when adaptive, cut the rate. Return the new rate when it was cut."""
+        if wait is not None and wait > 0:
+            self.store.hold(self.interval, self.burst, wait)
+        if self.adaptive is None:
+            return None
+        rate = self.adaptive.record.apply("aimd_throttled", aimd_throttled, epoch, CUT, FLOOR)
+        return None if rate < 0 else float(rate)
+
+    def succeeded(self) -> float | None:
+        """An attempt succeeded: an adaptive rate climbs; return the new rate (None when fixed)."""
+        if self.adaptive is None:
+            return None
+        ceiling = self.adaptive.ceiling or 0.0
+        return float(self.adaptive.record.apply("aimd_succeeded", aimd_succeeded, CLIMB, ceiling))
+
+    async def throttled_async(self, epoch: float, wait: float | None = None) -> float | None:
+        """:meth:`throttled` without blocking the event loop."""
+        if wait is not None and wait > 0:
+            await self.store.hold_async(self.interval, self.burst, wait)
+        if self.adaptive is None:
+            return None
+        rate = await self.adaptive.record.apply_async("aimd_throttled", aimd_throttled, epoch, CUT, FLOOR)
+        return None if rate < 0 else float(rate)
+
+    async def succeeded_async(self) -> float | None:
+        """:meth:`succeeded` without blocking the event loop."""
+        if self.adaptive is None:
+            return None
+        ceiling = self.adaptive.ceiling or 0.0
+        return float(await self.adaptive.record.apply_async("aimd_succeeded", aimd_succeeded, CLIMB, ceiling))
+
+    def hold(self, wait: float) -> None:
+        """Make the next start of every caller of this budget at least ``wait`` seconds away."""
+        if wait > 0:
+            self.store.hold(self.interval, self.burst, wait)
+
+    # -- acquiring -------------------------------------------------------------------------
+
+    def acquire(self, stats: FunctionStats | None = None) -> float:
+        """Block the calling thread until an attempt may start; return seconds waited.
+
+        Args:
+            stats: counters that track the wall-clock time during which a call waited.
+        """
+        return self.take(stats)[0]
+
+    async def acquire_async(self, stats: FunctionStats | None = None) -> float:
         """Wait without blocking the event loop until an attempt may start; return seconds waited."""
+        return (await self.take_async(stats))[0]
+
+    def take(self, stats: FunctionStats | None = None) -> tuple[float, float]:
+        """:meth:`acquire`, also returning the adaptive epoch the grant was made in (for
+        :meth:`throttled`)."""
+        if self.adaptive is None:
+            interval, epoch = self.interval, 0.0
+        else:
+            rate, epoch = self.current()
+            interval = 1.0 / rate
         if testing_state.active:
-            return 0.0
+            return 0.0, epoch
         begin = clock()
-        store, interval, burst = self.store, self.interval, self.burst
+        store, burst = self.store, self.burst
         delay = store.reserve(interval, burst)
-        while True:
-            if delay > 0:
-                await asyncio.sleep(delay if delay > _SPIN else 0)
+        if delay <= 0:
             delay = store.confirm(interval, burst)
             if delay <= 0:
-                break
-        return self._granted(clock() - begin)
+                return self._granted(clock() - begin), epoch
+        if stats is not None:
+            stats.wait_begin()
+        try:
+            while True:
+                time.sleep(delay if delay > _SPIN else 0)
+                delay = store.confirm(interval, burst)
+                if delay <= 0:
+                    break
+        finally:
+            if stats is not None:
+                stats.wait_end()
+        return self._granted(clock() - begin), epoch
+
+    async def take_async(self, stats: FunctionStats | None = None) -> tuple[float, float]:
+        """:meth:`take` without blocking the event loop."""
+        if self.adaptive is None:
+            interval, epoch = self.interval, 0.0
+        else:
+            rate, epoch = await self.adaptive.record.apply_async("aimd_read", aimd_read)
+            interval = 1.0 / rate
+        if testing_state.active:
+            return 0.0, epoch
+        begin = clock()
+        store, burst = self.store, self.burst
+        delay = await store.reserve_async(interval, burst)
+        if delay <= 0:
+            delay = await store.confirm_async(interval, burst)
+            if delay <= 0:
+                return self._granted(clock() - begin), epoch
+        if stats is not None:
+            stats.wait_begin()
+        try:
+            while True:
+                await asyncio.sleep(delay if delay > _SPIN else 0)
+                delay = await store.confirm_async(interval, burst)
+                if delay <= 0:
+                    break
+        finally:
+            if stats is not None:
+                stats.wait_end()
+        return self._granted(clock() - begin), epoch
 
     def _granted(self, waited: float) -> float:
         self.grants += 1
@@ -201,8 +523,9 @@ class Limiter:
         return waited
 
     def __repr__(self) -> str:
+        rate = f"{self.rate:g}/s" if self.adaptive is None else f"adaptive from {self.rate:g}/s"
         return (
-            f"<Limiter {self.name!r}: {self.rate:g}/s burst {self.burst}, "
+            f"<Limiter {self.name!r}: {rate} burst {self.burst}, "
             f"{self.grants} grants, waited {self.waited:.3f}s, store {type(self.store).__name__}>"
         )
 

@@ -105,6 +105,7 @@ class _Engine:
         self.func = func
         self.options = options
         self.plan: Plan = build_plan(func, options)
+        self.plan.in_map = True  # an open breaker makes items wait for its probe, not fail
         self.name = self.plan.name
         self.is_async = self.plan.is_async
         self.mode = options.mode or ("async" if self.is_async else "thread")

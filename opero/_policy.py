@@ -18,13 +18,14 @@ from typing import Any, NamedTuple
 from tenacity import wait_exponential
 
 from . import _telemetry
-from ._errors import AllFailedError
+from ._errors import AllFailedError, CircuitOpenError
+from ._hints import server_wait, status_of
 from ._keys import KeyBuilder
 from ._options import Options
 from ._telemetry import _SAMPLE_ALL, _SAMPLE_MASK, LEVELS, Recorder, logger
 from ._testing import state as testing_state
 from ._threads import call_with_timeout as _call_with_timeout
-from .stores import MISS, CacheBackend, get_limiter, make_cache
+from .stores import MISS, CacheBackend, get_breaker, get_limiter, make_cache
 
 __all__ = ["Attempt", "Plan", "Sleep"]
 
@@ -104,6 +105,11 @@ def _retry_predicate(retry_on: Any) -> Callable[[BaseException], bool]:
     return lambda exc: bool(retry_on(exc))
 
 
+def _not_open_breaker(retryable: Callable[[BaseException], Any]) -> Callable[[BaseException], Any]:
+    # An open circuit breaker means "fail fast": never retried, whatever retry_on says.
+    return lambda exc: not isinstance(exc, CircuitOpenError) and retryable(exc)
+
+
 class Plan:
     """Everything one decorated function needs at call time, built once at decoration.
 
@@ -118,11 +124,15 @@ class Plan:
         self.options = options
         self.name = name
         self.is_async = inspect.iscoroutinefunction(func)
-        self.retryable = _retry_predicate(options.retry_on)
+        self.retryable = _not_open_breaker(_retry_predicate(options.retry_on))
         self.fallback = _Fallback(func, options.arg_fallback) if options.arg_fallback else None
         self.recorder = Recorder(name, options)
         self.stats = self.recorder.stats
         self._limiter = get_limiter(options, name)
+        self._breaker = get_breaker(options, name)
+        #: items of a map wait for a half-open probe instead of failing fast (set by opmap)
+        self.in_map = False
+        self._reported_rate = self._limiter.rate if self._limiter is not None else 0.0
         cache = make_cache(func, options)
         self.keys: KeyBuilder | None = cache[0] if cache is not None else None
         self.cache: CacheBackend | None = cache[1] if cache is not None else None
@@ -146,6 +156,17 @@ class Plan:
         self._limiter = value
         self._pick_fast_path()
 
+    @property
+    def breaker(self) -> Any:
+        """The circuit breaker of every attempt, or None."""
+        return self._breaker
+
+    @breaker.setter
+    def breaker(self, value: Any) -> None:
+        # Process workers swap in the parent's breaker: the fast path must see it.
+        self._breaker = value
+        self._pick_fast_path()
+
     def _pick_fast_path(self) -> None:
         """Decide once which calls may skip the general driver (see ``call_sync``)."""
         callbacks = self.recorder._callbacks
@@ -158,7 +179,12 @@ class Plan:
         self._key_arity = -1
         self._entries: Any = None
         if self.keys is None:
-            if self.limiter is None and self.timeout is None and "success" not in callbacks:
+            if (
+                self.limiter is None
+                and self.breaker is None
+                and self.timeout is None
+                and "success" not in callbacks
+            ):
                 self._fast = "plain"
         elif self.keys.memory_arity >= 0 and not callbacks.keys() & {"success", "cache_hit"}:
             entries = getattr(self.cache, "entries", None)
@@ -170,7 +196,7 @@ class Plan:
         # A decorated function defined in __main__ or a notebook travels to process workers by
         # value (cloudpickle), closure and all; the plan is rebuilt there (its locks cannot
         # travel) and keeps the parent's limiter, whose budget is shared across processes.
-        return (_rebuild, (self.func, self.options, self.name, self.limiter))
+        return (_rebuild, (self.func, self.options, self.name, self.limiter, self.breaker, self.in_map))
 
     # -- decisions (shared by both drivers) --------------------------------------------------
 
@@ -282,13 +308,64 @@ class Plan:
 
     # -- sync driver ---------------------------------------------------------------------------
 
+    # -- pushback: the circuit breaker and the adaptive rate hear how each attempt went -------
+
+    def _breaker_changed(self, state: str | None) -> None:
+        if state is not None:
+            self.recorder.emit("breaker", state=state)
+
+    def _rate_changed(self, rate: float | None, cut: bool) -> None:
+        # Every cut is an event; a climb only each time it gained 10% (not one per success).
+        if rate is None or (not cut and rate < self._reported_rate * 1.1):
+            return
+        self._reported_rate = rate
+        self.recorder.emit("rate", rate=rate)
+
+    def _pushback(self, exc: Exception) -> tuple[bool, float | None, bool]:
+        """``(throttled, server wait, counts as a breaker failure)`` for a failed attempt."""
+        status = status_of(exc)
+        throttled = status in (429, 503)
+        failure = status != 429 and bool(self.retryable(exc))
+        return throttled, server_wait(exc) if throttled else None, failure
+
+    def _failed_sync(self, exc: Exception, epoch: float, probe: bool) -> None:
+        throttled, wait, failure = self._pushback(exc)
+        if throttled and self.limiter is not None:
+            self._rate_changed(self.limiter.throttled(epoch, wait), True)
+        if failure and self.breaker is not None:
+            self._breaker_changed(self.breaker.failed(probe))
+
+    def _succeeded_sync(self) -> None:
+        if self.limiter is not None and self.limiter.adaptive is not None:
+            self._rate_changed(self.limiter.succeeded(), False)
+        if self.breaker is not None:
+            self._breaker_changed(self.breaker.succeeded())
+
     def attempt_sync(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """One attempt: rate-limit token, then the function under the per-attempt timeout."""
-        if self.limiter is not None:
-            self._waited(self.limiter.acquire())
-        if self.timeout is None:
-            return self.func(*args, **kwargs)
-        return _call_with_timeout(self.func, args, kwargs, self.timeout, self.name)
+        """One attempt: circuit breaker, rate-limit token, then the function under the timeout."""
+        probe, epoch = False, 0.0
+        breaker, limiter = self.breaker, self.limiter
+        while True:
+            if breaker is not None:
+                probe = breaker.enter(self.in_map, self._breaker_changed)
+            if limiter is not None:
+                waited, epoch = limiter.take(self.stats)
+                self._waited(waited)
+            # The breaker may have opened while this attempt waited for its rate slot.
+            if breaker is None or limiter is None or probe or breaker.closed():
+                break
+        try:
+            if self.timeout is None:
+                value = self.func(*args, **kwargs)
+            else:
+                value = _call_with_timeout(self.func, args, kwargs, self.timeout, self.name)
+        except Exception as exc:
+            if breaker is not None or limiter is not None:
+                self._failed_sync(exc, epoch, probe)
+            raise
+        if breaker is not None or (limiter is not None and limiter.adaptive is not None):
+            self._succeeded_sync()
+        return value
 
     def call_sync(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Run one call of a sync function with the full policy.
@@ -400,7 +477,7 @@ class Plan:
                 self._finish(True, began, 0)
                 return value
             try:
-                if self.limiter is None and self.timeout is None:
+                if self.limiter is None and self.timeout is None and self.breaker is None:
                     value = self.func(*args, **kwargs)  # the common case, without a frame more
                 else:
                     value = self.attempt_sync(args, kwargs)
@@ -434,8 +511,34 @@ class Plan:
 
     async def attempt_async(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """One attempt of an ``async def`` function; the timeout really cancels it."""
-        if self.limiter is not None:
-            self._waited(await self.limiter.acquire_async())
+        probe, epoch = False, 0.0
+        breaker, limiter = self.breaker, self.limiter
+        while True:
+            if breaker is not None:
+                probe = await breaker.enter_async(self.in_map, self._breaker_changed)
+            if limiter is not None:
+                waited, epoch = await limiter.take_async(self.stats)
+                self._waited(waited)
+            # The breaker may have opened while this attempt waited for its rate slot.
+            if breaker is None or limiter is None or probe or await breaker.closed_async():
+                break
+        try:
+            value = await self._run_async(args, kwargs)
+        except Exception as exc:
+            if breaker is not None or limiter is not None:
+                throttled, wait, failure = self._pushback(exc)
+                if throttled and limiter is not None:
+                    self._rate_changed(await limiter.throttled_async(epoch, wait), True)
+                if failure and breaker is not None:
+                    self._breaker_changed(await breaker.failed_async(probe))
+            raise
+        if limiter is not None and limiter.adaptive is not None:
+            self._rate_changed(await limiter.succeeded_async(), False)
+        if breaker is not None:
+            self._breaker_changed(await breaker.succeeded_async())
+        return value
+
+    async def _run_async(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if self.timeout is None:
             return await self.func(*args, **kwargs)
         try:
@@ -525,7 +628,14 @@ class Plan:
                 return value
 
 
-def _rebuild(func: Callable[..., Any], options: Options, name: str, limiter: Any) -> Plan:
-    plan = Plan(func, options.replace(rate_limit=None, rate_limit_scope=None), name)
-    plan.limiter = limiter
+def _rebuild(
+    func: Callable[..., Any],
+    options: Options,
+    name: str,
+    limiter: Any,
+    breaker: Any = None,
+    in_map: bool = False,
+) -> Plan:
+    plan = Plan(func, options.replace(rate_limit=None, rate_limit_scope=None, circuit_breaker=None), name)
+    plan.limiter, plan.breaker, plan.in_map = limiter, breaker, in_map
     return plan

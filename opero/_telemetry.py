@@ -53,6 +53,7 @@ LEVELS: dict[str, int] = {
     "failure": logging.INFO,
     "item_failed": logging.DEBUG,
     "breaker": logging.WARNING,
+    "rate": logging.INFO,
 }
 #: kinds that end a call (the matching ``start`` has the same ``call`` id)
 ENDS = frozenset({"success", "failure"})
@@ -73,7 +74,9 @@ class Event:
     ``delay`` seconds), ``"fallback"`` (moving to candidate ``candidate``), ``"timeout"``,
     ``"cache_hit"``, ``"cache_miss"``, ``"cache_error"``, ``"rate_wait"`` (``delay`` seconds
     held back by the rate limit), ``"item_failed"`` (an opmap item failed, with its
-    ``item``) and ``"breaker"`` (the circuit breaker changed ``state``). New kinds may be
+    ``item``), ``"breaker"`` (the circuit breaker changed ``state``) and ``"rate"`` (an
+    adaptive rate limit moved to ``rate`` calls per second: every cut, and each 10% climb).
+    New kinds may be
     added: listeners should ignore kinds they do not know.
 
     Attributes:
@@ -89,6 +92,7 @@ class Event:
         pid: process that produced the event (process and dask workers report home).
         duration: seconds the call took (``success`` and ``failure``).
         state: the new state of a ``breaker`` event (``"open"``, ``"half_open"``, ``"closed"``).
+        rate: the new rate of a ``rate`` event (calls per second).
         call: id of the call the event belongs to, unique within its ``pid`` (None when no
             listener saw the call start).
     """
@@ -105,6 +109,7 @@ class Event:
     pid: int = 0
     duration: float | None = None
     state: str | None = None
+    rate: float | None = None
     call: int | None = None
 
     @property
@@ -116,11 +121,11 @@ class Event:
         """The event as flat, JSON-friendly fields: the logger's ``extra``.
 
         Keys: ``event`` (the kind), ``function``, and those of ``attempt``, ``round``,
-        ``candidate``, ``delay``, ``duration``, ``state``, ``error_type``, ``error`` (the
+        ``candidate``, ``delay``, ``duration``, ``state``, ``rate``, ``error_type``, ``error`` (the
         message), ``item`` (a short repr unless a plain scalar), ``pid``, ``call`` that apply.
         """
         out: dict[str, Any] = {"event": self.kind, "function": self.func}
-        for name in ("attempt", "round", "candidate", "delay", "duration", "state"):
+        for name in ("attempt", "round", "candidate", "delay", "duration", "state", "rate"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
@@ -161,6 +166,8 @@ class Event:
         parts = [f"{f}: {k.replace('_', ' ')}"]
         if self.state is not None:
             parts.append(f"state {self.state}")
+        if self.rate is not None:
+            parts.append(f"rate {self.rate:.3g}/s")
         if self.attempt is not None:
             parts.append(f"attempt {self.attempt}")
         if self.candidate is not None:
@@ -231,7 +238,8 @@ class FunctionStats:
         *_HOT.values(),
         "name",
         "budget",
-        "_wait_end",
+        "_waiting",
+        "_wait_since",
         "_lock",
         "_latencies",
         "_first",
@@ -283,7 +291,8 @@ class FunctionStats:
                     setattr(self, c, 0)
             self.rate_wait_seconds = 0.0
             self.rate_wait_wall = 0.0
-            self._wait_end = 0.0
+            self._waiting = 0
+            self._wait_since = 0.0
             # The lock-free counters cannot be rewound: the locked parts start below zero.
             quick, hits = _value(self._quick), _value(self._hits)
             self._calls = -_value(self._started)
@@ -329,12 +338,21 @@ class FunctionStats:
             for k, v in deltas.items():
                 k = _HOT.get(k, k)
                 setattr(self, k, getattr(self, k) + v)
-            waited = deltas.get("rate_wait_seconds")
-            if waited:
-                # The wait just ended: add the part of [now - waited, now] not covered yet.
-                now = time.monotonic()
-                self.rate_wait_wall += min(waited, max(0.0, now - self._wait_end))
-                self._wait_end = max(self._wait_end, now)
+
+    def wait_begin(self) -> None:
+        """A call starts waiting for the rate limit (``rate_wait_wall`` counts the time during
+        which at least one call waits)."""
+        with self._lock:
+            if not self._waiting:
+                self._wait_since = time.monotonic()
+            self._waiting += 1
+
+    def wait_end(self) -> None:
+        """A call stops waiting for the rate limit."""
+        with self._lock:
+            self._waiting -= 1
+            if not self._waiting:
+                self.rate_wait_wall += time.monotonic() - self._wait_since
 
     def begin(self) -> None:
         """A call starts (the drivers call ``started()`` directly)."""

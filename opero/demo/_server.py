@@ -289,6 +289,14 @@ class DemoServer:
 
     Every request first sleeps ``latency`` seconds.
 
+    Pushback modes (for the adaptive rate and the circuit breaker):
+
+    - ``limit_all=True`` puts *every* endpoint (but ``/health``) behind the ``rate_limit``
+      token bucket: above it the answer is 429 with ``Retry-After``, as on ``/limited``.
+      ``burst`` sets the bucket's size (default ``max(1, rate_limit)``).
+    - :meth:`outage` makes the server "down" for a while: every request (but ``/health``)
+      is answered 503 (with ``Retry-After`` when asked), counted in ``stats["outage"]``.
+
     Args:
         host: Interface to bind; only ``"127.0.0.1"`` (or ``"localhost"``) is allowed.
         port: TCP port; ``0`` picks a free one (see :attr:`url`).
@@ -301,6 +309,8 @@ class DemoServer:
         latency: Extra seconds slept before answering any request.
         delay_scale: Seconds slept per unit of ``n`` by ``/delay/<n>``.
         revoked_keys: Keys always refused by ``/secure/<id>``.
+        limit_all: Apply ``rate_limit`` (429 + ``Retry-After``) to every endpoint.
+        burst: Token-bucket size of the rate limit (default ``max(1, rate_limit)``).
 
     Raises:
         ValueError: If ``host`` is not the loopback address or an argument is out of
@@ -326,6 +336,8 @@ class DemoServer:
         latency: float = 0.0,
         delay_scale: float = 0.01,
         revoked_keys: Iterable[str] = DEFAULT_REVOKED_KEYS,
+        limit_all: bool = False,
+        burst: float | None = None,
     ) -> None:
         if host == "localhost":
             host = _LOOPBACK
@@ -339,6 +351,8 @@ class DemoServer:
             raise ValueError(f"rate_limit must be > 0 or None, got {rate_limit}")
         if latency < 0 or delay_scale < 0:
             raise ValueError("latency and delay_scale must be >= 0")
+        if burst is not None and not burst >= 1:
+            raise ValueError(f"burst must be >= 1 or None, got {burst}")
         self.host = host
         self.port = port
         self.seed = seed
@@ -348,6 +362,10 @@ class DemoServer:
         self.revoked_keys = frozenset(revoked_keys)
         self.latency = latency
         self.delay_scale = delay_scale
+        self.limit_all = limit_all
+        self.burst = burst
+        # (start, end, status, retry_after) of the outage window, on time.monotonic()
+        self._outage: tuple[float, float, int, float | None] | None = None
 
         self._lock = threading.Lock()
         self._httpd: _HTTPServer | None = None
@@ -377,8 +395,39 @@ class DemoServer:
         self._statuses: dict[int, int] = {}
         self._attempts: dict[tuple[str, str], int] = {}
         self._rng = random.Random(self.seed)
-        self._tokens = max(1.0, self.rate_limit or 1.0)
+        self._tokens = self._capacity()
         self._bucket_time = time.monotonic()
+        self._outage_hits = 0
+
+    def _capacity(self) -> float:
+        return self.burst if self.burst is not None else max(1.0, self.rate_limit or 1.0)
+
+    def outage(
+        self, seconds: float, *, start: float = 0.0, status: int = 503, retry_after: float | None = None
+    ) -> None:
+        """Be down for ``seconds``, beginning ``start`` seconds from now.
+
+        Meanwhile every request but ``/health`` is answered ``status`` (503 by default) with
+        ``{"error": "outage"}``, plus a ``Retry-After`` header when ``retry_after`` is given.
+        Requests answered so are counted in ``stats["outage"]``.
+
+        Args:
+            seconds: how long the outage lasts.
+            start: seconds from now until it begins.
+            status: the HTTP status answered meanwhile (500-599).
+            retry_after: seconds to send in ``Retry-After``, or None for no header.
+        """
+        if seconds < 0 or start < 0 or not 500 <= status <= 599:
+            raise ValueError("outage needs seconds >= 0, start >= 0 and a 5xx status")
+        begin = time.monotonic() + start
+        with self._lock:
+            self._outage = (begin, begin + seconds, status, retry_after)
+
+    @property
+    def down(self) -> bool:
+        """Whether the server is inside an :meth:`outage` window now."""
+        window = self._outage
+        return window is not None and window[0] <= time.monotonic() < window[1]
 
     def start(self) -> Self:
         """Bind the socket and serve from a daemon thread (no-op if running).
@@ -446,7 +495,8 @@ class DemoServer:
             "rate_limited": int, "unauthorized": int, "server_errors": int}`` where
             endpoint names are the first path segment (``"item"``, ``"limited"``,
             ...; ``"echo"`` for POSTs, ``"unknown"`` for 404 routes) and the last
-            three count 429, 401 and 500 responses.
+            three count 429, 401 and 500 responses; ``"outage"`` counts the requests
+            answered during an :meth:`outage`.
         """
         with self._lock:
             return {
@@ -456,6 +506,7 @@ class DemoServer:
                 "rate_limited": self._statuses.get(429, 0),
                 "unauthorized": self._statuses.get(401, 0),
                 "server_errors": self._statuses.get(500, 0),
+                "outage": self._outage_hits,
             }
 
     def __enter__(self) -> Self:
@@ -491,7 +542,10 @@ class DemoServer:
             if route is None:
                 name = "unknown"
         try:
-            if route is None:
+            pushed = None if head == "health" else self._pushback()
+            if pushed is not None:
+                response = pushed
+            elif route is None:
                 response = _error(404, "not found", path=request.path)
             else:
                 response = route(request, segments[1:])
@@ -502,6 +556,23 @@ class DemoServer:
             self._endpoints[name] = self._endpoints.get(name, 0) + 1
             self._statuses[response.status] = self._statuses.get(response.status, 0) + 1
         return response
+
+    def _pushback(self) -> _Response | None:
+        """The outage's or the global rate limit's answer, or None to serve the request."""
+        window = self._outage
+        if window is not None and window[0] <= time.monotonic() < window[1]:
+            with self._lock:
+                self._outage_hits += 1
+            headers = {"Retry-After": _format_seconds(window[3])} if window[3] is not None else {}
+            return _Response(window[2], {"error": "outage"}, headers=headers)
+        if self.limit_all:
+            wait = self._take_token()
+            if wait > 0:
+                text = _format_seconds(wait)
+                return _Response(
+                    429, {"error": "rate limited", "retry_after": float(text)}, headers={"Retry-After": text}
+                )
+        return None
 
     def _next_attempt(self, namespace: str, key: str) -> int:
         """Increment and return the 1-based attempt number for ``key``."""
@@ -598,7 +669,7 @@ class DemoServer:
         if self.rate_limit is None:
             return 0.0
         rate = self.rate_limit
-        capacity = max(1.0, rate)
+        capacity = self._capacity()
         with self._lock:
             now = time.monotonic()
             elapsed = now - self._bucket_time
@@ -612,7 +683,7 @@ class DemoServer:
     def _limited(self, request: _Request, rest: list[str]) -> _Response:
         if len(rest) != 1:
             return _error(404, "not found", path=request.path)
-        wait = self._take_token()
+        wait = 0.0 if self.limit_all else self._take_token()  # limit_all took it already
         if wait > 0:
             text = _format_seconds(wait)
             return _Response(

@@ -81,6 +81,7 @@ def _fast(plan: Plan) -> bool:
     return (
         plan.keys is None
         and plan.limiter is None
+        and plan.breaker is None
         and plan.timeout is None
         and not rec.wants("success")
         and not rec.wants("failure")

@@ -76,6 +76,7 @@ class Remote:
             concurrency=concurrency,
             relay=relay,
             testing=(testing_state.active, testing_state.cache),
+            breaker=plan.breaker,
         )
         self.spec_bytes: bytes = cloudpickle.dumps(spec)
         self.keys: dict[int, Any] = {}

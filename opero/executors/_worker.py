@@ -56,6 +56,8 @@ class Spec:
     relay: bool | frozenset[str] = True
     #: the parent's ``opero.testing()`` mode (active, cache), applied in the worker too
     testing: tuple[bool, bool] = (False, True)
+    #: the parent's circuit breaker (its state is shared through the host or redis store)
+    breaker: Any = None
 
 
 @dataclass
@@ -100,7 +102,8 @@ class ChunkRunner:
         plan: Plan | None = getattr(self._local, "plan", None)
         if plan is None:
             spec = self.spec
-            opts = spec.options.replace(cache=False, **_NO_CALLBACKS)
+            # the parent's breaker travels in the spec (its state is shared through the store)
+            opts = spec.options.replace(cache=False, circuit_breaker=None, **_NO_CALLBACKS)
             plan = Plan(spec.func, opts, spec.name)
             if self.hard and _tick is not None and plan.timeout is not None:
                 plan.func = _reporting(plan.func, plan.timeout, plan.name, plan.is_async, _tick)
@@ -109,6 +112,7 @@ class ChunkRunner:
                 plan.limiter = spec.limiter
             elif spec.rate_share is not None and plan.limiter is not None:
                 plan.limiter = Limiter(spec.name, spec.rate_share, plan.limiter.burst)
+            plan.breaker, plan.in_map = spec.breaker, True
             plan.recorder.relay = [] if spec.relay else None
             plan.recorder.relay_kinds = spec.relay if isinstance(spec.relay, frozenset) else None
             self._local.plan = plan

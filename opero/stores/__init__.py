@@ -20,13 +20,23 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from .._breaker import Breaker
+from .._breaker import initial as breaker_initial
 from .._errors import ConfigurationError
 from .._keys import KeyBuilder
-from .._limit import Limiter, Store
+from .._limit import Adaptive, Limiter, Store
 from .._options import Options
 from ._base import MISS, CacheBackend
 
-__all__ = ["MISS", "CacheBackend", "clear_cache", "get_limiter", "make_cache", "namespace_clearers"]
+__all__ = [
+    "MISS",
+    "CacheBackend",
+    "clear_cache",
+    "get_breaker",
+    "get_limiter",
+    "make_cache",
+    "namespace_clearers",
+]
 
 #: ``cache_backend`` -> (module, class): the persistent ones take (options, key builder).
 CACHE_BACKENDS: dict[str, str] = {"memory": "memory", "disk": "disk", "redis": "redis"}
@@ -102,7 +112,10 @@ def get_limiter(options: Options, func_name: str) -> Limiter | None:
     scope = options.rate_limit_scope
     module = _module(LIMITER_BACKENDS[options.rate_limit_backend])
     if not scope:
-        return Limiter(func_name, rate, options.rate_burst, module.limiter_store(options, func_name, False))
+        own: Store = module.limiter_store(options, func_name, False)
+        return Limiter(
+            func_name, rate, options.rate_burst, own, _adaptive(module, options, rate, func_name, False)
+        )
     key = (options.rate_limit_backend, scope)
     with _limiters_lock:
         existing = _limiters.get(key)
@@ -115,6 +128,43 @@ def get_limiter(options: Options, func_name: str) -> Limiter | None:
                 )
             return existing
         store: Store = module.limiter_store(options, scope, True)
-        limiter = Limiter(scope, rate, options.rate_burst, store)
+        limiter = Limiter(
+            scope, rate, options.rate_burst, store, _adaptive(module, options, rate, scope, True)
+        )
         _limiters[key] = limiter
         return limiter
+
+
+def _adaptive(module: Any, options: Options, rate: float, name: str, scoped: bool) -> Adaptive | None:
+    if not options.is_adaptive:
+        return None
+    # "auto" probes upwards (slow start) until the server first pushes back; a rate given as
+    # a number starts there (its ceiling) and only comes down when the server says so.
+    initial = Adaptive.initial(rate, probing=options.rate_limit == "auto")
+    return Adaptive(module.record_store(options, "aimd", name, scoped, initial), options.rate_ceiling)
+
+
+# Scope breakers of this process (one per backend and scope), like the scope limiters.
+_breakers: dict[tuple[str, str], Breaker] = {}
+
+
+def get_breaker(options: Options, func_name: str) -> Breaker | None:
+    """The circuit breaker of a function, or of its ``rate_limit_scope`` (shared like the rate
+    budget: by every function naming the scope, on this host or through redis)."""
+    settings = options.breaker
+    if settings is None:
+        return None
+    scope = options.rate_limit_scope
+    backend = _module(LIMITER_BACKENDS[options.rate_limit_backend])
+    initial = breaker_initial(int(settings["failures"]))
+    if not scope:  # a function's own breaker: its plan holds it, its workers get a copy
+        return Breaker(
+            func_name, backend.record_store(options, "breaker", func_name, False, initial), settings
+        )
+    key = (options.rate_limit_backend, scope)
+    with _limiters_lock:
+        existing = _breakers.get(key)
+        if existing is None:
+            record = backend.record_store(options, "breaker", scope, True, initial)
+            existing = _breakers[key] = Breaker(scope, record, settings)
+        return existing

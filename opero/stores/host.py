@@ -43,12 +43,21 @@ from collections.abc import Callable
 from typing import Any
 
 from .._errors import ConfigurationError
-from .._limit import TransactStore, clock
+from .._limit import RING, TransactStore, clock
 from .._options import Options
 from .._telemetry import logger
 from ._base import safe_name
 
-__all__ = ["HostStore", "folder", "function_path", "limiter_store", "scope_path"]
+__all__ = [
+    "HostRecord",
+    "HostStore",
+    "folder",
+    "function_path",
+    "limiter_store",
+    "record_path",
+    "record_store",
+    "scope_path",
+]
 
 _STATE = struct.Struct("<dd")  # tat, last
 _LIMIT = struct.Struct("<dd")  # rate, burst
@@ -56,6 +65,11 @@ _PIDS = struct.Struct("<64i")  # processes using a scope (0 = free slot)
 _LIMIT_AT = _STATE.size
 _PIDS_AT = _LIMIT_AT + _LIMIT.size
 _SIZE = _PIDS_AT + _PIDS.size
+# With rate_burst > 1: a ring of the latest start times (the 1-second window), after the rest:
+# count and head, then RING float64 slots (written only when used, so burst-1 files stay small).
+_RING_HEAD = struct.Struct("<dd")
+_RING_AT = _SIZE + _RING_HEAD.size
+_F64 = struct.Struct("<d")
 _counter = itertools.count(1)
 
 #: Where the per-user folder is made; tests point it elsewhere (in a subprocess).
@@ -134,6 +148,13 @@ def scope_path(scope: str) -> str:
 def function_path(name: str) -> str:
     """A new file for one function's own budget: this process's pid, the name and a counter."""
     return os.path.join(folder(), f"fn-{os.getpid()}-{safe_name(name)}-{next(_counter)}.gcra")
+
+
+def record_path(kind: str, name: str, scoped: bool) -> str:
+    """The file of a shared record (``kind``: "aimd", "breaker") of a scope or of one function."""
+    if scoped:
+        return os.path.join(folder(), f"{kind}-scope-{safe_name(name)}.rec")
+    return os.path.join(folder(), f"{kind}-fn-{os.getpid()}-{safe_name(name)}-{next(_counter)}.rec")
 
 
 def _alive(pid: int) -> bool:
@@ -305,6 +326,7 @@ class HostStore(TransactStore):
                 raw = b""
                 pids = [0] * 64
         if len(raw) != _SIZE or reset:
+            os.ftruncate(fd, _SIZE)  # drops an old start-time ring too
             os.pwrite(fd, _STATE.pack(0.0, float("-inf")), 0)
         if register:
             live = [p for p in pids if p]
@@ -327,6 +349,22 @@ class HostStore(TransactStore):
                 fcntl.flock(fd, fcntl.LOCK_UN)
         return result
 
+    def _ring_oldest(self, n: int) -> float:
+        fd = self._handle.fd
+        raw = os.pread(fd, _RING_HEAD.size, _SIZE)
+        count, head = _RING_HEAD.unpack(raw) if len(raw) == _RING_HEAD.size else (0.0, 0.0)
+        if count < n:
+            return float("-inf")
+        slot = (int(head) - n) % RING
+        return float(_F64.unpack(os.pread(fd, 8, _RING_AT + 8 * slot))[0])
+
+    def _ring_push(self, when: float) -> None:
+        fd = self._handle.fd
+        raw = os.pread(fd, _RING_HEAD.size, _SIZE)
+        count, head = _RING_HEAD.unpack(raw) if len(raw) == _RING_HEAD.size else (0.0, 0.0)
+        os.pwrite(fd, _F64.pack(when), _RING_AT + 8 * int(head))
+        os.pwrite(fd, _RING_HEAD.pack(min(count + 1, RING), float((int(head) + 1) % RING)), _SIZE)
+
     def _reopen(self) -> None:
         # A forked child: the inherited descriptor shares the parent's flock, so open our own.
         # Closing our copy leaves the parent's descriptor and lock alone; the parent removes
@@ -347,6 +385,102 @@ class HostStore(TransactStore):
 
     def __repr__(self) -> str:
         return f"<HostStore {self.path} {self.rate:g}/s burst {self.burst}>"
+
+
+class HostRecord:
+    """A shared record (adaptive rate, breaker: a few float64) in a file under ``flock``.
+
+    Every process of this host that opens ``path`` shares it; a file of another length (an
+    older layout, another breaker size) is reset to ``initial``. The file is opened and
+    checked like a budget file (no links, this user's, 0600); a function's own record is
+    removed when its owner is done with it (see :class:`HostStore`).
+
+    Args:
+        path: the file (see :func:`record_path`).
+        initial: the values of a fresh record.
+        owner: this process created a function's record and removes its file when done.
+    """
+
+    __slots__ = ("__weakref__", "_handle", "_lock", "_struct", "initial", "path")
+
+    def __init__(self, path: str, initial: list[float], owner: bool = False) -> None:
+        self.path = path
+        self.initial = list(initial)
+        self._struct = struct.Struct(f"<{len(initial)}d")
+        self._lock = threading.Lock()
+        self._handle = _Handle()
+        weakref.finalize(self, self._handle.close)
+        self._open(owner)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (HostRecord, (self.path, self.initial))
+
+    def _open(self, owner: bool) -> None:
+        try:
+            try:
+                fd, created = _open_checked(self.path, create=owner or "-scope-" in self.path)
+            except FileNotFoundError:  # a worker whose owner is gone: its own, fresh one
+                fd, created = _open_checked(self.path, create=True)
+                owner = True
+        except PermissionError as exc:
+            fresh = os.path.join(
+                folder(), f"private-{os.getpid()}-{next(_counter)}-{os.path.basename(self.path)}"
+            )
+            _warn(f"opero: state file {exc}; it is not trusted. Using the private file {fresh} instead.")
+            self.path = fresh
+            fd, created = _open_checked(fresh, create=True)
+            owner = True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                if created or len(os.pread(fd, self._struct.size + 1, 0)) != self._struct.size:
+                    os.ftruncate(fd, 0)
+                    os.pwrite(fd, self._struct.pack(*self.initial), 0)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        except BaseException:
+            os.close(fd)
+            raise
+        handle = self._handle
+        handle.fd, handle.pid, handle.path = fd, os.getpid(), self.path
+        if owner:
+            handle.owner_pid = os.getpid()
+
+    def apply(self, name: str, op: Callable[..., Any], *args: float) -> Any:
+        """Run ``op(now, values, *args)`` under the thread lock and the file lock."""
+        handle = self._handle
+        if handle.pid != os.getpid():
+            # A forked child: the inherited descriptor shares the parent's flock.
+            self._lock = threading.Lock()
+            inherited, handle.fd = handle.fd, -1
+            if inherited >= 0:
+                try:
+                    os.close(inherited)
+                except OSError:
+                    pass
+            self._open(owner=False)
+        size = self._struct.size
+        with self._lock:
+            fd = handle.fd
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                values = list(self._struct.unpack(os.pread(fd, size, 0)))
+                result = op(clock(), values, *args)
+                os.pwrite(fd, self._struct.pack(*values), 0)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        return result
+
+    async def apply_async(self, name: str, op: Callable[..., Any], *args: float) -> Any:
+        """:meth:`apply` (microseconds under a lock: no need to leave the loop)."""
+        return self.apply(name, op, *args)
+
+    def close(self) -> None:
+        """Close the descriptor now (and remove the file of an owned function record)."""
+        self._handle.close()
+
+    def __repr__(self) -> str:
+        return f"<HostRecord {self.path}>"
 
 
 def _unlink(path: str) -> None:
@@ -375,3 +509,8 @@ def limiter_store(options: Options, name: str, scoped: bool) -> HostStore:
     if scoped:
         return HostStore(scope_path(name), rate, options.rate_burst, scoped=True)
     return HostStore(function_path(name), rate, options.rate_burst, scoped=False, owner=True)
+
+
+def record_store(options: Options, kind: str, name: str, scoped: bool, initial: list[float]) -> HostRecord:
+    """A record shared on this host: a scope's (by name) or a function's own (removed when done)."""
+    return HostRecord(record_path(kind, name, scoped), initial, owner=not scoped)

@@ -28,27 +28,31 @@ import socket
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Hashable, Mapping
 from typing import Any
 
 from .._errors import ConfigurationError
 from .._keys import KeyBuilder
+from .._limit import window_cap
 from .._options import Options
 from .._telemetry import logger
 from ._base import MISS
 from ._signed import decode, encode
-from .host import HostStore, function_path, scope_path
+from .host import HostRecord, HostStore, function_path, record_path, scope_path
 
 __all__ = [
     "BACKOFF",
     "DEFAULT_URL",
     "RedisCache",
     "RedisLink",
+    "RedisRecord",
     "RedisStore",
     "clear_namespace",
     "get_link",
     "key_prefix",
     "limiter_store",
+    "record_store",
     "make_cache",
     "redact",
     "redis_url",
@@ -92,7 +96,7 @@ class RedisLink:
         settings: extra client settings (timeouts, credentials).
     """
 
-    __slots__ = ("_client", "_down_until", "_lock", "_scripts", "settings", "shown", "url")
+    __slots__ = ("_async", "_client", "_down_until", "_lock", "_scripts", "settings", "shown", "url")
 
     def __init__(self, url: str, settings: Mapping[str, Any]) -> None:
         self.url = url
@@ -103,6 +107,9 @@ class RedisLink:
         self._down_until = 0.0
         self._lock = threading.Lock()
         self._scripts: dict[str, Any] = {}
+        # event loop -> (its redis.asyncio client, its registered scripts); weak, so a
+        # finished loop (asyncio.run) drops its client.
+        self._async: weakref.WeakKeyDictionary[Any, tuple[Any, dict[str, Any]]] = weakref.WeakKeyDictionary()
 
     def client(self) -> Any:
         """The redis client, or None while the server is in its back-off window."""
@@ -127,6 +134,43 @@ class RedisLink:
                     )
                 client = self._client
         return client
+
+    def async_client(self) -> Any:
+        """A ``redis.asyncio`` client for the running event loop (one per loop: a client is
+        bound to the loop it was made in, and a notebook may run several in turn), or None
+        while the server is in its back-off window."""
+        if self._down_until and time.monotonic() < self._down_until:
+            return None
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        entry = self._async.get(loop)
+        if entry is None:
+            import redis.asyncio
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+
+            client = redis.asyncio.Redis.from_url(
+                self.url,
+                socket_timeout=self.settings.get("socket_timeout", _TIMEOUT),
+                socket_connect_timeout=self.settings.get("socket_connect_timeout", _TIMEOUT),
+                retry=Retry(NoBackoff(), 0),
+                retry_on_timeout=False,
+                health_check_interval=0,
+                **{k: v for k, v in self.settings.items() if k in ("password", "username")},
+            )
+            entry = self._async[loop] = (client, {})
+        return entry[0]
+
+    def async_script(self, source: str) -> Any:
+        """A Lua script registered on the running loop's async client."""
+        import asyncio
+
+        client, scripts = self._async[asyncio.get_running_loop()]
+        script = scripts.get(source)
+        if script is None:
+            script = scripts[source] = client.register_script(source)
+        return script
 
     def script(self, source: str) -> Any:
         """A registered Lua script (redis-py runs it by EVALSHA, loading it when needed)."""
@@ -320,25 +364,195 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local interval = tonumber(ARGV[2])
 local burst = tonumber(ARGV[3])
+local cap = tonumber(ARGV[5])
 local state = redis.call('HMGET', KEYS[1], 'tat', 'last')
 local tat = tonumber(state[1]) or 0
 local last = tonumber(state[2]) or (now - 1e6)
+local oldest = -1e300
+if burst > 1 and redis.call('LLEN', KEYS[2]) >= cap then
+  oldest = tonumber(redis.call('LINDEX', KEYS[2], -cap))
+end
 local delay = 0
 if ARGV[1] == 'reserve' then
   if tat < now then tat = now end
-  local start = math.max(now, tat - (burst - 1) * interval)
+  local start = math.max(now, tat - (burst - 1) * interval, oldest + 1)
   delay = start - now
   tat = tat + interval
+elseif ARGV[1] == 'hold' then
+  tat = math.max(tat, now + tonumber(ARGV[6]) + (burst - 1) * interval)
 elseif burst == 1 and now < last + interval then
   delay = last + interval - now
-elseif now > last then
-  last = now
+elseif burst > 1 and now < oldest + 1 then
+  delay = oldest + 1 - now
+else
+  if now > last then last = now end
+  if burst > 1 then
+    redis.call('RPUSH', KEYS[2], string.format('%.6f', now))
+    redis.call('LTRIM', KEYS[2], -cap, -1)
+    redis.call('PEXPIRE', KEYS[2], 60000)
+  end
 end
 redis.call('HSET', KEYS[1], 'tat', string.format('%.6f', tat), 'last', string.format('%.6f', last),
            'rate', ARGV[4], 'burst', ARGV[3])
 redis.call('PEXPIRE', KEYS[1], math.ceil((tat - now + 60) * 1000))
 return string.format('%.9f %.6f', delay, now)
 """
+
+#: The shared records of ``opero._limit`` (adaptive rate) and ``opero._breaker`` as one Lua
+#: script: ARGV = op name, initial values, op arguments. Values are kept as one string of
+#: numbers (``%.17g``), so nothing is rounded; the clock is the server's (``TIME``).
+RECORD_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local raw = redis.call('GET', KEYS[1]) or ARGV[2]
+local v = {}
+for x in string.gmatch(raw, '%S+') do v[#v + 1] = tonumber(x) end
+local op = ARGV[1]
+local a = {}
+for i = 3, #ARGV do a[#a + 1] = tonumber(ARGV[i]) end
+local out = {-1}
+if op == 'aimd_read' then
+  out = {v[1], v[2]}
+elseif op == 'aimd_throttled' then
+  if a[1] == v[2] then
+    v[1] = math.max(a[3], v[1] * a[2]); v[3] = v[1]; v[2] = v[2] + 1; v[4] = 0
+    out = {v[1]}
+  end
+elseif op == 'aimd_succeeded' then
+  local rate = v[1]
+  if v[4] ~= 0 then rate = rate + 1 else rate = rate + a[1] * v[3] / rate end
+  if a[2] > 0 and rate > a[2] then rate = a[2] end
+  v[1] = rate
+  out = {rate}
+elseif op == 'breaker_state' then
+  out = {v[1]}
+elseif op == 'breaker_before' then
+  if v[1] == 0 then
+    out = {0, 0, -1}
+  elseif v[1] == 1 then
+    if now < v[2] and a[2] == 0 then
+      out = {2, v[2] - now, -1}
+    else
+      v[1] = 2; v[3] = now + a[1]
+      out = {1, 0, 2}
+    end
+  elseif now >= v[3] or a[2] ~= 0 then
+    v[3] = now + a[1]
+    out = {1, 0, -1}
+  else
+    out = {3, v[3] - now, -1}
+  end
+elseif op == 'breaker_success' then
+  if v[1] ~= 0 then
+    v[1] = 0; v[4] = 0
+    for i = 5, #v do v[i] = -1e300 end
+    out = {0}
+  end
+elseif op == 'breaker_failure' then
+  local n = a[1]
+  if v[1] == 2 then
+    if a[4] ~= 0 then v[1] = 1; v[2] = now + a[3]; out = {1} end
+  elseif v[1] == 0 then
+    local head = v[4]
+    v[5 + head % n] = now
+    v[4] = (head + 1) % n
+    if v[5 + (head + 1) % n] >= now - a[2] then v[1] = 1; v[2] = now + a[3]; out = {1} end
+  end
+end
+local parts = {}
+for i = 1, #v do parts[i] = string.format('%.17g', v[i]) end
+redis.call('SET', KEYS[1], table.concat(parts, ' '), 'PX', 86400000)
+local res = {}
+for i = 1, #out do res[i] = string.format('%.17g', out[i]) end
+return table.concat(res, ' ')
+"""
+
+
+def _numbers(reply: Any) -> Any:
+    values = [float(x) for x in (reply.decode() if isinstance(reply, bytes) else reply).split()]
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+class RedisRecord:
+    """A shared record (adaptive rate, breaker) in one redis key, changed by Lua.
+
+    Args:
+        config: ``cache_backend_config`` (``url`` or host/port/db).
+        key: the redis key.
+        initial: the values of a fresh record.
+        local_path: the host-wide file used while the server is unreachable.
+    """
+
+    __slots__ = ("_fallback", "_fallback_lock", "_link", "_warned", "config", "initial", "key", "local_path")
+
+    def __init__(self, config: dict[str, Any], key: str, initial: list[float], local_path: str) -> None:
+        self.config = config
+        self.key = key
+        self.initial = [max(x, -1e300) for x in initial]
+        self.local_path = local_path
+        self._link = get_link(config)
+        self._fallback: HostRecord | None = None
+        self._fallback_lock = threading.Lock()
+        self._warned = False
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (RedisRecord, (self.config, self.key, self.initial, self.local_path))
+
+    def _args(self, name: str, args: tuple[float, ...]) -> list[str]:
+        return [name, " ".join(repr(float(x)) for x in self.initial), *(repr(float(x)) for x in args)]
+
+    def _local(self, exc: BaseException | None) -> HostRecord:
+        if not self._warned:
+            self._warned = True
+            reason = f"{type(exc).__name__}: {exc}" if exc is not None else "server down"
+            logger.warning(
+                "opero: redis state %r at %s unavailable (%s); shared on this machine only until it is back",
+                self.key,
+                self._link.url,
+                reason,
+            )
+        with self._fallback_lock:
+            if self._fallback is None:
+                owner = f"-fn-{os.getpid()}-" in os.path.basename(self.local_path)
+                self._fallback = HostRecord(self.local_path, self.initial, owner=owner)
+            return self._fallback
+
+    def apply(self, name: str, op: Any, *args: float) -> Any:
+        """Run the Lua twin of ``op`` on the server (the Python ``op`` while it is down)."""
+        client = self._link.client()
+        exc: BaseException | None = None
+        if client is not None:
+            try:
+                reply = self._link.script(RECORD_LUA)(keys=[self.key], args=self._args(name, args))
+            except Exception as e:
+                exc = e
+                self._link.failed(e)
+            else:
+                self._link.succeeded()
+                self._warned = False
+                return _numbers(reply)
+        return self._local(exc).apply(name, op, *args)
+
+    async def apply_async(self, name: str, op: Any, *args: float) -> Any:
+        """:meth:`apply` through ``redis.asyncio``: the event loop keeps running meanwhile."""
+        client = self._link.async_client()
+        exc: BaseException | None = None
+        if client is not None:
+            try:
+                reply = await self._link.async_script(RECORD_LUA)(
+                    keys=[self.key], args=self._args(name, args)
+                )
+            except Exception as e:
+                exc = e
+                self._link.failed(e)
+            else:
+                self._link.succeeded()
+                self._warned = False
+                return _numbers(reply)
+        return self._local(exc).apply(name, op, *args)
+
+    def __repr__(self) -> str:
+        return f"<RedisRecord {self.key} on {self._link.url}>"
 
 
 class RedisStore:
@@ -416,12 +630,24 @@ class RedisStore:
                 f"rate_burst={self.burst}. Functions sharing a scope must give the same rate."
             )
 
-    def _step(self, mode: str, interval: float, burst: int) -> float:
+    def _args(self, mode: str, interval: float, burst: int, wait: float = 0.0) -> list[Any]:
+        return [mode, repr(interval), burst, repr(self.rate), window_cap(interval, burst), repr(wait)]
+
+    def _local(self) -> HostStore:
+        with self._fallback_lock:
+            if self._fallback is None:
+                # The decorating process owns (and at exit removes) a function budget's file.
+                owner = os.path.basename(self.local_path).startswith(f"fn-{os.getpid()}-")
+                self._fallback = HostStore(self.local_path, self.rate, self.burst, scoped=False, owner=owner)
+            self._fallback.grant_log = self.grant_log
+            return self._fallback
+
+    def _step(self, mode: str, interval: float, burst: int, wait: float = 0.0) -> float:
         client = self._link.client()
         if client is not None:
             try:
                 reply = self._link.script(GCRA_LUA)(
-                    keys=[self.key], args=[mode, repr(interval), burst, repr(self.rate)]
+                    keys=[self.key, self.key + ":ring"], args=self._args(mode, interval, burst, wait)
                 )
             except Exception as exc:
                 self._link.failed(exc)
@@ -429,23 +655,43 @@ class RedisStore:
             else:
                 self._link.succeeded()
                 self._warned = False
-                delay, now = map(float, reply.split())
-                if self.grant_log is not None and mode == "confirm" and delay <= 0:
-                    self.grant_log.append(now)
-                return delay
+                return self._granted(mode, reply)
         else:
             self._warn(None)
-        with self._fallback_lock:
-            if self._fallback is None:
-                # The decorating process owns (and at exit removes) a function budget's file.
-                owner = os.path.basename(self.local_path).startswith(f"fn-{os.getpid()}-")
-                self._fallback = HostStore(self.local_path, self.rate, self.burst, scoped=False, owner=owner)
-        self._fallback.grant_log = self.grant_log
-        return (
-            self._fallback.reserve(interval, burst)
-            if mode == "reserve"
-            else self._fallback.confirm(interval, burst)
-        )
+        return self._fall_back(mode, interval, burst, wait)
+
+    def _granted(self, mode: str, reply: Any) -> float:
+        delay, now = _numbers(reply)
+        if self.grant_log is not None and mode == "confirm" and delay <= 0:
+            self.grant_log.append(now)
+        return float(delay)
+
+    def _fall_back(self, mode: str, interval: float, burst: int, wait: float) -> float:
+        local = self._local()
+        if mode == "reserve":
+            return local.reserve(interval, burst)
+        if mode == "hold":
+            local.hold(interval, burst, wait)
+            return 0.0
+        return local.confirm(interval, burst)
+
+    async def _step_async(self, mode: str, interval: float, burst: int, wait: float = 0.0) -> float:
+        client = self._link.async_client()
+        if client is not None:
+            try:
+                reply = await self._link.async_script(GCRA_LUA)(
+                    keys=[self.key, self.key + ":ring"], args=self._args(mode, interval, burst, wait)
+                )
+            except Exception as exc:
+                self._link.failed(exc)
+                self._warn(exc)
+            else:
+                self._link.succeeded()
+                self._warned = False
+                return self._granted(mode, reply)
+        else:
+            self._warn(None)
+        return self._fall_back(mode, interval, burst, wait)
 
     def _warn(self, exc: BaseException | None) -> None:
         if self._warned:
@@ -467,6 +713,22 @@ class RedisStore:
         """One atomic GCRA confirm step on the server."""
         return self._step("confirm", interval, burst)
 
+    def hold(self, interval: float, burst: int, wait: float) -> None:
+        """Push the budget's next start ``wait`` seconds away, on the server."""
+        self._step("hold", interval, burst, wait)
+
+    async def reserve_async(self, interval: float, burst: int) -> float:
+        """The reserve step through ``redis.asyncio`` (never blocks the event loop)."""
+        return await self._step_async("reserve", interval, burst)
+
+    async def confirm_async(self, interval: float, burst: int) -> float:
+        """The confirm step through ``redis.asyncio`` (never blocks the event loop)."""
+        return await self._step_async("confirm", interval, burst)
+
+    async def hold_async(self, interval: float, burst: int, wait: float) -> None:
+        """:meth:`hold` through ``redis.asyncio``."""
+        await self._step_async("hold", interval, burst, wait)
+
     def __repr__(self) -> str:
         return f"<RedisStore {self.key} on {self._link.shown}>"
 
@@ -481,3 +743,14 @@ def limiter_store(options: Options, name: str, scoped: bool) -> RedisStore:
     rate = options.start_rate
     assert rate is not None
     return RedisStore.for_limit(dict(options.cache_backend_config), name, rate, options.rate_burst, scoped)
+
+
+def record_store(options: Options, kind: str, name: str, scoped: bool, initial: list[float]) -> RedisRecord:
+    """A record on the redis server: a scope's (key from its name) or one function's."""
+    local = record_path(kind, name, scoped)
+    if scoped:
+        key = f"opero:{kind}:scope:{name}"
+    else:
+        tail = local.rsplit("-fn-", 1)[1].removesuffix(".rec")
+        key = f"opero:{kind}:fn:{socket.gethostname()}:{tail}"
+    return RedisRecord(dict(options.cache_backend_config), key, initial, local)
