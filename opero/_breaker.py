@@ -141,6 +141,14 @@ class Breaker:
         """The state now: "closed", "open" or "half_open"."""
         return STATES[int(self.record.apply("breaker_state", _read_state))]
 
+    def closed(self) -> bool:
+        """Whether the breaker is closed now (one read of the shared state)."""
+        return bool(self.record.apply("breaker_state", _read_state) == CLOSED)
+
+    async def closed_async(self) -> bool:
+        """:meth:`closed` without blocking the event loop."""
+        return bool(await self.record.apply_async("breaker_state", _read_state) == CLOSED)
+
     def enter(self, wait: bool, changed: Callable[[str], None]) -> bool:
         """Before an attempt: return True when it is the half-open probe.
 

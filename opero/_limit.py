@@ -295,7 +295,7 @@ class LocalRecord:
 # -- AIMD ------------------------------------------------------------------------------------
 
 #: The rate after a throttle is this fraction of the rate before it.
-CUT = 0.7
+CUT = 0.8
 #: After a cut the rate climbs by ``CLIMB * base`` per second of successes.
 CLIMB = 0.1
 #: An adaptive rate never drops below this many calls per second.

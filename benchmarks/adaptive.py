@@ -1,0 +1,157 @@
+"""When the API pushes back: the adaptive rate's convergence and the breaker in an outage.
+
+Two measurements against the loopback demo server (nothing leaves 127.0.0.1):
+
+1. **Adaptive rate.** The server accepts ``R`` requests/s on every endpoint and answers 429 +
+   ``Retry-After`` above it. A 3,000-item thread map (16 workers) starts at ``4R`` with
+   ``rate_limit="auto", rate_start=4R``. Printed: the successful requests and 429s per second
+   and the shared rate opero used, then the time until every later second reaches 0.9 R,
+   and the share of requests rejected after that.
+2. **Circuit breaker.** 16 workers call an API that is down (503) for 5 s in the middle of
+   a map, with ``circuit_breaker={"failures": 5, "open": 1.0}``. Printed: requests made
+   during the outage (the target is the threshold plus one probe per open period, not
+   thousands), breaker state changes, and whether every item succeeded.
+
+Run: ``python benchmarks/adaptive.py [R]`` (~40 s at R=100).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from typing import Any
+
+from opero import opmap
+from opero._telemetry import subscribe
+from opero.demo import DemoServer
+
+R = float(sys.argv[1]) if len(sys.argv) > 1 else 100.0
+N = 3000
+
+
+def _get(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.load(response)
+
+
+def adaptive() -> dict[str, float]:
+    """Measure AIMD convergence against a server limiting at R/s."""
+    ok_at: list[float] = []
+    rejected_at: list[float] = []
+    lock = threading.Lock()
+    with DemoServer(fail_rate=0.0, rate_limit=R, limit_all=True) as server:
+        base = server.url
+
+        @opmap(
+            mode="thread",
+            workers=16,
+            rate_limit="auto",
+            rate_start=4 * R,
+            retries=20,
+            min_delay=0.01,
+            max_delay=1.0,
+            progress=False,
+        )
+        def fetch(item: int) -> int:
+            try:
+                value = _get(f"{base}/item/{item}")["value"]
+            except urllib.error.HTTPError as exc:
+                if exc.code == 429:
+                    with lock:
+                        rejected_at.append(time.monotonic())
+                raise
+            with lock:
+                ok_at.append(time.monotonic())
+            return int(value)
+
+        limiter = fetch._opero_plan.limiter  # type: ignore[attr-defined]
+        rates: list[tuple[float, float]] = []
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.wait(0.5):
+                rates.append((time.monotonic(), limiter.current_rate()))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        t0 = time.monotonic()
+        sampler.start()
+        results = fetch(list(range(N)))
+        done.set()
+        sampler.join()
+        elapsed = time.monotonic() - t0
+    failed = sum(isinstance(r, BaseException) for r in results)
+    ok = Counter(int(t - t0) for t in ok_at)
+
+    def rate_at(s: int) -> float:
+        return next((r for t, r in reversed(rates) if t - t0 <= s + 1), 4 * R)
+
+    bad = Counter(int(t - t0) for t in rejected_at)
+    seconds = int(elapsed)  # full seconds only (the last one is partial)
+    print(f"\n== adaptive rate: server limit R={R:g}/s, start 4R={4 * R:g}/s, {N} items, 16 threads ==")
+    print(" second   ok/s   429/s   opero rate (end of second)")
+    for s in range(seconds + 1):
+        rate = rate_at(s)
+        print(f"{s:7d} {ok[s]:6d} {bad[s]:7d}   {rate:8.1f}")
+    full = list(range(seconds))
+
+    # Converged: opero's rate has come down from 4R (<= 1.5 R) and every later full second
+    # delivers at least 0.9 R.
+    converged = next(
+        (s for s in full if rate_at(s) <= 1.5 * R and all(ok[x] >= 0.9 * R for x in full[s:])), None
+    )
+    after_ok = sum(ok[s] for s in range(converged or 0, seconds + 1))
+    after_bad = sum(bad[s] for s in range(converged or 0, seconds + 1))
+    share = after_bad / max(1, after_ok + after_bad)
+    mean = sum(ok[s] for s in full[converged or 0 :]) / max(1, len(full[converged or 0 :]))
+    print(f"items failed: {failed}; elapsed {elapsed:.1f} s; 429s in all: {len(rejected_at)}")
+    print(
+        f"converged (every later second >= 0.9 R) after: {converged} s; mean rate after: "
+        f"{mean:.1f}/s = {mean / R:.2f} R; rejected after convergence: {100 * share:.2f} %"
+    )
+    return {"converged_s": float(converged if converged is not None else -1), "rate": mean, "rejected": share}
+
+
+def outage() -> dict[str, float]:
+    """Measure the requests 16 workers make against an API that is down for 5 s."""
+    events: list[tuple[float, str]] = []
+
+    t0 = time.monotonic()
+    stop = subscribe(lambda e: events.append((time.monotonic() - t0, str(e.state))), kinds=["breaker"])
+    with DemoServer(fail_rate=0.0) as server:
+        base = server.url
+
+        @opmap(
+            mode="thread",
+            workers=16,
+            rate_limit=200,
+            retries=3,
+            min_delay=0.05,
+            circuit_breaker={"failures": 5, "window": 10.0, "open": 1.0},
+            progress=False,
+        )
+        def fetch(item: int) -> int:
+            return int(_get(f"{base}/item/{item}")["value"])
+
+        server.outage(5.0, start=1.0)
+        t0 = time.monotonic()
+        results = fetch(list(range(2000)))
+        elapsed = time.monotonic() - t0
+        during = server.stats["outage"]
+    stop()
+    failed = sum(isinstance(r, BaseException) for r in results)
+    opened = sum(1 for _, s in events if s == "open")
+    print("\n== circuit breaker: 16 workers, API down for 5 s (503), failures=5, open=1 s ==")
+    print("breaker events: " + ", ".join(f"{t:.2f}s {s}" for t, s in events))
+    print(f"requests during the outage: {during} (threshold 5 + {opened - 1} failed probes + in-flight)")
+    print(f"items: {len(results)}, failed: {failed}; elapsed {elapsed:.1f} s")
+    return {"outage_requests": float(during), "failed": float(failed)}
+
+
+if __name__ == "__main__":
+    adaptive()
+    outage()
