@@ -4,7 +4,11 @@ A key has two parts: the function's identity and its arguments bound by name wit
 applied. The memory backend takes a fast path for hashable arguments (typed, like
 ``lru_cache(typed=True)``) and falls back to ``joblib.hash`` (content hashing: lists, dicts,
 numpy arrays, DataFrames). Persistent backends (disk, redis) always hash by content and add
-a hash of the function's source, so editing the function misses.
+a hash of the function's source, so editing the function misses, and what the function closes
+over (:meth:`KeyBuilder.environment`), so two closures from one factory never share entries.
+
+Big ``str``/``bytes`` arguments skip the ``repr`` fast path (a 32 MB ``bytes`` has a 128 MB
+repr): they are hashed once, by ``joblib.hash``.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Any
 from ._options import Options
 from ._telemetry import logger
 
-__all__ = ["ArgumentBinder", "KeyBuilder"]
+__all__ = ["ArgumentBinder", "KeyBuilder", "callable_name"]
 
 
 class ArgumentBinder:
@@ -78,12 +82,14 @@ class KeyBuilder:
         self.binder = ArgumentBinder(func)
         self.custom = options.cache_key
         self.persistent = persistent
-        self.name = f"{func.__module__}.{func.__qualname__}"
+        func = getattr(func, "__opero_target__", func)  # a generator materialised by @opero
+        self.name = callable_name(func)
         self.identity: tuple[str, ...] = (self.name,)
+        self._env = _Environment(func) if persistent else None
         if persistent:
             import hashlib
 
-            self.identity = (self.name, _source_hash(func))
+            self.identity = (self.name, _source_hash(_code_target(func)))
             # blake2b state primed with the identity; copied per call for plain arguments.
             self._seed = hashlib.blake2b(repr(self.identity).encode(), digest_size=16)
         self._warned = False
@@ -101,18 +107,19 @@ class KeyBuilder:
         except TypeError:
             return None  # a wrong call: let the function raise its own TypeError
         try:
+            env = self._env() if self._env is not None else ()
             if self.custom is not None:
                 part: Any = self.custom(**bound)
                 if self.persistent:
-                    return _persistent_hash((self.identity, "custom", part))
+                    return _persistent_hash((self.identity, env, "custom", part))
                 return (*self.identity, "custom", part if _hashable(part) else _content_hash(part))
             if self.persistent:
-                if all(v.__class__ in _PLAIN for v in bound.values()):
+                if all(map(_small_plain, bound.values())) and _plain(env):
                     # repr of these types is already typed (1, 1.0, True, '1', b'1' differ).
                     h = self._seed.copy()
-                    h.update(repr(tuple(bound.items())).encode())
+                    h.update(repr((env, tuple(bound.items())) if env else tuple(bound.items())).encode())
                     return "p" + h.hexdigest()
-                return _persistent_hash((self.identity, _typed_items(bound)))
+                return _persistent_hash((self.identity, env, _typed_items(bound)))
             # Memory keys live in this function's own cache: no identity part. Typed values
             # (f(1), f(1.0), f(True) differ): hashable arguments key as (values, types),
             # exactly what the fast path of Plan.call_sync builds from a positional call.
@@ -152,15 +159,24 @@ def _typed_items(bound: Mapping[str, Any]) -> tuple[Any, ...]:
 _PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
 
 
-def _plain(value: Any) -> bool:
+#: Above this length a str/bytes is hashed by joblib.hash (once), not through its repr.
+_BIG = 4096
+
+
+def _small_plain(value: Any) -> bool:
+    cls = value.__class__
+    return cls in _PLAIN and (cls not in (str, bytes) or len(value) <= _BIG)
+
+
+def _plain(value: Any, small: bool = True) -> bool:
     cls = value.__class__
     if cls in _PLAIN:
-        return True
-    return cls is tuple and all(map(_plain, value))
+        return not small or cls not in (str, bytes) or len(value) <= _BIG
+    return cls is tuple and all(_plain(v, small) for v in value)
 
 
 def _persistent_hash(value: tuple[Any, ...]) -> str:
-    """A stable key for disk/redis: blake2b of the repr for plain values, else ``joblib.hash``."""
+    """A stable key for disk/redis: blake2b of the repr for small plain values, else ``joblib.hash``."""
     if _plain(value):
         import hashlib
 
@@ -176,6 +192,164 @@ def _content_hash(value: Any) -> str:
         return str(joblib.hash(value))
     except Exception as exc:  # pickling failed: a lock, a generator, an open socket...
         raise _Unhashable(f"{type(exc).__name__}: {exc}") from exc
+
+
+def callable_name(func: Any) -> str:
+    """``module.qualname`` of anything callable: a function, a ``functools.partial`` (named
+    after the function it wraps) or an object with ``__call__`` (named after its class)."""
+    import functools
+
+    if isinstance(func, functools.partial):
+        return f"{callable_name(func.func)}.partial"
+    qualname = getattr(func, "__qualname__", None)
+    if not isinstance(qualname, str):
+        cls = type(func)
+        return f"{cls.__module__}.{cls.__qualname__}"
+    return f"{getattr(func, '__module__', None) or '__main__'}.{qualname}"
+
+
+def _code_target(func: Any) -> Any:
+    """The function whose source identifies ``func`` (a partial's function, an object's __call__)."""
+    import functools
+
+    while isinstance(func, functools.partial):
+        func = func.func
+    if inspect.isfunction(func) or inspect.ismethod(func) or inspect.isbuiltin(func):
+        return func
+    return type(func).__call__ if callable(func) else func
+
+
+class _Environment:
+    """What a function closes over, for persistent keys (decided in docs/decisions.md).
+
+    - closure cells holding plain values (numbers, strings, bytes, None, tuples of them) are
+      read at each call; other cell values (lists, dicts, arrays, objects, functions) are
+      fingerprinted once, at decoration (by content, functions by name and their own cells),
+      so a closure over a list it appends to, a client or a lock still caches;
+    - globals the code reads (``co_names`` of the function and its nested code, found in
+      ``func.__globals__``) whose value is plain, read at each call; modules, functions,
+      classes and other objects are left out (code, or state opero cannot hash cheaply);
+    - names the function itself assigns (``global x; x += 1``, ``nonlocal``) are left out:
+      they change at every call and would make every call a miss;
+    - a ``functools.partial``'s bound arguments, a bound method's object and a callable
+      object's state, fingerprinted at decoration.
+    """
+
+    __slots__ = ("cells", "fixed", "globals", "names")
+
+    def __init__(self, func: Any) -> None:
+        import functools
+
+        fixed: list[Any] = []
+        while isinstance(func, functools.partial):
+            fixed.append(("partial", _by_content((func.args, tuple(sorted(func.keywords.items()))))))
+            func = func.func
+        if inspect.ismethod(func):
+            fixed.append(("self", _by_content(func.__self__)))
+            func = func.__func__
+        elif not inspect.isfunction(func) and callable(func) and not inspect.isbuiltin(func):
+            fixed.append(("self", _by_content(func)))  # a callable object: its state
+            func = type(func).__call__
+        func = getattr(func, "__func__", func)
+        code = getattr(func, "__code__", None)
+        stored = _stored_names(code) if code is not None else set()
+        cells: list[tuple[str, Any]] = []
+        pairs = zip(code.co_freevars, func.__closure__ or (), strict=False) if code is not None else ()
+        for name, cell in pairs:
+            if name in stored:
+                continue
+            try:
+                value = cell.cell_contents
+            except ValueError:  # empty at decoration (assigned later in the enclosing scope)
+                cells.append((name, cell))
+                continue
+            if _plain(value, small=False):
+                cells.append((name, cell))
+            else:
+                fixed.append((name, _cell_value(value, 0)))
+        self.fixed = tuple(fixed)
+        self.cells = tuple(cells)
+        self.globals: dict[str, Any] = getattr(func, "__globals__", {})
+        self.names = tuple(sorted(_global_names(code) - stored)) if code is not None else ()
+
+    def __call__(self) -> tuple[Any, ...]:
+        """The environment's values now (a tuple: empty when the function closes over nothing)."""
+        if not self.cells and not self.names:
+            return self.fixed
+        out = list(self.fixed)
+        for name, cell in self.cells:
+            try:
+                value = cell.cell_contents
+            except ValueError:
+                continue
+            out.append(
+                (name, value if _plain(value, small=False) else ("object", callable_name(type(value))))
+            )
+        g = self.globals
+        for name in self.names:
+            value = g.get(name, _ABSENT)
+            if value is not _ABSENT and _plain(value, small=False):
+                out.append((name, value))
+        return tuple(out)
+
+
+def _stored_names(code: Any) -> set[str]:
+    """Globals and cells the code (or its nested code) assigns or deletes."""
+    import dis
+
+    names: set[str] = set()
+    for ins in dis.get_instructions(code):
+        if ins.opname in ("STORE_GLOBAL", "DELETE_GLOBAL", "STORE_DEREF", "DELETE_DEREF"):
+            names.add(str(ins.argval))
+    for const in code.co_consts:
+        if inspect.iscode(const):
+            names |= _stored_names(const)
+    return names
+
+
+_ABSENT = object()
+
+
+def _global_names(code: Any) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if inspect.iscode(const):  # nested functions, lambdas, comprehensions
+            names |= _global_names(const)
+    return names
+
+
+def _cell_value(value: Any, depth: int) -> Any:
+    if _plain(value, small=False):
+        return value
+    if callable(value) and hasattr(value, "_opero_plan"):  # a decorated function: its name
+        return ("function", callable_name(value))
+    if inspect.isfunction(value):
+        if depth >= 3:  # a function closing over itself (recursion): its name is enough
+            return ("function", callable_name(value))
+        cells = value.__closure__ or ()
+        inner = []
+        for name, cell in zip(value.__code__.co_freevars, cells, strict=False):
+            try:
+                inner.append((name, _cell_value(cell.cell_contents, depth + 1)))
+            except ValueError:
+                continue
+        return ("function", callable_name(value), tuple(inner))
+    if inspect.ismodule(value):
+        return ("module", value.__name__)
+    if isinstance(value, type):
+        return ("class", callable_name(value))
+    return _by_content(value)
+
+
+def _by_content(value: Any) -> Any:
+    # Lists, dicts, arrays, frames, objects: by content, like arguments. Something that
+    # cannot be pickled (a client, a lock) is identified by its type, so the call still caches.
+    if _plain(value):
+        return value
+    try:
+        return ("content", _content_hash(value))
+    except _Unhashable:
+        return ("object", callable_name(type(value)))
 
 
 def _source_hash(func: Callable[..., Any]) -> str:

@@ -8,6 +8,7 @@ import pickle
 import stat
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -244,3 +245,84 @@ def test_unpicklable_result_is_not_stored() -> None:
 
     assert f(1) is not f(1)
     assert calls == [1, 1]
+
+
+# -- keys cover what the function closes over (issue 11.11) and big arguments (11.12) -----------
+
+_SCALE = 1
+
+
+def _factory(backend: str, config: dict[str, Any] | None = None) -> Any:
+    def make(k: Any) -> Any:
+        @opero.opero(cache=True, cache_backend=backend, cache_backend_config=config or {})
+        def times(x: int) -> Any:
+            return (x, k)
+
+        return times
+
+    return make
+
+
+def check_closures_do_not_share(backend: str, config: dict[str, Any] | None = None) -> None:
+    """Two closures from one factory (same source, same name) never share entries."""
+    make = _factory(backend, config)
+    assert make(1)(5) == (5, 1)
+    assert make(2)(5) == (5, 2)
+    assert make([1, 2])(5) == (5, [1, 2])  # a non-plain cell value: by content
+    assert make([1, 3])(5) == (5, [1, 3])
+    assert make(1)(5) == (5, 1)  # and the first one's entry is still served
+
+
+def test_closures_from_one_factory_do_not_share_entries() -> None:
+    """make(2) must not return make(1)'s cached result (disk)."""
+    check_closures_do_not_share("disk")
+
+
+def check_plain_globals_in_key(
+    backend: str, monkeypatch: pytest.MonkeyPatch, config: dict[str, Any] | None = None
+) -> None:
+    calls: list[int] = []
+
+    @opero.opero(cache=True, cache_backend=backend, cache_backend_config=config or {})
+    def scaled(x: int) -> int:
+        calls.append(x)
+        return x * _SCALE
+
+    assert [scaled(3), scaled(3)] == [3, 3] and calls == [3]
+    monkeypatch.setattr(__import__(__name__, fromlist=["_SCALE"]), "_SCALE", 10)
+    assert scaled(3) == 30 and calls == [3, 3]
+
+
+def test_plain_globals_are_part_of_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Changing a plain global the function reads is a miss, not a stale hit (disk)."""
+    check_plain_globals_in_key("disk", monkeypatch)
+
+
+def test_big_bytes_argument_costs_one_content_hash() -> None:
+    """A 32 MB bytes argument's persistent key costs about one joblib.hash, not a repr."""
+    import joblib
+
+    data = os.urandom(32 * 2**20)
+
+    @opero.opero(cache=True, cache_backend="disk")
+    def size(b: bytes) -> int:
+        return len(b)
+
+    keys = size._opero_plan.keys  # type: ignore[attr-defined]
+
+    def best(fn: Any) -> float:
+        times = []
+        for _ in range(2):
+            began = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - began)
+        return min(times)
+
+    one_hash = best(lambda: joblib.hash(data))
+    key = best(lambda: keys.key((data,), {}))
+    nested = best(lambda: keys.key(((data, 1),), {}))
+    # Before: 1.5-2.7 s for a key against ~0.2 s for one joblib.hash (the repr was hashed).
+    assert key < 3 * one_hash + 0.1, (key, one_hash)
+    assert nested < 3 * one_hash + 0.1, (nested, one_hash)
+    assert keys.key((data,), {}) != keys.key((data[:-1] + b"x",), {})
+    assert size(data) == size(data) == len(data)

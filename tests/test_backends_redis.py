@@ -292,3 +292,17 @@ def test_redis_limiter_falls_back_when_down() -> None:
     assert ["machine only" in str(w.message) for w in caught] == [True]
     assert len(stamps) == 6
     assert_exact_spacing(grants, 20, count=6)
+
+
+def test_closures_from_one_factory_do_not_share_entries(cfg: dict[str, str]) -> None:
+    """make(2) must not return make(1)'s cached result (redis)."""
+    from tests.test_backends_disk import check_closures_do_not_share
+
+    check_closures_do_not_share("redis", cfg)
+
+
+def test_plain_globals_are_part_of_the_key(cfg: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Changing a plain global the function reads is a miss, not a stale hit (redis)."""
+    from tests.test_backends_disk import check_plain_globals_in_key
+
+    check_plain_globals_in_key("redis", monkeypatch, cfg)
