@@ -24,7 +24,7 @@ from ._progress import FailureLog, MapProgress, new_failure_log
 from ._telemetry import FunctionStats
 from ._threads import iterate_in_thread
 from .executors import async_outcomes, default_workers, sync_outcomes
-from .executors._chunks import MapCall, Outcome, Spread, Window
+from .executors._chunks import MapCall, Outcome, Run, Spread, Window
 from .executors.dask import joblib_config
 
 __all__ = ["AsyncMapFunction", "MapFunction", "opmap"]
@@ -155,7 +155,10 @@ class _Engine:
             failures=self.failures,
         )
 
-    def _account(self, batch: list[Outcome], progress: MapProgress) -> None:
+    def _account(self, batch: list[Outcome] | Run, progress: MapProgress) -> None:
+        if type(batch) is Run and not batch.failed:  # a run that all succeeded: no step per item
+            progress.advance(len(batch), 0)
+            return
         failed = 0
         rec = self.plan.recorder
         for pos, (idx, ok, value, item) in enumerate(batch):
@@ -326,7 +329,12 @@ class _Release:
         self.buffer: dict[int, Any] = {}
         self.want = 0
 
-    def __call__(self, batch: list[Outcome]) -> list[Any]:
+    def __call__(self, batch: list[Outcome] | Run) -> list[Any]:
+        if type(batch) is Run and (not self.ordered or (batch.start == self.want and not self.buffer)):
+            out = list(batch.values)  # the next consecutive items: released as they are
+            self.want += len(out) if self.ordered else 0
+            self.window.release(len(out))
+            return out
         if not self.ordered:
             out = [value for _, _, value, _ in batch]
         else:
@@ -344,7 +352,16 @@ class _Release:
 _MISSING: Any = object()
 
 
-def _place(results: list[Any], batch: list[Outcome], ordered: bool) -> None:
+def _place(results: list[Any], batch: list[Outcome] | Run, ordered: bool) -> None:
+    if type(batch) is Run:  # consecutive items: one slice assignment (values hold failures too)
+        if not ordered:
+            results.extend(batch.values)
+            return
+        start, end = batch.start, batch.start + len(batch.values)
+        if end > len(results):
+            results.extend([_MISSING] * (end - len(results)))
+        results[start:end] = batch.values
+        return
     if not ordered:
         results.extend(value for _, _, value, _ in batch)
         return

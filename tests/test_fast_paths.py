@@ -305,3 +305,76 @@ def test_latency_is_sampled_and_meaningful() -> None:
     d = s.as_dict()
     assert 0.002 <= d["latency_p50"] < 0.002 * 30
     assert d["throughput"] is not None and d["throughput"] > 0
+
+
+def test_thread_map_runs_place_failures_exactly() -> None:
+    """Tiny items in runs through map(): failing items land at their own index, counted."""
+    from opero import AllFailedError, opmap
+
+    flaky: set[int] = {5, 700, 4099}
+
+    def f(x: int) -> int:
+        if x % 97 == 3:
+            raise ConnectionError(f"bad {x}")  # retryable: AllFailedError after the rounds
+        if x % 89 == 4:
+            raise TypeError(f"wrong {x}")  # not retryable: the exception itself
+        if x in flaky:
+            flaky.discard(x)
+            raise ConnectionError("once")  # fails once, then succeeds on the retry
+        return x + 1
+
+    m = opmap(
+        mode="thread",
+        workers=2,
+        retries=1,
+        retry_on=ConnectionError,
+        min_delay=0,
+        max_delay=0,
+        jitter=0,
+        progress=False,
+    )(f)
+    n = 20_000
+    out = m(range(n))
+    assert len(out) == n
+    for x, got in enumerate(out):
+        if x % 97 == 3:
+            assert isinstance(got, AllFailedError) and str(x) in str(got.errors[0])
+        elif x % 89 == 4:
+            assert isinstance(got, TypeError) and str(got) == f"wrong {x}"
+        else:
+            assert got == x + 1, x
+    bad = sum(1 for x in range(n) if x % 97 == 3 or x % 89 == 4)
+    s = m.stats.as_dict()
+    assert (s["calls"], s["failures"], s["successes"], s["in_flight"]) == (n, bad, n - bad, 0)
+    streamed = list(m.imap(range(3000)))
+    assert [type(v) for v in streamed] == [type(v) for v in out[:3000]]
+    assert [v for v in streamed if type(v) is int] == [v for v in out[:3000] if type(v) is int]
+    unordered = opmap(mode="thread", workers=2, ordered=False, progress=False)(lambda x: x * 2)
+    assert sorted(unordered(range(5000))) == [x * 2 for x in range(5000)]
+
+
+def test_thread_lanes_are_reused_and_leak_no_context() -> None:
+    """Lanes come from a pool of opero-map threads; a context variable set in one map's item
+    is not seen by the next map's items."""
+    import contextvars
+
+    from opero import opmap
+
+    var: contextvars.ContextVar[int] = contextvars.ContextVar("probe", default=0)
+
+    @opmap(mode="thread", workers=2, progress=False)
+    def probe(x: int) -> tuple[str, int]:
+        seen = var.get()
+        var.set(x + 1)
+        time.sleep(0.001)
+        return threading.current_thread().name, seen
+
+    probe(range(20))
+    second = probe(range(20))
+    assert all(name.startswith("opero-map") for name, _ in second)
+    # Within one map a lane's items share its context; each lane starts the map afresh, so
+    # the first item every lane runs sees the default although the first map set it.
+    firsts: dict[str, int] = {}
+    for name, seen in second:
+        firsts.setdefault(name, seen)
+    assert set(firsts.values()) == {0}
