@@ -156,11 +156,15 @@ class _Engine:
         )
 
     def _account(self, batch: list[Outcome] | Run, progress: MapProgress) -> None:
-        if type(batch) is Run and not batch.failed:  # a run that all succeeded: no step per item
-            progress.advance(len(batch), 0)
+        rec = self.plan.recorder
+        if isinstance(batch, Run):  # consecutive items: only the failed ones need a step
+            for pos, item in batch.failed.items():
+                value = batch.values[pos] = portable(batch.values[pos])
+                progress.item_failed(batch.start + pos, item, value)
+                rec.emit("item_failed", error=value, item=item)
+            progress.advance(len(batch), len(batch.failed))
             return
         failed = 0
-        rec = self.plan.recorder
         for pos, (idx, ok, value, item) in enumerate(batch):
             if not ok:
                 failed += 1
@@ -330,7 +334,7 @@ class _Release:
         self.want = 0
 
     def __call__(self, batch: list[Outcome] | Run) -> list[Any]:
-        if type(batch) is Run and (not self.ordered or (batch.start == self.want and not self.buffer)):
+        if isinstance(batch, Run) and (not self.ordered or (batch.start == self.want and not self.buffer)):
             out = list(batch.values)  # the next consecutive items: released as they are
             self.want += len(out) if self.ordered else 0
             self.window.release(len(out))
@@ -353,7 +357,7 @@ _MISSING: Any = object()
 
 
 def _place(results: list[Any], batch: list[Outcome] | Run, ordered: bool) -> None:
-    if type(batch) is Run:  # consecutive items: one slice assignment (values hold failures too)
+    if isinstance(batch, Run):  # consecutive items: one slice assignment (values hold failures too)
         if not ordered:
             results.extend(batch.values)
             return

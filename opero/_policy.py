@@ -173,8 +173,9 @@ class Plan:
         #: "plain": no cache, limiter or timeout; "memory": a memory cache hit can return at
         #: once; None: every call takes the general path.
         self._fast: str | None = None
-        #: the log level at which a fast call's events (success, cache_hit) would be logged
-        self._quiet_level = LEVELS["success"]
+        #: a fast call skips its events (start, success, cache_hit): it may only while the
+        #: logger would drop all of them, i.e. below the highest of their levels
+        self._quiet_level = max(LEVELS["start"], LEVELS["success"])
         #: positional arguments a memory key can be built from without binding (-1: never)
         self._key_arity = -1
         self._entries: Any = None
@@ -190,7 +191,7 @@ class Plan:
             entries = getattr(self.cache, "entries", None)
             if entries is not None:
                 self._fast, self._entries, self._key_arity = "memory", entries, self.keys.memory_arity
-                self._quiet_level = max(LEVELS["success"], LEVELS["cache_hit"])
+                self._quiet_level = max(LEVELS["start"], LEVELS["success"], LEVELS["cache_hit"])
 
     def __reduce__(self) -> tuple[Any, ...]:
         # A decorated function defined in __main__ or a notebook travels to process workers by

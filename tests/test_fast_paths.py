@@ -118,7 +118,7 @@ def test_late_listeners_see_every_fast_call(caplog: pytest.LogCaptureFixture) ->
         with caplog.at_level(logging.DEBUG, logger="opero"):
             for _ in range(_SAMPLE_EVERY * 2):
                 f(1)
-        hits = [r for r in caplog.records if "cache_hit" in r.getMessage()]
+        hits = [r for r in caplog.records if "cache hit" in r.getMessage()]
         assert len(hits) == _SAMPLE_EVERY * 2
     finally:
         logger.setLevel(logging.NOTSET)
@@ -136,7 +136,7 @@ def test_success_logged_at_debug_on_plain_path(caplog: pytest.LogCaptureFixture)
     with caplog.at_level(logging.DEBUG, logger="opero"):
         for _ in range(_SAMPLE_EVERY + 3):
             f()
-    assert sum("success" in r.getMessage() for r in caplog.records) == _SAMPLE_EVERY + 3
+    assert sum("succeeded" in r.getMessage() for r in caplog.records) == _SAMPLE_EVERY + 3
 
 
 def test_typed_keys_and_keyword_calls_on_the_fast_path() -> None:

@@ -87,6 +87,7 @@ def _fast(plan: Plan) -> bool:
         and plan.limiter is None
         and plan.breaker is None
         and plan.timeout is None
+        and not rec.wants("start")
         and not rec.wants("success")
         and not rec.wants("failure")
     )
