@@ -14,7 +14,7 @@ import importlib
 import inspect
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
-from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, Unpack, overload
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar, Unpack, overload
 
 from ._decorator import build_plan
 from ._errors import ConfigurationError, portable
@@ -27,20 +27,49 @@ from .executors import async_outcomes, default_workers, sync_outcomes
 from .executors._chunks import MapCall, Outcome, Run, Spread, Window
 from .executors.dask import joblib_config
 
+if TYPE_CHECKING:  # the types only: `import opero` never imports pandas
+    import pandas as pd
+
 __all__ = ["AsyncMapFunction", "MapFunction", "opmap"]
 
 T = TypeVar("T")
 R = TypeVar("R")
 P = ParamSpec("P")
 T_contra = TypeVar("T_contra", contravariant=True)
+S = TypeVar("S")
+T2 = TypeVar("T2")
+P2 = ParamSpec("P2")
+S_contra = TypeVar("S_contra", contravariant=True)
+T2_contra = TypeVar("T2_contra", contravariant=True)
+R_co = TypeVar("R_co", covariant=True)
 
 #: items a streamed map may hold between the input and the caller (bounded memory)
 _STREAM_WINDOW = 4096
 _UNBOUNDED = 1 << 62
 
 
+class _UnboundMap(Protocol[S_contra, T2_contra, P2, R_co]):
+    # An opmap'd method before binding: self, then the item, then the rest. Matching it pulls
+    # the item type out of the signature (a ParamSpec cannot be split otherwise); it matches
+    # on imap because __call__ is overloaded (pandas).
+    def imap(
+        self, items: Iterable[S_contra], item: T2_contra, /, *args: P2.args, **kwargs: P2.kwargs
+    ) -> Iterator[R_co | BaseException]: ...
+
+
+class _UnboundAsyncMap(Protocol[S_contra, T2_contra, P2, R_co]):
+    def imap(
+        self, items: Iterable[S_contra], item: T2_contra, /, *args: P2.args, **kwargs: P2.kwargs
+    ) -> AsyncIterator[R_co | BaseException]: ...
+
+
 class MapFunction(Protocol[T_contra, P, R]):
-    """What ``@opmap`` returns for a sync function: a map over items, plus ``imap``."""
+    """What ``@opmap`` returns for a sync function: a map over items, plus ``imap``.
+
+    ``fn(items, *args, **kwargs)`` returns a list with one result (or exception) per item;
+    ``fn(series)`` a Series and ``fn(df, column, ...)`` (so ``df.pipe(fn, column)``) a
+    DataFrame (see the pandas guide). On a method, the items come after ``self``.
+    """
 
     @property
     def stats(self) -> FunctionStats:
@@ -55,9 +84,21 @@ class MapFunction(Protocol[T_contra, P, R]):
         """Every failed item (the last 10,000) as a pandas DataFrame."""
         ...
 
+    # pandas first: a DataFrame or Series is also an Iterable, and wins over the list form
+    @overload
+    def __call__(  # type: ignore[overload-overlap]
+        self, items: pd.DataFrame, column: Any, /, *args: Any, **kwargs: Any
+    ) -> pd.DataFrame: ...
+
+    @overload
+    def __call__(self, items: pd.Series[Any], /, *args: Any, **kwargs: Any) -> pd.Series[Any]: ...  # type: ignore[overload-overlap]
+
+    @overload
     def __call__(
         self, items: Iterable[T_contra], /, *args: P.args, **kwargs: P.kwargs
     ) -> list[R | BaseException]: ...
+
+    def __call__(self, items: Any, /, *args: Any, **kwargs: Any) -> Any: ...
 
     def imap(
         self, items: Iterable[T_contra], /, *args: P.args, **kwargs: P.kwargs
@@ -65,9 +106,20 @@ class MapFunction(Protocol[T_contra, P, R]):
         """Stream the results (bounded memory)."""
         ...
 
+    # Methods: on an instance, ``self`` is bound and the items are the next parameter.
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> MapFunction[T_contra, P, R]: ...
+
+    @overload
+    def __get__(
+        self: _UnboundMap[S, T2, P2, R], obj: S, owner: type | None = None
+    ) -> MapFunction[T2, P2, R]: ...
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any: ...
+
 
 class AsyncMapFunction(Protocol[T_contra, P, R]):
-    """What ``@opmap`` returns for an ``async def`` function."""
+    """What ``@opmap`` returns for an ``async def`` function: the same, awaited."""
 
     @property
     def stats(self) -> FunctionStats:
@@ -82,15 +134,38 @@ class AsyncMapFunction(Protocol[T_contra, P, R]):
         """Every failed item (the last 10,000) as a pandas DataFrame."""
         ...
 
+    @overload
+    def __call__(  # type: ignore[overload-overlap]
+        self, items: pd.DataFrame, column: Any, /, *args: Any, **kwargs: Any
+    ) -> Awaitable[pd.DataFrame]: ...
+
+    @overload
+    def __call__(  # type: ignore[overload-overlap]
+        self, items: pd.Series[Any], /, *args: Any, **kwargs: Any
+    ) -> Awaitable[pd.Series[Any]]: ...
+
+    @overload
     def __call__(
         self, items: Iterable[T_contra], /, *args: P.args, **kwargs: P.kwargs
     ) -> Awaitable[list[R | BaseException]]: ...
+
+    def __call__(self, items: Any, /, *args: Any, **kwargs: Any) -> Any: ...
 
     def imap(
         self, items: Iterable[T_contra], /, *args: P.args, **kwargs: P.kwargs
     ) -> AsyncIterator[R | BaseException]:
         """Stream the results as an async generator (bounded memory)."""
         ...
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> AsyncMapFunction[T_contra, P, R]: ...
+
+    @overload
+    def __get__(
+        self: _UnboundAsyncMap[S, T2, P2, R], obj: S, owner: type | None = None
+    ) -> AsyncMapFunction[T2, P2, R]: ...
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any: ...
 
 
 def _is_pandas(items: Any) -> bool:
