@@ -118,7 +118,7 @@ assert_type(square(frame, "n"), pd.DataFrame)
 assert_type(square(frame, ["n"], result_column="sq"), pd.DataFrame)
 assert_type(frame.pipe(square, "n"), pd.DataFrame)
 series: pd.Series[int] = pd.Series([1, 2])
-assert_type(square(series), "pd.Series[Any]")
+assert_type(square(series), pd.Series[Any])
 
 
 async def use_pandas() -> None:
