@@ -1,0 +1,266 @@
+"""The adaptive rate (AIMD) against the loopback demo server: down on 429, up on success,
+never above the ceiling, one budget across threads, processes and redis (issue 13.2).
+
+Numbers (convergence time, rejection share) live in benchmarks/adaptive.py; these tests check
+the mechanism, with real HTTP requests and the real limiter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import opero
+from opero import opero as opero_deco
+from opero import opmap
+from opero._telemetry import Event, subscribe
+from opero.demo import DemoServer
+from tests._fixtures_redis import run_python
+from tests._redis import RedisServer
+
+
+def get(url: str) -> Any:
+    """GET a JSON document; HTTP errors raise urllib.error.HTTPError (status and headers)."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.load(response)
+
+
+@pytest.fixture
+def rate_events() -> Iterator[list[Event]]:
+    """Every ``rate`` event while the test runs."""
+    events: list[Event] = []
+    stop = subscribe(events.append, kinds=["rate"])
+    yield events
+    stop()
+
+
+@pytest.fixture
+def limited() -> Iterator[DemoServer]:
+    """A server that accepts 20 requests/s on every endpoint (bucket of 2), 429 above."""
+    with DemoServer(fail_rate=0.0, rate_limit=20, limit_all=True, burst=2) as server:
+        yield server
+
+
+@pytest.fixture
+def free() -> Iterator[DemoServer]:
+    """A server without a limit."""
+    with DemoServer(fail_rate=0.0) as server:
+        yield server
+
+
+def _limiter(fn: Any) -> Any:
+    return fn._opero_plan.limiter
+
+
+def test_rate_is_cut_on_429_and_climbs_on_success(
+    limited: DemoServer, free: DemoServer, rate_events: list[Event]
+) -> None:
+    """Starting at 4x the server's 20/s, 429s cut the shared rate; successes raise it again."""
+    base = {"url": limited.url}
+
+    @opmap(mode="thread", workers=4, rate_limit="auto", rate_start=80, retries=30, min_delay=0.01, progress=False)
+    def fetch(item: int) -> int:
+        return int(get(f"{base['url']}/item/{item}")["value"])
+
+    limiter = _limiter(fetch)
+    assert limiter.current_rate() == 80
+    results = fetch(list(range(40)))
+    assert not [r for r in results if isinstance(r, BaseException)]
+    assert limited.stats["rate_limited"] > 0
+    cut = limiter.current_rate()
+    assert cut < 60  # cut at least twice from 80
+    cuts = [e.rate for e in rate_events if e.rate is not None and e.rate < 80]
+    assert cuts and min(cuts) < 60
+    # Against a server that accepts everything the rate only climbs (additively).
+    base["url"] = free.url
+    fetch(list(range(40, 100)))
+    assert limiter.current_rate() > cut
+    assert rate_events[-1].rate == pytest.approx(limiter.current_rate(), rel=0.1)
+
+
+def test_never_above_the_rate_limit(free: DemoServer, limited: DemoServer) -> None:
+    """adaptive=True next to rate_limit=30: starts at 30, cut on 429, climbs back to 30, no more."""
+    base = {"url": free.url}
+
+    @opero_deco(rate_limit=30, adaptive=True, retries=20, min_delay=0.01)
+    def fetch(item: int) -> int:
+        return int(get(f"{base['url']}/item/{item}")["value"])
+
+    limiter = _limiter(fetch)
+    for i in range(20):
+        fetch(i)
+    assert limiter.current_rate() == 30  # successes at the ceiling do not raise it
+    base["url"] = limited.url
+    limited.reset()
+    for i in range(30):
+        fetch(i)
+    lowered = limiter.current_rate()
+    assert lowered < 30
+    base["url"] = free.url
+    for i in range(200):
+        fetch(i)
+        assert limiter.current_rate() <= 30
+    assert limiter.current_rate() > lowered
+
+
+def test_auto_starts_from_rate_start_and_probes_upwards(free: DemoServer) -> None:
+    """rate_limit="auto" starts at rate_start and, until the first 429, gains 1/s per success."""
+
+    @opero_deco(rate_limit="auto", rate_start=5)
+    def fetch(item: int) -> int:
+        return int(get(f"{free.url}/item/{item}")["value"])
+
+    limiter = _limiter(fetch)
+    assert limiter.current_rate() == 5
+    for i in range(10):
+        fetch(i)
+    assert limiter.current_rate() == 15
+
+
+def test_retry_after_holds_the_whole_budget(free: DemoServer) -> None:
+    """A 429 with Retry-After: 0.5 makes the next start of *any* caller of the budget wait it."""
+    import time
+
+    @opero_deco(rate_limit=100, retries=0)
+    def status(code: int) -> Any:
+        return get(f"{free.url}/status/{code}?retry_after=0.5")
+
+    with pytest.raises(opero.AllFailedError) as caught:
+        status(429)
+    assert isinstance(caught.value.__cause__, urllib.error.HTTPError)
+    began = time.monotonic()
+    status(200)
+    assert time.monotonic() - began >= 0.45
+
+
+def test_async_map_cuts_and_recovers(limited: DemoServer) -> None:
+    """The async driver feeds the same AIMD state (through the async record methods)."""
+
+    @opmap(mode="async", workers=8, rate_limit="auto", rate_start=80, retries=30, min_delay=0.01, progress=False)
+    async def fetch(item: int) -> int:
+        return int((await asyncio.to_thread(get, f"{limited.url}/item/{item}"))["value"])
+
+    results = asyncio.run(fetch(list(range(30))))
+    assert not [r for r in results if isinstance(r, BaseException)]
+    assert _limiter(fetch).current_rate() < 60
+    assert limited.stats["rate_limited"] > 0
+
+
+def test_process_workers_share_one_adaptive_budget(limited: DemoServer) -> None:
+    """Process workers cut the parent's rate: the record is one file for all of them."""
+
+    @opmap(mode="process", workers=2, rate_limit="auto", rate_start=80, retries=30, min_delay=0.01, progress=False)
+    def fetch(item: int, url: str) -> int:
+        return int(get(f"{url}/item/{item}")["value"])
+
+    results = fetch(list(range(30)), limited.url)
+    assert not [r for r in results if isinstance(r, BaseException)]
+    assert limited.stats["rate_limited"] > 0
+    assert _limiter(fetch).current_rate() < 60  # read in the parent: the workers cut it
+
+
+def test_two_processes_naming_a_scope_share_the_adaptive_rate(limited: DemoServer) -> None:
+    """Another process naming the scope sees this one's cut at once, and its successes count."""
+    scope = f"adaptive-{uuid.uuid4().hex[:8]}"
+
+    @opero_deco(rate_limit="auto", rate_start=80, rate_limit_scope=scope, retries=30, min_delay=0.01)
+    def fetch(item: int) -> int:
+        return int(get(f"{limited.url}/item/{item}")["value"])
+
+    for i in range(25):
+        fetch(i)
+    cut = _limiter(fetch).current_rate()
+    assert cut < 80
+    code = f"""
+import opero
+@opero.opero(rate_limit="auto", rate_start=80, rate_limit_scope={scope!r})
+def other():
+    return 1
+limiter = other._opero_plan.limiter
+print(limiter.current_rate())
+for _ in range(5):
+    other._opero_plan.limiter.succeeded()
+print(limiter.current_rate())
+"""
+    seen, after = (float(x) for x in run_python(code).split())
+    assert seen == pytest.approx(cut)
+    assert after > cut
+    assert _limiter(fetch).current_rate() == pytest.approx(after)
+    _cleanup_scope(scope)
+
+
+@pytest.mark.redis
+def test_adaptive_rate_shared_through_redis(redis_server: RedisServer, limited: DemoServer) -> None:
+    """rate_limit_backend="redis": a process on another machine (here: another process) reads
+    the same rate from the server."""
+    scope = f"adaptive-{uuid.uuid4().hex[:8]}"
+    config = {"url": redis_server.url}
+
+    @opero_deco(
+        rate_limit="auto",
+        rate_start=80,
+        rate_limit_scope=scope,
+        rate_limit_backend="redis",
+        cache_backend_config=config,
+        retries=30,
+        min_delay=0.01,
+    )
+    def fetch(item: int) -> int:
+        return int(get(f"{limited.url}/item/{item}")["value"])
+
+    for i in range(25):
+        fetch(i)
+    cut = _limiter(fetch).current_rate()
+    assert cut < 80
+    code = f"""
+import opero
+@opero.opero(rate_limit="auto", rate_start=80, rate_limit_scope={scope!r}, rate_limit_backend="redis",
+             cache_backend_config={config!r})
+def other():
+    return 1
+print(other._opero_plan.limiter.current_rate())
+"""
+    assert float(run_python(code)) == pytest.approx(cut)
+    assert type(_limiter(fetch).adaptive.record).__name__ == "RedisRecord"
+
+
+def test_testing_mode_skips_waits_but_keeps_the_mechanism(free: DemoServer) -> None:
+    """Under opero.testing() neither Retry-After, backoff nor the rate makes anyone wait;
+    429s still cut the rate."""
+    import time
+
+    @opero_deco(rate_limit="auto", rate_start=5, retries=2, min_delay=1.0)
+    def status(code: int) -> Any:
+        return get(f"{free.url}/status/{code}?retry_after=5")
+
+    limiter = _limiter(status)
+    with opero.testing():
+        began = time.monotonic()
+        with pytest.raises(opero.AllFailedError):
+            status(429)
+        for _ in range(10):
+            status(200)
+        elapsed = time.monotonic() - began
+    assert elapsed < 2.0  # 5 s of Retry-After, 2.5 s of backoff, 2 s of rate waits skipped
+    assert status.stats.rate_waits == 0
+    assert limiter.current_rate() < 5 * 0.9  # cut by the 429s (then +1 per success)
+    assert free.stats["status"][429] == 3
+
+
+def _cleanup_scope(scope: str) -> None:
+    from opero.stores.host import folder
+
+    for name in os.listdir(folder()):
+        if scope in name:
+            try:
+                os.unlink(os.path.join(folder(), name))
+            except OSError:
+                pass
