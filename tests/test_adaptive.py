@@ -66,7 +66,9 @@ def test_rate_is_cut_on_429_and_climbs_on_success(
     """Starting at 4x the server's 20/s, 429s cut the shared rate; successes raise it again."""
     base = {"url": limited.url}
 
-    @opmap(mode="thread", workers=4, rate_limit="auto", rate_start=80, retries=30, min_delay=0.01, progress=False)
+    @opmap(
+        mode="thread", workers=4, rate_limit="auto", rate_start=80, retries=30, min_delay=0.01, progress=False
+    )
     def fetch(item: int) -> int:
         return int(get(f"{base['url']}/item/{item}")["value"])
 
@@ -144,7 +146,9 @@ def test_retry_after_holds_the_whole_budget(free: DemoServer) -> None:
 def test_async_map_cuts_and_recovers(limited: DemoServer) -> None:
     """The async driver feeds the same AIMD state (through the async record methods)."""
 
-    @opmap(mode="async", workers=8, rate_limit="auto", rate_start=80, retries=30, min_delay=0.01, progress=False)
+    @opmap(
+        mode="async", workers=8, rate_limit="auto", rate_start=80, retries=30, min_delay=0.01, progress=False
+    )
     async def fetch(item: int) -> int:
         return int((await asyncio.to_thread(get, f"{limited.url}/item/{item}"))["value"])
 
@@ -157,7 +161,15 @@ def test_async_map_cuts_and_recovers(limited: DemoServer) -> None:
 def test_process_workers_share_one_adaptive_budget(limited: DemoServer) -> None:
     """Process workers cut the parent's rate: the record is one file for all of them."""
 
-    @opmap(mode="process", workers=2, rate_limit="auto", rate_start=80, retries=30, min_delay=0.01, progress=False)
+    @opmap(
+        mode="process",
+        workers=2,
+        rate_limit="auto",
+        rate_start=80,
+        retries=30,
+        min_delay=0.01,
+        progress=False,
+    )
     def fetch(item: int, url: str) -> int:
         return int(get(f"{url}/item/{item}")["value"])
 

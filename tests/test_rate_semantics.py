@@ -96,7 +96,12 @@ def test_burst_one_keeps_exact_spacing() -> None:
 def test_burst_window_through_redis(redis_server: RedisServer) -> None:
     """The redis store keeps the same promise (the window lives in a list on the server)."""
 
-    @opero(rate_limit=10, rate_burst=10, rate_limit_backend="redis", cache_backend_config={"url": redis_server.url})
+    @opero(
+        rate_limit=10,
+        rate_burst=10,
+        rate_limit_backend="redis",
+        cache_backend_config={"url": redis_server.url},
+    )
     def hit() -> None:
         pass
 
@@ -156,7 +161,9 @@ def test_async_redis_limiter_never_blocks_the_event_loop(redis_server: RedisServ
 
     url = redis_server.url
 
-    @opero(rate_limit=50, rate_limit_backend="redis", cache_backend_config={"url": url, "socket_timeout": 2.0})
+    @opero(
+        rate_limit=50, rate_limit_backend="redis", cache_backend_config={"url": url, "socket_timeout": 2.0}
+    )
     async def hit(i: int) -> int:
         return i
 
