@@ -22,7 +22,7 @@ import pytest
 import opero
 from opero import CircuitOpenError, opmap
 from opero import opero as opero_deco
-from opero._telemetry import Event, subscribe
+from opero._telemetry import subscribe
 from opero.demo import DemoServer
 from tests._fixtures_redis import run_python
 from tests._redis import RedisServer
@@ -165,7 +165,7 @@ def test_map_items_wait_for_the_probe_and_all_succeed(server: DemoServer, states
     @opmap(
         mode="thread",
         workers=16,
-        retries=2,
+        retries=6,
         min_delay=0.05,
         rate_limit=200,
         circuit_breaker={"failures": 5, "open": 0.3},
@@ -180,8 +180,9 @@ def test_map_items_wait_for_the_probe_and_all_succeed(server: DemoServer, states
     probes = states.count("half_open")
     assert states[0] == "open" and states[-1] == "closed"
     assert 1 <= probes <= 1.5 / 0.3 + 2
-    # threshold + one request per probe (+ a few attempts granted just before it opened)
-    assert server.stats["outage"] <= 5 + probes + 8, (server.stats["outage"], probes)
+    # threshold + one request per probe (+ at most one in-flight attempt per worker, granted
+    # just before it opened; benchmarks/adaptive.py measures 5 + probes on an idle machine)
+    assert server.stats["outage"] <= 5 + probes + 16, (server.stats["outage"], probes)
 
 
 def test_fail_fast_map_items_fail_with_circuit_open(server: DemoServer) -> None:

@@ -4,6 +4,7 @@ and the async redis path that never blocks the event loop (issue 12.6)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from typing import Any
@@ -88,7 +89,7 @@ def test_burst_one_keeps_exact_spacing() -> None:
     grants = _grants(hit)
     for _ in range(30):
         hit()
-    gaps = [b - a for a, b in zip(grants, grants[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(grants)]
     assert min(gaps) >= 1 / 25 - EXACT
     assert _max_in_window(grants) <= 25
 
@@ -191,7 +192,7 @@ def test_async_redis_limiter_never_blocks_the_event_loop(redis_server: RedisServ
     ticks, took, results = asyncio.run(main())
     assert results == [0, 1, 2, 3, 4]
     assert took >= 0.25  # the calls really waited for the paused server
-    gaps = [b - a for a, b in zip(ticks, ticks[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(ticks)]
     assert max(gaps) < 0.2, max(gaps)  # ... while the loop kept running
     assert hit.stats.successes == 6
 
