@@ -512,8 +512,9 @@ class _Mapped:
         """Every failed item of this function's maps as a pandas DataFrame, newest last.
 
         Columns: ``item`` (the row index for DataFrame rows, a short repr otherwise),
-        ``error_type`` and ``message`` of the item's own final error (the last attempt's),
-        ``attempts``, ``time`` (a timestamp) and ``call`` (which map run, e.g. ``"fetch #2"``).
+        ``error_type``, ``status`` (the HTTP status of HTTP errors) and ``message`` of the
+        item's own final error (the last attempt's), ``attempts``, ``time`` (a timestamp)
+        and ``call`` (which map run, e.g. ``"fetch #2"``).
         The last 10,000 failures are kept; ``fn.stats.failures`` counts all of them.
         """
         return self._engine.failures.frame()

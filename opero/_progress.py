@@ -102,6 +102,7 @@ class Failure:
         attempts: attempts the item made (1 for an error that was not retried).
         time: when the item failed (``time.time()``).
         call: the map run it belongs to (``MapProgress.label``, e.g. ``"fetch #2"``).
+        status: the HTTP status of an HTTP error (404, 500, ...), else None.
     """
 
     func: str
@@ -111,6 +112,23 @@ class Failure:
     attempts: int
     time: float
     call: str
+    status: int | None = None
+
+    @property
+    def kind(self) -> str:
+        """What the panel groups by: the type, and the HTTP status when there is one."""
+        return f"{self.error_type} {self.status}" if self.status is not None else self.error_type
+
+
+def http_status(error: BaseException) -> int | None:
+    """The HTTP status an error carries (``status``, ``code``, ``status_code``), else None."""
+    if isinstance(error, AllFailedError) and error.errors:
+        error = error.errors[-1]
+    for name in ("status", "code", "status_code"):
+        value = getattr(error, name, None)
+        if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
+            return value
+    return None
 
 
 def describe_error(error: BaseException) -> tuple[str, str, int]:
@@ -150,7 +168,8 @@ class FailureLog:
     Attributes:
         name: the function's qualified name.
         total: failed items ever recorded (also those no longer kept).
-        by_type: failed items per error type name (all of them, not only those kept).
+        by_type: failed items per error kind, ``"ValueError"`` or with the HTTP status
+            ``"HTTPError 404"`` (all of them, not only those kept).
         version: bumped on every change (dashboards compare it to skip re-rendering).
     """
 
@@ -165,11 +184,13 @@ class FailureLog:
     def add(self, item: str, error: BaseException, call: str) -> Failure:
         """Record one failed item with its own final error."""
         error_type, message, attempts = describe_error(error)
-        record = Failure(self.name, item, error_type, message, attempts, time.time(), call)
+        record = Failure(
+            self.name, item, error_type, message, attempts, time.time(), call, http_status(error)
+        )
         with self._lock:
             self.records.append(record)
             self.total += 1
-            self.by_type[error_type] += 1
+            self.by_type[record.kind] += 1
             self.version += 1
         return record
 
@@ -177,6 +198,11 @@ class FailureLog:
         """The ``n`` newest failures, newest last."""
         with self._lock:
             return list(itertools.islice(reversed(self.records), n))[::-1]
+
+    def counts(self) -> list[tuple[str, int]]:
+        """Failed items per kind, most frequent first."""
+        with self._lock:
+            return self.by_type.most_common()
 
     def clear(self) -> None:
         """Forget every failure."""
@@ -187,15 +213,17 @@ class FailureLog:
             self.version += 1
 
     def frame(self) -> pd.DataFrame:
-        """The kept failures as a DataFrame: item, error_type, message, attempts, time, call."""
+        """The kept failures as a DataFrame: item, error_type, status, message, attempts, time, call."""
         import pandas as pd
 
         with self._lock:
             rows = list(self.records)
-        columns = ["item", "error_type", "message", "attempts", "time", "call"]
+        columns = ["item", "error_type", "status", "message", "attempts", "time", "call"]
         frame = pd.DataFrame(
-            [(r.item, r.error_type, r.message, r.attempts, r.time, r.call) for r in rows], columns=columns
+            [(r.item, r.error_type, r.status, r.message, r.attempts, r.time, r.call) for r in rows],
+            columns=columns,
         )
+        frame["status"] = frame["status"].astype("Int64")
         frame["time"] = pd.to_datetime(frame["time"], unit="s")
         return frame
 

@@ -100,3 +100,33 @@ def test_fresh_venv_installs_requirements_and_runs_post_build(tmp_path: Path) ->
     assert "demo API ok at http://127.0.0.1:" in post.stdout
     kernel = venv / "share" / "jupyter" / "kernels" / "python3" / "kernel.json"
     assert kernel.exists()
+
+
+def test_requirements_are_pinned() -> None:
+    """Every requirement but the repository itself is pinned to one version (==)."""
+    lines = requirement_lines()
+    others = [line for line in lines if not line.removeprefix("-e ").startswith(".")]
+    assert others
+    for line in others:
+        req = Requirement(line)
+        assert [s.operator for s in req.specifier] == ["=="], line
+
+
+def test_readme_has_a_binder_badge_for_the_notebooks() -> None:
+    """The README's top links to Binder, opening the quickstart notebook of this repository."""
+    head = (ROOT / "README.md").read_text().splitlines()[:5]
+    badge = next(line for line in head if "mybinder.org/badge_logo.svg" in line)
+    assert "https://mybinder.org/v2/gh/twardoch/opero/HEAD" in badge
+    assert "notebooks/01_quickstart.ipynb" in badge
+    assert (ROOT / "notebooks" / "01_quickstart.ipynb").exists()
+
+
+def test_notebooks_folder_holds_only_notebooks() -> None:
+    """Build helpers live outside notebooks/ (users see that folder first in Binder)."""
+    stray = [
+        p.name
+        for p in (ROOT / "notebooks").iterdir()
+        if p.suffix != ".ipynb" and p.name != ".ipynb_checkpoints"
+    ]
+    assert stray == []
+    assert (ROOT / "tools" / "build_notebooks.py").exists()

@@ -50,10 +50,11 @@ def test_failures_name_each_rows_own_error_and_index() -> None:
     by_type = failures.groupby("error_type")["item"].apply(set).to_dict()
     assert by_type == {"NotFound": expected_404, "ServerError": expected_500}
     assert set(failures["attempts"]) == {2}
-    assert list(failures.columns) == ["item", "error_type", "message", "attempts", "time", "call"]
+    assert list(failures.columns) == ["item", "error_type", "status", "message", "attempts", "time", "call"]
 
     board = dashboard.Dashboard(title="t")
     html = dashboard.render_errors_html(board._logs())
+    assert "HTTPError 404" not in html
     assert f"NotFound ×{len(expected_404)}" in html and f"ServerError ×{len(expected_500)}" in html
     assert "lookup.failures()" in html
     assert "Spread(" not in html
@@ -283,6 +284,7 @@ def test_http_errors_in_results_pickle_and_hash(demo_server: Any, tmp_path: Any)
     assert list(pd.read_pickle(path)["status_error"].notna()) == list(out["status_error"].notna())
     failures = status.failures()
     assert set(failures["error_type"]) == {"HTTPError"}
+    assert failures["status"].value_counts().to_dict() == {404: 20, 500: 10}
     assert sorted(set(failures["message"])) == [
         "HTTP Error 404: Not Found",
         "HTTP Error 500: Internal Server Error",

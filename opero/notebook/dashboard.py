@@ -47,6 +47,8 @@ KEEP_FINISHED_MAPS = 3
 MAX_LIVE = 4
 #: Seconds without any change after which a dashboard swaps to its static snapshot.
 IDLE = 1.0
+#: Least seconds between two renders while work runs (each render sends a few comm messages).
+MIN_RENDER = 0.2
 
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("function", "function"),
@@ -276,7 +278,7 @@ def render_errors_html(logs: list[FailureLog], since: float = 0.0) -> str:
         records = [r for r in log.latest(MAX_ERRORS) if r.time >= since]
         if not log.total or (since and not records):
             continue
-        counts = ", ".join(f"{esc(t)} ×{n:,}" for t, n in log.by_type.most_common())
+        counts = ", ".join(f"{esc(t)} ×{n:,}" for t, n in log.counts())
         groups.append(
             f'<li class="opero-error-group"><b>{esc(_short_name(log.name))}</b>: {log.total:,} failed '
             f"({counts}) · all of them: <code>{esc(_short_name(log.name))}.failures()</code></li>"
@@ -308,7 +310,7 @@ def render_errors_text(logs: list[FailureLog], since: float = 0.0) -> str:
         records = [r for r in log.latest(MAX_ERRORS) if r.time >= since]
         if not log.total or (since and not records):
             continue
-        counts = ", ".join(f"{t} ×{n:,}" for t, n in log.by_type.most_common())
+        counts = ", ".join(f"{t} ×{n:,}" for t, n in log.counts())
         out.append(f"  {_short_name(log.name)}: {log.total:,} failed ({counts}); see .failures()")
         out.extend(f"    item {r.item}: {r.error_type}: {r.message[:120]}" for r in records[-3:])
     return ("failed items:\n" + "\n".join(out)) if out else ""
@@ -349,6 +351,7 @@ class Dashboard:
         self._handle: Any = None
         self._live_shown = True
         self._shown_snapshot = ""
+        self._rendered = 0.0
         self._changed = time.monotonic()
         self.refreshes = 0
 
@@ -503,6 +506,9 @@ class Dashboard:
                 if tick and self._live_shown and now - self._changed > IDLE and not self._running():
                     self._show_snapshot()
                 return False
+            if tick and not force and now - self._rendered < MIN_RENDER:
+                return False
+            self._rendered = now
             self._fingerprint = fingerprint
             self._changed = now
             if self._widget is None:
@@ -554,6 +560,7 @@ class Dashboard:
             slot = len(self._bars)
             button.on_click(lambda _b, slot=slot: self._stop_slot(slot))
             self._bars.append((label, button, w.HBox([label, button])))
+        # Each button stops the map its row shows right now (rows are reused as maps come and go).
         self._bar_maps = list(running)
         for (label, button, _), m in zip(self._bars, running):
             value = f'{STYLE}<div class="opero-d">{bar_html(m)}</div>'

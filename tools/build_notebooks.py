@@ -1,4 +1,4 @@
-"""Write notebooks 01-03 from the cells below, with clean outputs: ``python notebooks/_build.py``.
+"""Write notebooks 01-03 from the cells below, with clean outputs: ``python tools/build_notebooks.py``.
 
 The notebooks are generated so they stay consistent (same kernel metadata, no outputs, no
 execution counts) and reviewable as plain Python. Edit the cells here, then rebuild.
@@ -12,7 +12,8 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-HERE = Path(__file__).resolve().parent
+#: where the notebooks live (this helper sits outside them, out of Binder users' view)
+HERE = Path(__file__).resolve().parents[1] / "notebooks"
 
 QUICKSTART = [
     (
