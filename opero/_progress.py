@@ -272,8 +272,11 @@ def _keep(progress: MapProgress) -> None:
     with _runs_lock:
         _runs[progress.map_id] = progress
         finished = [k for k, p in _runs.items() if p.finished]
+        # the latest run of each function stays, however many short runs came after it
+        latest = {p.name: k for k, p in _runs.items() if p.finished}
         for key in finished[: max(0, len(finished) - KEEP_FINISHED)]:
-            del _runs[key]
+            if latest.get(_runs[key].name) != key:
+                del _runs[key]
 
 
 def _in_notebook() -> bool:

@@ -183,16 +183,41 @@ def voila_url(tmp_path: Path) -> Iterator[str]:
     )
 
 
+class Lab:
+    """A running JupyterLab: its base URL, its root folder and the demo notebook's URL."""
+
+    def __init__(self, base: str, root: Path) -> None:
+        self.base = base
+        self.root = root
+        self.url = f"{base}/lab/tree/{DEMO_NOTEBOOK.name}?reset"
+
+
 @pytest.fixture
 def lab_url(tmp_path: Path) -> Iterator[str]:
     """JupyterLab serving a copy of the notebooks on 127.0.0.1; yields the demo notebook's URL."""
+    for lab in _lab(tmp_path, theme=None):
+        yield lab.url
+
+
+@pytest.fixture
+def dark_lab(tmp_path: Path) -> Iterator[Lab]:
+    """JupyterLab in its dark theme ("JupyterLab Dark"), serving a copy of the demo notebook."""
+    yield from _lab(tmp_path, theme="JupyterLab Dark")
+
+
+def _lab(tmp_path: Path, theme: str | None) -> Iterator[Lab]:
     jupyter = Path(sys.executable).with_name("jupyter")
     _require(jupyter.exists(), "jupyter is not installed")
     root = tmp_path / "lab-root"
     root.mkdir()
     shutil.copy(DEMO_NOTEBOOK, root)
     port = free_port()
-    yield from _serve(
+    env = _jupyter_env(tmp_path / "jupyter")
+    if theme is not None:
+        themes = Path(env["JUPYTERLAB_SETTINGS_DIR"]) / "@jupyterlab" / "apputils-extension"
+        themes.mkdir(parents=True, exist_ok=True)
+        (themes / "themes.jupyterlab-settings").write_text(json.dumps({"theme": theme}))
+    for base in _serve(
         [
             str(jupyter),
             "lab",
@@ -207,9 +232,10 @@ def lab_url(tmp_path: Path) -> Iterator[str]:
             "--LabApp.news_url=None",
         ],
         cwd=root,
-        env=_jupyter_env(tmp_path / "jupyter"),
+        env=env,
         log=tmp_path / "lab.log",
         ready=f"http://127.0.0.1:{port}/api",
         timeout=90,
-        url=f"http://127.0.0.1:{port}/lab/tree/{DEMO_NOTEBOOK.name}?reset",
-    )
+        url=f"http://127.0.0.1:{port}",
+    ):
+        yield Lab(base, root)

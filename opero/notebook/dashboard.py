@@ -20,13 +20,14 @@ Without ipywidgets or outside a kernel, :func:`show` prints a text table instead
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from .._progress import FailureLog, MapProgress, failure_logs, format_seconds, maps
+from .._progress import Failure, FailureLog, MapProgress, failure_logs, format_seconds, maps
 from .._telemetry import FunctionStats, all_stats, logger
 from ._html import STYLE, bar_html, esc, sparkline
 
@@ -40,8 +41,9 @@ SAMPLE = 0.5
 HISTORY = 60
 #: Rates (calls/s) are measured over this many seconds.
 RATE_WINDOW = 5.0
-#: Latest failures listed in the panel, and finished maps listed under the bars.
+#: Latest failures listed per function in the panel, and finished maps listed under the bars.
 MAX_ERRORS = 8
+LATEST_PER_FUNCTION = 4
 KEEP_FINISHED_MAPS = 3
 #: Global dashboards kept live; older ones freeze at their last state.
 MAX_LIVE = 4
@@ -50,25 +52,30 @@ IDLE = 1.0
 #: Least seconds between two renders while work runs (each render sends a few comm messages).
 MIN_RENDER = 0.2
 
+#: Voila starts its kernels with ``SERVER_SOFTWARE=voila/<version>``.
+_IN_VOILA = os.environ.get("SERVER_SOFTWARE", "").startswith("voila")
+
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("function", "function"),
     ("calls", "calls"),
     ("successes", "ok"),
     ("failures", "failed"),
     ("retries", "retries"),
-    ("fallbacks", "fallbacks"),
-    ("cache_hit_rate", "cache hits"),
-    ("rate_waits", "throttled"),
-    ("in_flight", "in flight"),
     ("throughput", "calls/s"),
+    ("in_flight", "in flight"),
+    ("rate_waits", "throttled"),
+    ("cache_hit_rate", "cache hits"),
+    ("fallbacks", "fallbacks"),
     ("latency_p50", "p50"),
     ("latency_p95", "p95"),
 )
+#: The charts sit right after the live rate (narrow outputs scroll the rest sideways).
 CHARTS: tuple[tuple[str, str], ...] = (
-    ("chart_calls", "calls/s (30 s)"),
+    ("chart_calls", "calls/s, 30 s"),
     ("chart_failures", "failures/s"),
     ("chart_limit", "limit use %"),
 )
+_CHARTS_AFTER = "throughput"
 
 
 def widgets_available() -> bool:
@@ -237,7 +244,11 @@ def _fmt_cell(key: str, row: dict[str, Any]) -> str:
 
 def render_table_html(rows: list[dict[str, Any]], charts: bool = True) -> str:
     """The function table as HTML (one ``<tr class="opero-row">`` per function)."""
-    columns = COLUMNS + (CHARTS if charts else ())
+    columns: tuple[tuple[str, str], ...] = ()
+    for column in COLUMNS:
+        columns += (column,)
+        if charts and column[0] == _CHARTS_AFTER:
+            columns += CHARTS
     head = "".join(f"<th>{esc(label)}</th>" for _, label in columns)
     body = []
     for row in rows:
@@ -270,37 +281,34 @@ def _short_name(name: str) -> str:
     return name.rsplit(".", 1)[-1]
 
 
+def _failure_line(r: Failure) -> str:
+    when = time.strftime("%H:%M:%S", time.localtime(r.time))
+    tries = f" after {r.attempts} attempts" if r.attempts > 1 else ""
+    return (
+        f'<li class="opero-error"><span class="opero-muted">{when} {esc(r.call)}</span> '
+        f'item <code class="opero-item">{esc(r.item)}</code>{tries}: '
+        f'<span class="opero-bad opero-error-text">{esc(r.error_type)}: '
+        f"{esc(r.message[:160])}</span></li>"
+    )
+
+
 def render_errors_html(logs: list[FailureLog], since: float = 0.0) -> str:
-    """Failed items grouped by type with counts, the latest with their own errors."""
+    """Per function: failed items grouped by kind with counts, then its latest failures."""
     groups = []
-    latest = []
     for log in logs:
-        records = [r for r in log.latest(MAX_ERRORS) if r.time >= since]
+        records = [r for r in log.latest(LATEST_PER_FUNCTION) if r.time >= since]
         if not log.total or (since and not records):
             continue
         counts = ", ".join(f"{esc(t)} ×{n:,}" for t, n in log.counts())
+        name = esc(_short_name(log.name))
         groups.append(
-            f'<li class="opero-error-group"><b>{esc(_short_name(log.name))}</b>: {log.total:,} failed '
-            f"({counts}) · all of them: <code>{esc(_short_name(log.name))}.failures()</code></li>"
+            f'<li class="opero-error-group" data-function="{esc(log.name)}"><b>{name}</b>: '
+            f"{log.total:,} failed ({counts}) · all of them: <code>{name}.failures()</code>"
+            f"<ul>{''.join(_failure_line(r) for r in records[::-1])}</ul></li>"
         )
-        latest.extend(records)
     if not groups:
         return '<div class="opero-errors"></div>'
-    latest.sort(key=lambda r: r.time)
-    lines = []
-    for r in latest[-MAX_ERRORS:][::-1]:
-        when = time.strftime("%H:%M:%S", time.localtime(r.time))
-        tries = f" after {r.attempts} attempts" if r.attempts > 1 else ""
-        lines.append(
-            f'<li class="opero-error"><span class="opero-muted">{when} {esc(r.call)}</span> '
-            f'item <code class="opero-item">{esc(r.item)}</code>{tries}: '
-            f'<span class="opero-bad opero-error-text">{esc(r.error_type)}: '
-            f"{esc(r.message[:160])}</span></li>"
-        )
-    return (
-        f'<div class="opero-errors"><b>Failed items</b><ul>{"".join(groups)}</ul>'
-        f'<span class="opero-muted">latest:</span><ul>{"".join(lines)}</ul></div>'
-    )
+    return f'<div class="opero-errors"><b>Failed items</b><ul>{"".join(groups)}</ul></div>'
 
 
 def render_errors_text(logs: list[FailureLog], since: float = 0.0) -> str:
@@ -378,6 +386,19 @@ class Dashboard:
         if self.scope is not None:
             found = [m for m in found if m.started >= self.created - 0.001]
         return found
+
+    def finished_maps(self) -> list[MapProgress]:
+        """The latest finished run of each function (of the last few), oldest first.
+
+        Finished maps fold into one line each; a function mapped over and over (batches)
+        keeps one line, so a long run that ended is not pushed out by short ones.
+        """
+        latest: dict[str, MapProgress] = {}
+        for m in self.maps():
+            if m.finished:
+                latest.pop(m.name, None)
+                latest[m.name] = m
+        return list(latest.values())[-KEEP_FINISHED_MAPS:]
 
     def _logs(self) -> list[FailureLog]:
         names = {s.name for s in self._selected()}
@@ -464,7 +485,7 @@ class Dashboard:
         maps_html = ""
         if with_maps:
             maps_html = "".join(bar_html(m) for m in self.maps() if not m.finished)
-        finished = [m for m in self.maps() if m.finished][-KEEP_FINISHED_MAPS:]
+        finished = self.finished_maps()
         # Finished maps fold into one line each, under the running ones.
         folded = "".join(
             f'<div class="opero-line opero-muted opero-finished">{esc(m.summary())}</div>' for m in finished
@@ -539,7 +560,7 @@ class Dashboard:
         if body != self._body.value:
             self._body.value = body
         self._update_bars([m for m in self.maps() if not m.finished])
-        finished = [] if self.compact else [m for m in self.maps() if m.finished][-KEEP_FINISHED_MAPS:]
+        finished = [] if self.compact else self.finished_maps()
         folded = "".join(
             f'<div class="opero-line opero-muted opero-finished">{esc(m.summary())}</div>' for m in finished
         )
@@ -591,7 +612,9 @@ class Dashboard:
 
     def _show_snapshot(self) -> None:
         # Idle: the display holds the static snapshot only, so a notebook saved now shows it.
-        if self._handle is None:
+        # Not in Voila: nothing is saved there, and it applies no display updates after the
+        # notebook ran (the live widget would be replaced for good).
+        if self._handle is None or _IN_VOILA:
             return
         snapshot = self.snapshot()
         if not self._live_shown and snapshot == self._shown_snapshot:
