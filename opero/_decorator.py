@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, Unpack, overload
 
+from ._errors import ConfigurationError
+from ._keys import callable_name
 from ._options import OperoOptions, Options, resolve_options
 from ._policy import Plan
 from ._telemetry import FunctionStats
 
-__all__ = ["OperoFunction", "build_plan", "opero", "qualified_name"]
+__all__ = ["OperoFunction", "build_plan", "check_decoratable", "opero", "qualified_name"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -47,8 +50,34 @@ class OperoFunction(Protocol[P, R]):
 
 
 def qualified_name(func: Callable[..., Any]) -> str:
-    """``module.qualname`` of a function: its name in stats, logs and limiter scopes."""
-    return f"{getattr(func, '__module__', None) or '__main__'}.{getattr(func, '__qualname__', repr(func))}"
+    """``module.qualname`` of a function: its name in stats, logs and limiter scopes.
+
+    A ``functools.partial`` is named after its function, a callable object after its class.
+    """
+    return callable_name(func)
+
+
+def check_decoratable(func: Any, decorator: str) -> None:
+    """Refuse what cannot be decorated, at decoration time.
+
+    Raises:
+        ConfigurationError: ``func`` is a class.
+        TypeError: ``func`` is not callable (``opero(42)``, ``opmap("x")``).
+    """
+    if isinstance(func, type):
+        raise ConfigurationError(
+            f"@{decorator} decorates functions, not classes: got class {func.__qualname__}. "
+            "Decorate its methods (or its __call__) instead."
+        )
+    if isinstance(func, classmethod | staticmethod):
+        return
+    if not callable(func):
+        shown = repr(func)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise TypeError(
+            f"{decorator}() takes a function, a functools.partial or a callable object; got "
+            f"{type(func).__name__} {shown}. Options are keywords: @{decorator}(retries=3)."
+        )
 
 
 def build_plan(func: Callable[..., Any], options: Options) -> Plan:
@@ -74,7 +103,57 @@ def _no_cache() -> None:
     """Nothing to clear: this function does not cache."""
 
 
+def _materialised(func: Callable[..., Any]) -> Callable[..., Any]:
+    """A function that runs the generator ``func`` to the end and returns its values as a list.
+
+    With ``cache=True`` a generator function's values are what gets cached (and retried): the
+    plan calls this, the wrapper hands out a fresh generator over the list at every call.
+    """
+    if inspect.isasyncgenfunction(func):
+
+        async def collect_async(*args: Any, **kwargs: Any) -> list[Any]:
+            return [value async for value in func(*args, **kwargs)]
+
+        collected: Any = collect_async
+    else:
+
+        def collect(*args: Any, **kwargs: Any) -> list[Any]:
+            return list(func(*args, **kwargs))
+
+        collected = collect
+    functools.update_wrapper(collected, func)
+    collected.__opero_target__ = func  # keys: the generator's own source, closure and name
+    return collected  # type: ignore[no-any-return]
+
+
+def _wrap_generator(func: Callable[..., Any], options: Options) -> Any:
+    plan = build_plan(_materialised(func), options)
+    if inspect.isasyncgenfunction(func):
+        call_async = plan.call_async
+
+        @functools.wraps(func)
+        async def async_gen_wrapper(*args: Any, **kwargs: Any) -> Any:
+            for value in await call_async(args, kwargs):
+                yield value
+
+        _attach(async_gen_wrapper, plan)
+        return async_gen_wrapper
+
+    call_sync = plan.call_sync
+
+    @functools.wraps(func)
+    def gen_wrapper(*args: Any, **kwargs: Any) -> Any:
+        # Still a generator function: nothing runs until the first next(), like the original;
+        # then every value is produced (or read from the cache) at once and handed out.
+        yield from call_sync(args, kwargs)
+
+    _attach(gen_wrapper, plan)
+    return gen_wrapper
+
+
 def _wrap(func: Callable[..., Any], options: Options) -> Any:
+    if options.cache and (inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func)):
+        return _wrap_generator(func, options)
     plan = build_plan(func, options)
     if plan.is_async:
         call_async = plan.call_async
@@ -134,6 +213,7 @@ def opero(func: Callable[P, R] | None = None, /, **options: Unpack[OperoOptions]
     """
 
     def decorate(f: Callable[P, R]) -> OperoFunction[P, R]:
+        check_decoratable(f, "opero")
         target, rewrap = _unwrap_method(f)
         wrapped = _wrap(target, resolve_options(options, target))
         return rewrap(wrapped) if rewrap is not None else wrapped  # type: ignore[no-any-return]

@@ -16,7 +16,7 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar, Unpack, overload
 
-from ._decorator import build_plan
+from ._decorator import build_plan, check_decoratable
 from ._errors import ConfigurationError, portable
 from ._options import OperoOptions, Options, resolve_options
 from ._policy import Plan
@@ -390,7 +390,13 @@ class _Engine:
 
         func = functools.partial(self.func, *prefix) if prefix else self.func
         return dispatch(
-            run_list, data, args, kwargs, name=self.func.__name__, is_async=self.is_async, func=func
+            run_list,
+            data,
+            args,
+            kwargs,
+            name=getattr(self.func, "__name__", self.name),
+            is_async=self.is_async,
+            func=func,
         )
 
 
@@ -608,6 +614,7 @@ def opmap(func: Callable[..., Any] | None = None, /, **options: Unpack[OperoOpti
     """
 
     def decorate(f: Callable[..., Any]) -> Any:
+        check_decoratable(f, "opmap")
         kind: str | None = None
         target: Any = f
         if isinstance(f, classmethod):
