@@ -12,6 +12,15 @@ function:
   retries alike) to stay below that: ``rate_limit=180``;
 * successful results are cached in memory: ``cache=True``, so the second run of the
   same 1,000 items makes no request at all.
+
+Then two runs show what opero does when the API pushes back (``opero.demo.pushback``):
+
+* run 3: the API allows 200 requests/s and answers 429 + ``Retry-After`` above it; opero
+  starts at 800/s (``rate_limit="auto", rate_start=800``), cuts its shared rate on each 429
+  and climbs back while calls succeed: the rate's path is printed;
+* run 4: the API is down (503) for 2 s in the middle of a map; the circuit breaker
+  (``circuit_breaker={"failures": 5, "open": 0.5}``) opens, lets one probe through every
+  0.5 s, closes when the API is back, and every item succeeds.
 """
 
 from __future__ import annotations
@@ -109,7 +118,30 @@ def main(n_items: int = N_ITEMS) -> int:
     columns = ["calls", "successes", "failures", "attempts", "retries", "fallbacks", "cache_hits"]
     columns += ["rate_waits", "rate_wait_seconds", "latency_p50"]
     print(table[[c for c in columns if c in table.columns]].to_string())
-    return 0 if first == second else 1
+    pushed_ok = pushback()
+    return 0 if first == second and pushed_ok else 1
+
+
+def pushback() -> bool:
+    """Runs 3 and 4: the adaptive rate and the circuit breaker; True when every item succeeded."""
+    from opero.demo.pushback import adaptive_run, outage_run
+
+    run = adaptive_run(n_items=1000, server_rate=200.0, start=800.0)
+    print("\n== run 3: the API pushes back (429 + Retry-After above 200/s), opero starts at 800/s ==")
+    print(f"ok:              {run['ok']}")
+    print(f"failed:          {run['failed']}")
+    print(f"rejected:        {run['rejected']} (429 answers)")
+    print(f"final rate:      {run['final_rate']:.0f} /s")
+    print(f"elapsed:         {run['elapsed']:.2f} s")
+    print("rate path:       " + " -> ".join(f"{rate:.0f}" for _, rate in run["path"]) + " (every 0.5 s)")
+    down = outage_run(n_items=600, down=2.0)
+    print("\n== run 4: the API is down (503) for 2 s; circuit breaker failures=5, open=0.5 s ==")
+    print(f"ok:              {down['ok']}")
+    print(f"failed:          {down['failed']}")
+    print(f"outage requests: {down['outage_requests']} (instead of one per attempt of every worker)")
+    print(f"elapsed:         {down['elapsed']:.2f} s")
+    print("breaker:         " + ", ".join(f"{state} at {t:.2f} s" for t, state in down["events"]))
+    return bool(run["failed"] == 0 and down["failed"] == 0)
 
 
 if __name__ == "__main__":

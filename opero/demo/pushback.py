@@ -1,0 +1,136 @@
+"""When the API pushes back: the adaptive rate and the circuit breaker against the demo API.
+
+Used by ``make demo`` (``opero.demo.job``) and ``notebooks/05_pushback.ipynb``; everything
+runs against a loopback :class:`~opero.demo.DemoServer`:
+
+* :func:`adaptive_run` — the server accepts ``server_rate`` requests/s on every endpoint and
+  answers 429 + ``Retry-After`` above it; opero starts 4x too fast (``rate_limit="auto"``,
+  ``rate_start=``) and follows the server down, then holds near its limit;
+* :func:`outage_run` — the server is down (503) for a few seconds in the middle of a map;
+  the circuit breaker opens after a few failures, lets one probe through per open period,
+  closes when the API is back, and every item succeeds.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.request
+from typing import Any
+
+from opero import opmap
+from opero._telemetry import subscribe
+from opero.demo._server import DemoServer
+
+__all__ = ["adaptive_run", "outage_run"]
+
+
+def _get(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.load(response)
+
+
+def adaptive_run(
+    n_items: int = 1000, server_rate: float = 200.0, start: float = 800.0, workers: int = 16
+) -> dict[str, Any]:
+    """Map ``n_items`` over a server limiting at ``server_rate``/s, starting at ``start``/s.
+
+    Returns:
+        ``ok``, ``failed``, ``rejected`` (429 answers), ``elapsed`` seconds, ``path`` (the
+        shared rate every 0.5 s: ``[(seconds, rate), ...]``), ``final_rate`` and ``events``
+        (the ``rate`` events: ``[(seconds, rate), ...]``).
+    """
+    events: list[tuple[float, float]] = []
+    with DemoServer(fail_rate=0.0, rate_limit=server_rate, limit_all=True) as api:
+        url = api.url
+
+        @opmap(
+            mode="thread",
+            workers=workers,
+            rate_limit="auto",
+            rate_start=start,
+            retries=20,
+            min_delay=0.01,
+            max_delay=1.0,
+            progress=False,
+        )
+        def fetch_limited(item: int) -> int:
+            """One item from an API that answers 429 above its limit."""
+            return int(_get(f"{url}/item/{item}")["value"])
+
+        limiter = fetch_limited._opero_plan.limiter  # type: ignore[attr-defined]
+        path: list[tuple[float, float]] = []
+        done = threading.Event()
+        t0 = time.monotonic()
+
+        def sample() -> None:
+            while True:
+                path.append((time.monotonic() - t0, limiter.current_rate()))
+                if done.wait(0.5):
+                    return
+
+        stop = subscribe(lambda e: events.append((time.monotonic() - t0, float(e.rate or 0))), kinds=["rate"])
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            results = fetch_limited(list(range(n_items)))
+        finally:
+            done.set()
+            sampler.join()
+            stop()
+        elapsed = time.monotonic() - t0
+        rejected = api.stats["rate_limited"]
+    failed = sum(isinstance(r, BaseException) for r in results)
+    return {
+        "ok": len(results) - failed,
+        "failed": failed,
+        "rejected": rejected,
+        "elapsed": elapsed,
+        "path": path,
+        "final_rate": limiter.current_rate(),
+        "events": events,
+    }
+
+
+def outage_run(n_items: int = 600, down: float = 2.0, workers: int = 16) -> dict[str, Any]:
+    """Map ``n_items`` while the API is down (503) for ``down`` seconds, with a breaker.
+
+    Returns:
+        ``ok``, ``failed``, ``outage_requests`` (requests the server answered while down),
+        ``events`` (breaker state changes: ``[(seconds, state), ...]``), ``elapsed``.
+    """
+    events: list[tuple[float, str]] = []
+    with DemoServer(fail_rate=0.0) as api:
+        url = api.url
+
+        @opmap(
+            mode="thread",
+            workers=workers,
+            rate_limit=200,
+            retries=5,
+            min_delay=0.05,
+            circuit_breaker={"failures": 5, "window": 10.0, "open": 0.5},
+            progress=False,
+        )
+        def fetch_or_wait(item: int) -> int:
+            """One item from an API that goes down for a while."""
+            return int(_get(f"{url}/item/{item}")["value"])
+
+        t0 = time.monotonic()
+        stop = subscribe(lambda e: events.append((time.monotonic() - t0, str(e.state))), kinds=["breaker"])
+        api.outage(down, start=0.5)
+        try:
+            results = fetch_or_wait(list(range(n_items)))
+        finally:
+            stop()
+        elapsed = time.monotonic() - t0
+        during = api.stats["outage"]
+    failed = sum(isinstance(r, BaseException) for r in results)
+    return {
+        "ok": len(results) - failed,
+        "failed": failed,
+        "outage_requests": during,
+        "events": events,
+        "elapsed": elapsed,
+    }
