@@ -32,6 +32,13 @@ EXPECTED = {
         "geocode.lat",
         "geocode [10, 11, 12, 13, 14]",
     ],
+    "05_pushback.ipynb": [
+        "ok: 800 failed: 0",
+        "settled near the server's 100/s: True",
+        "all items ok: True",
+        "breaker: open -> half_open",
+        "CircuitOpenError: next probe in 30 s",
+    ],
 }
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from pushback_notebook import PUSHBACK  # tools/ is on the path: this script's own folder
 
 #: where the notebooks live (this helper sits outside them, out of Binder users' view)
 HERE = Path(__file__).resolve().parents[1] / "notebooks"
@@ -309,6 +310,7 @@ NOTEBOOKS = {
     "01_quickstart.ipynb": QUICKSTART,
     "02_scraping_fallbacks_rate_limits.ipynb": SCRAPING,
     "03_dataframe_enrichment.ipynb": ENRICHMENT,
+    "05_pushback.ipynb": PUSHBACK,
 }
 
 
