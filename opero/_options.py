@@ -75,7 +75,7 @@ class OperoOptions(TypedDict, total=False):
     retries: int
     """extra rounds after the first: ``retries=0`` means one round (default 3)"""
     backoff_factor: float
-    """delay before round k+1 = min(max_delay, min_delay * backoff_factor**(k-1)) (default 1.5)"""
+    """delay before round k+1: ``min(max_delay, min_delay * backoff_factor ** (k - 1))`` (default 1.5)"""
     min_delay: float
     """seconds, the first backoff delay (default 0.1)"""
     max_delay: float

@@ -133,16 +133,19 @@ def test_unknown_event_kinds_flow_through(registry: CollectorRegistry, spans: An
         recorder.emit("breaker", state="open")
         recorder.emit("breaker", state="half_open")
         recorder.emit("quota_exhausted")
+        recorder.emit("rate", rate=2.5)
     finally:
         remove_hook(hook)
-    assert got == [("breaker", "open"), ("breaker", "half_open"), ("quota_exhausted", None)]
+    assert got == [("breaker", "open"), ("breaker", "half_open"), ("quota_exhausted", None), ("rate", None)]
     name = guarded.stats.name
     assert _value(registry, "opero_events_total", function=name, event="breaker") == 2
     assert _value(registry, "opero_events_total", function=name, event="quota_exhausted") == 1
     assert _value(registry, "opero_breaker_state", function=name, state="half_open") == 1
     assert _value(registry, "opero_breaker_state", function=name, state="open") == 0
+    assert _value(registry, "opero_rate_limit", function=name) == 2.5
     standalone = [s.name for s in exporter.get_finished_spans()]
-    assert standalone == [f"{name} breaker", f"{name} breaker", f"{name} quota_exhausted"]
+    assert standalone == [f"{name} breaker", f"{name} breaker", f"{name} quota_exhausted", f"{name} rate"]
+    assert exporter.get_finished_spans()[-1].attributes["opero.rate"] == 2.5  # type: ignore[index]
 
 
 # -- Prometheus ------------------------------------------------------------------------------

@@ -142,7 +142,7 @@ _KNOWN = frozenset({"start", "success", "failure", "attempt_failed", "item_faile
 
 def _attributes(event: Event) -> dict[str, Any]:
     out: dict[str, Any] = {"opero.function": event.func, "opero.event": event.kind}
-    for name in ("attempt", "round", "candidate", "delay", "state"):
+    for name in ("attempt", "round", "candidate", "delay", "state", "rate"):
         value = getattr(event, name)
         if value is not None:
             out[f"opero.{name}"] = value

@@ -34,7 +34,8 @@ class PrometheusHook:
     - ``opero_in_flight``: calls started and not finished;
     - ``opero_events_total{function,event}``: every event by kind, including kinds this
       version does not know;
-    - ``opero_breaker_state{function,state}``: 1 for the circuit breaker's current state.
+    - ``opero_breaker_state{function,state}``: 1 for the circuit breaker's current state;
+    - ``opero_rate_limit{function}``: an adaptive rate limit's current calls per second.
     """
 
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -68,6 +69,12 @@ class PrometheusHook:
             "opero_breaker_state",
             "1 for the circuit breaker's current state",
             ["function", "state"],
+            registry=registry,
+        )
+        self.rate = Gauge(
+            "opero_rate_limit",
+            "An adaptive rate limit's current calls per second",
+            ["function"],
             registry=registry,
         )
         self._lock = threading.Lock()
@@ -105,6 +112,8 @@ class PrometheusHook:
         elif kind == "rate_wait":
             self.rate_waits.labels(fn).inc()
             self.rate_wait_seconds.labels(fn).inc(max(0.0, event.delay or 0.0))
+        elif kind == "rate" and event.rate is not None:
+            self.rate.labels(fn).set(event.rate)
         elif event.state is not None:  # breaker (and any later kind that reports a state)
             self._set_state(fn, event.state)
 
