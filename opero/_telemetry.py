@@ -567,7 +567,10 @@ class Recorder:
         stack = _calls.get()
         if kind == "start":
             call = next(_call_ids)
-            _calls.set((*stack, (self.name, call)))
+            # Pushed only when the call's end will be emitted too (it pops the entry): a
+            # listener of "start" alone must not grow this thread's stack with every call.
+            if self.wants("success") and self.wants("failure"):
+                _calls.set((*stack, (self.name, call)))
         elif stack and stack[-1][0] == self.name:
             call = stack[-1][1]
             if kind in ENDS:

@@ -379,3 +379,37 @@ def test_enable_opentelemetry_returns_a_removable_hook() -> None:
     assert remove_hook(hook)
     f()
     assert len(exporter.get_finished_spans()) == 1
+
+
+def test_a_start_only_listener_leaves_no_call_behind() -> None:
+    """Listening to "start" alone: each call gets a new id and nothing accumulates."""
+    from opero import _telemetry
+
+    starts: list[int | None] = []
+    hook = add_hook(lambda e: starts.append(e.call), kinds={"start"})
+    try:
+
+        @opero
+        def f() -> None:
+            pass
+
+        for _ in range(50):
+            f()
+    finally:
+        remove_hook(hook)
+    assert len(starts) == 50 and len(set(starts)) == 50
+    assert _telemetry._calls.get() == ()
+
+
+def test_importing_the_hooks_imports_neither_package() -> None:
+    """opero.instrumentation imports prometheus_client / opentelemetry only when enabled."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, opero; assert 'opero.instrumentation' not in sys.modules; "
+        "import opero.instrumentation; "
+        "print([m for m in ('prometheus_client', 'opentelemetry') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
