@@ -114,7 +114,8 @@ class KeyBuilder:
                     return _persistent_hash((self.identity, env, "custom", part))
                 return (*self.identity, "custom", part if _hashable(part) else _content_hash(part))
             if self.persistent:
-                if all(map(_small_plain, bound.values())) and _plain(env):
+                # env is plain and small by construction (see _Environment.__call__).
+                if all(map(_small_plain, bound.values())):
                     # repr of these types is already typed (1, 1.0, True, '1', b'1' differ).
                     h = self._seed.copy()
                     h.update(repr((env, tuple(bound.items())) if env else tuple(bound.items())).encode())
@@ -172,7 +173,17 @@ def _plain(value: Any, small: bool = True) -> bool:
     cls = value.__class__
     if cls in _PLAIN:
         return not small or cls not in (str, bytes) or len(value) <= _BIG
-    return cls is tuple and all(_plain(v, small) for v in value)
+    if cls is not tuple:
+        return False
+    for v in value:  # noqa: SIM110 (a loop, not all(<genexpr>): it runs for every persistent key)
+        if not _plain(v, small):
+            return False
+    return True
+
+
+def _env_value(value: Any) -> Any:
+    # Plain and small as it is; a big str/bytes or a tuple holding one by its content hash.
+    return value if _plain(value) else ("content", _content_hash(value))
 
 
 def _persistent_hash(value: tuple[Any, ...]) -> str:
@@ -282,14 +293,15 @@ class _Environment:
                 value = cell.cell_contents
             except ValueError:
                 continue
-            out.append(
-                (name, value if _plain(value, small=False) else ("object", callable_name(type(value))))
-            )
+            if _plain(value, small=False):
+                out.append((name, _env_value(value)))
+            else:  # rebound to an object since decoration: by its type (cheap, stable)
+                out.append((name, ("object", callable_name(type(value)))))
         g = self.globals
         for name in self.names:
             value = g.get(name, _ABSENT)
             if value is not _ABSENT and _plain(value, small=False):
-                out.append((name, value))
+                out.append((name, _env_value(value)))
         return tuple(out)
 
 
@@ -320,7 +332,7 @@ def _global_names(code: Any) -> set[str]:
 
 def _cell_value(value: Any, depth: int) -> Any:
     if _plain(value, small=False):
-        return value
+        return _env_value(value)
     if callable(value) and hasattr(value, "_opero_plan"):  # a decorated function: its name
         return ("function", callable_name(value))
     if inspect.isfunction(value):

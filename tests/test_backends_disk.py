@@ -326,3 +326,22 @@ def test_big_bytes_argument_costs_one_content_hash() -> None:
     assert nested < 3 * one_hash + 0.1, (nested, one_hash)
     assert keys.key((data,), {}) != keys.key((data[:-1] + b"x",), {})
     assert size(data) == size(data) == len(data)
+
+
+_COUNTER = 0
+
+
+def test_names_the_function_assigns_are_not_in_the_key() -> None:
+    """A global or nonlocal counter the function bumps itself does not make every call a miss."""
+    hits = 0
+
+    @opero.opero(cache=True, cache_backend="disk")
+    def counted(x: int) -> int:
+        global _COUNTER
+        nonlocal hits
+        _COUNTER += 1
+        hits += 1
+        return x
+
+    assert [counted(1), counted(1), counted(1)] == [1, 1, 1]
+    assert hits == 1 and counted.stats.cache_hits == 2
