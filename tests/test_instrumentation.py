@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 from prometheus_client import CollectorRegistry
 
-from opero import AllFailedError, opero, opmap
+from opero import AllFailedError, CircuitOpenError, opero, opmap
 from opero.instrumentation import (
     Event,
     OpenTelemetryHook,
@@ -413,3 +413,29 @@ def test_importing_the_hooks_imports_neither_package() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_real_breaker_states_reach_both_hooks(registry: CollectorRegistry, spans: Any) -> None:
+    """A circuit breaker opened by real failures: Prometheus shows it open, the span records it."""
+    import uuid
+
+    exporter, _ = spans
+
+    @opero(retries=0, circuit_breaker={"failures": 2, "window": 10.0, "open": 30.0})
+    def fetch(item: int) -> int:
+        raise ConnectionError(f"outage {uuid.uuid4().hex}")
+
+    for i in range(2):
+        with pytest.raises(AllFailedError):
+            fetch(i)
+    with pytest.raises(CircuitOpenError):
+        fetch(3)
+    name = fetch.stats.name
+    assert _value(registry, "opero_breaker_state", function=name, state="open") == 1
+    assert _value(registry, "opero_events_total", function=name, event="breaker") == 1
+    assert _value(registry, "opero_calls_total", function=name, outcome="failure") == 3
+    events = [e for s in exporter.get_finished_spans() for e in s.events if e.name == "breaker"]
+    standalone = [s for s in exporter.get_finished_spans() if s.name == f"{name} breaker"]
+    assert len(events) + len(standalone) == 1
+    attrs = (events[0].attributes if events else standalone[0].attributes) or {}
+    assert attrs["opero.state"] == "open"
