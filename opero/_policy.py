@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import math
 import random
 import time
 from collections.abc import Callable, Generator, Mapping
 from typing import Any, NamedTuple
-
-from tenacity import wait_exponential
 
 from . import _telemetry
 from ._errors import AllFailedError, CircuitOpenError
 from ._hints import server_wait, status_of
 from ._keys import KeyBuilder
 from ._options import Options
+from ._sticky import Sticky
 from ._telemetry import _SAMPLE_ALL, _SAMPLE_MASK, LEVELS, Recorder, logger
 from ._testing import state as testing_state
 from ._threads import call_with_timeout as _call_with_timeout
@@ -51,13 +51,84 @@ class Sleep(NamedTuple):
     delay: float
 
 
-class _RoundState:
-    """The one field tenacity's wait strategies read from a RetryCallState."""
+class _Outcome:
+    """The failed attempt, as a tenacity ``Future`` shows it to wait strategies."""
 
-    __slots__ = ("attempt_number",)
+    __slots__ = ("_error", "attempt_number")
 
-    def __init__(self, attempt_number: int) -> None:
+    def __init__(self, attempt_number: int, error: BaseException) -> None:
         self.attempt_number = attempt_number
+        self._error = error
+
+    failed = True
+
+    def exception(self, timeout: float | None = None) -> BaseException:
+        return self._error
+
+    def result(self, timeout: float | None = None) -> Any:
+        raise self._error
+
+
+class _RetryState:
+    """What tenacity's wait strategies read from a ``RetryCallState`` (no tenacity import).
+
+    ``attempt_number`` counts rounds (tenacity's attempts are opero's rounds: a round tries
+    every fallback candidate once); ``outcome`` holds the round's last error, so
+    ``wait_exception`` works; ``seconds_since_start`` runs from the call's start.
+    """
+
+    __slots__ = (
+        "args",
+        "attempt_number",
+        "fn",
+        "idle_for",
+        "kwargs",
+        "next_action",
+        "outcome",
+        "outcome_timestamp",
+        "retry_object",
+        "start_time",
+        "upcoming_sleep",
+    )
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        round_number: int,
+        error: BaseException,
+        start_time: float,
+        idle_for: float,
+    ) -> None:
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.retry_object = None
+        self.attempt_number = round_number
+        self.outcome = _Outcome(round_number, error)
+        self.outcome_timestamp = _perf()
+        self.start_time = start_time
+        self.idle_for = idle_for
+        self.next_action = None
+        self.upcoming_sleep = 0.0
+
+    @property
+    def seconds_since_start(self) -> float:
+        return self.outcome_timestamp - self.start_time
+
+
+#: Bugs, not bad luck: the default ``retry_on`` lets these propagate at once.
+PROGRAMMING_ERRORS: tuple[type[BaseException], ...] = (
+    TypeError,
+    NameError,
+    AttributeError,
+    ImportError,
+    SyntaxError,
+    AssertionError,
+    NotImplementedError,
+    RecursionError,
+)
 
 
 class _Fallback:
@@ -98,11 +169,48 @@ class _Fallback:
         return args, {**kwargs, self.name: value}
 
 
-def _retry_predicate(retry_on: Any) -> Callable[[BaseException], bool]:
+def _is_default(retry_on: Any) -> bool:
+    # Options.retry_on's default; an explicit retry_on=Exception (the class) is used as given.
+    return type(retry_on) is tuple and retry_on == (Exception,)
+
+
+def _retry_predicate(retry_on: Any) -> Callable[[BaseException], bool | float]:
+    """``exc -> False`` (propagate), ``True`` (retry after the backoff) or seconds to wait."""
+    if _is_default(retry_on):
+        bugs = PROGRAMMING_ERRORS
+        return lambda exc: isinstance(exc, Exception) and not isinstance(exc, bugs)
     if isinstance(retry_on, type | tuple):
         classes = retry_on
         return lambda exc: isinstance(exc, classes)
-    return lambda exc: bool(retry_on(exc))
+
+    def verdict(exc: BaseException) -> bool | float:
+        answer = retry_on(exc)
+        if isinstance(answer, bool) or answer is None:
+            return bool(answer)
+        if isinstance(answer, int | float):  # stamina's convention: retry after that many seconds
+            return max(0.0, float(answer)) if math.isfinite(answer) else True
+        return bool(answer)
+
+    return verdict
+
+
+def _filter(on: Any) -> Callable[[BaseException], bool] | None:
+    """``fallback_on`` as a predicate; None means every retryable error moves on."""
+    if on is None:
+        return None
+    if isinstance(on, type | tuple):
+        classes = on
+        return lambda exc: isinstance(exc, classes)
+    return lambda exc: bool(on(exc))
+
+
+def _mark_final(error: BaseException, name: str) -> None:
+    # An error that ends a call (reraise=True, or not retryable) is not retried again by an
+    # outer call of the same function (recursion): see Plan.recover.
+    try:
+        error.__dict__["_opero_final"] = name
+    except (AttributeError, TypeError):  # an exception type without a __dict__
+        pass
 
 
 def _not_open_breaker(retryable: Callable[[BaseException], Any]) -> Callable[[BaseException], Any]:
@@ -126,6 +234,14 @@ class Plan:
         self.is_async = inspect.iscoroutinefunction(func)
         self.retryable = _not_open_breaker(_retry_predicate(options.retry_on))
         self.fallback = _Fallback(func, options.arg_fallback) if options.arg_fallback else None
+        self.moves = _filter(options.fallback_on)
+        #: demoted fallback candidates shared by every call (None: fallback_sticky=False)
+        self.sticky: Sticky | None = (
+            Sticky(options.fallback_recheck)
+            if self.fallback is not None and options.fallback_sticky
+            else None
+        )
+        self._signature: inspect.Signature | None = None
         self.recorder = Recorder(name, options)
         self.stats = self.recorder.stats
         self._limiter = get_limiter(options, name)
@@ -138,12 +254,6 @@ class Plan:
         self.cache: CacheBackend | None = cache[1] if cache is not None else None
         self.timeout = options.timeout
         self._pick_fast_path()
-        self._wait = wait_exponential(
-            multiplier=options.min_delay,
-            exp_base=options.backoff_factor,
-            min=options.min_delay,
-            max=options.max_delay,
-        )
 
     @property
     def limiter(self) -> Any:
@@ -185,6 +295,9 @@ class Plan:
                 and self.breaker is None
                 and self.timeout is None
                 and "success" not in callbacks
+                # sticky fallbacks choose the first attempt's candidates; a deadline needs the start
+                and self.sticky is None
+                and self.options.deadline is None
             ):
                 self._fast = "plain"
         elif self.keys.memory_arity >= 0 and not callbacks.keys() & {"success", "cache_hit"}:
@@ -197,57 +310,194 @@ class Plan:
         # A decorated function defined in __main__ or a notebook travels to process workers by
         # value (cloudpickle), closure and all; the plan is rebuilt there (its locks cannot
         # travel) and keeps the parent's limiter, whose budget is shared across processes.
-        return (_rebuild, (self.func, self.options, self.name, self.limiter, self.breaker, self.in_map))
+        return (
+            _rebuild,
+            (self.func, self.options, self.name, self.limiter, self.breaker, self.in_map, self.sticky),
+        )
 
     # -- decisions (shared by both drivers) --------------------------------------------------
 
     def delay(self, round_number: int) -> float:
-        """Backoff before round ``round_number + 1``: tenacity's exponential wait plus jitter."""
-        base = float(self._wait(_RoundState(round_number)))  # type: ignore[arg-type]
-        jitter = self.options.jitter
+        """Built-in backoff before round ``round_number + 1``:
+        ``min(max_delay, min_delay * backoff_factor ** (round_number - 1))``, plus jitter."""
+        o = self.options
+        try:
+            base = o.min_delay * o.backoff_factor ** (round_number - 1)
+        except OverflowError:
+            base = o.max_delay
+        base = max(o.min_delay, min(base, o.max_delay))
+        jitter = o.jitter
         return base * (1.0 + random.random() * jitter) if jitter else base
 
+    def pause(
+        self,
+        round_number: int,
+        error: BaseException,
+        verdict: bool | float,
+        state: tuple[tuple[Any, ...], dict[str, Any], float, float],
+    ) -> float:
+        """Seconds to sleep after round ``round_number`` failed with ``error``.
+
+        A number returned by a ``retry_on`` predicate wins over the ``wait=`` strategy,
+        which wins over the built-in backoff; a server's ``Retry-After`` (429/503) raises
+        the result to at least its wait. ``state`` is ``(args, kwargs, started, slept)``.
+        """
+        if testing_state.active:
+            return 0.0
+        if not isinstance(verdict, bool):
+            pause = verdict
+        elif self.options.wait is not None:
+            args, kwargs, started, slept = state
+            rs = _RetryState(self.func, args, kwargs, round_number, error, started, slept)
+            pause = max(0.0, float(self.options.wait(rs)))
+        else:
+            pause = self.delay(round_number)
+        hint = server_wait(error)
+        return pause if hint is None or hint <= pause else hint
+
+    def sticky_start(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The first attempt's arguments: the candidates from the first healthy one on.
+
+        Only for plans with sticky fallbacks (``self.sticky``); the cache key is built from
+        the call's own arguments before this.
+        """
+        fb, sticky = self.fallback, self.sticky
+        if fb is None or sticky is None:
+            return args, kwargs
+        candidates = fb.candidates(args, kwargs)
+        if candidates is None or len(candidates) < 2:
+            return args, kwargs
+        i = sticky.start(candidates)
+        return (args, kwargs) if i == 0 else fb.substitute(args, kwargs, candidates[i:])
+
+    def _misbound(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        """True when the arguments cannot bind to the function's signature (a wrong call)."""
+        sig = self._signature
+        if sig is None:
+            try:
+                sig = self._signature = inspect.signature(self.func)
+            except (TypeError, ValueError):  # no signature (some builtins): cannot tell
+                return False
+        try:
+            sig.bind(*args, **kwargs)
+        except TypeError:
+            return True
+        return False
+
     def recover(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any], first: Exception
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        first: Exception,
+        began: float | None = None,
     ) -> Generator[Attempt | Sleep, Exception, None]:
         """Decide what happens after the first attempt failed with ``first``.
 
         Yields ``Attempt``/``Sleep`` steps; is sent the exception of each failed attempt.
-        Raises the error itself when it is not retryable, ``AllFailedError`` when every
-        round and candidate failed.
+        Raises the error itself when it is not retryable, ``AllFailedError`` (or with
+        ``reraise=True`` the last error) when every round and candidate failed or the
+        ``deadline`` (counted from ``began``, a ``perf_counter`` time; default: now) is reached.
+
+        The walk: an error that moves on (``fallback_on``; by default every retryable error)
+        goes to the next candidate at once; after the last candidate, or on an error that
+        does not move on, the round ends: sleep, then the next round starts from the first
+        (healthy) candidate, or retries the same candidate when the error did not move on.
         """
-        rec, opts = self.recorder, self.options
-        candidates = self.fallback.candidates(args, kwargs) if self.fallback else None
+        rec, opts, name = self.recorder, self.options, self.name
+        if isinstance(first, TypeError) and self._misbound(args, kwargs):
+            _mark_final(first, name)
+            raise first  # a wrong call: its own TypeError, at once
+        started = _perf() if began is None else began
+        deadline = started + opts.deadline if opts.deadline is not None else None
+        fb = self.fallback
+        candidates = fb.candidates(args, kwargs) if fb is not None else None
         count = len(candidates) if candidates is not None else 1
+        moves = self.moves
+        sticky = self.sticky if candidates is not None and count > 1 else None
+        #: candidates that failed before a later one (fallback_on=None): demoted on success
+        pending: list[int] = []
         errors: list[BaseException] = []
         error: Exception = first
-        attempt = 1
-        for rnd in range(1, opts.retries + 2):
-            for i in range(count):
-                if rnd > 1 or i > 0:  # (round 1, candidate 0) is the attempt already made
-                    attempt += 1
-                    rec.stats.add(attempts=1)
-                    if i > 0:
-                        rec.stats.add(fallbacks=1)
-                        rec.emit("fallback", attempt=attempt, round=rnd, candidate=i, error=error)
-                    if candidates is not None and self.fallback is not None:
-                        a, kw = self.fallback.substitute(args, kwargs, candidates[i:])
-                    else:
-                        a, kw = args, kwargs
-                    error = yield Attempt(a, kw)
+        attempt = rnd = 1
+        i = 0
+        slept = 0.0
+        stop = ""
+        try:
+            while True:
                 if isinstance(error, TimeoutError):
                     rec.stats.add(timeouts=1)
                     rec.emit("timeout", attempt=attempt, round=rnd, candidate=i, error=error)
-                if not self.retryable(error):
+                verdict = self._verdict(error)
+                if verdict is False:
+                    _mark_final(error, name)
                     raise error
                 errors.append(error)
                 rec.emit("attempt_failed", attempt=attempt, round=rnd, candidate=i, error=error)
-            if rnd <= opts.retries:
-                pause = 0.0 if testing_state.active else self.delay(rnd)
-                rec.stats.add(retries=1)
-                rec.emit("retry", attempt=attempt, round=rnd, delay=pause, error=error)
-                yield Sleep(pause)
-        raise AllFailedError(self.name, errors) from error
+                moving = candidates is not None and (moves is None or moves(error))
+                if moving and sticky is not None and candidates is not None:
+                    if moves is not None:
+                        sticky.demote(candidates[i])
+                    else:
+                        pending.append(i)
+                if moving and i + 1 < count:
+                    i += 1
+                    rec.stats.add(fallbacks=1)
+                    rec.emit("fallback", attempt=attempt + 1, round=rnd, candidate=i, error=error)
+                else:
+                    if rnd > opts.retries:
+                        break
+                    pause = self.pause(rnd, error, verdict, (args, kwargs, started, slept))
+                    if deadline is not None and _perf() + pause >= deadline:
+                        stop = f"stopped: deadline={opts.deadline}s would pass during the next backoff"
+                        break
+                    rec.stats.add(retries=1)
+                    rec.emit("retry", attempt=attempt, round=rnd, delay=pause, error=error)
+                    yield Sleep(pause)
+                    slept += pause
+                    rnd += 1
+                    if moving:
+                        i = sticky.start(candidates) if sticky is not None and candidates else 0
+                if deadline is not None and _perf() >= deadline:
+                    stop = f"stopped: deadline={opts.deadline}s reached"
+                    break
+                attempt += 1
+                rec.stats.add(attempts=1)
+                if candidates is not None and fb is not None:
+                    a, kw = fb.substitute(args, kwargs, candidates[i:])
+                else:
+                    a, kw = args, kwargs
+                error = yield Attempt(a, kw)
+        except GeneratorExit:
+            # the driver closes the generator when an attempt succeeded: candate i worked,
+            # so the ones that failed before it in this call are demoted (fallback_on=None)
+            if sticky is not None and candidates is not None:
+                for j in pending:
+                    if j != i:
+                        sticky.demote(candidates[j])
+            raise
+        if opts.reraise:
+            n = len(errors)
+            for k, earlier in enumerate(errors[:-1], 1):
+                error.add_note(f"opero: attempt {k} of {n} failed: {type(earlier).__name__}: {earlier}")
+            if stop:
+                error.add_note(f"opero: {stop}")
+            _mark_final(error, name)
+            raise error
+        final = AllFailedError(name, errors)
+        if stop:
+            final.add_note(f"opero: {stop}")
+        raise final from error
+
+    def _verdict(self, error: BaseException) -> bool | float:
+        """``retry_on``'s answer for ``error``, after the rules no option can change."""
+        if isinstance(error, RecursionError):
+            return False  # retrying each level of a deep recursion explodes: (retries+1)**depth
+        final = error.__dict__.get("_opero_final") if hasattr(error, "__dict__") else None
+        if final == self.name or (isinstance(error, AllFailedError) and error.func_name == self.name):
+            return False  # an inner call of this same function already gave up
+        return self.retryable(error)
 
     # -- the interface executors use (package-internal; keeps them off the members below) ---
 
@@ -458,7 +708,7 @@ class Plan:
         try:
             if not isinstance(exc, Exception):
                 raise exc
-            value = self._drive_sync(self.recover(args, kwargs, exc))
+            value = self._drive_sync(self.recover(args, kwargs, exc, began))
         except BaseException as final:
             self._finish(False, began, 1, final)
             raise
@@ -477,13 +727,16 @@ class Plan:
             if value is not MISS:
                 self._finish(True, began, 0)
                 return value
+            if self.sticky is not None:
+                args, kwargs = self.sticky_start(args, kwargs)
+            start = began if began is not None else _perf()  # the deadline counts from here
             try:
                 if self.limiter is None and self.timeout is None and self.breaker is None:
                     value = self.func(*args, **kwargs)  # the common case, without a frame more
                 else:
                     value = self.attempt_sync(args, kwargs)
             except Exception as exc:
-                value = self._drive_sync(self.recover(args, kwargs, exc))
+                value = self._drive_sync(self.recover(args, kwargs, exc, start))
             if key is not None:
                 self._store(key, value)
         except BaseException as exc:
@@ -582,7 +835,7 @@ class Plan:
         try:
             if not isinstance(exc, Exception):
                 raise exc
-            value = await self._drive_async(self.recover(args, kwargs, exc))
+            value = await self._drive_async(self.recover(args, kwargs, exc, began))
         except BaseException as final:
             self._finish(False, began, 1, final)
             raise
@@ -601,10 +854,13 @@ class Plan:
             if value is not MISS:
                 self._finish(True, began, 0)
                 return value
+            if self.sticky is not None:
+                args, kwargs = self.sticky_start(args, kwargs)
+            start = began if began is not None else _perf()  # the deadline counts from here
             try:
                 value = await self.attempt_async(args, kwargs)
             except Exception as exc:
-                value = await self._drive_async(self.recover(args, kwargs, exc))
+                value = await self._drive_async(self.recover(args, kwargs, exc, start))
             self._store(key, value)
         except BaseException as exc:
             self._finish(False, began, 1, exc)
@@ -636,7 +892,9 @@ def _rebuild(
     limiter: Any,
     breaker: Any = None,
     in_map: bool = False,
+    sticky: Sticky | None = None,
 ) -> Plan:
     plan = Plan(func, options.replace(rate_limit=None, rate_limit_scope=None, circuit_breaker=None), name)
     plan.limiter, plan.breaker, plan.in_map = limiter, breaker, in_map
+    plan.sticky = sticky  # demotions reach the workers and come back from them
     return plan

@@ -88,6 +88,7 @@ def _fast(plan: Plan) -> bool:
         and plan.breaker is None
         and plan.timeout is None
         and not rec.wants("start")
+        and plan.sticky is None  # sticky fallbacks pick the first attempt's candidates
         and not rec.wants("success")
         and not rec.wants("failure")
     )

@@ -77,6 +77,7 @@ class Remote:
             relay=relay,
             testing=(testing_state.active, testing_state.cache),
             breaker=plan.breaker,
+            sticky=plan.sticky,
         )
         self.spec_bytes: bytes = cloudpickle.dumps(spec)
         self.keys: dict[int, Any] = {}

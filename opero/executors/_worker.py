@@ -58,6 +58,8 @@ class Spec:
     testing: tuple[bool, bool] = (False, True)
     #: the parent's circuit breaker (its state is shared through the host or redis store)
     breaker: Any = None
+    #: the parent's sticky fallback record (demotions shared with the parent): Plan.sticky
+    sticky: Any = None
 
 
 @dataclass
@@ -115,6 +117,8 @@ class ChunkRunner:
             plan.breaker, plan.in_map = spec.breaker, True
             plan.recorder.relay = [] if spec.relay else None
             plan.recorder.relay_kinds = spec.relay if isinstance(spec.relay, frozenset) else None
+            if spec.sticky is not None:
+                plan.sticky = spec.sticky
             self._local.plan = plan
         return plan
 
