@@ -497,7 +497,8 @@ class Plan:
         final = error.__dict__.get("_opero_final") if hasattr(error, "__dict__") else None
         if final == self.name or (isinstance(error, AllFailedError) and error.func_name == self.name):
             return False  # an inner call of this same function already gave up
-        return self.retryable(error)
+        verdict: bool | float = self.retryable(error)
+        return verdict
 
     # -- the interface executors use (package-internal; keeps them off the members below) ---
 
