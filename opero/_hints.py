@@ -14,7 +14,6 @@ shared budget waits out a server's ``Retry-After``).
 
 from __future__ import annotations
 
-import email.utils
 import math
 import time
 from collections.abc import Mapping
@@ -120,6 +119,8 @@ def parse_retry_after(value: str, now: float | None = None) -> float | None:
         pass
     else:
         return seconds if math.isfinite(seconds) and seconds >= 0 else None
+    import email.utils  # only for a date: it costs ~10 ms at import
+
     try:
         when = email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError):

@@ -17,12 +17,9 @@ from __future__ import annotations
 
 import atexit
 import fcntl
-import hashlib
 import os
-import secrets
 import stat
 import struct
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -40,6 +37,8 @@ _created: list[str] = []
 
 def _folder() -> str | None:
     """This user's private folder for shared state, or None when it cannot be trusted."""
+    import tempfile
+
     base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
     path = os.path.join(base or tempfile.gettempdir(), f"opero-{os.getuid()}")
     try:
@@ -77,7 +76,7 @@ class Sticky:
 
     def __init__(self, recheck: float, token: bytes | None = None, path: str | None = None) -> None:
         self.recheck = recheck
-        self._token = token or secrets.token_bytes(16)
+        self._token = token or os.urandom(16)
         self._path = path
         self._lock = threading.Lock()
         self._local: dict[bytes, float] = {}
@@ -88,11 +87,13 @@ class Sticky:
 
     def digest(self, value: Any) -> bytes:
         """The keyed digest a candidate is known by."""
+        from hashlib import blake2b
+
         try:
             text = repr(value)
         except Exception:  # a candidate whose repr fails: known by identity in this process
             text = f"<id {id(value)}>"
-        return hashlib.blake2b(text.encode("utf-8", "replace"), digest_size=8, key=self._token).digest()
+        return blake2b(text.encode("utf-8", "replace"), digest_size=8, key=self._token).digest()
 
     # -- the table -------------------------------------------------------------------------
 
@@ -103,7 +104,7 @@ class Sticky:
             folder = _folder()
             if folder is None:
                 return None
-            path = os.path.join(folder, f"sticky-{os.getpid()}-{secrets.token_hex(8)}")
+            path = os.path.join(folder, f"sticky-{os.getpid()}-{os.urandom(8).hex()}")
             try:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
             except OSError:
