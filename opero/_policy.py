@@ -577,7 +577,8 @@ class Plan:
         """``(throttled, server wait, counts as a breaker failure)`` for a failed attempt."""
         status = status_of(exc)
         throttled = status in (429, 503)
-        failure = status != 429 and bool(self.retryable(exc))
+        # retry_on may answer seconds to wait (0.0 included): any answer but False is retryable
+        failure = status != 429 and self.retryable(exc) is not False
         return throttled, server_wait(exc) if throttled else None, failure
 
     def _failed_sync(self, exc: Exception, epoch: float, probe: bool) -> None:

@@ -339,3 +339,45 @@ def _cleanup(scope: str) -> None:
                 os.unlink(os.path.join(folder(), name))
             except OSError:
                 pass
+
+
+def test_retry_on_returning_seconds_counts_as_a_failure(server: DemoServer) -> None:
+    """retry_on answering a wait (even 0.0 s: "retry now") is retryable: the breaker counts it."""
+    server.outage(30.0)
+
+    @opero_deco(retries=0, retry_on=lambda exc: 0.0, circuit_breaker={"failures": 2, "open": 30.0})
+    def fetch(item: int) -> Any:
+        return get(f"{server.url}/item/{item}")
+
+    for i in range(2):
+        with pytest.raises(opero.AllFailedError):
+            fetch(i)
+    assert fetch._opero_plan.breaker.state() == "open"
+
+
+def test_redis_down_keeps_the_breaker_on_this_machine(server: DemoServer) -> None:
+    """An unreachable redis never fails a call: the breaker state falls back to this host."""
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server.outage(30.0)
+
+    @opero_deco(
+        retries=0,
+        rate_limit=100,
+        rate_limit_backend="redis",
+        cache_backend_config={"url": f"redis://127.0.0.1:{port}/0", "socket_connect_timeout": 0.2},
+        circuit_breaker={"failures": 2, "open": 30.0},
+    )
+    def fetch(item: int) -> Any:
+        return get(f"{server.url}/item/{item}")
+
+    with pytest.warns(RuntimeWarning):  # the rate limit says once that it limits locally
+        for i in range(2):
+            with pytest.raises(opero.AllFailedError):
+                fetch(i)
+        with pytest.raises(CircuitOpenError):
+            fetch(3)
+    assert server.stats["outage"] == 2
