@@ -111,8 +111,11 @@ class RemoteError(OperoError):
         )
 
     @classmethod
-    def from_exception(cls, exc: BaseException) -> RemoteError:
-        """The stand-in for ``exc`` (never fails, whatever ``exc`` holds)."""
+    def from_exception(cls, exc: BaseException, with_traceback: bool = True) -> RemoteError:
+        """The stand-in for ``exc`` (never fails, whatever ``exc`` holds).
+
+        ``with_traceback=False`` skips formatting the traceback (the costly part).
+        """
         if isinstance(exc, RemoteError):
             return exc
         kind = type(exc)
@@ -124,7 +127,8 @@ class RemoteError(OperoError):
         except Exception as err:  # a broken __str__ must not lose the item
             message = f"<str() failed: {type(err).__name__}>"
         try:
-            text = "".join(traceback.format_exception(exc)) if exc.__traceback__ is not None else ""
+            has = with_traceback and exc.__traceback__ is not None
+            text = "".join(traceback.format_exception(exc)) if has else ""
         except Exception:
             text = ""
         status, headers = _http_details(exc)
@@ -214,13 +218,22 @@ def stand_in(exc: BaseException) -> BaseException:
     ``RemoteError``s (``opero`` errors whose fields are plain values stay as they are).
     """
     if isinstance(exc, AllFailedError):
-        errors = [stand_in(e) for e in exc.errors]
+        # the last attempt's traceback is kept; earlier attempts keep type and message
+        # (formatting a traceback is the costly part, and maps may fail every item)
+        last = len(exc.errors) - 1
+        errors = [stand_in(e) if n == last else _light(e) for n, e in enumerate(exc.errors)]
         out = AllFailedError(exc.func_name, errors)
         out.__cause__ = errors[-1] if errors else None
         return out
     if type(exc) in (RemoteError, WorkerLostError):
         return exc
     return RemoteError.from_exception(exc)
+
+
+def _light(exc: BaseException) -> BaseException:
+    if type(exc) in (RemoteError, WorkerLostError):
+        return exc
+    return RemoteError.from_exception(exc, with_traceback=False)
 
 
 class CircuitOpenError(OperoError):

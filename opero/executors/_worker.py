@@ -354,6 +354,8 @@ def _pack_failure(idx: int, value: Any, item: Any) -> tuple[int, bytes, BaseExce
     except Exception:
         # the item came from the parent, so this is rare: keep the error, drop the item
         blob = bytes(cloudpickle.dumps((error, None)))
+    if error is not value:  # already a stand-in made of plain values
+        return idx, blob, error
     return idx, blob, stand_in(value) if isinstance(value, BaseException) else error
 
 
