@@ -288,3 +288,42 @@ def test_cached_enriched_frame_with_http_errors_survives_a_restart(tmp_path: Pat
     assert "cell skipped" in notes(second.cells[1])
     assert (tmp_path / "runs.txt").read_text() == "1", "the cell did not run again"
     assert stream(second.cells[2]).strip() == "restored 20 15 [404, 500] ['urllib.error.HTTPError']"
+
+
+def test_map_bar_and_cell_status_leave_static_snapshots(tmp_path: Path) -> None:
+    """A map's bar and a %%opero cell's status end as static HTML: readable in a saved notebook."""
+    nb = execute(
+        [
+            "%load_ext opero",
+            """import time
+from opero import opmap
+
+@opmap(mode="thread", workers=4, retries=0)
+def work(i):
+    time.sleep(0.01)
+    if i % 10 == 0:
+        raise ValueError(i)
+    return i
+
+out = work(range(100))
+""",
+            "%%opero name='status-cell'\ncell_out = work(range(40))\nlen(cell_out)",
+        ],
+        tmp_path,
+    )
+    bars = [o for o in nb.cells[1].outputs if o.output_type == "display_data"]
+    assert len(bars) == 1
+    data = bars[0]["data"]
+    assert WIDGET_VIEW not in data, "the finished bar left its snapshot only"
+    html = data["text/html"]
+    assert 'data-state="done"' in html and "work #1" in html
+    assert 'class="opero-bar-ok" style="left:0;width:90.00%"' in html
+    assert 'class="opero-bar-fail" style="left:90.00%;width:10.00%"' in html
+    assert "100/100 · 10 failed" in data["text/plain"]
+    status = [o for o in nb.cells[2].outputs if "opero-status" in str(o.get("data", {}).get("text/html", ""))]
+    assert len(status) == 1, [o.get("data", {}).keys() for o in nb.cells[2].outputs]
+    line = status[0]["data"]["text/html"]
+    assert "<table" not in line, "a cell shows one status line, not a table"
+    assert WIDGET_VIEW not in status[0]["data"]
+    assert "work" in line and "40 calls" in line and "4 failed" in line
+    assert result_text(nb.cells[2]) == "40"

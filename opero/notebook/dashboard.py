@@ -51,6 +51,10 @@ MAX_LIVE = 4
 IDLE = 1.0
 #: Least seconds between two renders while work runs (each render sends a few comm messages).
 MIN_RENDER = 0.2
+#: Work must have been going on this long before the timer renders it (like tqdm's
+#: ``delay``): a burst shorter than this is rendered once, when it is over, so it is not
+#: slowed at all; longer work is shown live.
+QUIET = 0.2
 
 #: Voila starts its kernels with ``SERVER_SOFTWARE=voila/<version>``.
 _IN_VOILA = os.environ.get("SERVER_SOFTWARE", "").startswith("voila")
@@ -360,6 +364,8 @@ class Dashboard:
         self._live_shown = True
         self._shown_snapshot = ""
         self._rendered = 0.0
+        self._busy_since: float | None = None
+        self._seen: Any = None
         self._changed = time.monotonic()
         self.refreshes = 0
 
@@ -524,11 +530,22 @@ class Dashboard:
             fingerprint = self._current_fingerprint()
             now = time.monotonic()
             if fingerprint == self._fingerprint and not force:
+                self._busy_since = None
                 if tick and self._live_shown and now - self._changed > IDLE and not self._running():
                     self._show_snapshot()
                 return False
-            if tick and not force and now - self._rendered < MIN_RENDER:
-                return False
+            if tick and not force:
+                # Like tqdm's delay: work must have gone on for QUIET seconds before it is
+                # rendered live; a shorter burst is rendered once, when it is over.
+                if self._busy_since is None:
+                    self._busy_since, self._seen = now, fingerprint
+                    return False
+                still_changing = fingerprint != self._seen
+                self._seen = fingerprint
+                if still_changing and now - self._busy_since < QUIET:
+                    return False
+                if now - self._rendered < MIN_RENDER:
+                    return False
             self._rendered = now
             self._fingerprint = fingerprint
             self._changed = now
