@@ -44,11 +44,17 @@ def test_import_pulls_no_heavy_modules() -> None:
     assert out.stdout.strip() == ""
 
 
-def test_import_is_fast() -> None:
-    """import opero takes well under 150 ms on a warm machine (median of 3 fresh processes)."""
-    code = "import time; t=time.perf_counter(); import opero; print(time.perf_counter()-t)"
-    times = sorted(
-        float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
-        for _ in range(3)
+def test_import_loads_no_third_party_package() -> None:
+    """import opero loads only the standard library and opero itself: no tenacity, no tqdm.
+
+    Import time is a benchmark target (benchmarks/, not a timed test: a loaded CI machine
+    makes wall-clock bounds flaky); what this test pins is its cause: every third-party
+    package (tenacity alone pulled in tornado and colorama) is imported on first use.
+    """
+    code = (
+        "import sys; import asyncio; before = set(sys.modules); import opero; "
+        "new = {m.partition('.')[0] for m in set(sys.modules) - before}; "
+        "print(','.join(sorted(m for m in new if m != 'opero' and m not in sys.stdlib_module_names)))"
     )
-    assert times[1] < 0.45  # 150 ms target with a 3x margin for a loaded CI machine
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
