@@ -121,7 +121,7 @@ class OperoOptions(TypedDict, total=False):
     rate_limit_scope: str | None
     """name of a budget shared by every function (and process on this host) naming it"""
     rate_burst: int
-    """attempts allowed back to back, within the rate: a 1-s window sees at most max(burst, rate) (default 1)"""
+    """attempts allowed back to back, within the rate: a 1-s window sees max(burst, rate) (default 1)"""
     rate_limit_backend: Literal["local", "redis"]
     """"local" (this host) or "redis" (every machine reaching the server) (default "local")"""
     circuit_breaker: bool | BreakerOptions | None
