@@ -51,11 +51,14 @@ def test_first_run_succeeds_for_every_item(job_output: str) -> None:
 
 @pytest.mark.slow
 def test_first_run_counts_retries_and_fallbacks(job_output: str) -> None:
-    """Each flaky item costs one retry round; every round falls back from the revoked key once."""
+    """Each flaky item costs one retry round; the revoked key is tried at most once per worker
+    (sticky fallback: later calls start from the good key), so fallbacks are that few."""
     assert 100 < N_FLAKY < 300  # fail_rate=0.2 of 1,000
     run1 = _section(job_output, "run 1")
     assert run1["retries"] == N_FLAKY
-    assert run1["fallbacks"] == N_ITEMS + N_FLAKY
+    revoked = int(re.search(r"requests with the revoked key: (\d+)", job_output)[1])
+    assert 1 <= revoked <= 16  # 16 workers: at most one each (1,186 before sticky candidates)
+    assert run1["fallbacks"] == revoked
     assert run1["rate waits"] > N_ITEMS  # 180/s spacing: nearly every attempt waits its turn
     assert run1["cache hits"] == 0
 
@@ -73,9 +76,11 @@ def test_second_run_is_served_from_cache(job_output: str) -> None:
 
 @pytest.mark.slow
 def test_job_makes_only_the_requests_it_needs(job_output: str) -> None:
-    """3 requests per item, 3 more per flaky item (revoked key, good key, item), none in run 2."""
+    """2 requests per item (key check, item), 2 more per flaky item, one per revoked-key try,
+    none in run 2."""
     made = int(re.search(r"HTTP requests made: (\d+)", job_output)[1])
-    assert made == 3 * N_ITEMS + 3 * N_FLAKY
+    revoked = int(re.search(r"requests with the revoked key: (\d+)", job_output)[1])
+    assert made == 2 * N_ITEMS + 2 * N_FLAKY + revoked
 
 
 @pytest.mark.slow

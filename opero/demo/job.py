@@ -6,6 +6,8 @@ function:
 
 * every call first checks its API key on ``/secure/<id>``. The first key in our list has
   been revoked (401), so opero falls back to the next key: ``arg_fallback="api_key"``;
+  and it remembers (sticky candidates): later calls start from the good key, so the revoked
+  one is tried about once per worker, not once per call;
 * then it reads ``/item/<id>``. About 20% of items fail with a 500 the first time they are
   asked for; opero retries them: ``retries=3``;
 * the API allows 200 requests/s; opero spaces every attempt (first tries, fallbacks and
@@ -107,6 +109,8 @@ def main(n_items: int = N_ITEMS) -> int:
         BASE_URL = server.url
         print(f"demo API at {server.url}: {n_items} items, keys {API_KEYS}, {OUR_RATE_LIMIT:g} calls/s")
         first, cold = run_once("run 1: through the API", items)
+        revoked = server.stats["unauthorized"]
+        print(f"requests with the revoked key: {revoked} (then every call starts from the good key)")
         second, warm = run_once("run 2: the same items again (cache)", items)
         requests_made = server.stats["requests"]
 
