@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 APT := DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300
 
-.PHONY: demo test venv system lint typecheck unit browser bench docs clean
+.PHONY: demo test venv system lint typecheck unit browser bench bench-quick bench-scripts docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -50,10 +50,21 @@ browser: $(STAMP) system
 	  unshare -n sh -c 'ip link set lo up && exec "$$@"' sh $(BIN)/python -m pytest -m browser -q -p no:cacheprovider; \
 	else $(BIN)/python -m pytest -m browser -q -p no:cacheprovider; fi
 
-test: lint typecheck unit browser
+test: lint typecheck unit browser bench-quick
 
+## Every shape beside every peer in one run: JSON in benchmarks/results/, one chart per shape
+## in docs/assets/bench/ (docs/performance.md shows them). A few minutes.
 bench: $(STAMP)
-	for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	$(BIN)/python benchmarks/run.py --charts docs/assets/bench
+
+## The CI smoke subset (< 60 s): fails only when something crashes, never on a timing.
+bench-quick: $(STAMP)
+	$(BIN)/python benchmarks/run.py --quick --out benchmarks/results/quick.json --charts benchmarks/results/quick-charts
+
+## The standalone scripts (redis and fresh-process cache hits, dashboard overhead, soak, ...).
+bench-scripts: $(STAMP)
+	for b in benchmarks/[a-z]*.py; do case $$b in */run.py|*/chart.py|*/table.py) continue;; esac; \
+	  echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 docs: $(STAMP)
 	$(BIN)/mkdocs build --strict

@@ -67,17 +67,26 @@ def _shape(title: str, unit: str, results: dict[str, Any], **extra: Any) -> dict
 # -- timing helpers ----------------------------------------------------------------------------
 
 
-def rounds(tools: dict[str, Callable[[], Any]], n_rounds: int, warm: bool = True) -> dict[str, list[float]]:
-    """Seconds of each tool's run, the tools taking turns in every round."""
-    if warm:
-        for fn in tools.values():
-            fn()
+def rounds(
+    tools: dict[str, Callable[[], Any]],
+    n_rounds: int,
+    clock: Callable[[], float] = time.perf_counter,
+    cpu: dict[str, list[float]] | None = None,
+) -> dict[str, list[float]]:
+    """Seconds of each tool's run by ``clock``, the tools taking turns in every round.
+
+    With ``cpu``, the process's CPU seconds of each run (all its threads) are added there.
+    """
+    for fn in tools.values():
+        fn()  # warm: pools started, imports done, first-call caches filled
     out: dict[str, list[float]] = {name: [] for name in tools}
     for _ in range(n_rounds):
         for name, fn in tools.items():
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), clock()
             fn()
-            out[name].append(time.perf_counter() - t0)
+            out[name].append(clock() - t0)
+            if cpu is not None:
+                cpu.setdefault(name, []).append(time.process_time() - c0)
     return out
 
 
@@ -89,14 +98,20 @@ def _loop(call: Callable[[], Any], n: int) -> Callable[[], None]:
     return run
 
 
+# Per-call shapes are timed in CPU seconds of this process (time.process_time): they run in
+# one thread without waiting, and on a shared machine wall time would also count the slices
+# other processes took. Map shapes wait and run in parallel: they are timed by the wall clock.
+CPU_CLOCK = time.process_time
+
+
 def per_call_us(tools: dict[str, Callable[[], Any]], n: int, n_rounds: int) -> dict[str, float]:
-    """Median µs per call of each zero-argument callable."""
-    timed = rounds({k: _loop(f, n) for k, f in tools.items()}, n_rounds)
+    """Median µs (CPU) per call of each zero-argument callable."""
+    timed = rounds({k: _loop(f, n) for k, f in tools.items()}, n_rounds, CPU_CLOCK)
     return {k: statistics.median(v) / n * 1e6 for k, v in timed.items()}
 
 
 def per_hit_us(tools: dict[str, Callable[[int], Any]], n: int, n_rounds: int) -> dict[str, float]:
-    """Median µs per ``fn(1)`` (no lambda in between: the call itself is what is timed)."""
+    """Median µs (CPU) per ``fn(1)`` (no lambda in between: the call itself is timed)."""
 
     def loop(fn: Callable[[int], Any]) -> Callable[[], None]:
         def run() -> None:
@@ -105,12 +120,12 @@ def per_hit_us(tools: dict[str, Callable[[int], Any]], n: int, n_rounds: int) ->
 
         return run
 
-    timed = rounds({k: loop(f) for k, f in tools.items()}, n_rounds)
+    timed = rounds({k: loop(f) for k, f in tools.items()}, n_rounds, CPU_CLOCK)
     return {k: statistics.median(v) / n * 1e6 for k, v in timed.items()}
 
 
 def per_await_us(tools: dict[str, Callable[[], Awaitable[Any]]], n: int, n_rounds: int) -> dict[str, float]:
-    """Median µs per awaited call, each round one ``asyncio.run`` per tool."""
+    """Median µs (CPU) per awaited call, each round one ``asyncio.run`` per tool."""
 
     async def loop(make: Callable[[], Awaitable[Any]]) -> None:
         for _ in itertools.repeat(None, n):
@@ -119,9 +134,9 @@ def per_await_us(tools: dict[str, Callable[[], Awaitable[Any]]], n: int, n_round
     timed: dict[str, list[float]] = {k: [] for k in tools}
     for _ in range(n_rounds + 1):  # the first round warms up and is dropped
         for k, f in tools.items():
-            t0 = time.perf_counter()
+            t0 = CPU_CLOCK()
             asyncio.run(loop(f))
-            timed[k].append(time.perf_counter() - t0)
+            timed[k].append(CPU_CLOCK() - t0)
     return {k: statistics.median(v[1:]) / n * 1e6 for k, v in timed.items()}
 
 
@@ -304,12 +319,14 @@ def tiny_thread(q: bool) -> dict[str, Any]:
                 joblib.delayed(inc)(x) for x in items
             ),
         }
-        res = seconds(rounds(tools, 3 if q else 9))
+        cpu: dict[str, list[float]] = {}
+        res = seconds(rounds(tools, 3 if q else 9, cpu=cpu))
     assert op.stats.calls >= TINY
     return _shape(
         f"{TINY:,} tiny items, thread mode, {THREADS} workers",
         "s",
         res,
+        process_cpu_s=seconds(cpu),
         target={"peer": "multiprocessing ThreadPool.map", "max_ratio": 1.5},
         note="opero with retries=3 and per-item stats; ThreadPool does neither",
     )
@@ -671,6 +688,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         },
         "shapes": {},
     }
+    suffix = "-quick" if a.quick else ""
+    out = a.out or ROOT / "benchmarks" / "results" / f"{stamp:%Y-%m-%dT%H%M}{suffix}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     for name, fn, in_quick in SHAPES:
         if (a.quick and not in_quick) or (a.only and name not in a.only):
             continue
@@ -680,12 +700,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         doc["shapes"].update(parts)
         for part, shape in parts.items():
             print(f"== {part} ({time.perf_counter() - t0:.1f} s)\n{report(shape)}\n", flush=True)
-    doc["meta"]["seconds"] = round(time.perf_counter() - began, 1)
-    out = (
-        a.out or ROOT / "benchmarks" / "results" / f"{stamp:%Y-%m-%dT%H%M}{'-quick' if a.quick else ''}.json"
-    )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+        doc["meta"]["seconds"] = round(time.perf_counter() - began, 1)
+        out.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")  # after every shape
     print(f"wrote {out} ({doc['meta']['seconds']} s)")
     if a.charts is not None:
         from benchmarks import chart

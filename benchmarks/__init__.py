@@ -1,0 +1,1 @@
+"""opero's benchmarks: ``run.py`` runs every shape beside every peer (``make bench``)."""

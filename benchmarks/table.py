@@ -1,0 +1,122 @@
+"""The README's benchmark table, printed from a ``run.py`` results file (nothing typed by hand).
+
+Usage: ``python benchmarks/table.py benchmarks/results/<run>.json [before.json]``. With a
+second file, a before/after table of opero's figures and target ratios is printed as well.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.3g}" if v < 100 else f"{v:.0f}"
+
+
+def _ratio(shape: dict[str, Any]) -> tuple[str, float | None]:
+    """The target in words and opero's figure against it (a ratio, or extra ms)."""
+    t = shape.get("target") or {}
+    res = shape["results"]
+    if "max_ratio" in t and t["peer"] in res and "opero" in res:
+        return f"≤ {t['max_ratio']:g}× {t['peer']}", res["opero"] / res[t["peer"]]
+    if "max_extra_ms" in t and "opero" in res:
+        return f"≤ {t['peer']} + {t['max_extra_ms']} ms", res["opero"] - res[t["peer"]]
+    return "", None
+
+
+def _met(shape: dict[str, Any], value: float | None) -> str:
+    t = shape.get("target") or {}
+    if value is None:
+        return ""
+    if "max_ratio" in t:
+        return f"{value:.2f}× {'✓' if value <= t['max_ratio'] else '✗ missed'}"
+    return f"+{value:.0f} ms {'✓' if value <= t['max_extra_ms'] else '✗ missed'}"
+
+
+def rows(doc: dict[str, Any]) -> list[str]:
+    """Markdown rows: shape, opero, every peer measured in the same run, target and result."""
+    out = [
+        "| shape | opero | peers, same run | target | opero vs target |",
+        "|---|---:|---|---|---|",
+    ]
+    for name, shape in doc["shapes"].items():
+        res = shape["results"]
+        if name in ("scale", "rate_limit"):
+            continue
+        if name == "import":
+            extra = res["opero"] - res["asyncio"]
+            loaded = ", ".join(shape.get("heavy_modules_loaded") or []) or "none of tenacity, pandas, IPython"
+            peers = f"`import asyncio` {_fmt(res['asyncio'])} ms (heavy modules opero loaded: {loaded})"
+            target, _ = _ratio(shape)
+            out.append(
+                f"| `import opero`, tornado installed (ms over a bare interpreter) | **{_fmt(res['opero'])}** "
+                f"| {peers} | {target} | {_met(shape, extra)} |"
+            )
+            continue
+        ideal = shape.get("ideal")
+        unit = shape["unit"] + (f", ideal {ideal:g} s" if ideal else "")
+        peers = " · ".join(f"{k} {_fmt(v)}" for k, v in sorted(res.items(), key=lambda kv: kv[1]) if k != "opero")
+        target, value = _ratio(shape)
+        out.append(
+            f"| {shape['title']} ({unit}) | **{_fmt(res['opero'])}** | {peers} | {target} | {_met(shape, value)} |"
+        )
+    rl = doc["shapes"].get("rate_limit")
+    if rl:
+        parts = []
+        for k, v in rl["results"].items():
+            if isinstance(v, dict):
+                parts.append(f"{k} {v['elapsed_s']:.2f} s (min spacing {v['min_spacing_ms']:.1f} ms)")
+            else:
+                parts.append(f"{k}: {v}")
+        out.append(f"| {rl['title']} (s, ideal {rl['ideal']:.2f}) | see peers | {' · '.join(parts)} | | |")
+    sc = doc["shapes"].get("scale")
+    if sc:
+        for mode, points in sc["results"].items():
+            curve = " → ".join(f"{p['n']:,}: {p['us_per_item']:.3g} µs, +{p['growth_mb']:.0f} MB" for p in points)
+            out.append(f"| cost at scale, {mode} mode, imap (µs/item, peak RSS growth) | {curve} | | flat | |")
+    return out
+
+
+def before_after(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """opero's figure and its target ratio in two runs (each run: every peer beside opero)."""
+    out = [
+        "| shape | target | before: opero | before: vs target | after: opero | after: vs target |",
+        "|---|---|---:|---|---:|---|",
+    ]
+    for name, shape in after["shapes"].items():
+        old = before["shapes"].get(name)
+        if old is None or name in ("scale", "rate_limit") or "opero" not in shape["results"]:
+            continue
+        target, value = _ratio(shape)
+        _, old_value = _ratio(old)
+        if name == "import":
+            value = shape["results"]["opero"] - shape["results"]["asyncio"]
+            old_value = old["results"]["opero"] - old["results"]["asyncio"]
+        out.append(
+            f"| {shape['title']} | {target} | {_fmt(old['results']['opero'])} {old['unit']} | "
+            f"{_met(old, old_value)} | {_fmt(shape['results']['opero'])} {shape['unit']} | {_met(shape, value)} |"
+        )
+    return out
+
+
+def caption(doc: dict[str, Any]) -> str:
+    """When and on what the figures were measured."""
+    meta, m = doc["meta"], doc["meta"]["machine"]
+    return (
+        f"Measured {meta['date'][:16].replace('T', ' ')} UTC in one run of `make bench` "
+        f"({meta['seconds']:.0f} s), opero {meta['opero']['commit']}, on {m.get('cpus')} cores "
+        f"({m.get('cpu', '?')}), {m.get('memory_gb', '?')} GB, {m.get('os')}, CPython {m.get('python')}; "
+        f"load average at start {', '.join(f'{x:.1f}' for x in m.get('load_average_at_start', []))}."
+    )
+
+
+if __name__ == "__main__":
+    doc = json.loads(Path(sys.argv[1]).read_text())
+    print(caption(doc) + "\n")
+    print("\n".join(rows(doc)))
+    if len(sys.argv) > 2:
+        print()
+        print("\n".join(before_after(json.loads(Path(sys.argv[2]).read_text()), doc)))
