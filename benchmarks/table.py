@@ -58,7 +58,9 @@ def rows(doc: dict[str, Any]) -> list[str]:
             continue
         ideal = shape.get("ideal")
         unit = shape["unit"] + (f", ideal {ideal:g} s" if ideal else "")
-        peers = " · ".join(f"{k} {_fmt(v)}" for k, v in sorted(res.items(), key=lambda kv: kv[1]) if k != "opero")
+        peers = " · ".join(
+            f"{k} {_fmt(v)}" for k, v in sorted(res.items(), key=lambda kv: kv[1]) if k != "opero"
+        )
         target, value = _ratio(shape)
         out.append(
             f"| {shape['title']} ({unit}) | **{_fmt(res['opero'])}** | {peers} | {target} | {_met(shape, value)} |"
@@ -75,8 +77,12 @@ def rows(doc: dict[str, Any]) -> list[str]:
     sc = doc["shapes"].get("scale")
     if sc:
         for mode, points in sc["results"].items():
-            curve = " → ".join(f"{p['n']:,}: {p['us_per_item']:.3g} µs, +{p['growth_mb']:.0f} MB" for p in points)
-            out.append(f"| cost at scale, {mode} mode, imap (µs/item, peak RSS growth) | {curve} | | flat | |")
+            curve = " → ".join(
+                f"{p['n']:,}: {p['us_per_item']:.3g} µs, +{p['growth_mb']:.0f} MB" for p in points
+            )
+            out.append(
+                f"| cost at scale, {mode} mode, imap (µs/item, peak RSS growth) | {curve} | | flat | |"
+            )
     return out
 
 

@@ -12,6 +12,7 @@ import asyncio
 import functools
 import importlib
 import inspect
+import itertools
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar, Unpack, overload
@@ -254,10 +255,11 @@ class _Engine:
         progress.advance(len(batch), failed)
 
     def _source(self, items: Iterable[Any], progress: MapProgress) -> Iterator[tuple[int, Any]]:
-        # Counts the items handed to the executor, so "in flight" is real in every mode.
-        for pair in enumerate(items):
-            progress.taken += 1
-            yield pair
+        # Counts the items handed to the executor, so "in flight" is real in every mode:
+        # progress reads the counter that numbers them (no Python step per item).
+        counter = itertools.count()
+        progress.count_taken(counter)
+        return zip(counter, items)
 
     def run_list(
         self, prefix: tuple[Any, ...], items: Any, args: tuple[Any, ...], kwargs: dict[str, Any]

@@ -338,7 +338,8 @@ class MapProgress:
         "name",
         "started",
         "state",
-        "taken",
+        "_taken",
+        "_counter",
         "total",
         "version",
     )
@@ -362,8 +363,9 @@ class MapProgress:
         self.total = total
         self.done = 0
         self.failed = 0
-        #: items handed to the executor so far (in flight = taken - done)
-        self.taken = 0
+        #: items handed to the executor so far (in flight = taken - done); see ``taken``
+        self._taken = 0
+        self._counter: itertools.count[int] | None = None
         self.cancelled = 0
         self.state = "running"
         self.started = time.time()
@@ -420,9 +422,31 @@ class MapProgress:
 
     # -- counts (called by the map's consumer, one thread) --------------------------------------
 
+    @property
+    def taken(self) -> int:
+        """Items handed to the executor so far."""
+        n = self._taken
+        counter = self._counter
+        if counter is not None:
+            # the map's source numbers items with this counter (zip(count(), items), in C: no
+            # Python step per item); it runs one ahead once the input is exhausted
+            counted = int(repr(counter)[6:-1])
+            if self.total is not None:
+                counted = min(counted, self.total)
+            n = max(n, counted)
+        return n
+
+    @taken.setter
+    def taken(self, value: int) -> None:
+        self._taken = value
+
+    def count_taken(self, counter: itertools.count[int]) -> None:
+        """Read ``taken`` from the counter that numbers the map's items."""
+        self._counter = counter
+
     def took(self, n: int) -> None:
         """``n`` more items were handed to the executor."""
-        self.taken += n
+        self._taken += n
 
     def item_failed(self, index: int, item: Any, error: BaseException) -> None:
         """Record the failed item at position ``index`` with its own final error."""
