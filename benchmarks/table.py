@@ -52,8 +52,8 @@ def rows(doc: dict[str, Any]) -> list[str]:
             peers = f"`import asyncio` {_fmt(res['asyncio'])} ms (heavy modules opero loaded: {loaded})"
             target, _ = _ratio(shape)
             out.append(
-                f"| `import opero`, tornado installed (ms over a bare interpreter) | **{_fmt(res['opero'])}** "
-                f"| {peers} | {target} | {_met(shape, extra)} |"
+                "| `import opero`, tornado installed (ms over a bare interpreter) "
+                f"| **{_fmt(res['opero'])}** | {peers} | {target} | {_met(shape, extra)} |"
             )
             continue
         ideal = shape.get("ideal")
@@ -63,7 +63,8 @@ def rows(doc: dict[str, Any]) -> list[str]:
         )
         target, value = _ratio(shape)
         out.append(
-            f"| {shape['title']} ({unit}) | **{_fmt(res['opero'])}** | {peers} | {target} | {_met(shape, value)} |"
+            f"| {shape['title']} ({unit}) | **{_fmt(res['opero'])}** | {peers} | {target} "
+            f"| {_met(shape, value)} |"
         )
     rl = doc["shapes"].get("rate_limit")
     if rl:
@@ -103,7 +104,8 @@ def before_after(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
             old_value = old["results"]["opero"] - old["results"]["asyncio"]
         out.append(
             f"| {shape['title']} | {target} | {_fmt(old['results']['opero'])} {old['unit']} | "
-            f"{_met(old, old_value)} | {_fmt(shape['results']['opero'])} {shape['unit']} | {_met(shape, value)} |"
+            f"{_met(old, old_value)} | {_fmt(shape['results']['opero'])} {shape['unit']} "
+            f"| {_met(shape, value)} |"
         )
     return out
 

@@ -322,11 +322,13 @@ class MapProgress:
     __slots__ = (
         "_bar",
         "_base",
+        "_counter",
         "_lock",
         "_next",
         "_retries",
         "_samples",
         "_stop",
+        "_taken",
         "cancelled",
         "done",
         "ended",
@@ -338,8 +340,6 @@ class MapProgress:
         "name",
         "started",
         "state",
-        "_taken",
-        "_counter",
         "total",
         "version",
     )
