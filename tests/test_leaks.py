@@ -104,3 +104,28 @@ print(os.path.exists(path))
 """
     )
     assert out.split() == ["True", "False"]
+
+
+def test_budgets_of_killed_processes_are_swept() -> None:
+    """A process killed with SIGKILL leaves its budget file; the next process removes it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parent.parent)
+    code = (
+        "import time\nfrom opero import opero\n"
+        "@opero(rate_limit=10)\ndef f(): pass\nf()\n"
+        "print(f._opero_plan.limiter.store.path, flush=True)\ntime.sleep(60)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": root}
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    path = proc.stdout.readline().strip()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert os.path.exists(path)  # nobody could clean up
+    run_python("from opero.stores import host; host.folder()")
+    assert not os.path.exists(path)

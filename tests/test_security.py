@@ -186,12 +186,19 @@ def test_planted_function_budget_is_not_trusted(shm: Path) -> None:
 
 
 def _disk_fn(calls: list[int], namespace: str = "opero") -> opero.OperoFunction[[int], int]:
+    # ``calls`` reaches the function through a module global: a closure over the list would be
+    # part of the key (by content), so each new decoration would use another entry.
+    _CALLS[namespace] = calls
+
     @opero.opero(cache=True, cache_backend="disk", cache_namespace=namespace)
     def work(x: int) -> int:
-        calls.append(x)
+        _CALLS[namespace].append(x)
         return x * 10
 
     return work
+
+
+_CALLS: dict[str, list[int]] = {}
 
 
 def test_planted_generation_link_is_never_written_through(tmp_path: Path) -> None:

@@ -83,6 +83,9 @@ class _LanePool:
                         return
                 continue  # picked just now: its task is on the way
             contextvars.Context().run(task)
+            # An idle lane must not keep the last map's closure (its plan, limiter and
+            # limiter file) alive while it waits for the next task.
+            del task
             with self._lock:
                 self._waiting.append(inbox)
 

@@ -133,7 +133,35 @@ def folder() -> str:
             )
             path = fallback
         _folder_cache = (os.getpid(), base, path)
+        _sweep(path, base)
         return path
+
+
+def _sweep(path: str, base: str) -> None:
+    """Remove function budgets left by processes that died without cleaning up (SIGKILL).
+
+    Once per process. Only this user's regular files named ``fn-<pid>-...`` (and the
+    ``opero-<uid>-fn-<pid>-...`` files of older versions in ``base``) whose process is gone;
+    a worker still holding one keeps its descriptor and budget (unlinking frees the name).
+    """
+    uid = os.getuid()
+    old = f"opero-{uid}-fn-"
+    for folder_, prefix in ((path, "fn-"), (path, "private-"), (base, old)):
+        try:
+            names = [n for n in os.listdir(folder_) if n.startswith(prefix) and n.endswith(".gcra")]
+        except OSError:
+            continue
+        for name in names:
+            pid = name[len(prefix) :].split("-", 1)[0]
+            if not pid.isdigit() or _alive(int(pid)):
+                continue
+            full = os.path.join(folder_, name)
+            try:
+                st = os.lstat(full)
+                if stat.S_ISREG(st.st_mode) and st.st_uid == uid:
+                    os.unlink(full)
+            except OSError:
+                pass
 
 
 # Private folders made because the shared one was not trusted: removed at exit.
