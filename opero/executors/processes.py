@@ -8,9 +8,12 @@ be told apart (TESTING.md). This pool is small and exact instead:
 - each worker is ``python -c "...main(r, w)"`` over two pipes: no fork of a threaded parent,
   no re-import of the user's ``__main__``; functions travel with cloudpickle (notebook cells
   and ``__main__`` work);
+- items travel by value too (cloudpickle); an item that cannot travel fails alone, at once;
 - a worker runs one chunk at a time and streams results every few milliseconds, so when it
-  dies, exactly the items it still held fail with ``WorkerLostError`` and a fresh worker
-  takes over;
+  dies, exactly the items it still held lose one attempt with ``WorkerLostError`` (their own
+  policy, ``Plan.recover``, goes on in the parent) and a fresh worker takes over;
+- with ``timeout``, attempts report when they start and end, and a worker whose attempt
+  runs past the limit (a C loop holding the GIL) is killed and replaced: a hard limit;
 - workers ignore SIGINT; on Ctrl-C the parent kills them, and they exit by themselves when
   the parent's pipe closes, so no orphan survives even a killed parent.
 
