@@ -234,3 +234,56 @@ def test_candidates_never_logged(api: DemoServer, caplog: pytest.LogCaptureFixtu
     assert oct(os.stat(path).st_mode & 0o777) == oct(0o600)
     assert os.stat(os.path.dirname(path)).st_mode & 0o077 == 0
     assert sticky.demoted(KEYS) == [True, False]
+
+
+def test_sticky_async(api: DemoServer) -> None:
+    """async def functions and async maps share the same demotions."""
+    import asyncio
+
+    base = api.url
+
+    @opmap(mode="async", workers=4, retries=1, min_delay=0.001, arg_fallback="keys",
+           fallback_on=unauthorized, progress=False)  # fmt: skip
+    async def get(item: int, keys: list[str] = KEYS) -> str:
+        return await asyncio.to_thread(secure, base, item, keys[0])
+
+    assert asyncio.run(get(range(40))) == ["key-good"] * 40
+    assert 1 <= api.stats["unauthorized"] <= 4
+    before = api.stats["unauthorized"]
+    assert asyncio.run(get(range(40, 60))) == ["key-good"] * 20
+    assert api.stats["unauthorized"] == before
+
+
+def test_sticky_keeps_cache_keys(api: DemoServer) -> None:
+    """The cache key is the call's own arguments: a call made before the demotion is a hit after."""
+    base = api.url
+
+    @opero(retries=1, min_delay=0.001, arg_fallback="keys", fallback_on=unauthorized, cache=True)
+    def get(item: int, keys: list[str] = KEYS) -> str:
+        return secure(base, item, keys[0])
+
+    assert get(1) == "key-good"  # demotes the revoked key
+    assert get(2) == "key-good"
+    requests = api.stats["requests"]
+    assert get(1) == "key-good" and get(2) == "key-good"
+    assert api.stats["requests"] == requests
+    assert get.stats.cache_hits == 2
+
+
+def test_every_candidate_demoted_starts_from_the_first() -> None:
+    """When every candidate is demoted, calls start from the first again (and go on from there)."""
+    seen: list[str] = []
+    fail = {"a", "b"}
+
+    @opero(retries=0, arg_fallback="key", fallback_on=PermissionError)
+    def call(key: list[str]) -> str:
+        seen.append(key[0])
+        if key[0] in fail:
+            raise PermissionError(key[0])
+        return key[0]
+
+    with pytest.raises(AllFailedError):
+        call(["a", "b"])
+    fail.clear()
+    assert call(["a", "b"]) == "a"
+    assert seen == ["a", "b", "a"]
