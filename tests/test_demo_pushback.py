@@ -94,3 +94,41 @@ def test_demo_outage_run_opens_and_closes_the_breaker() -> None:
     assert states[0] == "open" and states[-1] == "closed"
     assert "half_open" in states
     assert run["outage_requests"] <= 5 + states.count("half_open") + 16
+
+
+def test_command_line_server_has_the_pushback_modes() -> None:
+    """python -m opero.demo --limit-all --outage START SECONDS serves both modes."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "opero.demo",
+            "--port",
+            "0",
+            "--limit-all",
+            "--rate-limit",
+            "1",
+            "--outage",
+            "0.5",
+            "30",
+        ],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip().rsplit(" ", 1)[-1]
+        assert url.startswith("http://127.0.0.1:")
+        assert _fetch(f"{url}/item/1")[0] == 200
+        assert _fetch(f"{url}/item/2")[0] == 429  # --limit-all at 1/s, bucket of 1
+        time.sleep(0.6)
+        assert _fetch(f"{url}/item/3")[0] == 503  # the outage began 0.5 s after start-up
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -54,6 +54,18 @@ def _parser() -> argparse.ArgumentParser:
         help="requests/s allowed on /limited before 429 (default 5)",
     )
     parser.add_argument(
+        "--limit-all",
+        action="store_true",
+        help="apply --rate-limit to every endpoint (429 + Retry-After above it), not only /limited",
+    )
+    parser.add_argument(
+        "--outage",
+        type=float,
+        nargs=2,
+        metavar=("START", "SECONDS"),
+        help="be down (503) for SECONDS, beginning START seconds after start-up",
+    )
+    parser.add_argument(
         "--latency",
         type=float,
         default=0.0,
@@ -80,7 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             fail_rate=args.fail_rate,
             rate_limit=args.rate_limit,
             latency=args.latency,
+            limit_all=args.limit_all,
         ).start()
+        if args.outage:
+            server.outage(args.outage[1], start=args.outage[0])
     except (OSError, ValueError) as exc:
         print(f"opero.demo: cannot start server: {exc}", file=sys.stderr)
         return 1
