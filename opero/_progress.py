@@ -315,6 +315,8 @@ class MapProgress:
 
     Attributes:
         label: ``"name #n"``: the function's short name and its call number in this process.
+        background: True when the map runs outside the main thread (its stop button works
+            while it runs; a map blocking the main thread is stopped with an interrupt).
         state: ``"running"``, ``"done"``, ``"interrupted"`` (an exception or Ctrl-C ended it)
             or ``"stopped"`` (``stop()``: the rest of the items were cancelled).
     """
@@ -329,6 +331,7 @@ class MapProgress:
         "_samples",
         "_stop",
         "_taken",
+        "background",
         "cancelled",
         "done",
         "ended",
@@ -373,6 +376,9 @@ class MapProgress:
         self.labels = labels
         self.failures = failures if failures is not None else failure_log(name)
         self.version = 0
+        #: the map's results are collected outside the main thread, so a stop button's click
+        #: can reach it: Jupyter handles widget messages in the main thread, between cells
+        self.background = threading.current_thread() is not threading.main_thread()
         self._retries = retries
         self._base = retries()
         self._next = 0.0

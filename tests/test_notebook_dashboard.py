@@ -178,6 +178,39 @@ def test_stop_returns_partial_results_with_cancelled_markers() -> None:
     assert all(out[i] == i for i in range(2000) if not isinstance(out[i], Cancelled))
     run = [m for m in maps() if m.name.endswith("crawl")][-1]
     assert run.state == "stopped" and run.cancelled == len(cancelled)
+    assert not run.background, "a map in the main thread: its button cannot be clicked in time"
+
+
+def test_dashboard_stop_button_only_for_maps_a_click_can_reach() -> None:
+    """A map collected in a background thread gets a live stop button; a main-thread one not."""
+    pytest.importorskip("ipywidgets")
+    release = threading.Event()
+
+    @opmap(mode="thread", workers=2, progress=False, retries=0)
+    def hold(i: int) -> int:
+        release.wait(10)
+        return i
+
+    board = dashboard.Dashboard(title="t")
+    board.widget
+    got: dict[str, Any] = {}
+    worker = threading.Thread(target=lambda: got.update(out=hold(range(50))))
+    worker.start()
+    try:
+        wait_until = time.monotonic() + 5
+        while not [m for m in board.maps() if m.name.endswith("hold") and not m.finished and m.taken >= 2]:
+            assert time.monotonic() < wait_until
+            time.sleep(0.01)
+        board.refresh(force=True)
+        (label, button, _), *_ = board._bars
+        assert "hold #" in label.value and not button.disabled
+        button.click()  # what the front end's click does
+    finally:
+        release.set()
+        worker.join(10)
+    out = got["out"]
+    assert any(isinstance(v, Cancelled) for v in out) and isinstance(out[0], int)
+    assert [m for m in maps() if m.name.endswith("hold")][-1].state == "stopped"
 
 
 def test_bar_html_shows_failed_in_proportion() -> None:

@@ -48,11 +48,16 @@ class NotebookBar:
         from IPython.display import display
 
         self.html = w.HTML(value=STYLE + self._line(p))
-        button = w.Button(description="stop", tooltip="cancel the items not started yet", icon="stop")
-        button.layout = w.Layout(width="auto", height="22px")
-        button.add_class("opero-stop")
-        button.on_click(lambda _: p.stop())
-        self.box = w.HBox([self.html, button])
+        children = [self.html]
+        if p.background:
+            # Only then can a click reach the kernel while the map runs; a map that blocks
+            # the main thread (a plain cell) is stopped with Jupyter's interrupt.
+            button = w.Button(description="stop", tooltip="cancel the items not started yet", icon="stop")
+            button.layout = w.Layout(width="auto", height="22px")
+            button.add_class("opero-stop")
+            button.on_click(lambda _: p.stop())
+            children.append(button)
+        self.box = w.HBox(children)
         self.box.add_class("opero-map-bar")
         self.handle = display(  # type: ignore[no-untyped-call]
             display_bundle(self.box, self._snapshot(p), p.summary()), raw=True, display_id=True

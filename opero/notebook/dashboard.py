@@ -604,7 +604,14 @@ class Dashboard:
             value = f'{STYLE}<div class="opero-d">{bar_html(m)}</div>'
             if label.value != value:
                 label.value = value
-            button.disabled = m.stop_requested
+            # A map blocking the kernel's main thread cannot receive the click until it is
+            # over: its button is disabled and says how to stop it.
+            button.disabled = m.stop_requested or not m.background
+            button.tooltip = (
+                "cancel the items not started yet"
+                if m.background
+                else "this map holds the kernel: interrupt the kernel (■) to stop it"
+            )
         if len(self._maps_box.children) != len(running):
             self._maps_box.children = [row for _, _, row in self._bars[: len(running)]]
 
