@@ -540,5 +540,9 @@ def _config(rest: str, user_ns: Mapping[str, Any]) -> None:
         except ConfigurationError as exc:
             raise UsageError(f"ConfigurationError: {exc}") from None
     overrides = current_overrides()
+    if "cache_backend_config" in overrides:  # never print a redis password
+        from ..stores._base import redact_config
+
+        overrides = {**overrides, "cache_backend_config": redact_config(overrides["cache_backend_config"])}
     text = ", ".join(f"{k}={v!r}" for k, v in sorted(overrides.items())) or "(none: built-in defaults)"
     print(f"opero defaults: {text}")

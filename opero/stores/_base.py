@@ -22,6 +22,8 @@ __all__ = [
     "atomic_write",
     "open_regular",
     "private_dirs",
+    "redact",
+    "redact_config",
     "read_regular",
     "real_dir",
     "safe_name",
@@ -166,3 +168,26 @@ def real_dir(path: str | Path) -> bool:
         return stat.S_ISDIR(os.lstat(path).st_mode)
     except OSError:
         return False
+
+
+_CREDENTIALS = re.compile(r"(?P<scheme>\b(?:rediss?|unix)://)(?P<user>[^:@/\s]*)(?::[^@/\s]*)?@")
+
+
+def redact(text: str) -> str:
+    """``text`` with the credentials of every redis URL in it masked.
+
+    ``redis://user:secret@host:6379/0`` becomes ``redis://user:***@host:6379/0`` and
+    ``redis://:secret@host`` becomes ``redis://:***@host``: warnings, logs, reprs and errors
+    never show a password.
+    """
+    return _CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+
+
+def redact_config(config: Any) -> Any:
+    """A copy of a ``cache_backend_config`` fit to print: password and URL credentials masked."""
+    if not isinstance(config, dict):
+        return config
+    return {
+        k: "***" if k == "password" and v else redact(v) if isinstance(v, str) else v
+        for k, v in config.items()
+    }

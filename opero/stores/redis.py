@@ -23,7 +23,6 @@ warning), so calls are still limited on this host and never fail.
 from __future__ import annotations
 
 import os
-import re
 import socket
 import threading
 import time
@@ -37,7 +36,7 @@ from .._keys import KeyBuilder
 from .._limit import window_cap
 from .._options import Options
 from .._telemetry import logger
-from ._base import MISS
+from ._base import MISS, redact
 from ._signed import decode, encode
 from .host import HostRecord, HostStore, function_path, record_path, scope_path
 
@@ -63,19 +62,6 @@ DEFAULT_URL = "redis://127.0.0.1:6379/0"
 BACKOFF = 1.5
 _TIMEOUT = 0.5
 _SETTINGS = ("socket_timeout", "socket_connect_timeout", "password", "username")
-
-
-_CREDENTIALS = re.compile(r"(?P<scheme>\b(?:rediss?|unix)://)(?P<user>[^:@/\s]*)(?::[^@/\s]*)?@")
-
-
-def redact(text: str) -> str:
-    """``text`` with the credentials of every redis URL in it masked.
-
-    ``redis://user:secret@host:6379/0`` becomes ``redis://user:***@host:6379/0`` and
-    ``redis://:secret@host`` becomes ``redis://:***@host``: warnings, logs, reprs and errors
-    never show a password.
-    """
-    return _CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
 
 
 def redis_url(config: Mapping[str, Any]) -> str:
