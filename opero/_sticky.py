@@ -22,6 +22,7 @@ import stat
 import struct
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -56,12 +57,20 @@ def _folder() -> str | None:
     return path
 
 
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+    try:
+        _created.remove(path)
+    except ValueError:
+        pass
+
+
 def _cleanup() -> None:
-    for path in _created:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
+    for path in list(_created):
+        _unlink(path)
 
 
 atexit.register(_cleanup)
@@ -114,6 +123,8 @@ class Sticky:
             finally:
                 os.close(fd)
             _created.append(path)
+            # a re-decorated function (a re-run cell) drops its old table's file with it
+            weakref.finalize(self, _unlink, path)
             self._path = path
             return path
 

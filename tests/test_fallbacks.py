@@ -287,3 +287,21 @@ def test_every_candidate_demoted_starts_from_the_first() -> None:
     fail.clear()
     assert call(["a", "b"]) == "a"
     assert seen == ["a", "b", "a"]
+
+
+def test_shared_table_file_goes_with_its_function() -> None:
+    """The file a table moved to (when pickled for workers) is removed with the table."""
+    import gc
+    import pickle
+
+    @opero(arg_fallback="keys")
+    def get(keys: list[str]) -> str:
+        return keys[0]
+
+    sticky = get._opero_plan.sticky
+    pickle.dumps(sticky)
+    path = sticky._path
+    assert path is not None and os.path.exists(path)
+    del get, sticky
+    gc.collect()
+    assert not os.path.exists(path)
