@@ -13,6 +13,8 @@ messages and answers with result batches.
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import os
 import pickle
 import struct
@@ -106,10 +108,13 @@ class ChunkRunner:
             spec = self.spec
             # the parent's breaker travels in the spec (its state is shared through the store)
             opts = spec.options.replace(cache=False, circuit_breaker=None, **_NO_CALLBACKS)
-            plan = Plan(spec.func, opts, spec.name)
-            if self.hard and _tick is not None and plan.timeout is not None:
-                plan.func = _reporting(plan.func, plan.timeout, plan.name, plan.is_async, _tick)
-                plan.timeout = None  # the wrapper applies it (soft here, hard in the parent)
+            func = spec.func
+            if self.hard and _tick is not None and opts.timeout is not None:
+                # the wrapper applies the timeout (soft here, hard in the parent)
+                is_async = inspect.iscoroutinefunction(func)
+                func = _reporting(func, opts.timeout, spec.name, is_async, _tick)
+                opts = opts.replace(timeout=None)
+            plan = Plan(func, opts, spec.name)
             if spec.limiter is not None:
                 plan.limiter = spec.limiter
             elif spec.rate_share is not None and plan.limiter is not None:
@@ -243,6 +248,7 @@ def _reporting(
     loop holding the GIL never lets the soft limit fire)."""
     if is_async:
 
+        @functools.wraps(func)  # the signature stays the function's (arg_fallback reads it)
         async def attempt_async(*args: Any, **kwargs: Any) -> Any:
             idx = RUNNING.get()
             tick(idx, True)
@@ -256,6 +262,7 @@ def _reporting(
 
         return attempt_async
 
+    @functools.wraps(func)
     def attempt(*args: Any, **kwargs: Any) -> Any:
         idx = RUNNING.get()
         tick(idx, True)
