@@ -470,11 +470,12 @@ class Plan:
                     a, kw = args, kwargs
                 error = yield Attempt(a, kw)
         except GeneratorExit:
-            # the driver closes the generator when an attempt succeeded: candate i worked,
-            # so the ones that failed before it in this call are demoted (fallback_on=None)
+            # the driver closes the generator when an attempt succeeded: candidate i worked,
+            # so the ones before it that failed in this call are demoted (fallback_on=None);
+            # one after it is left alone (later calls start at i or before it anyway)
             if sticky is not None and candidates is not None:
-                for j in pending:
-                    if j != i:
+                for j in set(pending):
+                    if j < i:
                         sticky.demote(candidates[j])
             raise
         if opts.reraise:

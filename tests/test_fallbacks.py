@@ -305,3 +305,22 @@ def test_shared_table_file_goes_with_its_function() -> None:
     del get, sticky
     gc.collect()
     assert not os.path.exists(path)
+
+
+def test_default_fallback_on_demotes_only_earlier_candidates() -> None:
+    """fallback_on=None, both keys fail once (an outage), then the first works again: the
+    second is not demoted for it, and the first stays first."""
+    seen: list[str] = []
+    outage = iter([True, True])
+
+    @opero(retries=2, min_delay=0.001, arg_fallback="key")
+    def call(key: list[str]) -> str:
+        seen.append(key[0])
+        if next(outage, False):
+            raise ConnectionError(key[0])
+        return key[0]
+
+    assert call(["a", "b"]) == "a"
+    assert call(["a", "b"]) == "a"
+    assert seen == ["a", "b", "a", "a"]
+    assert call._opero_plan.sticky.demoted(["a", "b"]) == [False, False]
