@@ -589,10 +589,12 @@ class Plan:
         if failure and self.breaker is not None:
             self._breaker_changed(self.breaker.failed(probe))
 
-    def _succeeded_sync(self) -> None:
+    def _succeeded_sync(self, probe: bool) -> None:
         if self.limiter is not None and self.limiter.adaptive is not None:
             self._rate_changed(self.limiter.succeeded(), False)
-        if self.breaker is not None:
+        # An attempt let through a closed breaker has nothing to tell it (one store operation
+        # saved per call: a redis round trip); the half-open probe's success closes it.
+        if self.breaker is not None and probe:
             self._breaker_changed(self.breaker.succeeded())
 
     def attempt_sync(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -617,8 +619,8 @@ class Plan:
             if breaker is not None or limiter is not None:
                 self._failed_sync(exc, epoch, probe)
             raise
-        if breaker is not None or (limiter is not None and limiter.adaptive is not None):
-            self._succeeded_sync()
+        if probe or (limiter is not None and limiter.adaptive is not None):
+            self._succeeded_sync(probe)
         return value
 
     def call_sync(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -791,7 +793,7 @@ class Plan:
             raise
         if limiter is not None and limiter.adaptive is not None:
             self._rate_changed(await limiter.succeeded_async(), False)
-        if breaker is not None:
+        if breaker is not None and probe:  # see _succeeded_sync
             self._breaker_changed(await breaker.succeeded_async())
         return value
 
