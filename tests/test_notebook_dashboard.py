@@ -322,3 +322,32 @@ def test_http_errors_in_results_pickle_and_hash(demo_server: Any, tmp_path: Any)
         "HTTP Error 404: Not Found",
         "HTTP Error 500: Internal Server Error",
     ]
+
+
+def _slow_square(i: int) -> int:
+    time.sleep(0.02)
+    return i * i
+
+
+def test_in_flight_is_real_in_process_mode() -> None:
+    """Items in worker processes count as in flight, in the map and in the dashboard's row."""
+    squares = opmap(mode="process", workers=2, progress=False, retries=0)(_slow_square)
+    board = dashboard.Dashboard(title="t")
+    seen: list[tuple[int, int]] = []
+
+    def watch() -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(seen) < 5:
+            running = [m for m in maps() if m.name.endswith("_slow_square") and not m.finished]
+            if running and running[0].done > 0:
+                row = next(r for r in board.rows() if r["function"].endswith("_slow_square"))
+                seen.append((running[0].in_flight, row["in_flight"]))
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    out = squares(range(200))
+    watcher.join()
+    assert out == [i * i for i in range(200)]
+    assert seen and all(m >= 1 and r >= 1 for m, r in seen), seen
+    assert squares.stats.in_flight == 0
