@@ -449,3 +449,15 @@ def test_warm_pool_keeps_descriptors_and_limiter_files_flat() -> None:
     assert after["workers"] == before["workers"]
     assert after["files"] == before["files"]
     assert before["files"] >= 2  # the script's own budgets were counted
+
+
+@pytest.mark.timeout(60)
+def test_hard_timeout_sends_the_killed_workers_other_items_again_without_penalty(tmp_path: Path) -> None:
+    """Items queued behind the hung one in its chunk did nothing wrong: they lose no attempt."""
+    pidfile = str(tmp_path / "hog.pid")
+    fn = opmap(mode="process", workers=1, chunksize=4, timeout=1, retries=0, progress=False)(_hog)
+    out = fn([2, 5, 6, 7], pidfile)
+    assert isinstance(out[0], AllFailedError) and isinstance(out[0].errors[0], TimeoutError)
+    assert [v[0] for v in out[1:]] == [5, 6, 7]  # type: ignore[index]
+    st = fn.stats
+    assert (st.calls, st.successes, st.failures, st.attempts, st.timeouts) == (4, 3, 1, 4, 1)
