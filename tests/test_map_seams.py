@@ -461,3 +461,14 @@ def test_hard_timeout_sends_the_killed_workers_other_items_again_without_penalty
     assert [v[0] for v in out[1:]] == [5, 6, 7]  # type: ignore[index]
     st = fn.stats
     assert (st.calls, st.successes, st.failures, st.attempts, st.timeouts) == (4, 3, 1, 4, 1)
+
+
+@pytest.mark.timeout(120)
+def test_joblib_backend_unpicklable_exceptions_fail_only_their_items() -> None:
+    """Under an enclosing joblib.parallel_config (loky), the same seams hold."""
+    import joblib
+
+    fn = opmap(mode="process", retries=0, progress=False)(_api_failure)
+    with joblib.parallel_config(backend="loky", n_jobs=2):
+        out = fn(range(8))
+    _check_failures(out)
