@@ -134,8 +134,18 @@ SEED_BLOCKS: dict[tuple[str, int], Seed] = {
     # The guide's comment says INFO shows cache hits/misses; opero logs them at DEBUG so a
     # 1,000-item map does not flood INFO (the docs say so): at INFO the call prints no line.
     ("basic-usage", 14): Seed(
-        epilogue="print('result', result)",
-        expect=("result 84",),
+        # ...and at DEBUG the guide's "cache hits/misses" and "rate limiting actions" appear.
+        epilogue="""
+        print('result', result)
+        logger.setLevel(logging.DEBUG)
+        monitored_function(42); monitored_function(43); monitored_function(44)
+        """,
+        expect=(
+            "result 84",
+            "monitored_function: cache hit",
+            "monitored_function: cache miss",
+            "monitored_function: rate limit held the call back",
+        ),
     ),
     ("basic-usage", 15): Seed(epilogue="timed_function(3)", expect=("timed_function succeeded in",)),
     ("basic-usage", 16): Seed(
