@@ -70,6 +70,7 @@ def check_live_dashboard(page: Any, artifacts: Path, name: str) -> None:
     first = wait_for(lambda: (fetch_calls(page) or 0) > 0 and fetch_calls(page), 60, "fetch calls above 0")
     chart_1 = wait_for(lambda: fetch_row(page, "chart-calls"), 10, "a calls chart")
     assert "<polyline" in chart_1
+    page.locator(".opero-dashboard").first.scroll_into_view_if_needed()
     page.screenshot(path=str(artifacts / f"{name}-first.png"), full_page=True)
     second = wait_for(lambda: (fetch_calls(page) or 0) > first and fetch_calls(page), 30, "more calls")
     chart_2 = wait_for(
@@ -154,6 +155,7 @@ def test_dashboard_in_dark_jupyterlab_stop_and_saved_snapshot(
     text, background, cell_text = colours
     assert luminance(background) < 0.3, colours
     assert luminance(text) > 0.6 and luminance(cell_text) > 0.6, colours
+    page.locator(".opero-dashboard").first.scroll_into_view_if_needed()
     page.screenshot(path=str(artifacts_dir / "jupyterlab-dark-stopped.png"), full_page=True)
 
     # Idle: the display holds the static snapshot; save, shut the kernel down, reopen.
