@@ -388,3 +388,30 @@ def test_redis_down_keeps_the_breaker_on_this_machine(server: DemoServer) -> Non
             fetch(3)
     assert any(issubclass(w.category, RuntimeWarning) for w in caught)  # "limiting locally"
     assert server.stats["outage"] == 2
+
+
+def test_redecorating_leaks_no_state_files() -> None:
+    """A function's own breaker and adaptive-rate records go away with the function."""
+    import gc
+
+    from opero.stores.host import folder
+
+    def files() -> int:
+        return sum(1 for n in os.listdir(folder()) if n.startswith(("breaker-fn-", "aimd-fn-")))
+
+    def fds() -> int:
+        return len(os.listdir(f"/proc/{os.getpid()}/fd"))
+
+    gc.collect()
+    before, fd_before = files(), fds()
+    for _ in range(30):
+
+        @opero_deco(rate_limit="auto", circuit_breaker=True)
+        def fetch() -> int:
+            return 1
+
+        assert fetch() == 1
+    del fetch
+    gc.collect()
+    assert files() <= before + 1
+    assert fds() <= fd_before + 3  # 30 x (limiter + rate record + breaker) would be 90
