@@ -51,6 +51,15 @@ class Sleep(NamedTuple):
     delay: float
 
 
+class _Round:
+    """The one field tenacity's ``wait_exponential`` reads from a ``RetryCallState``."""
+
+    __slots__ = ("attempt_number",)
+
+    def __init__(self, attempt_number: int) -> None:
+        self.attempt_number = attempt_number
+
+
 class _Outcome:
     """The failed attempt, as a tenacity ``Future`` shows it to wait strategies."""
 
@@ -253,6 +262,7 @@ class Plan:
         self.keys: KeyBuilder | None = cache[0] if cache is not None else None
         self.cache: CacheBackend | None = cache[1] if cache is not None else None
         self.timeout = options.timeout
+        self._backoff: Callable[[Any], float] | None = None  # tenacity's wait_exponential, lazily
         self._pick_fast_path()
 
     @property
@@ -318,14 +328,19 @@ class Plan:
     # -- decisions (shared by both drivers) --------------------------------------------------
 
     def delay(self, round_number: int) -> float:
-        """Built-in backoff before round ``round_number + 1``:
+        """Built-in backoff before round ``round_number + 1``: tenacity's ``wait_exponential``,
         ``min(max_delay, min_delay * backoff_factor ** (round_number - 1))``, plus jitter."""
         o = self.options
-        try:
-            base = o.min_delay * o.backoff_factor ** (round_number - 1)
-        except OverflowError:
-            base = o.max_delay
-        base = max(o.min_delay, min(base, o.max_delay))
+        wait = self._backoff
+        if wait is None:
+            # tenacity's strategy, imported at the first failure only: `import opero` and
+            # calls that succeed never load tenacity (it pulls in tornado where installed).
+            from tenacity import wait_exponential
+
+            wait = self._backoff = wait_exponential(
+                multiplier=o.min_delay, exp_base=o.backoff_factor, min=o.min_delay, max=o.max_delay
+            )
+        base = float(wait(_Round(round_number)))  # type: ignore[arg-type]
         jitter = o.jitter
         return base * (1.0 + random.random() * jitter) if jitter else base
 
