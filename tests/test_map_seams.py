@@ -81,16 +81,26 @@ def test_portable_returns_a_picklable_exception_itself() -> None:
     assert portable(err) is err
 
 
+class LockedApiError(ApiError):
+    """Holds a lock: it cannot pickle even where a library (distributed, via tblib) taught
+    pickle to rebuild exceptions like ApiError."""
+
+    def __init__(self, code: int, detail: str) -> None:
+        super().__init__(code, detail)
+        self.lock = threading.Lock()
+
+
 def test_portable_keeps_type_message_traceback_of_an_unrebuildable_exception() -> None:
     try:
-        raise ApiError(429, "slow down")
+        raise LockedApiError(429, "slow down")
     except ApiError as exc:
         caught = exc
     out = portable(caught)
     assert isinstance(out, RemoteError)
-    assert (out.type_name, out.message, out.status) == (f"{__name__}.ApiError", "429: slow down", 429)
-    assert "raise ApiError(429" in out.traceback_text
-    assert str(out) == f"{__name__}.ApiError: 429: slow down"
+    name = f"{__name__}.LockedApiError"
+    assert (out.type_name, out.message, out.status) == (name, "429: slow down", 429)
+    assert "raise LockedApiError(429" in out.traceback_text
+    assert str(out) == f"{name}: 429: slow down"
     back = pickle.loads(pickle.dumps(out))
     assert (back.type_name, back.message, back.traceback_text) == (
         out.type_name,
@@ -104,6 +114,7 @@ def test_portable_keeps_status_and_headers_of_urllib_http_error() -> None:
     headers["Retry-After"] = "7"
     headers["Content-Type"] = "text/plain"
     err = urllib.error.HTTPError("http://127.0.0.1/x", 429, "Too Many Requests", headers, io.BytesIO(b"x"))
+    err.lock = threading.Lock()  # type: ignore[attr-defined]  # unpicklable wherever this runs
     out = portable(err)
     assert isinstance(out, RemoteError)
     assert out.type_name == "urllib.error.HTTPError"
@@ -135,7 +146,7 @@ def test_portable_reads_response_status_and_headers_of_requests_and_httpx_errors
 
 
 def test_portable_keeps_all_failed_error_and_makes_its_attempts_portable() -> None:
-    err = AllFailedError("f", [ValueError("a"), ApiError(500, "b")])
+    err = AllFailedError("f", [ValueError("a"), LockedApiError(500, "b")])
     out = portable(err)
     assert isinstance(out, AllFailedError)
     assert isinstance(out.errors[0], ValueError)
