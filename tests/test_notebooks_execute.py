@@ -21,7 +21,7 @@ EXPECTED = {
     ],
     "02_scraping_fallbacks_rate_limits.ipynb": [
         "pages: 20 first: Page 0 via Mozilla/5.0 (X11; Linux x86_64)",
-        "fallbacks: 20",
+        "fallbacks at most one per worker: True",
         "keys used: {'key-good'}",
         "with rate_limit=15: 429s = 0 ok = 40",
     ],
