@@ -127,5 +127,13 @@ def test_budgets_of_killed_processes_are_swept() -> None:
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert os.path.exists(path)  # nobody could clean up
+    folder = os.path.dirname(path)
+    record = os.path.join(folder, f"breaker-fn-{proc.pid}-f-1.rec")
+    live = os.path.join(folder, f"fn-{os.getpid()}-mine-999.gcra")
+    for planted in (record, live):
+        with open(planted, "wb"):
+            pass
     run_python("from opero.stores import host; host.folder()")
-    assert not os.path.exists(path)
+    assert not os.path.exists(path) and not os.path.exists(record)
+    assert os.path.exists(live)  # this process is alive: its files stay
+    os.unlink(live)

@@ -32,6 +32,7 @@ import atexit
 import fcntl
 import itertools
 import os
+import re
 import shutil
 import stat
 import struct
@@ -137,23 +138,28 @@ def folder() -> str:
         return path
 
 
-def _sweep(path: str, base: str) -> None:
-    """Remove function budgets left by processes that died without cleaning up (SIGKILL).
+#: Per-process files in the folder: budgets ``fn-<pid>-…``, records ``<kind>-fn-<pid>-…``
+#: and replacements for planted files ``private-<pid>-…``.
+_PER_PROCESS = re.compile(r"^(?:[a-z]+-)?(?:fn|private)-(\d+)-.*\.(?:gcra|rec)$")
 
-    Once per process. Only this user's regular files named ``fn-<pid>-...`` (and the
+
+def _sweep(path: str, base: str) -> None:
+    """Remove per-process files left by processes that died without cleaning up (SIGKILL).
+
+    Once per process. Only this user's regular files of :data:`_PER_PROCESS` (and the
     ``opero-<uid>-fn-<pid>-...`` files of older versions in ``base``) whose process is gone;
     a worker still holding one keeps its descriptor and budget (unlinking frees the name).
     """
     uid = os.getuid()
-    old = f"opero-{uid}-fn-"
-    for folder_, prefix in ((path, "fn-"), (path, "private-"), (base, old)):
+    old = re.compile(rf"^opero-{uid}-fn-(\d+)-.*\.gcra$")
+    for folder_, pattern in ((path, _PER_PROCESS), (base, old)):
         try:
-            names = [n for n in os.listdir(folder_) if n.startswith(prefix) and n.endswith(".gcra")]
+            names = os.listdir(folder_)
         except OSError:
             continue
         for name in names:
-            pid = name[len(prefix) :].split("-", 1)[0]
-            if not pid.isdigit() or _alive(int(pid)):
+            match = pattern.match(name)
+            if match is None or _alive(int(match[1])):
                 continue
             full = os.path.join(folder_, name)
             try:
