@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     warm(range(args.workers * 2))  # start the pool before measuring memory
     rss_start = rss_peak = rss_mb()
     t0 = time.perf_counter()
-    ok = failed = wrong = lost_final = 0
+    ok = failed = wrong = lost_final = owed = 0
     kills: list[int] = []
     for x, value in enumerate(fn.imap(items(n))):
         if isinstance(value, BaseException):
@@ -107,9 +107,14 @@ def main(argv: list[str] | None = None) -> int:
             wrong += 1
         done = x + 1
         if every and done % every == 0 and done < n:
+            owed += 1
+        if owed:
+            # only a worker that holds items is killed (an idle one would cost nothing);
+            # when none does right now, the kill waits for the next item
             pid = kill_a_worker()
             if pid is not None:
                 kills.append(pid)
+                owed -= 1
         if done % 10_000 == 0:
             rss_peak = max(rss_peak, rss_mb())
     seconds = time.perf_counter() - t0
