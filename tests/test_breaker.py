@@ -28,6 +28,15 @@ from tests._fixtures_redis import run_python
 from tests._redis import RedisServer
 
 
+@pytest.fixture
+def redis_server(redis_server: RedisServer) -> Iterator[RedisServer]:
+    """The session's redis-server, wiped after each test here (other tests count its keys)."""
+    import redis
+
+    yield redis_server
+    redis.Redis.from_url(redis_server.url).flushdb()
+
+
 def get(url: str) -> Any:
     """GET a JSON document; HTTP errors raise urllib.error.HTTPError."""
     with urllib.request.urlopen(url, timeout=10) as response:

@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,6 +15,15 @@ import pytest
 from opero import opero
 from tests._redis import RedisServer
 from tests._spacing import EXACT, max_starts_in
+
+
+@pytest.fixture
+def redis_server(redis_server: RedisServer) -> Iterator[RedisServer]:
+    """The session's redis-server, wiped after each test here (other tests count its keys)."""
+    import redis
+
+    yield redis_server
+    redis.Redis.from_url(redis_server.url).flushdb()
 
 
 def _grants(fn: Any) -> list[float]:
