@@ -324,3 +324,33 @@ def test_configure_logging_rejects_unknown_level_naming_it() -> None:
     """A bad level name raises ConfigurationError naming the value and the allowed ones."""
     with pytest.raises(opero.ConfigurationError, match=r"'LOUD'.*DEBUG, INFO, WARNING"):
         opero.configure_logging("LOUD")
+
+
+@pytest.mark.dask
+@pytest.mark.timeout(180)
+def test_in_process_dask_map_keeps_the_logger_and_logs_once(caplog: pytest.LogCaptureFixture) -> None:
+    """Regression: a dask map on an in-process cluster disabled the caller's opero logger.
+
+    Its worker threads share this process: the map's retry is logged once, here, and the
+    logger still works afterwards.
+    """
+    from distributed import Client, LocalCluster
+
+    seen: set[int] = set()
+
+    @opmap(mode="dask", retries=1, min_delay=0.001, progress=False)
+    def once(x: int) -> int:
+        if x == 2 and x not in seen:
+            seen.add(x)
+            raise ConnectionError("blip")
+        return x
+
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster,
+        Client(cluster),
+        caplog.at_level(logging.INFO, logger="opero"),
+    ):
+        assert once(range(4)) == [0, 1, 2, 3]
+    assert not logging.getLogger("opero").disabled
+    retries = [r for r in caplog.records if getattr(r, "event", None) == "retry"]
+    assert len(retries) == 1 and retries[0].function == once.stats.name  # type: ignore[attr-defined]

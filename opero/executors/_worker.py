@@ -290,7 +290,9 @@ def run_task(token: str, spec_bytes: bytes, chunk_id: int, indices: list[int], b
         if wp is None:
             import cloudpickle
 
-            _quiet_logger()
+            # No _quiet_logger() here: a dask worker may be a thread of the caller's own
+            # process (LocalCluster(processes=False)), and disabling the logger would silence
+            # the caller for good. Relayed events are not delivered here anyway.
             wp = _runners[token] = ChunkRunner(cloudpickle.loads(spec_bytes))
             while len(_runners) > 8:  # keep only recent maps' runners
                 _runners.pop(next(iter(_runners)))
