@@ -469,7 +469,7 @@ def import_time(q: bool) -> dict[str, Any]:
     env = dict(os.environ)
     snippets = {"bare interpreter": "pass", "asyncio": "import asyncio", "opero": "import opero"}
     walls: dict[str, list[float]] = {k: [] for k in snippets}
-    for _ in range(5 if q else 21):
+    for _ in range(3 if q else 21):
         for name, code in snippets.items():
             t0 = time.perf_counter()
             subprocess.run([sys.executable, "-c", code], env=env, check=True, cwd=NEUTRAL)
@@ -479,7 +479,7 @@ def import_time(q: bool) -> dict[str, Any]:
 
     def cumulative(module: str) -> float:
         runs = []
-        for _ in range(3 if q else 7):
+        for _ in range(2 if q else 7):
             out = subprocess.run(
                 [sys.executable, "-X", "importtime", "-c", f"import {module}"],
                 env=env,
@@ -592,7 +592,7 @@ def scale(q: bool) -> dict[str, Any]:
     """Each size in a fresh interpreter, so a peak RSS belongs to that size alone."""
     sizes = {
         "thread": [10**3, 10**4, 10**5] if q else [10**3, 10**4, 10**5, 10**6],
-        "process": [10**2, 10**3] if q else [10**2, 10**3, 10**4],
+        "process": [10**2, 300] if q else [10**2, 10**3, 10**4],
     }
     out: dict[str, list[dict[str, Any]]] = {}
     for mode, ns in sizes.items():

@@ -2,6 +2,7 @@
 
 Usage: ``python benchmarks/table.py benchmarks/results/<run>.json [before.json]``. With a
 second file, a before/after table of opero's figures and target ratios is printed as well.
+``--readme`` rewrites the README's table (between its ``bench:start``/``bench:end`` marks).
 """
 
 from __future__ import annotations
@@ -121,7 +122,50 @@ def caption(doc: dict[str, Any]) -> str:
     )
 
 
+PEERS = (
+    "tenacity, stamina and pyresilience (retries); cachetools, `functools.lru_cache`, diskcache and "
+    "`joblib.Memory` (caches); `concurrent.futures` (ThreadPoolExecutor, ProcessPoolExecutor), "
+    "`multiprocessing` (`Pool`, `pool.ThreadPool`), joblib (loky, threading) and mpire (maps); "
+    "asyncio with a Semaphore and aiometer (async maps); aiolimiter and pyrate-limiter (rate "
+    "limits); pandas' own `Series.map` and `DataFrame.apply`"
+)
+
+
+def readme_section(doc: dict[str, Any], link: bool = True) -> str:
+    """The README's benchmark table with its caption (``link``: to the performance page)."""
+    return "\n".join(
+        [
+            "<!-- bench:start (written by benchmarks/table.py --readme from a make bench run) -->",
+            f"Every peer below was measured in the same run as opero: {PEERS}.",
+            "",
+            caption(doc)
+            + " Lower is better. Per-call figures are CPU time of the benchmark process; map figures are"
+            " wall time. *Ideal* is the work itself with perfect scheduling: 200 × 5 ms on 2 processes"
+            " is 0.50 s; 500 items of 20 ms at most 32 at a time is 16 rounds (⌈500/32⌉), 0.32 s."
+            + (
+                " Charts, method and the cost at scale: [docs/performance.md](docs/performance.md)."
+                if link
+                else ""
+            ),
+            "",
+            *rows(doc),
+            "<!-- bench:end -->",
+        ]
+    )
+
+
+def update_readme(path: Path, doc: dict[str, Any]) -> None:
+    """Replace the table between the marks of the README (or the performance page)."""
+    text = path.read_text()
+    start = text.index("<!-- bench:start")
+    end = text.index("<!-- bench:end -->") + len("<!-- bench:end -->")
+    path.write_text(text[:start] + readme_section(doc, link=path.name == "README.md") + text[end:])
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "--readme":
+        update_readme(Path(sys.argv[3]), json.loads(Path(sys.argv[2]).read_text()))
+        sys.exit()
     doc = json.loads(Path(sys.argv[1]).read_text())
     print(caption(doc) + "\n")
     print("\n".join(rows(doc)))
