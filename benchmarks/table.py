@@ -59,6 +59,11 @@ def rows(doc: dict[str, Any]) -> list[str]:
             continue
         ideal = shape.get("ideal")
         unit = shape["unit"] + (f", ideal {ideal:g} s" if ideal else "")
+        if "opero" not in res:  # several opero variants (pandas): each named, peers after
+            ours = " · ".join(f"{k[6:]} **{_fmt(v)}**" for k, v in res.items() if k.startswith("opero"))
+            others = " · ".join(f"{k} {_fmt(v)}" for k, v in res.items() if not k.startswith("opero"))
+            out.append(f"| {shape['title']} ({unit}) | {ours} | {others} | | |")
+            continue
         peers = " · ".join(
             f"{k} {_fmt(v)}" for k, v in sorted(res.items(), key=lambda kv: kv[1]) if k != "opero"
         )
@@ -69,13 +74,20 @@ def rows(doc: dict[str, Any]) -> list[str]:
         )
     rl = doc["shapes"].get("rate_limit")
     if rl:
-        parts = []
+        ours, others = [], []
         for k, v in rl["results"].items():
             if isinstance(v, dict):
-                parts.append(f"{k} {v['elapsed_s']:.2f} s (min spacing {v['min_spacing_ms']:.1f} ms)")
+                text = (
+                    f"{k.split(', ', 1)[1]} {v['elapsed_s']:.2f} s (min spacing {v['min_spacing_ms']:.1f} ms)"
+                )
             else:
-                parts.append(f"{k}: {v}")
-        out.append(f"| {rl['title']} (s, ideal {rl['ideal']:.2f}) | see peers | {' · '.join(parts)} | | |")
+                text = f"{k.split(', ', 1)[1]}: {v}"
+            (ours if k.startswith("opero") else others).append(
+                text if k.startswith("opero") else f"{k.split(',', 1)[0]} {text}"
+            )
+        out.append(
+            f"| {rl['title']} (s, ideal {rl['ideal']:.2f}) | {' · '.join(ours)} | {' · '.join(others)} | | |"
+        )
     sc = doc["shapes"].get("scale")
     if sc:
         for mode, points in sc["results"].items():
