@@ -155,22 +155,8 @@ def _wrap(func: Callable[..., Any], options: Options) -> Any:
     if options.cache and (inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func)):
         return _wrap_generator(func, options)
     plan = build_plan(func, options)
-    if plan.is_async:
-        call_async = plan.call_async
-
-        @functools.wraps(func)
-        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            return await call_async(args, kwargs)
-
-        _attach(async_wrapper, plan)
-        return async_wrapper
-
-    call_sync = plan.call_sync
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return call_sync(args, kwargs)
-
+    # The plan's entry is the wrapper itself (its fast path without a frame in between).
+    wrapper = functools.wraps(func)(plan.async_entry() if plan.is_async else plan.sync_entry())
     _attach(wrapper, plan)
     return wrapper
 

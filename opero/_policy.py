@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import math
-import random
 import time
 from collections.abc import Callable, Generator, Mapping
 from typing import Any, NamedTuple
@@ -342,7 +341,7 @@ class Plan:
             )
         base = float(wait(_Round(round_number)))  # type: ignore[arg-type]
         jitter = o.jitter
-        return base * (1.0 + random.random() * jitter) if jitter else base
+        return base * (1.0 + _jitter() * jitter) if jitter else base
 
     def pause(
         self,
@@ -638,6 +637,99 @@ class Plan:
             self._succeeded_sync(probe)
         return value
 
+    def sync_entry(self) -> Callable[..., Any]:
+        """The function ``@opero`` wraps: :meth:`call_sync`'s fast path with ``*args``.
+
+        The same decisions as ``call_sync``, one frame fewer and with the plan's fixed parts
+        in closure cells (cheaper to read than attributes); its mutable parts (stats swapped
+        by workers, the fast-path kind that a new limiter changes) are read at every call.
+        """
+        plan, func, recorder, general = self, self.func, self.recorder, self._call_sync
+        entries, arity, failed_first = self._entries, self._key_arity, self._failed_first_sync
+        quiet = max(LEVELS["start"], LEVELS["success"], LEVELS["cache_hit"])
+        tel, state = _telemetry, testing_state
+
+        def entry(*args: Any, **kwargs: Any) -> Any:
+            stats = plan.stats
+            n = stats.started()
+            began = _perf() if not n & _SAMPLE_MASK or n < _SAMPLE_ALL else None
+            fast = plan._fast
+            if (
+                fast is not None
+                and recorder.relay is None
+                and not tel._subscribers
+                and (_cached_level(quiet) is False or not _enabled(quiet))
+            ):
+                if fast == "plain":
+                    try:
+                        value = func(*args, **kwargs)
+                    except BaseException as exc:
+                        return failed_first(args, kwargs, exc, began)
+                    stats.quick()
+                    if began is not None:
+                        stats.mark(_perf() - began)
+                    return value
+                if len(args) == arity and not kwargs and state.cache:
+                    key: Any
+                    if arity == 1:
+                        key = (args, (type(args[0]),))
+                    elif arity == 2:
+                        key = (args, (type(args[0]), type(args[1])))
+                    else:
+                        key = (args, tuple(map(type, args)))
+                    try:
+                        found = entries.get(key)
+                    except TypeError:
+                        found = None
+                    if found is not None and (found[1] is None or _monotonic() < found[1]):
+                        try:
+                            entries.move_to_end(key)
+                        except KeyError:
+                            pass
+                        stats.hit()
+                        if began is not None:
+                            stats.mark(_perf() - began)
+                        return found[0]
+            return general(args, kwargs, began)
+
+        return entry
+
+    def async_entry(self) -> Callable[..., Any]:
+        """The coroutine function ``@opero`` wraps: :meth:`call_async` as one coroutine."""
+        plan, func, recorder, general = self, self.func, self.recorder, self._call_async
+        failed_first, hit = self._failed_first_async, self._hit
+        quiet = max(LEVELS["start"], LEVELS["success"], LEVELS["cache_hit"])
+        tel = _telemetry
+
+        async def entry(*args: Any, **kwargs: Any) -> Any:
+            stats = plan.stats
+            n = stats.started()
+            began = _perf() if not n & _SAMPLE_MASK or n < _SAMPLE_ALL else None
+            fast = plan._fast
+            if (
+                fast is not None
+                and recorder.relay is None
+                and not tel._subscribers
+                and (_cached_level(quiet) is False or not _enabled(quiet))
+            ):
+                if fast == "plain":
+                    try:
+                        value = await func(*args, **kwargs)
+                    except BaseException as exc:
+                        return await failed_first(args, kwargs, exc, began)
+                    stats.quick()
+                    if began is not None:
+                        stats.mark(_perf() - began)
+                    return value
+                if (value := hit(args, kwargs)) is not MISS:
+                    stats.hit()
+                    if began is not None:
+                        stats.mark(_perf() - began)
+                    return value
+            return await general(args, kwargs, began)
+
+        return entry
+
     def call_sync(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Run one call of a sync function with the full policy.
 
@@ -918,3 +1010,11 @@ def _rebuild(
     plan.limiter, plan.breaker, plan.in_map = limiter, breaker, in_map
     plan.sticky = sticky  # demotions reach the workers and come back from them
     return plan
+
+
+def _jitter() -> float:
+    # random (with bisect and hashlib's sha512) is imported at the first backoff, not at
+    # `import opero`: a call that never retries never needs it.
+    import random
+
+    return random.random()

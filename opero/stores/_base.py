@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 import re
 import stat
-import tempfile
 from collections.abc import Hashable
-from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = [
     "MISS",
@@ -94,6 +95,8 @@ def atomic_write(folder: Path, path: str | Path, data: bytes) -> None:
     Readers never see half a file; ``os.replace`` swaps the directory entry, so a symlink
     planted at ``path`` is replaced, never followed.
     """
+    import tempfile  # here: tempfile (with shutil, lzma, bz2) costs ~5 ms at `import opero`
+
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")  # mode 0600
     try:
         with os.fdopen(fd, "wb") as f:
