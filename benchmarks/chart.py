@@ -83,7 +83,8 @@ def _scale(fig: Any, shape: dict[str, Any]) -> None:
     left.set_yscale("log")
     left.set_ylabel("µs per item (flat = linear cost)")
     right.set_ylabel("peak RSS growth during the map, MB")
-    right.set_ylim(bottom=0)
+    top = max((p["growth_mb"] for points in shape["results"].values() for p in points), default=0)
+    right.set_ylim(0, max(10.0, top * 1.3))  # MB: a flat line near 0 is bounded memory
 
 
 def draw(doc: dict[str, Any], out_dir: Path) -> list[Path]:

@@ -166,17 +166,40 @@ def readme_section(doc: dict[str, Any], link: bool = True) -> str:
     )
 
 
-def update_readme(path: Path, doc: dict[str, Any]) -> None:
-    """Replace the table between the marks of the README (or the performance page)."""
+def update_readme(path: Path, doc: dict[str, Any], before: dict[str, Any] | None = None) -> None:
+    """Replace the table between the marks of the README (or the performance page).
+
+    With ``before``, a ``compare:start``/``compare:end`` pair is filled with the
+    before/after table too.
+    """
     text = path.read_text()
     start = text.index("<!-- bench:start")
     end = text.index("<!-- bench:end -->") + len("<!-- bench:end -->")
-    path.write_text(text[:start] + readme_section(doc, link=path.name == "README.md") + text[end:])
+    text = text[:start] + readme_section(doc, link=path.name == "README.md") + text[end:]
+    if before is not None and "<!-- compare:start" in text:
+        start = text.index("<!-- compare:start")
+        end = text.index("<!-- compare:end -->") + len("<!-- compare:end -->")
+        m = before["meta"]
+        body = "\n".join(
+            [
+                "<!-- compare:start (written by benchmarks/table.py --readme) -->",
+                f"Before = {m['label'].removeprefix('before: ')} "
+                f"({m['date'][:16].replace('T', ' ')} UTC, load average "
+                f"{', '.join(f'{x:.1f}' for x in m['machine'].get('load_average_at_start', []))}); "
+                "after = the latest run, below. Each run measured opero beside every peer.",
+                "",
+                *before_after(before, doc),
+                "<!-- compare:end -->",
+            ]
+        )
+        text = text[:start] + body + text[end:]
+    path.write_text(text)
 
 
 if __name__ == "__main__":
-    if sys.argv[1] == "--readme":
-        update_readme(Path(sys.argv[3]), json.loads(Path(sys.argv[2]).read_text()))
+    if sys.argv[1] == "--readme":  # --readme RESULTS FILE [BEFORE]
+        old = json.loads(Path(sys.argv[4]).read_text()) if len(sys.argv) > 4 else None
+        update_readme(Path(sys.argv[3]), json.loads(Path(sys.argv[2]).read_text()), old)
         sys.exit()
     doc = json.loads(Path(sys.argv[1]).read_text())
     print(caption(doc) + "\n")
