@@ -94,9 +94,19 @@ def _unwrap_method(func: Any) -> tuple[Callable[..., Any], Callable[[Any], Any] 
 
 
 def _attach(wrapper: Any, plan: Plan) -> None:
-    wrapper.stats = plan.stats
-    wrapper.cache_clear = plan.cache.clear if plan.cache is not None else _no_cache
+    # A wrapper pickled by value (cloudpickle, from __main__ or a notebook) is rebuilt from its
+    # __dict__ in this order: the plan first (rebuilt there, registering its stats), then
+    # ``stats`` (which unpickles as the registered stats of that name: the plan's) and
+    # ``cache_clear`` (bound to the same rebuilt plan), so both stay the live plan's.
     wrapper._opero_plan = plan
+    wrapper.stats = plan.stats
+    wrapper.cache_clear = functools.partial(_clear_cache_of, plan) if plan.cache is not None else _no_cache
+
+
+def _clear_cache_of(plan: Plan) -> None:
+    """Drop the cached results of ``plan``'s function."""
+    if plan.cache is not None:
+        plan.cache.clear()
 
 
 def _no_cache() -> None:

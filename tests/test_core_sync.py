@@ -415,13 +415,8 @@ def test_decorated_function_pickles_by_value() -> None:
     assert g.__wrapped__.__globals__["CALLS"] == [2, 3]  # the second g(2) was a cache hit
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: fn.stats and fn.cache_clear of a function unpickled by value belong to a "
-    "copy, not to the plan rebuilt in that process (the function's __dict__ is pickled apart)",
-)
 def test_unpickled_function_stats_are_live() -> None:
-    """After unpickling by value, fn.stats counts the calls made in the new process."""
+    """Unpickled by value, fn.stats and fn.cache_clear are those of the plan rebuilt there."""
     import pickle
 
     import cloudpickle
@@ -433,6 +428,9 @@ def test_unpickled_function_stats_are_live() -> None:
     g = pickle.loads(cloudpickle.dumps(opero(cache=True)(f)))
     assert [g(1), g(1)] == [1, 1]
     assert (g.stats.calls, g.stats.cache_hits) == (2, 1)
+    g.cache_clear()
+    assert g(1) == 1
+    assert (g.stats.calls, g.stats.cache_hits, g.stats.cache_misses) == (3, 1, 2)
 
 
 def test_cache_hit_skips_call() -> None:
