@@ -86,7 +86,9 @@ def test_mypy_reports_the_marked_lines_when_ignores_are_off(tmp_path: Path) -> N
     )
     found: dict[int, set[str]] = {}
     for line in proc.stdout.splitlines():
-        m = re.match(rf"{re.escape(str(bare))}:(\d+): error: .*\[([\w-]+)\]$", line)
+        # any path: mypy's incremental cache may replay an identical file's errors under the
+        # path it had in an earlier run
+        m = re.match(r".*typing_check\.py:(\d+): error: .*\[([\w-]+)\]$", line)
         if m:
             found.setdefault(int(m[1]), set()).add(m[2])
     assert found == _marked(), proc.stdout
