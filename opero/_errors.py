@@ -89,6 +89,10 @@ class RemoteError(OperoError):
         headers: the HTTP response headers of such errors, as a plain dict, else None.
     """
 
+    type_name: str
+    message: str
+    traceback_text: str
+
     def __init__(
         self,
         type_name: str,
@@ -97,17 +101,37 @@ class RemoteError(OperoError):
         status: int | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
-        self.type_name = type_name
-        self.message = message
-        self.traceback_text = traceback_text
-        self.status = status
-        self.headers = headers
-        super().__init__(f"{type_name}: {message}" if message else type_name)
+        _fill(self, type_name, message, traceback_text, status, headers)
+
+    # Properties, not plain attributes: in a typed stand-in (a subclass of the original class
+    # too) they win over the original's own ``status``/``headers`` descriptors.
+    @property
+    def status(self) -> int | None:
+        """The HTTP status code of the original error, or None."""
+        return self.__dict__.get("_status")
+
+    @status.setter
+    def status(self, value: int | None) -> None:
+        self.__dict__["_status"] = value
+
+    @property
+    def headers(self) -> dict[str, str] | None:
+        """The HTTP response headers of the original error as a plain dict, or None."""
+        return self.__dict__.get("_headers")
+
+    @headers.setter
+    def headers(self, value: dict[str, str] | None) -> None:
+        self.__dict__["_headers"] = value
+
+    def __str__(self) -> str:
+        return f"{self.type_name}: {self.message}" if self.message else self.type_name
 
     def __reduce__(self) -> tuple[Any, ...]:
+        original = type(self).__dict__.get("_opero_original")
+        where = (original.__module__, original.__qualname__) if original is not None else None
         return (
-            type(self),
-            (self.type_name, self.message, self.traceback_text, self.status, self.headers),
+            _rebuild_remote,
+            (where, self.type_name, self.message, self.traceback_text, self.status, self.headers),
         )
 
     @classmethod
@@ -132,7 +156,140 @@ class RemoteError(OperoError):
         except Exception:
             text = ""
         status, headers = _http_details(exc)
-        return cls(type_name, message, text, status, headers)
+        return _make_remote(kind if cls is RemoteError else None, type_name, message, text, status, headers)
+
+
+class _Response:
+    """What code reading ``err.response.status_code`` / ``.headers`` finds on a stand-in."""
+
+    __slots__ = ("headers", "status_code")
+
+    def __init__(self, status_code: int | None, headers: dict[str, str] | None) -> None:
+        self.status_code = status_code
+        self.headers = headers or {}
+
+    @property
+    def status(self) -> int | None:
+        return self.status_code
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_Response, (self.status_code, self.headers))
+
+
+def _fill(
+    err: RemoteError,
+    type_name: str,
+    message: str,
+    traceback_text: str,
+    status: int | None,
+    headers: dict[str, str] | None,
+) -> None:
+    err.type_name = type_name
+    err.message = message
+    err.traceback_text = traceback_text
+    err.status = status
+    err.headers = headers
+    err.args = (str(err),)
+    if not isinstance(err, RemoteError) or type(err) is RemoteError:
+        return
+    # A typed stand-in: give the original class's readers what they look for (urllib's
+    # HTTPError reads code/msg/hdrs; requests and httpx errors carry a response).
+    if hasattr(type(err), "getcode"):  # urllib.error.HTTPError and its subclasses
+        import io
+
+        # its file-like base looks every unknown attribute up on .file: an empty body
+        body = io.BytesIO(b"")
+        for name, value in (
+            ("code", status),
+            ("msg", message),
+            ("hdrs", headers),
+            ("fp", body),
+            ("file", body),
+        ):
+            try:
+                object.__setattr__(err, name, value)
+            except (AttributeError, TypeError):
+                pass
+    try:
+        if status is not None and getattr(err, "response", None) is None:
+            object.__setattr__(err, "response", _Response(status, headers))
+    except Exception:  # an odd __getattr__ on the original class: keep the stand-in as it is
+        pass
+
+
+#: original class -> its typed stand-in class (a subclass of RemoteError and of the original)
+_typed: dict[type[BaseException], type[RemoteError]] = {}
+
+
+def _typed_class(kind: type[BaseException]) -> type[RemoteError]:
+    """A class deriving from both RemoteError and ``kind``, so ``except kind`` still catches.
+
+    Falls back to plain RemoteError where Python cannot combine them (an instance-layout
+    conflict, a final class) or where ``kind`` is an opero error already.
+    """
+    cls = _typed.get(kind)
+    if cls is None:
+        cls = RemoteError
+        if not issubclass(kind, OperoError) and issubclass(kind, Exception):
+            try:
+                cls = type(
+                    kind.__name__,
+                    (RemoteError, kind),
+                    {
+                        "__module__": kind.__module__,
+                        "__qualname__": kind.__qualname__,
+                        "_opero_original": kind,
+                    },
+                )
+            except TypeError:
+                cls = RemoteError
+        _typed[kind] = cls
+    return cls
+
+
+def _make_remote(
+    kind: type[BaseException] | None,
+    type_name: str,
+    message: str,
+    traceback_text: str,
+    status: int | None,
+    headers: dict[str, str] | None,
+) -> RemoteError:
+    cls = _typed_class(kind) if kind is not None else RemoteError
+    if cls is RemoteError:
+        return RemoteError(type_name, message, traceback_text, status, headers)
+    try:
+        # the original's __new__ without arguments (OSError and friends need their own);
+        # its __init__ is skipped: it wants the original constructor's arguments
+        err = cls.__new__(cls)
+        _fill(err, type_name, message, traceback_text, status, headers)
+        return err
+    except Exception:
+        return RemoteError(type_name, message, traceback_text, status, headers)
+
+
+def _rebuild_remote(
+    where: tuple[str, str] | None,
+    type_name: str,
+    message: str,
+    traceback_text: str,
+    status: int | None,
+    headers: dict[str, str] | None,
+) -> RemoteError:
+    """Unpickle a stand-in: typed again when the original class can be imported here."""
+    kind: Any = None
+    if where is not None:
+        import importlib
+
+        try:
+            kind = importlib.import_module(where[0])
+            for part in where[1].split("."):
+                kind = getattr(kind, part)
+        except Exception:
+            kind = None
+    if not (isinstance(kind, type) and issubclass(kind, BaseException)):
+        kind = None
+    return _make_remote(kind, type_name, message, traceback_text, status, headers)
 
 
 def _http_details(exc: BaseException) -> tuple[int | None, dict[str, str] | None]:
@@ -167,13 +324,27 @@ def _http_details(exc: BaseException) -> tuple[int | None, dict[str, str] | None
 
 
 def _round_trips(exc: BaseException) -> bool:
+    """Whether ``exc`` survives pickling by its own means.
+
+    The check ignores reducers registered globally with ``copyreg`` (``distributed`` installs
+    tblib's for every exception class): the verdict, and so what a result column holds and
+    how it hashes, must not depend on which library happened to be imported first.
+    """
+    import io
     import pickle
 
     try:
-        pickle.loads(pickle.dumps(exc, protocol=pickle.HIGHEST_PROTOCOL))
+        buf = io.BytesIO()
+        pickler = pickle.Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL)
+        pickler.dispatch_table = {}  # type: ignore[assignment]
+        pickler.dump(exc)
+        pickle.loads(buf.getvalue())
         return True
     except Exception:
         pass
+    kind = type(exc)
+    if kind.__module__ != "__main__" and "<locals>" not in kind.__qualname__:
+        return False
     try:
         # classes defined in __main__, a notebook cell or a function travel by value
         import cloudpickle

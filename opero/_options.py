@@ -170,7 +170,8 @@ class Options:
     cache_key: Callable[..., Any] | None = None
     cache_namespace: str = "opero"
     cache_backend: str = "memory"
-    cache_backend_config: Mapping[str, Any] = field(default_factory=dict)
+    # repr=False: it may hold a redis password, and options end up in reprs and logs
+    cache_backend_config: Mapping[str, Any] = field(default_factory=dict, repr=False)
     rate_limit: float | str | None = None
     adaptive: bool = False
     rate_start: float | None = None

@@ -483,3 +483,19 @@ def test_joblib_backend_unpicklable_exceptions_fail_only_their_items() -> None:
     with joblib.parallel_config(backend="loky", n_jobs=2):
         out = fn(range(8))
     _check_failures(out)
+
+
+def test_stand_in_keeps_the_original_type_for_except_clauses() -> None:
+    """A urllib HTTPError held in a result is still an HTTPError (and a RemoteError), pickled too."""
+    import urllib.error
+
+    err = urllib.error.HTTPError("http://x", 404, "Not Found", {"Retry-After": "3"}, io.BytesIO(b""))  # type: ignore[arg-type]
+    held = portable(err)
+    assert isinstance(held, urllib.error.HTTPError) and isinstance(held, RemoteError)
+    assert (held.code, held.status, held.headers) == (404, 404, {"Retry-After": "3"})
+    back = pickle.loads(pickle.dumps(held))
+    assert isinstance(back, urllib.error.HTTPError) and back.code == 404
+    assert "HTTP Error 404: Not Found" in str(back)
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        raise back
+    assert caught.value.status == 404
