@@ -186,7 +186,8 @@ def update_readme(path: Path, doc: dict[str, Any], before: dict[str, Any] | None
                 f"Before = {m['label'].removeprefix('before: ')} "
                 f"({m['date'][:16].replace('T', ' ')} UTC, load average "
                 f"{', '.join(f'{x:.1f}' for x in m['machine'].get('load_average_at_start', []))}); "
-                "after = the latest run, below. Each run measured opero beside every peer.",
+                "after = the latest run, below. Each run measured opero beside every peer; the two"
+                " runs saw different loads, so compare the ratios to the target, not the absolute figures.",
                 "",
                 *before_after(before, doc),
                 "<!-- compare:end -->",
