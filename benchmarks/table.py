@@ -94,8 +94,9 @@ def rows(doc: dict[str, Any]) -> list[str]:
             curve = " → ".join(
                 f"{p['n']:,}: {p['us_per_item']:.3g} µs, +{p['growth_mb']:.0f} MB" for p in points
             )
+            ideal = " (ideal 500 µs: 1 ms items on 2 processes)" if mode == "process" else ""
             out.append(
-                f"| cost at scale, {mode} mode, imap (µs/item, peak RSS growth) | {curve} | | flat | |"
+                f"| cost at scale, {mode} mode, imap (µs/item{ideal}, peak RSS growth) | {curve} | | flat | |"
             )
     return out
 
