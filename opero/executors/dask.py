@@ -11,12 +11,13 @@ import os
 import queue
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._errors import WorkerLostError
 from ._chunks import ChunkSizer, Feed, MapCall, Outcome, Window, run_chunk_sync
-from ._dispatch import Remote, decode_batch
-from ._worker import Sent
+
+if TYPE_CHECKING:
+    from ._worker import Sent
 
 __all__ = ["joblib_config", "joblib_outcomes", "outcomes"]
 
@@ -44,6 +45,9 @@ def joblib_outcomes(
 ) -> Iterator[list[Outcome]]:
     from joblib import Parallel, delayed
 
+    # Here, not at the top: `import opero` reaches this module (joblib_config) and must not
+    # pay for the process-pool protocol (pickle, the worker module) until a map needs it.
+    from ._dispatch import Remote, decode_batch
     from ._worker import run_task
 
     config = joblib_config()
@@ -95,6 +99,7 @@ def joblib_outcomes(
 def outcomes(call: MapCall, source: Iterator[tuple[int, Any]], window: Window) -> Iterator[list[Outcome]]:
     from distributed import Client
 
+    from ._dispatch import Remote, decode_batch
     from ._worker import run_task
 
     try:
