@@ -64,7 +64,8 @@ def test_unhashable_arguments_hash_by_content() -> None:
 
 def test_numpy_arrays_by_content() -> None:
     """Equal arrays share an entry; a changed element misses."""
-    np = pytest.importorskip("numpy")
+    import numpy as np
+
     f, calls = counter()
     w = opero(cache=True)(f)
     w(np.arange(5))

@@ -30,7 +30,7 @@ class ServerError(Exception):
 
 def test_failures_name_each_rows_own_error_and_index() -> None:
     """fn.failures() lists every failed DataFrame row by its index with its own final error."""
-    pd = pytest.importorskip("pandas")
+    import pandas as pd
 
     @opmap(mode="thread", workers=8, retries=1, min_delay=0.001, progress=False)
     def lookup(code: int) -> int:
@@ -183,7 +183,8 @@ def test_stop_returns_partial_results_with_cancelled_markers() -> None:
 
 def test_dashboard_stop_button_only_for_maps_a_click_can_reach() -> None:
     """A map collected in a background thread gets a live stop button; a main-thread one not."""
-    pytest.importorskip("ipywidgets")
+    import ipywidgets  # noqa: F401  (required: a dev dependency)
+
     release = threading.Event()
 
     @opmap(mode="thread", workers=2, progress=False, retries=0)
@@ -288,8 +289,8 @@ def test_http_errors_in_results_pickle_and_hash(demo_server: Any, tmp_path: Any)
     import urllib.request
 
     import joblib
+    import pandas as pd
 
-    pd = pytest.importorskip("pandas")
     from opero._errors import RemoteError
 
     @opmap(mode="thread", workers=8, retries=0, progress=False)

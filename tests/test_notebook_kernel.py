@@ -8,12 +8,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import nbclient
+import nbformat
 import pytest
 
 from tests.conftest import require
-
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
 
 pytestmark = [pytest.mark.notebook, pytest.mark.timeout(240)]
 

@@ -10,9 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import IPython  # noqa: F401  (required: a dev dependency)
 import pytest
-
-pytest.importorskip("IPython")
 
 from opero import ConfigurationError, _telemetry
 from opero._options import current_overrides
@@ -277,7 +276,8 @@ def test_config_sets_notebook_defaults(ip: Any, capsys: pytest.CaptureFixture[st
 
 def test_stats_returns_the_frame(ip: Any) -> None:
     """%opero stats returns opero.stats() (a DataFrame with one row per function)."""
-    pytest.importorskip("pandas")
+    import pandas  # noqa: F401  (required: a dev dependency)
+
     run(ip, "from opero import opero\n@opero\ndef twice(v):\n    return 2 * v\ntwice(2)")
     frame = run(ip, "%opero stats").result
     assert frame.loc["__main__.twice", "calls"] >= 1
