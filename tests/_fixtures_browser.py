@@ -1,7 +1,7 @@
 """Fixtures for the browser tests: Debian's Chromium via Playwright, Voila and JupyterLab.
 
-Recipes from ../shared/TESTING.md: Chromium with fixed flags, every request that does not go
-to 127.0.0.1 aborted, servers bound to 127.0.0.1 with fresh Jupyter config/runtime dirs.
+Chromium with fixed flags, every request that does not go to 127.0.0.1 aborted, servers bound
+to 127.0.0.1 with fresh Jupyter config/runtime dirs.
 """
 
 from __future__ import annotations
