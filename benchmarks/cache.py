@@ -111,35 +111,20 @@ def _fresh(kind: str, location: str, n: int = 300) -> float:
 
 
 def disk_rows() -> list[tuple[str, float, float]]:
-    import diskcache
-    import joblib
-
-    import opero
+    from benchmarks._peers import disk_cached
 
     rows = []
     with tempfile.TemporaryDirectory() as d:
-
-        @opero.opero(cache=True, cache_backend="disk", cache_backend_config={"location": f"{d}/o"})
-        def o(x: int) -> list[int]:
-            return [x] * 10
-
-        def j(x: int) -> list[int]:
-            return [x] * 10
-
-        jm = joblib.Memory(f"{d}/j", verbose=0).cache(j)
-        dc = diskcache.Cache(f"{d}/d")
-
-        @dc.memoize()
-        def dk(x: int) -> list[int]:
-            return [x] * 10
-
-        for name, fn, kind in (
-            ("opero disk", o, "opero"),
-            ("joblib.Memory", jm, "joblib.Memory"),
-            ("diskcache", dk, "diskcache"),
+        fns, dc = disk_cached(d)
+        for name, kind in (
+            ("opero disk", "opero"),
+            ("joblib.Memory", "joblib.Memory"),
+            ("diskcache", "diskcache"),
         ):
+            fn = fns[kind]
             same = per_call(lambda fn=fn: fn(1), n=2000 if kind == "joblib.Memory" else 20_000)
             rows.append((name, same, _fresh(kind, f"{d}/fresh-{kind}")))
+        dc.close()
     return rows
 
 

@@ -12,6 +12,7 @@ import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import stamina
@@ -19,6 +20,10 @@ import tenacity
 from pyresilience import RetryConfig, resilient
 
 from opero import opero
+
+# ``benchmarks._peers`` when run as a script; appended, so opero still comes from PYTHONPATH.
+sys.path.append(str(Path(__file__).resolve().parent.parent))
+from benchmarks._peers import retry_tools
 
 N = 20_000
 # stamina logs every retry through structlog by default; a benchmark measures the retry, not I/O.
@@ -50,40 +55,14 @@ def per_call_async(make: Callable[[], Awaitable[Any]], n: int = N, repeat: int =
 
 def happy_sync() -> dict[str, float]:
     """No failure: the wrapper's own cost."""
-
-    def work() -> int:
-        return 1
-
-    def plain(f: Callable[[], int]) -> Callable[[], int]:
-        def w() -> int:
-            try:
-                return f()
-            except Exception:
-                return f()
-
-        return w
-
-    return {
-        "opero": per_call(opero(retries=3)(work)),
-        "tenacity": per_call(tenacity.retry(stop=tenacity.stop_after_attempt(4))(work)),
-        "stamina": per_call(stamina.retry(on=Exception, attempts=4)(work)),
-        "pyresilience": per_call(resilient(retry=RetryConfig(max_attempts=4))(work)),
-        "plain try/except": per_call(plain(work)),
-    }
+    sync, _ = retry_tools()
+    return {name: per_call(fn) for name, fn in sync.items()}
 
 
 def happy_async() -> dict[str, float]:
     """No failure, ``async def``."""
-
-    async def work() -> int:
-        return 1
-
-    return {
-        "opero": per_call_async(opero(retries=3)(work)),
-        "tenacity": per_call_async(tenacity.retry(stop=tenacity.stop_after_attempt(4))(work)),
-        "stamina": per_call_async(stamina.retry(on=Exception, attempts=4)(work)),
-        "pyresilience": per_call_async(resilient(retry=RetryConfig(max_attempts=4))(work)),
-    }
+    _, asyn = retry_tools()
+    return {name: per_call_async(fn) for name, fn in asyn.items()}
 
 
 def one_failure() -> dict[str, float]:

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from multiprocessing import Pool
 from multiprocessing.pool import ThreadPool
+from pathlib import Path
 
 import aiometer
 import joblib
@@ -27,29 +30,17 @@ from mpire import WorkerPool
 
 from opero import opmap
 
+# The work items live in ``benchmarks._work`` (shared with run.py), which this process and every
+# pool's workers must import; appended, so opero itself still comes from PYTHONPATH.
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.append(str(ROOT))
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(ROOT)) if p)
+
+from benchmarks._work import CPU_S, IO_S, anap, burn, inc, nap  # noqa: E402
+
 TINY, CPU, IO = 20_000, 200, 500
-CPU_S, IO_S, WIDE, PROCS = 0.005, 0.020, 32, 2
-
-
-def inc(x: int) -> int:
-    return x + 1
-
-
-def burn(x: int) -> int:
-    end = time.process_time() + CPU_S
-    while time.process_time() < end:
-        pass
-    return x
-
-
-def nap(x: int) -> int:
-    time.sleep(IO_S)
-    return x
-
-
-async def anap(x: int) -> int:
-    await asyncio.sleep(IO_S)
-    return x
+WIDE, PROCS = 32, 2
 
 
 op_tiny = opmap(mode="thread", retries=3, progress=False)(inc)

@@ -188,76 +188,19 @@ def cache_memory(q: bool) -> dict[str, Any]:
 
 
 def cache_disk(q: bool) -> dict[str, Any]:
-    import diskcache
-    import joblib
-
-    import opero
+    from benchmarks._peers import disk_cached
 
     with tempfile.TemporaryDirectory() as d:
-
-        @opero.opero(cache=True, cache_backend="disk", cache_backend_config={"location": f"{d}/o"})
-        def o(x: int) -> list[int]:
-            return [x] * 10
-
-        def j(x: int) -> list[int]:
-            return [x] * 10
-
-        jm = joblib.Memory(f"{d}/j", verbose=0).cache(j)
-        dc = diskcache.Cache(f"{d}/d")
-
-        @dc.memoize()
-        def dk(x: int) -> list[int]:
-            return [x] * 10
-
-        res = per_hit_us(
-            {"opero": o, "diskcache": dk, "joblib.Memory": jm}, 300 if q else 2000, 3 if q else 5
-        )
+        fns, dc = disk_cached(d)
+        res = per_hit_us(fns, 300 if q else 2000, 3 if q else 5)
         dc.close()
     return _shape("disk cache hit, same process", "µs/call", res)
 
 
-def _retry_tools() -> tuple[dict[str, Callable[[], Any]], dict[str, Callable[[], Awaitable[Any]]]]:
-    import stamina
-    import tenacity
-    from pyresilience import RetryConfig, resilient
-
-    from opero import opero
-
-    stamina.instrumentation.set_on_retry_hooks([])  # stamina logs retries; time the retry only
-
-    def work() -> int:
-        return 1
-
-    async def awork() -> int:
-        return 1
-
-    def plain(f: Callable[[], int]) -> Callable[[], int]:
-        def w() -> int:
-            try:
-                return f()
-            except Exception:
-                return f()
-
-        return w
-
-    sync = {
-        "opero": opero(retries=3)(work),
-        "pyresilience": resilient(retry=RetryConfig(max_attempts=4))(work),
-        "tenacity": tenacity.retry(stop=tenacity.stop_after_attempt(4))(work),
-        "stamina": stamina.retry(on=Exception, attempts=4)(work),
-        "plain try/except": plain(work),
-    }
-    asyn = {
-        "opero": opero(retries=3)(awork),
-        "pyresilience": resilient(retry=RetryConfig(max_attempts=4))(awork),
-        "tenacity": tenacity.retry(stop=tenacity.stop_after_attempt(4))(awork),
-        "stamina": stamina.retry(on=Exception, attempts=4)(awork),
-    }
-    return sync, asyn
-
-
 def retry_happy(q: bool) -> dict[str, dict[str, Any]]:
-    sync, asyn = _retry_tools()
+    from benchmarks._peers import retry_tools
+
+    sync, asyn = retry_tools()
     n, r = (5_000, 3) if q else (20_000, 5)
     target = {"peer": "pyresilience", "max_ratio": 0.5}
     return {
