@@ -27,8 +27,8 @@ from collections import Counter
 from typing import Any
 
 from opero import opmap
-from opero._telemetry import subscribe
 from opero.demo import DemoServer
+from opero.demo.pushback import outage_run
 
 R = float(sys.argv[1]) if len(sys.argv) > 1 else 100.0
 N = 3000
@@ -130,37 +130,13 @@ def adaptive() -> dict[str, float]:
 
 def outage() -> dict[str, float]:
     """Measure the requests 16 workers make against an API that is down for 5 s."""
-    events: list[tuple[float, str]] = []
-
-    t0 = time.monotonic()
-    stop = subscribe(lambda e: events.append((time.monotonic() - t0, str(e.state))), kinds=["breaker"])
-    with DemoServer(fail_rate=0.0) as server:
-        base = server.url
-
-        @opmap(
-            mode="thread",
-            workers=16,
-            rate_limit=200,
-            retries=3,
-            min_delay=0.05,
-            circuit_breaker={"failures": 5, "window": 10.0, "open": 1.0},
-            progress=False,
-        )
-        def fetch(item: int) -> int:
-            return int(_get(f"{base}/item/{item}")["value"])
-
-        server.outage(5.0, start=1.0)
-        t0 = time.monotonic()
-        results = fetch(list(range(2000)))
-        elapsed = time.monotonic() - t0
-        during = server.stats["outage"]
-    stop()
-    failed = sum(isinstance(r, BaseException) for r in results)
+    run = outage_run(n_items=2000, down=5.0, workers=16, retries=3, open_for=1.0, down_at=1.0)
+    events, during, failed, elapsed = run["events"], run["outage_requests"], run["failed"], run["elapsed"]
     opened = sum(1 for _, s in events if s == "open")
     print("\n== circuit breaker: 16 workers, API down for 5 s (503), failures=5, open=1 s ==")
     print("breaker events: " + ", ".join(f"{t:.2f}s {s}" for t, s in events))
     print(f"requests during the outage: {during} (threshold 5 + {opened - 1} failed probes + in-flight)")
-    print(f"items: {len(results)}, failed: {failed}; elapsed {elapsed:.1f} s")
+    print(f"items: {run['ok'] + failed}, failed: {failed}; elapsed {elapsed:.1f} s")
     return {"outage_requests": float(during), "failed": float(failed)}
 
 

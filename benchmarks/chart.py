@@ -65,20 +65,14 @@ def _scale(fig: Any, shape: dict[str, Any]) -> None:
     left, right = fig.subplots(1, 2)
     for mode, points in shape["results"].items():
         ns = [p["n"] for p in points]
-        left.plot(
-            ns,
-            [p["us_per_item"] for p in points],
-            marker="o",
-            label=f"{mode} mode",
-            color=OPERO if mode == "thread" else IDEAL,
-        )
-        right.plot(
-            ns,
-            [p["growth_mb"] for p in points],
-            marker="o",
-            label=f"{mode} mode",
-            color=OPERO if mode == "thread" else IDEAL,
-        )
+        for ax, key in ((left, "us_per_item"), (right, "growth_mb")):
+            ax.plot(
+                ns,
+                [p[key] for p in points],
+                marker="o",
+                label=f"{mode} mode",
+                color=OPERO if mode == "thread" else IDEAL,
+            )
     for ax in (left, right):
         ax.set_xscale("log")
         ax.set_xlabel("items streamed through imap")

@@ -93,8 +93,19 @@ def adaptive_run(
     }
 
 
-def outage_run(n_items: int = 600, down: float = 2.0, workers: int = 16) -> dict[str, Any]:
+def outage_run(
+    n_items: int = 600,
+    down: float = 2.0,
+    workers: int = 16,
+    *,
+    retries: int = 5,
+    open_for: float = 0.5,
+    down_at: float = 0.5,
+) -> dict[str, Any]:
     """Map ``n_items`` while the API is down (503) for ``down`` seconds, with a breaker.
+
+    The outage starts ``down_at`` seconds into the map; the breaker opens after 5 failures
+    for ``open_for`` seconds; each item has ``retries`` retries.
 
     Returns:
         ``ok``, ``failed``, ``outage_requests`` (requests the server answered while down),
@@ -108,9 +119,9 @@ def outage_run(n_items: int = 600, down: float = 2.0, workers: int = 16) -> dict
             mode="thread",
             workers=workers,
             rate_limit=200,
-            retries=5,
+            retries=retries,
             min_delay=0.05,
-            circuit_breaker={"failures": 5, "window": 10.0, "open": 0.5},
+            circuit_breaker={"failures": 5, "window": 10.0, "open": open_for},
             progress=False,
         )
         def fetch_or_wait(item: int) -> int:
@@ -119,7 +130,7 @@ def outage_run(n_items: int = 600, down: float = 2.0, workers: int = 16) -> dict
 
         t0 = time.monotonic()
         stop = subscribe(lambda e: events.append((time.monotonic() - t0, str(e.state))), kinds=["breaker"])
-        api.outage(down, start=0.5)
+        api.outage(down, start=down_at)
         try:
             results = fetch_or_wait(list(range(n_items)))
         finally:
