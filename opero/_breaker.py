@@ -164,12 +164,9 @@ class Breaker:
             verdict, retry_in, new = self.record.apply(
                 "breaker_before", breaker_before, self.open, 1.0 if testing_state.active and wait else 0.0
             )
-            if new >= 0:
-                changed(STATES[int(new)])
-            if verdict <= PROBE:
-                return bool(verdict == PROBE)
-            if not wait:
-                raise CircuitOpenError(self.name, retry_in)
+            admitted = self._admit(verdict, retry_in, new, wait, changed)
+            if admitted is not None:
+                return admitted
             time.sleep(_nap(verdict, retry_in))
 
     async def enter_async(self, wait: bool, changed: Callable[[str], None]) -> bool:
@@ -179,13 +176,23 @@ class Breaker:
             verdict, retry_in, new = await self.record.apply_async(
                 "breaker_before", breaker_before, self.open, 1.0 if testing_state.active and wait else 0.0
             )
-            if new >= 0:
-                changed(STATES[int(new)])
-            if verdict <= PROBE:
-                return bool(verdict == PROBE)
-            if not wait:
-                raise CircuitOpenError(self.name, retry_in)
+            admitted = self._admit(verdict, retry_in, new, wait, changed)
+            if admitted is not None:
+                return admitted
             await asyncio.sleep(_nap(verdict, retry_in))
+
+    def _admit(
+        self, verdict: float, retry_in: float, new: float, wait: bool, changed: Callable[[str], None]
+    ) -> bool | None:
+        """The decision after one ``breaker_before`` step (both drivers): admitted (True for
+        the probe), or None when the caller waits and asks again; raises when it does not wait."""
+        if new >= 0:
+            changed(STATES[int(new)])
+        if verdict <= PROBE:
+            return bool(verdict == PROBE)
+        if not wait:
+            raise CircuitOpenError(self.name, retry_in)
+        return None
 
     def succeeded(self) -> str | None:
         """An attempt succeeded; return the new state's name when this closed the breaker."""

@@ -830,10 +830,7 @@ class Plan:
     def _call_sync(self, args: tuple[Any, ...], kwargs: dict[str, Any], began: float | None) -> Any:
         """The general driver: cache, limiter, timeout, retries; ``began`` when timed."""
         if self.recorder.wants("start"):
-            # a listener (hook, DEBUG log) sees every call start, with its duration at the end
-            if began is None:
-                began = _perf()
-            self.recorder.emit("start")
+            began = self._announce(began)
         try:
             key, value = self._lookup(args, kwargs) if self.keys is not None else (None, MISS)
             if value is not MISS:
@@ -856,6 +853,14 @@ class Plan:
             raise
         self._finish(True, began, 1)
         return value
+
+    def _announce(self, began: float | None) -> float:
+        """Emit "start" for both drivers; return when the call began (timed from now if unsampled)."""
+        # a listener (hook, DEBUG log) sees every call start, with its duration at the end
+        if began is None:
+            began = _perf()
+        self.recorder.emit("start")
+        return began
 
     def _drive_sync(self, steps: Generator[Attempt | Sleep, Exception, None]) -> Any:
         step = next(steps)
@@ -957,10 +962,7 @@ class Plan:
     async def _call_async(self, args: tuple[Any, ...], kwargs: dict[str, Any], began: float | None) -> Any:
         """The general driver: cache, limiter, timeout, retries; ``began`` when timed."""
         if self.recorder.wants("start"):
-            # a listener (hook, DEBUG log) sees every call start, with its duration at the end
-            if began is None:
-                began = _perf()
-            self.recorder.emit("start")
+            began = self._announce(began)
         try:
             key, value = self._lookup(args, kwargs)
             if value is not MISS:

@@ -636,17 +636,21 @@ class RedisStore:
                     keys=[self.key, self.key + ":ring"], args=self._args(mode, interval, burst, wait)
                 )
             except Exception as exc:
-                self._link.failed(exc)
-                self._warn(exc)
+                self._unreachable(exc)
             else:
-                self._link.succeeded()
-                self._warned = False
                 return self._granted(mode, reply)
         else:
             self._warn(None)
         return self._fall_back(mode, interval, burst, wait)
 
+    def _unreachable(self, exc: Exception) -> None:
+        self._link.failed(exc)
+        self._warn(exc)
+
     def _granted(self, mode: str, reply: Any) -> float:
+        # a reply: the server is reachable (again)
+        self._link.succeeded()
+        self._warned = False
         delay, now = _numbers(reply)
         if self.grant_log is not None and mode == "confirm" and delay <= 0:
             self.grant_log.append(now)
@@ -669,11 +673,8 @@ class RedisStore:
                     keys=[self.key, self.key + ":ring"], args=self._args(mode, interval, burst, wait)
                 )
             except Exception as exc:
-                self._link.failed(exc)
-                self._warn(exc)
+                self._unreachable(exc)
             else:
-                self._link.succeeded()
-                self._warned = False
                 return self._granted(mode, reply)
         else:
             self._warn(None)
