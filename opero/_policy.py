@@ -832,12 +832,9 @@ class Plan:
         if self.recorder.wants("start"):
             began = self._announce(began)
         try:
-            key, value = self._lookup(args, kwargs) if self.keys is not None else (None, MISS)
+            key, value, args, kwargs = self._opening(args, kwargs, began)
             if value is not MISS:
-                self._finish(True, began, 0)
                 return value
-            if self.sticky is not None:
-                args, kwargs = self.sticky_start(args, kwargs)
             start = began if began is not None else _perf()  # the deadline counts from here
             try:
                 if self.limiter is None and self.timeout is None and self.breaker is None:
@@ -853,6 +850,20 @@ class Plan:
             raise
         self._finish(True, began, 1)
         return value
+
+    def _opening(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], began: float | None
+    ) -> tuple[Any, Any, tuple[Any, ...], dict[str, Any]]:
+        """Both general drivers' first steps: ``(key, cached value or MISS, args, kwargs)``.
+
+        A cache hit is finished here; on a miss, sticky fallback arguments replace the caller's.
+        """
+        key, value = self._lookup(args, kwargs) if self.keys is not None else (None, MISS)
+        if value is not MISS:
+            self._finish(True, began, 0)
+        elif self.sticky is not None:
+            args, kwargs = self.sticky_start(args, kwargs)
+        return key, value, args, kwargs
 
     def _announce(self, began: float | None) -> float:
         """Emit "start" for both drivers; return when the call began (timed from now if unsampled)."""
@@ -964,12 +975,9 @@ class Plan:
         if self.recorder.wants("start"):
             began = self._announce(began)
         try:
-            key, value = self._lookup(args, kwargs)
+            key, value, args, kwargs = self._opening(args, kwargs, began)
             if value is not MISS:
-                self._finish(True, began, 0)
                 return value
-            if self.sticky is not None:
-                args, kwargs = self.sticky_start(args, kwargs)
             start = began if began is not None else _perf()  # the deadline counts from here
             try:
                 value = await self.attempt_async(args, kwargs)
