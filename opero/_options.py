@@ -359,6 +359,12 @@ def _validate(o: Options) -> None:
         raise _bad("chunksize", cs, "'auto' or an integer >= 1")
 
 
+def _did_you_mean(key: object, allowed: list[str]) -> str:
+    """`` (did you mean 'x'?)`` for a mistyped dict key close to an allowed one, else ``""``."""
+    close = _close_matches(str(key), allowed, n=1, cutoff=0.5)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def _validate_backend_config(o: Options) -> None:
     config = o.cache_backend_config
     if not isinstance(config, Mapping):
@@ -369,8 +375,7 @@ def _validate_backend_config(o: Options) -> None:
         allowed |= BACKEND_SETTINGS["redis"]
     for key, value in config.items():
         if key not in allowed:
-            close = _close_matches(str(key), sorted(allowed), n=1, cutoff=0.5)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = _did_you_mean(key, sorted(allowed))
             raise ConfigurationError(
                 f"cache_backend_config key {key!r} is not a setting of cache_backend="
                 f"{o.cache_backend!r}{hint}; allowed: {', '.join(sorted(allowed))}"
@@ -395,8 +400,7 @@ def _validate_breaker(cb: Any) -> None:
         raise _bad("circuit_breaker", cb, "None, True/False or a dict of failures, window, open, fail_fast")
     for key, value in cb.items():
         if key not in BREAKER_DEFAULTS:
-            close = _close_matches(str(key), list(BREAKER_DEFAULTS), n=1, cutoff=0.5)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = _did_you_mean(key, list(BREAKER_DEFAULTS))
             raise ConfigurationError(
                 f"circuit_breaker key {key!r} is unknown{hint}; allowed: {', '.join(BREAKER_DEFAULTS)}"
             )

@@ -24,6 +24,7 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -296,13 +297,18 @@ def _failure_line(r: Failure) -> str:
     )
 
 
+def _shown(logs: list[FailureLog], since: float, latest: int) -> Iterator[tuple[FailureLog, list[Failure]]]:
+    """The logs both failure panels show, each with its latest ``latest`` failures since ``since``."""
+    for log in logs:
+        records = [r for r in log.latest(latest) if r.time >= since]
+        if log.total and not (since and not records):
+            yield log, records
+
+
 def render_errors_html(logs: list[FailureLog], since: float = 0.0) -> str:
     """Per function: failed items grouped by kind with counts, then its latest failures."""
     groups = []
-    for log in logs:
-        records = [r for r in log.latest(LATEST_PER_FUNCTION) if r.time >= since]
-        if not log.total or (since and not records):
-            continue
+    for log, records in _shown(logs, since, LATEST_PER_FUNCTION):
         counts = ", ".join(f"{esc(t)} ×{n:,}" for t, n in log.counts())
         name = esc(_short_name(log.name))
         groups.append(
@@ -318,10 +324,7 @@ def render_errors_html(logs: list[FailureLog], since: float = 0.0) -> str:
 def render_errors_text(logs: list[FailureLog], since: float = 0.0) -> str:
     """The failure panel as text."""
     out = []
-    for log in logs:
-        records = [r for r in log.latest(MAX_ERRORS) if r.time >= since]
-        if not log.total or (since and not records):
-            continue
+    for log, records in _shown(logs, since, MAX_ERRORS):
         counts = ", ".join(f"{t} ×{n:,}" for t, n in log.counts())
         out.append(f"  {_short_name(log.name)}: {log.total:,} failed ({counts}); see .failures()")
         out.extend(f"    item {r.item}: {r.error_type}: {r.message[:120]}" for r in records[-3:])
