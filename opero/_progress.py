@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._errors import AllFailedError
-from ._telemetry import logger
+from ._telemetry import Registry, logger
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -228,31 +228,22 @@ class FailureLog:
         return frame
 
 
-_logs: dict[str, FailureLog] = {}
-_logs_lock = threading.Lock()
+_logs: Registry[FailureLog] = Registry(FailureLog)
 
 
 def new_failure_log(name: str) -> FailureLog:
     """A fresh log for a newly decorated function (the latest definition wins, like stats)."""
-    log = FailureLog(name)
-    with _logs_lock:
-        _logs[name] = log
-    return log
+    return _logs.fresh(name)
 
 
 def failure_log(name: str) -> FailureLog:
     """The log registered under ``name``, created when missing."""
-    with _logs_lock:
-        log = _logs.get(name)
-        if log is None:
-            log = _logs[name] = FailureLog(name)
-        return log
+    return _logs.get(name)
 
 
 def failure_logs() -> list[FailureLog]:
     """Every function's failure log."""
-    with _logs_lock:
-        return list(_logs.values())
+    return _logs.values()
 
 
 # -- map runs ------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -441,10 +441,46 @@ def _fmt(value: Any) -> str:
     return html.escape(str(value))
 
 
-# name -> stats of every decorated function in this process (the latest definition wins,
-# so re-running a notebook cell does not leave a stale row behind).
-_registry: dict[str, FunctionStats] = {}
-_registry_lock = threading.Lock()
+_Named = TypeVar("_Named")
+
+
+class Registry(Generic[_Named]):
+    """One object per function name, made by ``make(name)``, thread-safe.
+
+    The functions' stats here, their failure logs in ``_progress`` (a layer above).
+    """
+
+    __slots__ = ("_items", "_lock", "_make")
+
+    def __init__(self, make: Callable[[str], _Named]) -> None:
+        self._items: dict[str, _Named] = {}
+        self._lock = threading.Lock()
+        self._make = make
+
+    def fresh(self, name: str) -> _Named:
+        """A new object for a newly decorated function: the latest definition wins."""
+        return self.put(name, self._make(name))
+
+    def put(self, name: str, item: _Named) -> _Named:
+        """Register ``item`` under ``name`` (replacing any) and return it."""
+        with self._lock:
+            self._items[name] = item
+        return item
+
+    def get(self, name: str) -> _Named:
+        """The object registered under ``name``, created when missing."""
+        with self._lock:
+            item = self._items.get(name)
+            if item is None:
+                item = self._items[name] = self._make(name)
+            return item
+
+    def values(self) -> list[_Named]:
+        """Every registered object."""
+        with self._lock:
+            return list(self._items.values())
+
+
 _subscribers: list[tuple[Callable[[Event], object], frozenset[str] | None]] = []
 # What the subscribers want, kept up to date by subscribe(): a subscriber that only asks for
 # failures (the notebook dashboard) must not make every successful call build an Event.
@@ -459,27 +495,24 @@ def _update_wanted() -> None:
     _wanted_kinds = frozenset().union(*(kinds for _, kinds in entries if kinds is not None))
 
 
+# name -> stats of every decorated function in this process (the latest definition wins,
+# so re-running a notebook cell does not leave a stale row behind).
+_registry: Registry[FunctionStats] = Registry(FunctionStats)
+
+
 def register(name: str) -> FunctionStats:
     """Create the stats of a newly decorated function."""
-    st = FunctionStats(name)
-    with _registry_lock:
-        _registry[name] = st
-    return st
+    return _registry.fresh(name)
 
 
 def lookup(name: str) -> FunctionStats:
     """The stats registered under ``name``, created when missing (used by worker relays)."""
-    with _registry_lock:
-        st = _registry.get(name)
-        if st is None:
-            st = _registry[name] = FunctionStats(name)
-        return st
+    return _registry.get(name)
 
 
 def all_stats() -> list[FunctionStats]:
     """Every registered function's stats."""
-    with _registry_lock:
-        return list(_registry.values())
+    return _registry.values()
 
 
 def subscribe(callback: Callable[[Event], object], kinds: Iterable[str] | None = None) -> Callable[[], None]:

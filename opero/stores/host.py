@@ -251,25 +251,18 @@ class _Handle:
         self.path = ""
         self.owner_pid = 0  # the process that removes the file, 0: nobody (a scope)
 
-    def forget_inherited(self) -> None:
-        """In a forked child: close the inherited descriptor (it shares the parent's flock).
-
-        The file stays: only its owner (``owner_pid``, the parent) removes it.
-        """
-        inherited, self.fd = self.fd, -1
-        if inherited >= 0:
-            try:
-                os.close(inherited)
-            except OSError:
-                pass
-
-    def close(self) -> None:
+    def close_fd(self) -> None:
+        """Close the descriptor only; a forked child drops the inherited one this way (it
+        shares the parent's flock) and leaves the file to its owner (``owner_pid``)."""
         fd, self.fd = self.fd, -1
         if fd >= 0:
             try:
                 os.close(fd)
             except OSError:
                 pass
+
+    def close(self) -> None:
+        self.close_fd()
         if self.owner_pid and self.owner_pid == os.getpid():
             self.owner_pid = 0
             try:
@@ -416,7 +409,7 @@ class HostStore(TransactStore):
         # Closing our copy leaves the parent's descriptor and lock alone; the parent removes
         # the file (owner_pid is the parent's pid), never the child.
         self._lock = threading.Lock()
-        self._handle.forget_inherited()
+        self._handle.close_fd()
         self._open(register=False)
 
     def close(self) -> None:
@@ -492,7 +485,7 @@ class HostRecord:
         if handle.pid != os.getpid():
             # A forked child: the inherited descriptor shares the parent's flock.
             self._lock = threading.Lock()
-            handle.forget_inherited()
+            handle.close_fd()
             self._open(owner=False)
         size = self._struct.size
         with self._lock:
