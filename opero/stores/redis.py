@@ -503,6 +503,12 @@ class RedisRecord:
                 self._fallback = HostRecord(self.local_path, self.initial, owner=owner)
             return self._fallback
 
+    def _answered(self, reply: Any) -> Any:
+        # a reply: the server is reachable (again)
+        self._link.succeeded()
+        self._warned = False
+        return _numbers(reply)
+
     def apply(self, name: str, op: Any, *args: float) -> Any:
         """Run the Lua twin of ``op`` on the server (the Python ``op`` while it is down)."""
         client = self._link.client()
@@ -514,9 +520,7 @@ class RedisRecord:
                 exc = e
                 self._link.failed(e)
             else:
-                self._link.succeeded()
-                self._warned = False
-                return _numbers(reply)
+                return self._answered(reply)
         return self._local(exc).apply(name, op, *args)
 
     async def apply_async(self, name: str, op: Any, *args: float) -> Any:
@@ -532,9 +536,7 @@ class RedisRecord:
                 exc = e
                 self._link.failed(e)
             else:
-                self._link.succeeded()
-                self._warned = False
-                return _numbers(reply)
+                return self._answered(reply)
         return self._local(exc).apply(name, op, *args)
 
     def __repr__(self) -> str:
