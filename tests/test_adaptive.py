@@ -8,7 +8,6 @@ the mechanism, with real HTTP requests and the real limiter.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import urllib.error
 import urllib.request
@@ -24,22 +23,11 @@ from opero import opmap
 from opero._telemetry import Event, subscribe
 from opero.demo import DemoServer
 from tests._fixtures_redis import run_python
+from tests._helpers import (
+    get,
+    wiped_redis_server,  # noqa: F401  (overrides redis_server here)
+)
 from tests._redis import RedisServer
-
-
-@pytest.fixture
-def redis_server(redis_server: RedisServer) -> Iterator[RedisServer]:
-    """The session's redis-server, wiped after each test here (other tests count its keys)."""
-    import redis
-
-    yield redis_server
-    redis.Redis.from_url(redis_server.url).flushdb()
-
-
-def get(url: str) -> Any:
-    """GET a JSON document; HTTP errors raise urllib.error.HTTPError (status and headers)."""
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return json.load(response)
 
 
 @pytest.fixture
@@ -67,6 +55,15 @@ def free() -> Iterator[DemoServer]:
 
 def _limiter(fn: Any) -> Any:
     return fn._opero_plan.limiter
+
+
+def _cut_below_start(fetch: Any) -> float:
+    """25 calls against the 20/s server: 429s cut the shared rate below ``rate_start=80``."""
+    for i in range(25):
+        fetch(i)
+    cut: float = _limiter(fetch).current_rate()
+    assert cut < 80
+    return cut
 
 
 def test_rate_is_cut_on_429_and_climbs_on_success(
@@ -196,10 +193,7 @@ def test_two_processes_naming_a_scope_share_the_adaptive_rate(limited: DemoServe
     def fetch(item: int) -> int:
         return int(get(f"{limited.url}/item/{item}")["value"])
 
-    for i in range(25):
-        fetch(i)
-    cut = _limiter(fetch).current_rate()
-    assert cut < 80
+    cut = _cut_below_start(fetch)
     code = f"""
 import opero
 @opero.opero(rate_limit="auto", rate_start=80, rate_limit_scope={scope!r})
@@ -237,10 +231,7 @@ def test_adaptive_rate_shared_through_redis(redis_server: RedisServer, limited: 
     def fetch(item: int) -> int:
         return int(get(f"{limited.url}/item/{item}")["value"])
 
-    for i in range(25):
-        fetch(i)
-    cut = _limiter(fetch).current_rate()
-    assert cut < 80
+    cut = _cut_below_start(fetch)
     code = f"""
 import opero
 @opero.opero(rate_limit="auto", rate_start=80, rate_limit_scope={scope!r}, rate_limit_backend="redis",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import pickle
 import socket
-import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ import opero
 from opero import ConfigurationError
 from opero.stores import redis as _redisconn
 from tests._fixtures_redis import run_python
+from tests._helpers import run_threads
 from tests._spacing import assert_exact_spacing
 
 pytestmark = pytest.mark.redis
@@ -282,13 +282,9 @@ def test_redis_limiter_falls_back_when_down() -> None:
 
     store = f._opero_plan.limiter.store  # type: ignore[attr-defined]
     store.grant_log = grants = []  # handed on to the host-wide fallback store
-    threads = [threading.Thread(target=lambda: [f() for _ in range(3)]) for _ in range(2)]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        run_threads(2, lambda: [f() for _ in range(3)])
     assert ["machine only" in str(w.message) for w in caught] == [True]
     assert len(stamps) == 6
     assert_exact_spacing(grants, 20, count=6)

@@ -8,7 +8,6 @@ decides them (requests made while open), times have a 3x margin.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import urllib.error
@@ -25,22 +24,18 @@ from opero import opero as opero_deco
 from opero._telemetry import subscribe
 from opero.demo import DemoServer
 from tests._fixtures_redis import run_python
+from tests._helpers import (
+    get,
+    wiped_redis_server,  # noqa: F401  (overrides redis_server here)
+)
 from tests._redis import RedisServer
 
 
-@pytest.fixture
-def redis_server(redis_server: RedisServer) -> Iterator[RedisServer]:
-    """The session's redis-server, wiped after each test here (other tests count its keys)."""
-    import redis
-
-    yield redis_server
-    redis.Redis.from_url(redis_server.url).flushdb()
-
-
-def get(url: str) -> Any:
-    """GET a JSON document; HTTP errors raise urllib.error.HTTPError."""
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return json.load(response)
+def fail_twice(fetch: Any) -> None:
+    """Two calls that each fail once (no retries), which opens a ``failures=2`` breaker."""
+    for i in range(2):
+        with pytest.raises(opero.AllFailedError):
+            fetch(i)
 
 
 @pytest.fixture
@@ -111,9 +106,7 @@ def test_half_open_probe_closes_it(server: DemoServer, states: list[str]) -> Non
     def fetch(item: int) -> Any:
         return get(f"{server.url}/item/{item}")
 
-    for i in range(2):
-        with pytest.raises(opero.AllFailedError):
-            fetch(i)
+    fail_twice(fetch)
     with pytest.raises(CircuitOpenError):
         fetch(2)
     time.sleep(0.6)
@@ -131,9 +124,7 @@ def test_failed_probe_reopens_it(server: DemoServer, states: list[str]) -> None:
     def fetch(item: int) -> Any:
         return get(f"{server.url}/item/{item}")
 
-    for i in range(2):
-        with pytest.raises(opero.AllFailedError):
-            fetch(i)
+    fail_twice(fetch)
     time.sleep(0.35)
     with pytest.raises(opero.AllFailedError):
         fetch(2)  # the probe
@@ -362,9 +353,7 @@ def test_retry_on_returning_seconds_counts_as_a_failure(server: DemoServer) -> N
     def fetch(item: int) -> Any:
         return get(f"{server.url}/item/{item}")
 
-    for i in range(2):
-        with pytest.raises(opero.AllFailedError):
-            fetch(i)
+    fail_twice(fetch)
     assert fetch._opero_plan.breaker.state() == "open"
 
 
@@ -391,9 +380,7 @@ def test_redis_down_keeps_the_breaker_on_this_machine(server: DemoServer) -> Non
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        for i in range(2):
-            with pytest.raises(opero.AllFailedError):
-                fetch(i)
+        fail_twice(fetch)
         with pytest.raises(CircuitOpenError):
             fetch(3)
     assert any(issubclass(w.category, RuntimeWarning) for w in caught)  # "limiting locally"

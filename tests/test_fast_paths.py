@@ -17,6 +17,7 @@ import pytest
 import opero as opero_pkg
 from opero import opero
 from opero._telemetry import _SAMPLE_ALL, _SAMPLE_EVERY, subscribe
+from tests._helpers import run_threads
 
 MANY = 200  # well past the first _SAMPLE_ALL calls, so most calls take the fast path
 
@@ -39,11 +40,7 @@ def test_counters_exact_across_threads_plain_and_hits() -> None:
             assert plain(i) == i
             assert cached(1) == 1
 
-    threads = [threading.Thread(target=run) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(8, run)
     p = plain.stats.as_dict()
     assert (p["calls"], p["successes"], p["failures"], p["attempts"], p["in_flight"]) == (
         16000,

@@ -18,6 +18,7 @@ import opero as opero_pkg
 from opero import ConfigurationError, opero
 from opero._limit import Limiter, LocalStore, clock
 from opero.stores.host import scope_path
+from tests._helpers import run_threads
 from tests._spacing import SCHEDULING, assert_exact_spacing, assert_starts_per_window
 
 
@@ -27,15 +28,6 @@ def logged_limiter(rate: float, burst: int = 1) -> tuple[Limiter, list[float]]:
     log: list[float] = []
     store.grant_log = log
     return Limiter("test", rate, burst, store), log
-
-
-def run_threads(count: int, target: object) -> None:
-    """Start ``count`` threads on ``target`` and wait for all of them."""
-    threads = [threading.Thread(target=target) for _ in range(count)]  # type: ignore[arg-type]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
 
 
 def test_grant_log_is_off_by_default_and_records_each_grant() -> None:

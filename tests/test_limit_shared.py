@@ -6,7 +6,6 @@ import os
 import pickle
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -18,6 +17,7 @@ from opero import ConfigurationError
 from opero._limit import Limiter
 from opero.stores.host import HostStore, function_path, scope_path
 from tests._fixtures_redis import run_python
+from tests._helpers import run_threads
 from tests._spacing import SCHEDULING, assert_exact_spacing, assert_starts_per_window
 
 ROOT = str(Path(__file__).resolve().parent.parent)
@@ -39,11 +39,7 @@ def test_eight_threads_share_a_function_budget() -> None:
         stamps.append(time.monotonic())
 
     began = time.monotonic()
-    threads = [threading.Thread(target=lambda: [hit() for _ in range(5)]) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(8, lambda: [hit() for _ in range(5)])
     assert len(stamps) == 40
     assert 0.78 <= max(stamps) - began < 0.78 * 3 + SCHEDULING
     assert_starts_per_window(stamps, 50)
@@ -54,11 +50,7 @@ def test_host_store_spaces_threads_exactly() -> None:
     store = HostStore(function_path("test-threads"), 50, 1, scoped=False, owner=True)
     store.grant_log = log = []
     limiter = Limiter("test-threads", 50, 1, store)
-    threads = [threading.Thread(target=lambda: [limiter.acquire() for _ in range(5)]) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(8, lambda: [limiter.acquire() for _ in range(5)])
     assert_exact_spacing(log, 50, count=40)
 
 

@@ -5,25 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from opero import opero
+from tests._helpers import (
+    run_threads,
+    wiped_redis_server,  # noqa: F401  (overrides redis_server here)
+)
 from tests._redis import RedisServer
 from tests._spacing import EXACT, max_starts_in
-
-
-@pytest.fixture
-def redis_server(redis_server: RedisServer) -> Iterator[RedisServer]:
-    """The session's redis-server, wiped after each test here (other tests count its keys)."""
-    import redis
-
-    yield redis_server
-    redis.Redis.from_url(redis_server.url).flushdb()
 
 
 def _grants(fn: Any) -> list[float]:
@@ -134,11 +127,7 @@ def test_wall_clock_wait_is_reported_beside_thread_seconds() -> None:
         pass
 
     began = time.monotonic()
-    threads = [threading.Thread(target=lambda: [hit() for _ in range(5)]) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(8, lambda: [hit() for _ in range(5)])
     elapsed = time.monotonic() - began
     stats = hit.stats
     assert elapsed >= 39 / 20 - 0.01

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import threading
 
 import pytest
 
 import opero as opero_pkg
 from opero import AllFailedError, opero
 from opero._telemetry import Event, subscribe
+from tests._helpers import run_threads
 
 
 def test_counters_after_mixed_calls() -> None:
@@ -43,11 +43,7 @@ def test_counters_are_thread_safe() -> None:
     def f() -> None:
         pass
 
-    threads = [threading.Thread(target=lambda: [f() for _ in range(500)]) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(8, lambda: [f() for _ in range(500)])
     assert (f.stats.calls, f.stats.successes) == (4000, 4000)
 
 

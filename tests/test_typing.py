@@ -34,8 +34,10 @@ def _marked() -> dict[int, set[str]]:
     return out
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT)}
+def _run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run a type checker from the repository root with this tree importable; never raises."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
 
 
 def test_the_expected_errors_are_there() -> None:
@@ -57,15 +59,7 @@ def test_the_expected_errors_are_there() -> None:
 @pytest.mark.timeout(300)
 def test_mypy_strict_finds_exactly_the_expected_errors() -> None:
     """mypy --strict --warn-unused-ignores: every marked error occurs, and no other."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--warn-unused-ignores", str(CHECK)],
-        cwd=ROOT,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    proc = _run([sys.executable, "-m", "mypy", "--strict", "--warn-unused-ignores", str(CHECK)])
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Success: no issues found in 1 source file" in proc.stdout
 
@@ -75,15 +69,7 @@ def test_mypy_reports_the_marked_lines_when_ignores_are_off(tmp_path: Path) -> N
     """Without its ignore comments the file fails on exactly the marked lines, with those codes."""
     bare = tmp_path / "typing_check.py"
     bare.write_text(IGNORE.sub("", CHECK.read_text()))
-    proc = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--show-error-codes", str(bare)],
-        cwd=ROOT,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    proc = _run([sys.executable, "-m", "mypy", "--strict", "--show-error-codes", str(bare)])
     found: dict[int, set[str]] = {}
     for line in proc.stdout.splitlines():
         # any path: mypy's incremental cache may replay an identical file's errors under the
@@ -110,15 +96,7 @@ def test_pyright_reports_errors_on_exactly_the_marked_lines(tmp_path: Path) -> N
             }
         )
     )
-    proc = subprocess.run(
-        [str(pyright), "--pythonpath", sys.executable, "-p", str(config), "--outputjson", str(CHECK)],
-        cwd=ROOT,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    proc = _run([str(pyright), "--pythonpath", sys.executable, "-p", str(config), "--outputjson", str(CHECK)])
     report = json.loads(proc.stdout)
     errors = [d for d in report["generalDiagnostics"] if d["severity"] == "error"]
     lines = {d["range"]["start"]["line"] + 1 for d in errors}

@@ -1,0 +1,41 @@
+"""Plain helpers shared by several test modules (fixtures for services live in tests/_fixtures_*.py)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.request
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests._redis import RedisServer
+
+
+@pytest.fixture(name="redis_server")
+def wiped_redis_server(redis_server: RedisServer) -> Iterator[RedisServer]:
+    """The session's redis-server, wiped after each test (other tests count its keys).
+
+    A module opts in with ``from tests._helpers import wiped_redis_server``: pytest finds the
+    imported fixture in the module and, by its name, it overrides ``redis_server`` there only.
+    """
+    import redis
+
+    yield redis_server
+    redis.Redis.from_url(redis_server.url).flushdb()
+
+
+def get(url: str) -> Any:
+    """GET a JSON document; HTTP errors raise urllib.error.HTTPError (status and headers)."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.load(response)
+
+
+def run_threads(count: int, target: Callable[[], object]) -> None:
+    """Start ``count`` threads on ``target`` and wait for all of them."""
+    threads = [threading.Thread(target=target) for _ in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
