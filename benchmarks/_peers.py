@@ -76,3 +76,37 @@ def retry_tools() -> tuple[dict[str, Callable[[], Any]], dict[str, Callable[[], 
         "stamina": stamina.retry(on=Exception, attempts=4)(awork),
     }
     return sync, asyn
+
+
+def one_failure_tools() -> dict[str, Callable[[], Any]]:
+    """Each retry tool around a call that fails every other time: one failure, then success.
+
+    Zero backoff everywhere, so the time is the retry machinery's own.
+    """
+    import stamina
+    import tenacity
+    from pyresilience import RetryConfig, resilient
+
+    from opero import opero
+
+    stamina.instrumentation.set_on_retry_hooks([])  # stamina logs retries; time the retry only
+
+    def make() -> Callable[[], int]:
+        state = {"n": 0}
+
+        def work() -> int:
+            state["n"] += 1
+            if state["n"] % 2:
+                raise ConnectionError
+            return 1
+
+        return work
+
+    return {
+        "opero": opero(retries=3, min_delay=0, max_delay=0, jitter=0)(make()),
+        "pyresilience": resilient(retry=RetryConfig(max_attempts=4, delay=0, jitter=False))(make()),
+        "tenacity": tenacity.retry(stop=tenacity.stop_after_attempt(4))(make()),
+        "stamina": stamina.retry(on=ConnectionError, attempts=4, wait_initial=0, wait_max=0, wait_jitter=0)(
+            make()
+        ),
+    }

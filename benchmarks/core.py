@@ -15,19 +15,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import stamina
-import tenacity
-from pyresilience import RetryConfig, resilient
-
-from opero import opero
-
 # ``benchmarks._peers`` when run as a script; appended, so opero still comes from PYTHONPATH.
 sys.path.append(str(Path(__file__).resolve().parent.parent))
-from benchmarks._peers import retry_tools
+from benchmarks._peers import one_failure_tools, retry_tools
 
 N = 20_000
-# stamina logs every retry through structlog by default; a benchmark measures the retry, not I/O.
-stamina.instrumentation.set_on_retry_hooks([])
 
 
 def per_call(fn: Callable[[], Any], n: int = N, repeat: int = 5) -> float:
@@ -67,29 +59,7 @@ def happy_async() -> dict[str, float]:
 
 def one_failure() -> dict[str, float]:
     """First attempt fails, second succeeds, zero backoff."""
-
-    def make() -> Callable[[], int]:
-        state = {"n": 0}
-
-        def work() -> int:
-            state["n"] += 1
-            if state["n"] % 2:
-                raise ConnectionError
-            return 1
-
-        return work
-
-    return {
-        "opero": per_call(opero(retries=3, min_delay=0, max_delay=0, jitter=0)(make()), n=5000),
-        "tenacity": per_call(tenacity.retry(stop=tenacity.stop_after_attempt(4))(make()), n=5000),
-        "stamina": per_call(
-            stamina.retry(on=ConnectionError, attempts=4, wait_initial=0, wait_max=0, wait_jitter=0)(make()),
-            n=5000,
-        ),
-        "pyresilience": per_call(
-            resilient(retry=RetryConfig(max_attempts=4, delay=0, jitter=False))(make()), n=5000
-        ),
-    }
+    return {name: per_call(fn, n=5000) for name, fn in one_failure_tools().items()}
 
 
 def table(title: str, results: dict[str, float]) -> str:

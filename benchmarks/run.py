@@ -214,31 +214,9 @@ def retry_happy(q: bool) -> dict[str, dict[str, Any]]:
 
 
 def one_failure(q: bool) -> dict[str, Any]:
-    import stamina
-    import tenacity
-    from pyresilience import RetryConfig, resilient
+    from benchmarks._peers import one_failure_tools
 
-    from opero import opero
-
-    def make() -> Callable[[], int]:
-        state = {"n": 0}
-
-        def work() -> int:
-            state["n"] += 1
-            if state["n"] % 2:
-                raise ConnectionError
-            return 1
-
-        return work
-
-    tools = {
-        "opero": opero(retries=3, min_delay=0, max_delay=0, jitter=0)(make()),
-        "pyresilience": resilient(retry=RetryConfig(max_attempts=4, delay=0, jitter=False))(make()),
-        "tenacity": tenacity.retry(stop=tenacity.stop_after_attempt(4))(make()),
-        "stamina": stamina.retry(on=ConnectionError, attempts=4, wait_initial=0, wait_max=0, wait_jitter=0)(
-            make()
-        ),
-    }
+    tools = one_failure_tools()
     return _shape(
         "one failure then success, zero backoff",
         "µs/call",

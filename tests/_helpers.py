@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -39,3 +40,15 @@ def run_threads(count: int, target: Callable[[], object]) -> None:
         t.start()
     for t in threads:
         t.join()
+
+
+def remove_scope_files(scope: str) -> None:
+    """Delete this host's limiter and breaker files whose names hold ``scope`` (a test's own)."""
+    from opero.stores.host import folder
+
+    for name in os.listdir(folder()):
+        if scope in name:
+            try:
+                os.unlink(os.path.join(folder(), name))
+            except OSError:
+                pass

@@ -8,7 +8,6 @@ the mechanism, with real HTTP requests and the real limiter.
 from __future__ import annotations
 
 import asyncio
-import os
 import urllib.error
 import urllib.request
 import uuid
@@ -25,6 +24,7 @@ from opero.demo import DemoServer
 from tests._fixtures_redis import run_python
 from tests._helpers import (
     get,
+    remove_scope_files,
     wiped_redis_server,  # noqa: F401  (overrides redis_server here)
 )
 from tests._redis import RedisServer
@@ -209,7 +209,7 @@ print(limiter.current_rate())
     assert seen == pytest.approx(cut)
     assert after > cut
     assert _limiter(fetch).current_rate() == pytest.approx(after)
-    _cleanup_scope(scope)
+    remove_scope_files(scope)
 
 
 @pytest.mark.redis
@@ -265,14 +265,3 @@ def test_testing_mode_skips_waits_but_keeps_the_mechanism(free: DemoServer) -> N
     assert status.stats.rate_waits == 0
     assert limiter.current_rate() < 5 * 0.9  # cut by the 429s (then +1 per success)
     assert free.stats["status"][429] == 3
-
-
-def _cleanup_scope(scope: str) -> None:
-    from opero.stores.host import folder
-
-    for name in os.listdir(folder()):
-        if scope in name:
-            try:
-                os.unlink(os.path.join(folder(), name))
-            except OSError:
-                pass

@@ -26,6 +26,7 @@ from opero.demo import DemoServer
 from tests._fixtures_redis import run_python
 from tests._helpers import (
     get,
+    remove_scope_files,
     wiped_redis_server,  # noqa: F401  (overrides redis_server here)
 )
 from tests._redis import RedisServer
@@ -228,7 +229,7 @@ except opero.CircuitOpenError as exc:
 """
     assert run_python(code).split()[0] == "open"
     assert server.stats["outage"] == 3
-    _cleanup(scope)
+    remove_scope_files(scope)
 
 
 def test_process_map_workers_share_the_parent_breaker(server: DemoServer, states: list[str]) -> None:
@@ -332,17 +333,6 @@ def test_single_call_fails_fast_under_testing_mode(server: DemoServer) -> None:
         with pytest.raises(CircuitOpenError):
             fetch()
     assert server.stats["outage"] == 1
-
-
-def _cleanup(scope: str) -> None:
-    from opero.stores.host import folder
-
-    for name in os.listdir(folder()):
-        if scope in name:
-            try:
-                os.unlink(os.path.join(folder(), name))
-            except OSError:
-                pass
 
 
 def test_retry_on_returning_seconds_counts_as_a_failure(server: DemoServer) -> None:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import opero
+from tests._fixtures_redis import run_python
 
 PUBLIC = {
     "opero",
@@ -40,8 +38,7 @@ def test_import_pulls_no_heavy_modules() -> None:
         "import sys, opero; heavy = [m for m in ('pandas','ipywidgets','IPython','redis','dask',"
         "'distributed','numpy') if m in sys.modules]; print(','.join(heavy))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == ""
+    assert run_python(code).strip() == ""
 
 
 def test_import_loads_no_third_party_package() -> None:
@@ -56,5 +53,4 @@ def test_import_loads_no_third_party_package() -> None:
         "new = {m.partition('.')[0] for m in set(sys.modules) - before}; "
         "print(','.join(sorted(m for m in new if m != 'opero' and m not in sys.stdlib_module_names)))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == ""
+    assert run_python(code).strip() == ""

@@ -33,6 +33,7 @@ from opero.instrumentation import (
     hooks,
     remove_hook,
 )
+from tests._fixtures_redis import run_python
 
 
 @pytest.fixture
@@ -403,16 +404,12 @@ def test_a_start_only_listener_leaves_no_call_behind() -> None:
 
 def test_importing_the_hooks_imports_neither_package() -> None:
     """opero.instrumentation imports prometheus_client / opentelemetry only when enabled."""
-    import subprocess
-    import sys
-
     code = (
         "import sys, opero; assert 'opero.instrumentation' not in sys.modules; "
         "import opero.instrumentation; "
         "print([m for m in ('prometheus_client', 'opentelemetry') if m in sys.modules])"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    assert run_python(code).strip() == "[]"
 
 
 def test_real_breaker_states_reach_both_hooks(registry: CollectorRegistry, spans: Any) -> None:
