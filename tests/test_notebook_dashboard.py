@@ -358,3 +358,25 @@ def test_in_flight_is_real_in_process_mode() -> None:
     assert out == [i * i for i in range(200)]
     assert seen and all(m >= 1 and r >= 1 for m, r in seen), seen
     assert squares.stats.in_flight == 0
+
+
+def test_a_running_map_keeps_its_row_and_stop_button() -> None:
+    """Rows don't shift as other maps come and go: a button always stops the map it shows."""
+    import ipywidgets  # noqa: F401  (required: a dev dependency)
+
+    from opero.notebook.dashboard import Dashboard
+
+    board = Dashboard()
+    assert board.widget is not None  # builds the widgets
+    a, b, c = (MapProgress(f"m.{n}", 10, False, lambda: 0) for n in "abc")
+    for m in (a, b, c):
+        m.background = True
+    board._update_bars([a, b])
+    board._update_bars([b])  # a finished: b keeps the second row, the first is hidden
+    assert board._bar_maps == [None, b]
+    board._update_bars([b, c])  # c takes the free first row; b stays where it was
+    assert board._bar_maps == [c, b]
+    board._stop_slot(1)
+    assert b.stop_requested and not c.stop_requested
+    for m in (a, b, c):
+        m.close()

@@ -362,7 +362,8 @@ class Dashboard:
         self._maps_box: Any = None
         self._tail: Any = None
         self._bars: list[tuple[Any, Any, Any]] = []
-        self._bar_maps: list[MapProgress] = []
+        #: slot -> the map its row shows (None: a free, hidden row); a map keeps its slot
+        self._bar_maps: list[MapProgress | None] = []
         self._handle: Any = None
         self._live_shown = True
         self._shown_snapshot = ""
@@ -592,8 +593,22 @@ class Dashboard:
         import ipywidgets as w
 
         # Rows of widgets are reused from map to map: creating widgets costs a comm round of
-        # its own (~3 ms each), updating a value is a small message.
-        while len(self._bars) < len(running):
+        # its own (~3 ms each), updating a value is a small message. A running map keeps its
+        # row until it finishes: a click arrives with only the button's identity, so a row
+        # that showed another map a moment later would stop the wrong one.
+        alive = {id(m) for m in running}
+        slots = [m if m is not None and id(m) in alive else None for m in self._bar_maps]
+        placed = {id(m) for m in slots if m is not None}
+        for m in running:
+            if id(m) not in placed:
+                free = next((i for i, s in enumerate(slots) if s is None), None)
+                if free is None:
+                    slots.append(m)
+                else:
+                    slots[free] = m
+        while slots and slots[-1] is None:
+            slots.pop()
+        while len(self._bars) < len(slots):
             label = w.HTML()
             button = w.Button(description="stop", tooltip="cancel the items not started yet", icon="stop")
             button.layout = w.Layout(width="auto", height="22px")
@@ -601,26 +616,30 @@ class Dashboard:
             slot = len(self._bars)
             button.on_click(lambda _b, slot=slot: self._stop_slot(slot))
             self._bars.append((label, button, w.HBox([label, button])))
-        # Each button stops the map its row shows right now (rows are reused as maps come and go).
-        self._bar_maps = list(running)
-        for (label, button, _), m in zip(self._bars, running):
-            value = f'{STYLE}<div class="opero-d">{bar_html(m)}</div>'
+        self._bar_maps = slots
+        for (label, button, row), shown in zip(self._bars, slots):
+            if shown is None:  # a free row between two running maps stays hidden until reused
+                row.layout.display = "none"
+                continue
+            row.layout.display = None
+            value = f'{STYLE}<div class="opero-d">{bar_html(shown)}</div>'
             if label.value != value:
                 label.value = value
             # A map blocking the kernel's main thread cannot receive the click until it is
             # over: its button is disabled and says how to stop it.
-            button.disabled = m.stop_requested or not m.background
+            button.disabled = shown.stop_requested or not shown.background
             button.tooltip = (
                 "cancel the items not started yet"
-                if m.background
+                if shown.background
                 else "this map holds the kernel: interrupt the kernel (■) to stop it"
             )
-        if len(self._maps_box.children) != len(running):
-            self._maps_box.children = [row for _, _, row in self._bars[: len(running)]]
+        if len(self._maps_box.children) != len(slots):
+            self._maps_box.children = [row for _, _, row in self._bars[: len(slots)]]
 
     def _stop_slot(self, slot: int) -> None:
-        if slot < len(self._bar_maps):
-            self._bar_maps[slot].stop()
+        m = self._bar_maps[slot] if slot < len(self._bar_maps) else None
+        if m is not None:
+            m.stop()
             hub.refresh_all()
 
     # -- display -----------------------------------------------------------------------------
