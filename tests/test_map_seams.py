@@ -349,7 +349,7 @@ def test_worker_loss_is_an_attempt_failure_with_backoff_counters_and_events(tmp_
     st = work.stats
     # items held with item 3 by the dead worker lost one attempt each, and retried
     lost = st.attempts - 6
-    assert lost >= 1 and st.retries == lost
+    assert lost == 1 and st.retries == 1  # only item 3 was running: its chunk-mates go again free
     assert (st.calls, st.successes, st.failures) == (6, 6, 0)
     assert len(retried) == lost
     assert all(isinstance(e.error, WorkerLostError) for e in retried)  # type: ignore[attr-defined]

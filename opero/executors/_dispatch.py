@@ -85,6 +85,8 @@ class Remote:
         self.resumed: dict[int, _Resumed] = {}
         #: items to send again now, each in a chunk of its own
         self.retry: deque[Sent] = deque()
+        #: items to send again without penalty (chunk-mates of a lost item), in chunks
+        self.again: deque[Sent] = deque()
         #: items waiting for their backoff: (due time, seq, index)
         self._later: list[tuple[float, int, int]] = []
         self._seq = 0
@@ -249,6 +251,30 @@ class Remote:
             else:
                 self._advance(i, r, err, finals)
         return finals
+
+    def died(self, held: dict[int, tuple[Any, bool]], running: set[int], error: Exception) -> list[Outcome]:
+        """A worker died holding ``held``, running the attempts of ``running`` at the time.
+
+        Only the item it was running is charged (one attempt failed with ``error``); the
+        others go out again without penalty (:attr:`again`). When several were running at
+        once (async_process), or none is known, each suspect runs again alone
+        (:attr:`retry`), still without penalty, until a worker dies holding only one.
+        """
+        if not running and len(held) == 1:
+            running = set(held)
+        suspects = running if running else set(held)
+        if len(suspects) == 1:
+            (culprit,) = suspects
+            self.again.extend((i, p, s) for i, (p, s) in held.items() if i != culprit)
+            return self.lose({culprit: held[culprit]}, error)
+        for i, (payload, single) in held.items():
+            (self.retry if i in suspects else self.again).append((i, payload, single))
+        return []
+
+    def take_again(self, n: int) -> list[Sent]:
+        """Up to ``n`` items of :attr:`again` for one chunk."""
+        again = self.again
+        return [again.popleft() for _ in range(min(max(1, n), len(again)))]
 
     def _advance(self, i: int, r: _Resumed, error: BaseException | None, out: list[Outcome]) -> None:
         """Feed ``error`` (None: go on after a backoff or a first failure) to the item's steps."""

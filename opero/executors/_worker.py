@@ -32,7 +32,9 @@ from .._policy import Plan
 from .._telemetry import Event, FunctionStats
 from .._testing import state as testing_state
 from .._threads import call_with_timeout
+from ._board import Board
 from ._chunks import RUNNING, Chunk, Outcome, run_chunk_async, run_chunk_sync
+from ._lifeline import guard
 
 __all__ = ["BATCH", "TICK", "Batch", "ChunkRunner", "Sent", "Spec", "encode_batch", "run_task", "unpack_tick"]
 
@@ -114,6 +116,8 @@ class ChunkRunner:
                 is_async = inspect.iscoroutinefunction(func)
                 func = _reporting(func, opts.timeout, spec.name, is_async, _tick)
                 opts = opts.replace(timeout=None)
+            if _board is not None:  # the parent learns which attempts run if this process dies
+                func = _board.watch(func, RUNNING.get)
             plan = Plan(func, opts, spec.name)
             if spec.limiter is not None:
                 plan.limiter = spec.limiter
@@ -171,10 +175,10 @@ class ChunkRunner:
                 st = self.fresh_stats(plan)
                 t0 = time.perf_counter()
                 part = chunk[start : start + step]
-                if hard:  # one item per batch: the parent knows which one is running
-                    RUNNING.set(part[0][0])
                 if single:
                     outs = _attempts_sync(plan, part)
+                elif _board is not None:  # item by item: the board names the running one
+                    outs = _items_sync(plan, part, spec)
                 else:
                     outs = run_chunk_sync(plan, part, spec.prefix, spec.args, spec.kwargs)
                 start += len(part)
@@ -193,6 +197,16 @@ class ChunkRunner:
             events = list(relay)
             relay.clear()
         return Batch(chunk_id, outs, st.export(), events, final)
+
+
+def _items_sync(plan: Plan, chunk: Chunk, spec: Spec) -> list[Outcome]:
+    """Each item with the full policy, ``RUNNING`` naming it while it runs."""
+    out: list[Outcome] = []
+    prefix, args, kwargs = spec.prefix, spec.args, spec.kwargs
+    for pair in chunk:
+        RUNNING.set(pair[0])
+        out.extend(run_chunk_sync(plan, [pair], prefix, args, kwargs))
+    return out
 
 
 def _attempts_sync(plan: Plan, chunk: Chunk) -> list[Outcome]:
@@ -232,6 +246,8 @@ _TICK = struct.Struct("<q?")
 
 #: set in an opero pool worker: tell the parent an attempt of item ``idx`` started/ended
 _tick: Callable[[int, bool], None] | None = None
+#: set in an opero pool worker: the page naming the attempts running now (read if we die)
+_board: Board | None = None
 
 
 def unpack_tick(raw: bytes) -> tuple[int, bool]:
@@ -407,13 +423,14 @@ def load_items(chunk_id: int, indices: list[int], blob: bytes) -> list[Sent] | B
 # -- pool worker main loop ------------------------------------------------------------------
 
 
-def main(read_fd: int, write_fd: int) -> None:
-    """Serve one opero pool worker until the parent closes the pipe."""
+def main(read_fd: int, write_fd: int, board_fd: int, parent: int, life_fd: int) -> None:
+    """Serve one opero pool worker until the parent closes the pipe (or dies)."""
     import signal
     from multiprocessing.connection import Connection
 
     import cloudpickle
 
+    guard(parent, life_fd)  # never outlive the parent, whatever kills it
     # Ctrl-C goes to the whole process group; the parent decides and terminates us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     extra = [p for p in os.environ.get("OPERO_WORKER_PATH", "").split(os.pathsep) if p]
@@ -429,8 +446,9 @@ def main(read_fd: int, write_fd: int) -> None:
     def tick(idx: int, started: bool) -> None:
         outbox.send_bytes(TICK + _TICK.pack(idx, started))
 
-    global _tick
+    global _tick, _board
     _tick = tick
+    _board = Board(board_fd)
 
     while True:
         try:

@@ -35,25 +35,33 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from .._errors import WorkerLostError
+from ._board import Board
 from ._chunks import ChunkSizer, Feed, MapCall, Outcome, Window
 from ._dispatch import Remote, decode_batch, describe_exit
+from ._lifeline import life_fd, spawn
 from ._worker import TICK, Sent, unpack_tick
 
 __all__ = ["Pool", "outcomes", "process_outcomes"]
 
-_BOOT = "from opero.executors._worker import main; main({r}, {w})"
+_BOOT = "from opero.executors._worker import main; main({r}, {w}, {b}, {parent}, {life})"
 
 
 class _Worker:
-    __slots__ = ("chunk_id", "held", "inbox", "outbox", "proc", "sent_at", "size", "started", "tokens")
+    __slots__ = (
+        "board", "chunk_id", "held", "inbox", "outbox", "proc", "sent_at", "size", "started", "tokens"
+    )
 
     def __init__(self, env: dict[str, str]) -> None:
         r1, w1 = os.pipe()  # parent -> worker
         r2, w2 = os.pipe()  # worker -> parent
+        #: the attempts the worker runs now, readable here after it died
+        self.board = Board()
+        life = life_fd()
+        boot = _BOOT.format(r=r1, w=w2, b=self.board.fd, parent=os.getpid(), life=life)
         try:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-c", _BOOT.format(r=r1, w=w2)],
-                pass_fds=(r1, w2),
+            self.proc = spawn(
+                [sys.executable, "-c", boot],
+                pass_fds=(r1, w2, self.board.fd, life),
                 env=env,
                 stdin=subprocess.DEVNULL,
             )
@@ -86,6 +94,7 @@ class _Worker:
             self.proc.wait(2)
         except subprocess.TimeoutExpired:  # pragma: no cover - the kernel is slow to reap
             pass
+        self.board.close()
 
 
 def _env() -> dict[str, str]:
@@ -206,6 +215,8 @@ def process_outcomes(
                 items: list[Sent] = []
                 if remote.retry:
                     items = [remote.retry.popleft()]
+                elif remote.again:
+                    items = remote.take_again(feed.sizer.next())
                 while not items:
                     pairs = feed.next(block=False)
                     if not pairs:
@@ -236,7 +247,7 @@ def process_outcomes(
                 continue
             busy = [w for w in pool.workers if w.chunk_id is not None]
             if not busy:
-                if feed.dry and not remote.retry and not remote.waiting:
+                if feed.dry and not remote.retry and not remote.again and not remote.waiting:
                     break
                 if remote.waiting or remote.retry:
                     # items wait for their backoff: nothing else to do until the first is due
@@ -325,7 +336,7 @@ def _overdue(pool: Pool, worker: _Worker, remote: Remote, hard: float, call: Map
     timeout = call.plan.timeout
     error = TimeoutError(f"{call.plan.name}: attempt exceeded timeout={timeout}s (worker replaced)")
     out = remote.lose({i: held[i] for i in late if i in held}, error)
-    remote.retry.extend((i, payload, single) for i, (payload, single) in held.items() if i not in late)
+    remote.again.extend((i, payload, single) for i, (payload, single) in held.items() if i not in late)
     return out
 
 
@@ -335,6 +346,7 @@ def _lost(pool: Pool, worker: _Worker, remote: Remote) -> list[Outcome]:
     except subprocess.TimeoutExpired:
         code = None
     held = worker.held
+    running = worker.board.running() & held.keys()
     detail = describe_exit(worker.proc.pid, code)
     pool.replace(worker)
-    return remote.lose(held, WorkerLostError(detail, code))
+    return remote.died(held, running, WorkerLostError(detail, code))

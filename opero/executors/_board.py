@@ -1,0 +1,123 @@
+"""Which items a pool worker is running right now, readable by the parent after it dies.
+
+A worker that dies (segfault, ``os._exit``, OOM kill) cannot say what it was doing, and the
+results it had not flushed yet die with it. So before each attempt the worker writes the
+item's index into a slot of a small shared memory page (one slot per attempt in flight: an
+``async_process`` worker runs several at once) and clears it after; the parent reads the page
+when the worker is gone. A write costs a ``struct.pack_into`` on an ``mmap``: no system call,
+nothing for the parent to read while the worker lives.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import mmap
+import os
+import struct
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["Board", "SLOTS"]
+
+#: attempts one worker may have in flight at once (async_process concurrency is at most 64)
+SLOTS = 64
+_SLOT = struct.Struct("<q")
+_SIZE = SLOTS * _SLOT.size
+_IDLE = -1
+
+
+def _new_fd() -> int:
+    """An anonymous file for the page: a memfd on Linux, an unlinked temporary file elsewhere."""
+    create = getattr(os, "memfd_create", None)
+    if create is not None:
+        try:
+            fd: int = create("opero-board", 0)
+            return fd
+        except OSError:
+            pass
+    fd, path = tempfile.mkstemp(prefix="opero-board-")
+    os.unlink(path)
+    return fd
+
+
+class Board:
+    """One worker's page of running items.
+
+    Args:
+        fd: the page's file descriptor (the worker's inherited copy); None: make a new page.
+    """
+
+    __slots__ = ("_free", "fd", "page")
+
+    def __init__(self, fd: int | None = None) -> None:
+        if fd is None:
+            fd = _new_fd()
+            os.ftruncate(fd, _SIZE)
+            self.page = mmap.mmap(fd, _SIZE)
+            for slot in range(SLOTS):
+                _SLOT.pack_into(self.page, slot * _SLOT.size, _IDLE)
+        else:
+            self.page = mmap.mmap(fd, _SIZE)
+        self.fd = fd
+        self._free = list(range(SLOTS - 1, -1, -1))
+
+    def running(self) -> set[int]:
+        """Indices of the items whose attempt was running (read after the worker died)."""
+        got = {_SLOT.unpack_from(self.page, slot * _SLOT.size)[0] for slot in range(SLOTS)}
+        got.discard(_IDLE)
+        return got
+
+    def close(self) -> None:
+        """Unmap the page and close its descriptor."""
+        try:
+            self.page.close()
+        except (BufferError, ValueError):
+            pass
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
+
+    # -- worker side -----------------------------------------------------------------------
+
+    def enter(self, idx: int) -> int:
+        """Mark item ``idx`` running; returns the slot to give to :meth:`leave`."""
+        if not self._free:  # more attempts than slots: this one goes unmarked
+            return -1
+        slot = self._free.pop()
+        _SLOT.pack_into(self.page, slot * _SLOT.size, idx)
+        return slot
+
+    def leave(self, slot: int) -> None:
+        """The attempt in ``slot`` ended."""
+        if slot < 0:
+            return
+        _SLOT.pack_into(self.page, slot * _SLOT.size, _IDLE)
+        self._free.append(slot)
+
+    def watch(self, func: Callable[..., Any], running: Callable[[], int]) -> Callable[..., Any]:
+        """``func`` marking each attempt on the board, under the index ``running()`` gives."""
+        enter, leave = self.enter, self.leave
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)  # the signature stays the function's (arg_fallback reads it)
+            async def watched_async(*args: Any, **kwargs: Any) -> Any:
+                slot = enter(running())
+                try:
+                    return await func(*args, **kwargs)
+                finally:
+                    leave(slot)
+
+            return watched_async
+
+        @functools.wraps(func)
+        def watched(*args: Any, **kwargs: Any) -> Any:
+            slot = enter(running())
+            try:
+                return func(*args, **kwargs)
+            finally:
+                leave(slot)
+
+        return watched
