@@ -26,7 +26,7 @@ from ._testing import state as testing_state
 from ._threads import call_with_timeout as _call_with_timeout
 from .stores import MISS, CacheBackend, get_breaker, get_limiter, make_cache
 
-__all__ = ["Attempt", "Plan", "Sleep"]
+__all__ = ["Attempt", "Plan", "Sleep", "rebuild"]
 
 _perf = time.perf_counter
 _enabled = logger.isEnabledFor
@@ -320,7 +320,7 @@ class Plan:
         # value (cloudpickle), closure and all; the plan is rebuilt there (its locks cannot
         # travel) and keeps the parent's limiter, whose budget is shared across processes.
         return (
-            _rebuild,
+            rebuild,
             (self.func, self.options, self.name, self.limiter, self.breaker, self.in_map, self.sticky),
         )
 
@@ -1007,7 +1007,7 @@ class Plan:
                 return value
 
 
-def _rebuild(
+def rebuild(
     func: Callable[..., Any],
     options: Options,
     name: str,
@@ -1016,6 +1016,10 @@ def _rebuild(
     in_map: bool = False,
     sticky: Sticky | None = None,
 ) -> Plan:
+    """A parent's plan rebuilt in a worker: the one route (unpickling, pool and dask workers).
+
+    It keeps the parent's limiter, breaker and sticky record and opens none of its own.
+    """
     plan = Plan(func, options.replace(rate_limit=None, rate_limit_scope=None, circuit_breaker=None), name)
     plan.limiter, plan.breaker, plan.in_map = limiter, breaker, in_map
     plan.sticky = sticky  # demotions reach the workers and come back from them

@@ -28,7 +28,7 @@ from typing import Any
 from .._errors import RemoteError, portable, stand_in
 from .._limit import Limiter
 from .._options import Options
-from .._policy import Plan
+from .._policy import Plan, rebuild
 from .._telemetry import Event, FunctionStats
 from .._testing import state as testing_state
 from .._threads import call_with_timeout
@@ -118,16 +118,12 @@ class ChunkRunner:
                 opts = opts.replace(timeout=None)
             if _board is not None:  # the parent learns which attempts run if this process dies
                 func = _board.watch(func, RUNNING.get)
-            plan = Plan(func, opts, spec.name)
-            if spec.limiter is not None:
-                plan.limiter = spec.limiter
-            elif spec.rate_share is not None and plan.limiter is not None:
-                plan.limiter = Limiter(spec.name, spec.rate_share, plan.limiter.burst)
-            plan.breaker, plan.in_map = spec.breaker, True
+            limiter = spec.limiter
+            if limiter is None and spec.rate_share is not None:
+                limiter = Limiter(spec.name, spec.rate_share, opts.rate_burst)
+            plan = rebuild(func, opts, spec.name, limiter, spec.breaker, True, spec.sticky)
             plan.recorder.relay = [] if spec.relay else None
             plan.recorder.relay_kinds = spec.relay if isinstance(spec.relay, frozenset) else None
-            if spec.sticky is not None:
-                plan.sticky = spec.sticky
             self._local.plan = plan
         return plan
 
