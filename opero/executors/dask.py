@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import os
 import queue
-import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .._errors import WorkerLostError
 from ._chunks import ChunkSizer, Feed, MapCall, Outcome, Window, run_chunk_sync
+from ._scheduler import Arrived, Failed, Lost, Scheduler, Transport, TransportEvent
 
-if TYPE_CHECKING:
-    from ._worker import Sent
-
-__all__ = ["joblib_config", "joblib_outcomes", "outcomes"]
+__all__ = ["DaskTransport", "joblib_config", "joblib_outcomes", "outcomes"]
 
 
 def joblib_config() -> tuple[Any, int | None] | None:
@@ -97,104 +94,89 @@ def joblib_outcomes(
 
 
 def outcomes(call: MapCall, source: Iterator[tuple[int, Any]], window: Window) -> Iterator[list[Outcome]]:
-    from distributed import Client
+    """``dask`` mode: chunks as tasks on the active ``Client`` or a LocalCluster it starts."""
+    from ._dispatch import Remote
 
-    from ._dispatch import Remote, decode_batch
-    from ._worker import run_task
-
-    try:
-        client = Client.current()  # type: ignore[no-untyped-call]
-        owned = None
-    except ValueError:
-        from distributed import LocalCluster
-
-        cluster = LocalCluster(  # type: ignore[no-untyped-call]
-            n_workers=call.workers,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            silence_logs=40,
-        )
-        client = Client(cluster, set_as_default=False)  # type: ignore[no-untyped-call]
-        owned = (client, cluster)
     remote = Remote(call)
-    token = os.urandom(8).hex()
     feed = Feed(source, window, ChunkSizer(0.05, 1000, call.total, call.workers, call.chunksize))
-    held: dict[Any, list[Sent]] = {}
-    # completion callbacks (not distributed.wait, which wants a default client)
-    finished: queue.SimpleQueue[Any] = queue.SimpleQueue()
-    spec = (
-        client.scatter(remote.spec_bytes, broadcast=True)
-        if len(remote.spec_bytes) > 100_000
-        else remote.spec_bytes
-    )
-    cid = 0
+    return Scheduler(call, feed, window, remote, DaskTransport(call.workers, remote.spec_bytes)).run()
 
-    def submit(items: list[Sent], ready: list[Outcome]) -> None:
-        nonlocal cid
-        items, blob = remote.pack(items, ready)
-        if not items:
-            return
-        cid += 1
-        fut = client.submit(run_task, token, spec, cid, [i for i, _, _ in items], blob, pure=False)
-        held[fut] = items
-        fut.add_done_callback(finished.put)
 
-    try:
-        while True:
-            ready: list[Outcome] = []
-            pause = remote.due()
-            while remote.retry:
-                submit([remote.retry.popleft()], ready)
-            while len(held) < 2 * call.workers:
-                pairs = feed.next(block=False)
-                if not pairs:
-                    break
-                items = remote.admit(pairs, ready)
-                if items:
-                    submit(items, ready)
-            if ready:
-                yield ready
-                continue
-            if not held:
-                if feed.dry and not remote.waiting:
-                    break
-                if remote.waiting:
-                    time.sleep(min(0.2, max(0.0, pause or 0.0)))
-                    continue
-                if window.acquire(1):
-                    window.release(1)
-                continue
-            try:
-                first = finished.get(timeout=0.2 if pause is None else max(0.0, min(0.2, pause)))
-            except queue.Empty:
-                if call.stop.is_set():
-                    raise KeyboardInterrupt from None
-                continue
-            for fut in [first, *(finished.get() for _ in range(finished.qsize()))]:
-                items = held.pop(fut)
-                lost = {i: (payload, single) for i, payload, single in items}
-                try:
-                    raws = fut.result()
-                except Exception as exc:
-                    if type(exc).__name__ == "KilledWorker":  # the worker died (more than once)
-                        ready.extend(remote.lose(lost, WorkerLostError(f"dask worker lost: {exc!r}")))
-                    else:  # dask itself failed the task: that error, not a lost worker
-                        why = "failed in dask"
-                        ready.extend(remote.refuse((i, p, s), exc, why) for i, (p, s) in lost.items())
-                    continue
-                for raw in raws:
-                    batch = decode_batch(raw)
-                    if batch.rejected:
-                        ready.extend(remote.rejected(batch, lost))
-                    else:
-                        ready.extend(remote.receive(batch))
-            yield ready
-            if call.stop.is_set():
-                raise KeyboardInterrupt
-    finally:
-        for fut in held:
+class DaskTransport(Transport):
+    """The scheduler's way to a dask.distributed cluster: one task per chunk.
+
+    Up to two chunks per worker are queued. A task whose worker died (``KilledWorker``, after
+    dask's own retries) charges every item it still held: dask does not say which was running.
+    """
+
+    #: chunks wait in dask's queue: send-to-result time does not measure the items
+    measured = False
+
+    def __init__(self, workers: int, spec: bytes) -> None:
+        from distributed import Client
+
+        try:
+            self.client = Client.current()  # type: ignore[no-untyped-call]
+            self.owned: tuple[Any, Any] | None = None
+        except ValueError:
+            from distributed import LocalCluster
+
+            cluster = LocalCluster(  # type: ignore[no-untyped-call]
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                silence_logs=40,
+            )
+            self.client = Client(cluster, set_as_default=False)  # type: ignore[no-untyped-call]
+            self.owned = (self.client, cluster)
+        self.workers = workers
+        self.token = os.urandom(8).hex()
+        self.spec = self.client.scatter(spec, broadcast=True) if len(spec) > 100_000 else spec
+        self.futures: dict[Any, int] = {}
+        # completion callbacks (not distributed.wait, which wants a default client)
+        self.finished: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def room(self) -> int:
+        """Two queued chunks per worker."""
+        return 2 * self.workers - len(self.futures)
+
+    def send(self, chunk_id: int, indices: list[int], blob: bytes) -> None:
+        """Submit the chunk as one task."""
+        from ._worker import run_task
+
+        fut = self.client.submit(run_task, self.token, self.spec, chunk_id, indices, blob, pure=False)
+        self.futures[fut] = chunk_id
+        fut.add_done_callback(self.finished.put)
+
+    def poll(self, timeout: float) -> list[TransportEvent]:
+        """The tasks that finished: their batches, or how they failed."""
+        try:
+            first = self.finished.get(timeout=timeout)
+        except queue.Empty:
+            return []
+        events: list[TransportEvent] = []
+        for fut in [first, *(self.finished.get() for _ in range(self.finished.qsize()))]:
+            events.extend(self._done(fut))
+        return events
+
+    def _done(self, fut: Any) -> list[TransportEvent]:
+        from ._dispatch import decode_batch
+
+        chunk_id = self.futures.pop(fut)
+        try:
+            raws = fut.result()
+        except Exception as exc:
+            if type(exc).__name__ == "KilledWorker":  # the worker died (more than once)
+                return [Lost(chunk_id, WorkerLostError(f"dask worker lost: {exc!r}"), None)]
+            return [Failed(chunk_id, exc)]  # dask itself failed the task: not a lost worker
+        last = len(raws) - 1
+        return [Arrived(chunk_id, decode_batch(raw), k == last) for k, raw in enumerate(raws)]
+
+    def close(self, clean: bool) -> None:
+        """Cancel what is still queued; close the cluster this map started."""
+        for fut in self.futures:
             fut.cancel()
-        if owned is not None:
-            owned[0].close()  # type: ignore[no-untyped-call]
-            owned[1].close()  # type: ignore[no-untyped-call]
+        if self.owned is not None:
+            self.owned[0].close()  # type: ignore[no-untyped-call]
+            self.owned[1].close()  # type: ignore[no-untyped-call]

@@ -3,19 +3,25 @@
 Why not loky's global reusable executor: when user code in the same process also calls
 ``joblib.Parallel``, the two keep replacing each other's workers, and a dead worker breaks
 the whole executor, failing every pending future, so the items the dead worker held cannot
-be told apart (TESTING.md). This pool is small and exact instead:
+be told apart. This pool is small and exact instead:
 
-- each worker is ``python -c "...main(r, w)"`` over two pipes: no fork of a threaded parent,
+- each worker is ``python -c "...main(...)"`` over two pipes: no fork of a threaded parent,
   no re-import of the user's ``__main__``; functions travel with cloudpickle (notebook cells
   and ``__main__`` work);
 - items travel by value too (cloudpickle); an item that cannot travel fails alone, at once;
-- a worker runs one chunk at a time and streams results every few milliseconds, so when it
-  dies, exactly the items it still held lose one attempt with ``WorkerLostError`` (their own
-  policy, ``Plan.recover``, goes on in the parent) and a fresh worker takes over;
+- a worker runs one chunk at a time and streams results every few milliseconds; before each
+  attempt it marks the item on a shared page (``_board``), so when it dies only the attempt it
+  was running fails, with ``WorkerLostError`` (the item's own policy, ``Plan.recover``, goes on
+  in the parent), its chunk-mates go out again without penalty and a fresh worker takes over;
+  when several attempts ran at once (``async_process``) each runs again alone, without
+  penalty, until the one that crashes is found;
 - with ``timeout``, attempts report when they start and end, and a worker whose attempt
   runs past the limit (a C loop holding the GIL) is killed and replaced: a hard limit;
-- workers ignore SIGINT; on Ctrl-C the parent kills them, and they exit by themselves when
-  the parent's pipe closes, so no orphan survives even a killed parent.
+- workers ignore SIGINT; on Ctrl-C the parent kills them. They never outlive the parent,
+  whatever kills it (``_lifeline``: a parent-death signal and a watchdog on a pipe).
+
+The scheduling loop is ``_scheduler.Scheduler``, shared with dask; this module is its
+transport (:class:`PoolTransport`).
 
 The pool is kept warm between maps (like loky's) and closed at exit. An enclosing
 ``joblib.parallel_config(backend=...)`` bypasses it (see ``executors.dask``).
@@ -29,7 +35,6 @@ import pickle
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -39,17 +44,16 @@ from ._board import Board
 from ._chunks import ChunkSizer, Feed, MapCall, Outcome, Window
 from ._dispatch import Remote, decode_batch, describe_exit
 from ._lifeline import life_fd, spawn
-from ._worker import TICK, Sent, unpack_tick
+from ._scheduler import Arrived, Lost, Scheduler, Started, Transport, TransportEvent
+from ._worker import TICK, unpack_tick
 
-__all__ = ["Pool", "outcomes", "process_outcomes"]
+__all__ = ["Pool", "PoolTransport", "outcomes", "process_outcomes"]
 
 _BOOT = "from opero.executors._worker import main; main({r}, {w}, {b}, {parent}, {life})"
 
 
 class _Worker:
-    __slots__ = (
-        "board", "chunk_id", "held", "inbox", "outbox", "proc", "sent_at", "size", "started", "tokens"
-    )
+    __slots__ = ("board", "chunk_id", "inbox", "outbox", "proc", "tokens")
 
     def __init__(self, env: dict[str, str]) -> None:
         r1, w1 = os.pipe()  # parent -> worker
@@ -71,13 +75,8 @@ class _Worker:
         self.inbox = Connection(w1, readable=False)
         self.outbox = Connection(r2, writable=False)
         self.tokens: set[str] = set()
-        #: the chunk this worker runs (None when idle) and the items it has not answered yet
+        #: the chunk this worker runs (None when idle)
         self.chunk_id: int | None = None
-        self.held: dict[int, tuple[Any, bool]] = {}
-        #: attempts running now under a timeout: index -> when the worker said it started
-        self.started: dict[int, float] = {}
-        self.sent_at = 0.0
-        self.size = 0
 
     def send(self, message: tuple[str, str, Any]) -> None:
         self.inbox.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
@@ -186,167 +185,111 @@ def outcomes(call: MapCall, source: Iterator[tuple[int, Any]], window: Window) -
     return process_outcomes(call, source, window, concurrency)
 
 
-#: how long past ``timeout`` an attempt may run before its worker is killed (the worker's
-#: own soft limit answers first whenever the attempt lets it, e.g. while it sleeps)
-HARD_GRACE = 0.5
-
-
 def process_outcomes(
     call: MapCall, source: Iterator[tuple[int, Any]], window: Window, concurrency: int = 1
 ) -> Iterator[list[Outcome]]:
     """Run ``call``'s items on the pool; yield outcome batches as they arrive."""
     remote = Remote(call, concurrency)
-    token = os.urandom(8).hex()
-    pool, private = acquire_pool(call.workers)
     cap = 1000 if concurrency == 1 else max(1, concurrency)
     fixed = call.chunksize if call.chunksize is not None or concurrency == 1 else concurrency
     feed = Feed(source, window, ChunkSizer(0.05, cap, call.total, call.workers, fixed))
-    hard = call.plan.timeout + HARD_GRACE if call.plan.timeout is not None else None
-    next_id = 0
-    clean = False
-    try:
-        while True:
-            ready: list[Outcome] = []
-            pause = remote.due()
-            # 1. give every idle worker a chunk: re-sent items alone, then fresh ones
-            for worker in list(pool.workers):
-                if worker.chunk_id is not None:
-                    continue
-                items: list[Sent] = []
-                if remote.retry:
-                    items = [remote.retry.popleft()]
-                elif remote.again:
-                    items = remote.take_again(feed.sizer.next())
-                while not items:
-                    pairs = feed.next(block=False)
-                    if not pairs:
-                        break
-                    items = remote.admit(pairs, ready)
-                if not items:
-                    continue
-                items, blob = remote.pack(items, ready)
-                if not items:
-                    continue
-                next_id += 1
-                held = {i: (payload, single) for i, payload, single in items}
-                try:
-                    if token not in worker.tokens:
-                        worker.send(("setup", token, remote.spec_bytes))
-                        worker.tokens.add(token)
-                    worker.send(("chunk", token, (next_id, [i for i, _, _ in items], blob)))
-                except OSError:
-                    worker.held = held
-                    ready.extend(_lost(pool, worker, remote))
-                    continue
-                worker.chunk_id = next_id
-                worker.held = held
-                worker.sent_at = time.perf_counter()
-                worker.size = len(items)
-            if ready:
-                yield ready
-                continue
-            busy = [w for w in pool.workers if w.chunk_id is not None]
-            if not busy:
-                if feed.dry and not remote.retry and not remote.again and not remote.waiting:
-                    break
-                if remote.waiting or remote.retry:
-                    # items wait for their backoff: nothing else to do until the first is due
-                    time.sleep(min(0.2, max(0.0, pause or 0.0)))
-                    continue
-                # every item is waiting for the consumer to release room: wait for it
-                if window.acquire(1):
-                    window.release(1)
-                continue
-            # 2. wait for results, deaths, or an attempt over its hard timeout
-            wait_for = 0.2 if pause is None else max(0.0, min(0.2, pause))
-            if hard is not None:
-                wait_for = min(wait_for, _next_overdue(busy, hard))
-            for conn in wait([w.outbox for w in busy], timeout=wait_for):
-                worker = next(w for w in busy if w.outbox is conn)
-                try:
-                    raw = worker.outbox.recv_bytes()
-                except (EOFError, OSError):
-                    ready.extend(_lost(pool, worker, remote))
-                    continue
-                if raw[:1] == TICK:
-                    idx, started = unpack_tick(raw)
-                    if started:
-                        worker.started[idx] = time.perf_counter()
-                    else:
-                        worker.started.pop(idx, None)
-                    continue
-                batch = decode_batch(raw[1:])
-                if batch.rejected:
-                    ready.extend(remote.rejected(batch, worker.held))
-                    worker.chunk_id = None
-                    worker.held = {}
-                    continue
-                for i, *_ in batch.outcomes:
-                    worker.held.pop(i, None)
-                if batch.final:
-                    feed.sizer.observe(worker.size, time.perf_counter() - worker.sent_at)
-                    worker.chunk_id = None
-                    worker.held = {}
-                    worker.started.clear()
-                ready.extend(remote.receive(batch))
-            if hard is not None:
-                for worker in busy:
-                    if worker.chunk_id is not None and worker in pool.workers:
-                        ready.extend(_overdue(pool, worker, remote, hard, call))
-            if call.stop.is_set():
-                raise KeyboardInterrupt
-            if ready:
-                yield ready
-        clean = True
-    finally:
-        if clean:
-            for w in pool.workers:
-                try:
-                    if token in w.tokens:
-                        w.send(("drop", token, None))
-                        w.tokens.discard(token)
-                except OSError:
-                    pass
-            release_pool(pool, private)
-        else:
+    transport = PoolTransport(call.workers, remote.spec_bytes)
+    return Scheduler(call, feed, window, remote, transport).run()
+
+
+class PoolTransport(Transport):
+    """The scheduler's way to opero's pool: one chunk per worker, over its pipes.
+
+    Attempts report their start and end under a timeout (hard limits), and a dead worker's
+    board names the attempts it was running.
+    """
+
+    ticks = True
+
+    def __init__(self, workers: int, spec: bytes) -> None:
+        self.spec = spec
+        self.token = os.urandom(8).hex()
+        self.pool, self.private = acquire_pool(workers)
+        self.by_chunk: dict[int, _Worker] = {}
+        self.pending: list[TransportEvent] = []
+
+    def room(self) -> int:
+        """Idle workers."""
+        return sum(1 for w in self.pool.workers if w.chunk_id is None)
+
+    def send(self, chunk_id: int, indices: list[int], blob: bytes) -> None:
+        """Give the chunk to an idle worker (its map's setup first, once per worker)."""
+        worker = next(w for w in self.pool.workers if w.chunk_id is None)
+        worker.chunk_id = chunk_id
+        self.by_chunk[chunk_id] = worker
+        try:
+            if self.token not in worker.tokens:
+                worker.send(("setup", self.token, self.spec))
+                worker.tokens.add(self.token)
+            worker.send(("chunk", self.token, (chunk_id, indices, blob)))
+        except OSError:
+            self.pending.append(self._lost(worker))
+
+    def poll(self, timeout: float) -> list[TransportEvent]:
+        """Results, attempt starts and deaths of the busy workers."""
+        if self.pending:
+            events, self.pending = self.pending, []
+            return events
+        busy = {w.outbox: w for w in self.pool.workers if w.chunk_id is not None}
+        out: list[TransportEvent] = []
+        for conn in wait(list(busy), timeout=timeout):
+            out.append(self._read(busy[conn]))  # type: ignore[index]
+        return out
+
+    def _read(self, worker: _Worker) -> TransportEvent:
+        chunk_id = worker.chunk_id
+        assert chunk_id is not None
+        try:
+            raw = worker.outbox.recv_bytes()
+        except (EOFError, OSError):
+            return self._lost(worker)
+        if raw[:1] == TICK:
+            idx, started = unpack_tick(raw)
+            return Started(chunk_id, idx, started)
+        batch = decode_batch(raw[1:])
+        final = batch.final or batch.rejected
+        if final:
+            worker.chunk_id = None
+            self.by_chunk.pop(chunk_id, None)
+        return Arrived(chunk_id, batch, final)
+
+    def _lost(self, worker: _Worker) -> Lost:
+        """The worker died: what its board says it was running, and a fresh worker."""
+        try:
+            code = worker.proc.wait(2)
+        except subprocess.TimeoutExpired:
+            code = None
+        chunk_id = worker.chunk_id
+        assert chunk_id is not None
+        self.by_chunk.pop(chunk_id, None)
+        running = worker.board.running()
+        detail = describe_exit(worker.proc.pid, code)
+        self.pool.replace(worker)
+        return Lost(chunk_id, WorkerLostError(detail, code), running)
+
+    def cancel(self, chunk_id: int) -> None:
+        """Kill the worker running ``chunk_id`` and start a fresh one."""
+        worker = self.by_chunk.pop(chunk_id, None)
+        if worker is not None:
+            self.pool.replace(worker)
+
+    def close(self, clean: bool) -> None:
+        """Drop this map's setup from the workers, or (interrupted) stop them all."""
+        pool = self.pool
+        if not clean:
             # Interrupted (Ctrl-C, an abandoned stream, an error): workers may be busy with
             # our items; stop them all now rather than wait.
             pool.close()
-            release_pool(pool, private)
-
-
-def _next_overdue(busy: list[_Worker], hard: float) -> float:
-    """Seconds until the first running attempt passes its hard limit."""
-    now = time.perf_counter()
-    starts = [t for w in busy for t in w.started.values()]
-    return max(0.0, min(starts) + hard - now) if starts else 0.2
-
-
-def _overdue(pool: Pool, worker: _Worker, remote: Remote, hard: float, call: MapCall) -> list[Outcome]:
-    """Kill ``worker`` when one of its attempts ran past the hard limit (SPEC: ``timeout`` is
-    a hard limit in process modes); that attempt fails with ``TimeoutError``, the worker's
-    other items go back to be sent again as they were (they did nothing wrong)."""
-    now = time.perf_counter()
-    late = [i for i, t in worker.started.items() if now - t > hard]
-    if not late:
-        return []
-    held = worker.held
-    worker.held = {}
-    pool.replace(worker)
-    timeout = call.plan.timeout
-    error = TimeoutError(f"{call.plan.name}: attempt exceeded timeout={timeout}s (worker replaced)")
-    out = remote.lose({i: held[i] for i in late if i in held}, error)
-    remote.again.extend((i, payload, single) for i, (payload, single) in held.items() if i not in late)
-    return out
-
-
-def _lost(pool: Pool, worker: _Worker, remote: Remote) -> list[Outcome]:
-    try:
-        code = worker.proc.wait(2)
-    except subprocess.TimeoutExpired:
-        code = None
-    held = worker.held
-    running = worker.board.running() & held.keys()
-    detail = describe_exit(worker.proc.pid, code)
-    pool.replace(worker)
-    return remote.died(held, running, WorkerLostError(detail, code))
+        for w in pool.workers if clean else ():
+            try:
+                if self.token in w.tokens:
+                    w.send(("drop", self.token, None))
+                    w.tokens.discard(self.token)
+            except OSError:
+                pass
+        release_pool(pool, self.private)
