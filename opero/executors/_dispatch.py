@@ -51,35 +51,8 @@ class Remote:
         import cloudpickle
 
         self.call = call
-        plan = self.plan = call.plan
-        limiter, share = plan.limiter, None
-        if limiter is not None:
-            try:
-                cloudpickle.dumps(limiter)
-            except Exception:
-                # Until the limiter can travel, each worker spends an equal share: the total
-                # stays within the budget, spacing across workers is not exact.
-                share = limiter.rate / max(1, call.workers)
-                limiter = None
-        # Workers build and send home only the events someone here listens to.
-        wanted = plan.recorder.wanted_kinds()
-        relay: bool | frozenset[str] = True if wanted is None else wanted
-        spec = Spec(
-            plan.func,
-            plan.options,
-            plan.name,
-            limiter,
-            share,
-            call.prefix,
-            call.args,
-            call.kwargs,
-            concurrency=concurrency,
-            relay=relay,
-            testing=(testing_state.active, testing_state.cache),
-            breaker=plan.breaker,
-            sticky=plan.sticky,
-        )
-        self.spec_bytes: bytes = cloudpickle.dumps(spec)
+        self.plan = call.plan
+        self.spec_bytes: bytes = cloudpickle.dumps(_spec(call, concurrency))
         self.keys: dict[int, Any] = {}
         #: items whose policy the parent drives (an attempt of theirs died with a worker)
         self.resumed: dict[int, _Resumed] = {}
@@ -294,6 +267,40 @@ class Remote:
             self._advance(i, r, None, out)
             return
         self.retry.append((i, (step.args, step.kwargs), True))
+
+
+def _spec(call: MapCall, concurrency: int) -> Spec:
+    """What every worker needs to run this map's items (see :class:`Spec`)."""
+    import cloudpickle
+
+    plan = call.plan
+    limiter, share = plan.limiter, None
+    if limiter is not None:
+        try:
+            cloudpickle.dumps(limiter)
+        except Exception:
+            # Until the limiter can travel, each worker spends an equal share: the total
+            # stays within the budget, spacing across workers is not exact.
+            share = limiter.rate / max(1, call.workers)
+            limiter = None
+    # Workers build and send home only the events someone here listens to.
+    wanted = plan.recorder.wanted_kinds()
+    relay: bool | frozenset[str] = True if wanted is None else wanted
+    return Spec(
+        plan.func,
+        plan.options,
+        plan.name,
+        limiter,
+        share,
+        call.prefix,
+        call.args,
+        call.kwargs,
+        concurrency=concurrency,
+        relay=relay,
+        testing=(testing_state.active, testing_state.cache),
+        breaker=plan.breaker,
+        sticky=plan.sticky,
+    )
 
 
 def decode_batch(raw: bytes) -> Batch:

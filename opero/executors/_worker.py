@@ -79,6 +79,9 @@ class Batch:
     rejected: bool = False
 
 
+#: where a worker hands each batch of results (to the parent's pipe, or a task's return)
+Flush = Callable[[Batch], None]
+
 #: an item on its way to a worker: ``(index, payload, single)``. A full item runs with the
 #: whole policy (``payload`` is the item); a single one runs exactly one attempt with
 #: ``payload = (args, kwargs)``, because the parent drives its policy (an earlier attempt
@@ -135,7 +138,7 @@ class ChunkRunner:
         plan.recorder.stats = st
         return st
 
-    def run(self, chunk_id: int, items: list[Sent], flush: Callable[[Batch], None]) -> None:
+    def run(self, chunk_id: int, items: list[Sent], flush: Flush) -> None:
         """Run ``items``; call ``flush`` with batches of outcomes.
 
         Sync plans flush every few milliseconds, so when this process dies only the items
@@ -151,39 +154,65 @@ class ChunkRunner:
                 groups.append((single, []))
             groups[-1][1].append((idx, payload))
         for g, (single, chunk) in enumerate(groups):
-            last_group = g == len(groups) - 1
+            last = g == len(groups) - 1
             if plan.is_async:
-                if self.loop is None:
-                    self.loop = asyncio.new_event_loop()
-                st = self.fresh_stats(plan)
-                if single:
-                    outs = self.loop.run_until_complete(_attempts_async(plan, chunk, spec.concurrency))
-                else:
-                    outs = self.loop.run_until_complete(
-                        run_chunk_async(plan, chunk, spec.prefix, spec.args, spec.kwargs, spec.concurrency)
-                    )
-                flush(self._batch(chunk_id, plan, st, outs, last_group))
-                continue
-            start = 0
-            step = 1
-            hard = self.hard
-            while start < len(chunk):
-                st = self.fresh_stats(plan)
-                t0 = time.perf_counter()
-                part = chunk[start : start + step]
-                if single:
-                    outs = _attempts_sync(plan, part)
-                elif _board is not None:  # item by item: the board names the running one
-                    outs = _items_sync(plan, part, spec)
-                else:
-                    outs = run_chunk_sync(plan, part, spec.prefix, spec.args, spec.kwargs)
-                start += len(part)
-                took = time.perf_counter() - t0
-                # Grow the sub-batch while items are fast: ~5 ms between flushes.
-                step = max(1, min(len(chunk), int(step * 0.005 / took) if took > 0 else step * 2))
-                if hard:
-                    step = 1
-                flush(self._batch(chunk_id, plan, st, outs, last_group and start >= len(chunk)))
+                self._run_async(chunk_id, plan, chunk, single, last, flush)
+            else:
+                self._run_sync(chunk_id, plan, chunk, single, last, flush)
+
+    def _run_async(
+        self,
+        chunk_id: int,
+        plan: Plan,
+        chunk: Chunk,
+        single: bool,
+        last: bool,
+        flush: Flush,
+    ) -> None:
+        """A group of items on this worker's event loop, ``concurrency`` at once; one batch."""
+        spec = self.spec
+        if self.loop is None:
+            self.loop = asyncio.new_event_loop()
+        st = self.fresh_stats(plan)
+        if single:
+            outs = self.loop.run_until_complete(_attempts_async(plan, chunk, spec.concurrency))
+        else:
+            outs = self.loop.run_until_complete(
+                run_chunk_async(plan, chunk, spec.prefix, spec.args, spec.kwargs, spec.concurrency)
+            )
+        flush(self._batch(chunk_id, plan, st, outs, last))
+
+    def _run_sync(
+        self,
+        chunk_id: int,
+        plan: Plan,
+        chunk: Chunk,
+        single: bool,
+        last: bool,
+        flush: Flush,
+    ) -> None:
+        """A group of items in order, flushed in sub-batches about 5 ms apart."""
+        spec = self.spec
+        start = 0
+        step = 1
+        while start < len(chunk):
+            st = self.fresh_stats(plan)
+            t0 = time.perf_counter()
+            part = chunk[start : start + step]
+            if single:
+                outs = _attempts_sync(plan, part)
+            elif _board is not None:  # item by item: the board names the running one
+                outs = _items_sync(plan, part, spec)
+            else:
+                outs = run_chunk_sync(plan, part, spec.prefix, spec.args, spec.kwargs)
+            start += len(part)
+            took = time.perf_counter() - t0
+            # Grow the sub-batch while items are fast: ~5 ms between flushes. Under a hard
+            # timeout, one item per batch (its end must reach the parent at once).
+            step = max(1, min(len(chunk), int(step * 0.005 / took) if took > 0 else step * 2))
+            if self.hard:
+                step = 1
+            flush(self._batch(chunk_id, plan, st, outs, last and start >= len(chunk)))
 
     @staticmethod
     def _batch(chunk_id: int, plan: Plan, st: FunctionStats, outs: list[Outcome], final: bool) -> Batch:
@@ -350,9 +379,18 @@ def encode_batch(batch: Batch) -> bytes:
     except Exception:
         ok_blob, kept = _pack_results(ok_idx, ok_values, failures)
         ok_idx = kept
-    events = [e if e.error is None else replace(e, error=portable(e.error)) for e in batch.events]
+    events_blob = _pack_events(batch.events)
+    wire = (batch.chunk_id, batch.final, batch.stats, ok_idx, ok_blob, failures, events_blob, batch.rejected)
+    return pickle.dumps(wire, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _pack_events(events: list[Event]) -> bytes:
+    """The events with portable errors, pickled; those that cannot be pickled are dropped."""
+    import cloudpickle
+
+    events = [e if e.error is None else replace(e, error=portable(e.error)) for e in events]
     try:
-        events_blob = bytes(cloudpickle.dumps(events))
+        return bytes(cloudpickle.dumps(events))
     except Exception:
         good = []
         for ev in events:
@@ -361,9 +399,7 @@ def encode_batch(batch: Batch) -> bytes:
             except Exception:
                 continue
             good.append(ev)
-        events_blob = bytes(cloudpickle.dumps(good))
-    wire = (batch.chunk_id, batch.final, batch.stats, ok_idx, ok_blob, failures, events_blob, batch.rejected)
-    return pickle.dumps(wire, protocol=pickle.HIGHEST_PROTOCOL)
+        return bytes(cloudpickle.dumps(good))
 
 
 def _pack_failure(idx: int, value: Any, item: Any) -> tuple[int, bytes, BaseException]:
@@ -424,8 +460,6 @@ def main(read_fd: int, write_fd: int, board_fd: int, parent: int, life_fd: int) 
     import signal
     from multiprocessing.connection import Connection
 
-    import cloudpickle
-
     guard(parent, life_fd)  # never outlive the parent, whatever kills it
     # Ctrl-C goes to the whole process group; the parent decides and terminates us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -434,7 +468,7 @@ def main(read_fd: int, write_fd: int, board_fd: int, parent: int, life_fd: int) 
     _quiet_logger()
     inbox = Connection(read_fd, writable=False)
     outbox = Connection(write_fd, readable=False)
-    plans: dict[str, ChunkRunner] = {}
+    plans: dict[str, ChunkRunner | _Broken] = {}
 
     def flush(batch: Batch) -> None:
         outbox.send_bytes(BATCH + encode_batch(batch))
@@ -452,28 +486,35 @@ def main(read_fd: int, write_fd: int, board_fd: int, parent: int, life_fd: int) 
         except (EOFError, OSError):
             return
         kind, token, body = pickle.loads(raw)
-        if kind == "setup":
-            try:
-                plans[token] = ChunkRunner(cloudpickle.loads(body))
-            except BaseException as exc:
-                # The parent sees the error on each chunk of this map instead of a hang.
-                plans[token] = _Broken(exc)  # type: ignore[assignment]
-        elif kind == "chunk":
-            chunk_id, indices, blob = body
-            items = load_items(chunk_id, indices, blob)
-            if isinstance(items, Batch):
-                flush(items)
-                continue
-            wp = plans.get(token)
-            if isinstance(wp, _Broken) or wp is None:
-                err = wp.error if isinstance(wp, _Broken) else RuntimeError("opero: worker lost its setup")
-                flush(Batch(chunk_id, [(i, False, err, it) for i, it, _ in items], {}, [], True))
-                continue
-            wp.run(chunk_id, items, flush)
-        elif kind == "drop":
-            plans.pop(token, None)
-        elif kind == "exit":
+        if kind == "exit":
             return
+        _handle(kind, token, body, plans, flush)
+
+
+def _handle(kind: str, token: str, body: Any, plans: dict[str, ChunkRunner | _Broken], flush: Flush) -> None:
+    """One message from the parent: a map's ``setup``, one of its chunks, or its ``drop``."""
+    import cloudpickle
+
+    if kind == "setup":
+        try:
+            plans[token] = ChunkRunner(cloudpickle.loads(body))
+        except BaseException as exc:
+            # The parent sees the error on each chunk of this map instead of a hang.
+            plans[token] = _Broken(exc)
+    elif kind == "chunk":
+        chunk_id, indices, blob = body
+        items = load_items(chunk_id, indices, blob)
+        if isinstance(items, Batch):
+            flush(items)
+            return
+        wp = plans.get(token)
+        if isinstance(wp, ChunkRunner):
+            wp.run(chunk_id, items, flush)
+            return
+        err = wp.error if wp is not None else RuntimeError("opero: worker lost its setup")
+        flush(Batch(chunk_id, [(i, False, err, it) for i, it, _ in items], {}, [], True))
+    elif kind == "drop":
+        plans.pop(token, None)
 
 
 class _Broken:

@@ -10,11 +10,14 @@ from __future__ import annotations
 import os
 import queue
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._errors import WorkerLostError
 from ._chunks import ChunkSizer, Feed, MapCall, Outcome, Window, run_chunk_sync
 from ._scheduler import Arrived, Failed, Lost, Scheduler, Transport, TransportEvent
+
+if TYPE_CHECKING:
+    from ._dispatch import Remote
 
 __all__ = ["DaskTransport", "joblib_config", "joblib_outcomes", "outcomes"]
 
@@ -40,12 +43,11 @@ def joblib_config() -> tuple[Any, int | None] | None:
 def joblib_outcomes(
     call: MapCall, source: Iterator[tuple[int, Any]], window: Window
 ) -> Iterator[list[Outcome]]:
-    from joblib import Parallel, delayed
+    from joblib import Parallel
 
     # Here, not at the top: `import opero` reaches this module (joblib_config) and must not
     # pay for the process-pool protocol (pickle, the worker module) until a map needs it.
     from ._dispatch import Remote, decode_batch
-    from ._worker import run_task
 
     config = joblib_config()
     assert config is not None
@@ -53,27 +55,11 @@ def joblib_outcomes(
     workers = call.workers if n_jobs is None else n_jobs
     in_process = bool(getattr(backend, "uses_threads", False))
     remote = None if in_process else Remote(call)
-    token = os.urandom(8).hex()
     feed = Feed(source, window, ChunkSizer(0.02, 1000, call.total, max(1, abs(workers)), call.chunksize))
-    plan = call.plan
     hits: list[Outcome] = []
-
-    def tasks() -> Iterator[Any]:
-        cid = 0
-        while True:
-            pairs = feed.next()
-            if not pairs:
-                return
-            cid += 1
-            if remote is None:
-                yield delayed(run_chunk_sync)(plan, pairs, call.prefix, call.args, call.kwargs)
-                continue
-            items, blob = remote.pack(remote.admit(pairs, hits), hits)
-            if items:
-                yield delayed(run_task)(token, remote.spec_bytes, cid, [i for i, _, _ in items], blob)
-
+    tasks = _joblib_tasks(call, feed, remote, hits)
     runner = Parallel(n_jobs=workers, return_as="generator_unordered")
-    for got in runner(tasks()):
+    for got in runner(tasks):
         if hits:
             ready, hits[:] = list(hits), []
             yield ready
@@ -88,6 +74,28 @@ def joblib_outcomes(
         yield outs
     if hits:
         yield list(hits)
+
+
+def _joblib_tasks(call: MapCall, feed: Feed, remote: Remote | None, hits: list[Outcome]) -> Iterator[Any]:
+    """One joblib task per chunk: in this process (thread backends) or through the worker
+    protocol (``remote``); cache hits go to ``hits`` without a task."""
+    from joblib import delayed
+
+    from ._worker import run_task
+
+    token = os.urandom(8).hex()
+    cid = 0
+    while True:
+        pairs = feed.next()
+        if not pairs:
+            return
+        cid += 1
+        if remote is None:
+            yield delayed(run_chunk_sync)(call.plan, pairs, call.prefix, call.args, call.kwargs)
+            continue
+        items, blob = remote.pack(remote.admit(pairs, hits), hits)
+        if items:
+            yield delayed(run_task)(token, remote.spec_bytes, cid, [i for i, _, _ in items], blob)
 
 
 # -- dask -----------------------------------------------------------------------------------
