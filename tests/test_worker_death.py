@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Literal
 
 import pytest
 
@@ -50,17 +51,24 @@ def _lost_error(value: object) -> WorkerLostError:
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("mode", ["process", "async_process"])
-def test_dead_worker_fails_only_the_item_it_was_running(mode: str) -> None:
+def test_dead_worker_fails_only_the_item_it_was_running(mode: Literal["process", "async_process"]) -> None:
     """40 items, item 7 segfaults and item 23 exits: exactly those two fail, the rest succeed."""
-    func = _crashy_async if mode == "async_process" else _crashy
-    fn = opmap(mode=mode, workers=2, retries=0, progress=False)(func)
-    out = asyncio.run(fn(range(40))) if mode == "async_process" else fn(range(40))
+    out: list[Any]
+    if mode == "async_process":
+        afn = opmap(mode=mode, workers=2, retries=0, progress=False)(_crashy_async)
+
+        async def run() -> list[Any]:
+            return list(await afn(range(40)))
+
+        out, st = asyncio.run(run()), afn.stats
+    else:
+        fn = opmap(mode=mode, workers=2, retries=0, progress=False)(_crashy)
+        out, st = fn(range(40)), fn.stats
     failed = [i for i, v in enumerate(out) if isinstance(v, BaseException)]
     assert failed == [7, 23], [(i, out[i]) for i in failed]
     assert [out[i] for i in range(40) if i not in (7, 23)] == [2 * i for i in range(40) if i not in (7, 23)]
     assert "SIGSEGV" in str(_lost_error(out[7]))
     assert "exit code 3" in str(_lost_error(out[23]))
-    st = fn.stats
     assert (st.calls, st.successes, st.failures) == (40, 38, 2)
 
 
@@ -109,7 +117,8 @@ def test_workers_stop_within_2s_when_the_parent_is_killed(sig: signal.Signals) -
     """A killed parent's workers are gone within 2 s, call the server no more, and leave no file."""
     from opero.stores.host import folder
 
-    handler = type("Hits", (_Hits,), {"hits": []})
+    hits: list[tuple[float, int]] = []
+    handler = type("Hits", (_Hits,), {"hits": hits})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
@@ -119,8 +128,8 @@ def test_workers_stop_within_2s_when_the_parent_is_killed(sig: signal.Signals) -
     try:
         assert parent.stdout is not None
         assert parent.stdout.readline().split()[0] == b"ready"
-        assert _wait_until(lambda: len({pid for _, pid in handler.hits}) == 2, 40)
-        workers = {pid for _, pid in handler.hits}
+        assert _wait_until(lambda: len({pid for _, pid in hits}) == 2, 40)
+        workers = {pid for _, pid in hits}
         mine = [n for n in os.listdir(folder()) if f"-{parent.pid}-" in n]
         assert mine, "the map's limiter file is in the host-store folder"
         parent.send_signal(sig)
@@ -128,9 +137,9 @@ def test_workers_stop_within_2s_when_the_parent_is_killed(sig: signal.Signals) -
         killed = time.monotonic()
         assert _wait_until(lambda: all(_gone(pid) for pid in workers), 2.0), workers
         assert time.monotonic() - killed < 2.0
-        calls = len(handler.hits)
+        calls = len(hits)
         time.sleep(1.0)
-        assert len(handler.hits) == calls  # nothing reached the server after the workers died
+        assert len(hits) == calls  # nothing reached the server after the workers died
         # the next run sweeps what the dead processes left
         sweep = "from opero import opero; f = opero(rate_limit=50)(lambda: 1); assert f() == 1"
         subprocess.run([sys.executable, "-c", sweep], env=env, cwd=ROOT, check=True, timeout=60)
