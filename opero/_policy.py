@@ -1020,7 +1020,12 @@ def rebuild(
 
     It keeps the parent's limiter, breaker and sticky record and opens none of its own.
     """
-    plan = Plan(func, options.replace(rate_limit=None, rate_limit_scope=None, circuit_breaker=None), name)
+    # the limiter comes from the parent: no rate option may open one here (rate_start and
+    # adaptive go too, or an adaptive rate fails validation without its rate_limit)
+    bare = options.replace(
+        rate_limit=None, rate_start=None, adaptive=False, rate_limit_scope=None, circuit_breaker=None
+    )
+    plan = Plan(func, bare, name)
     plan.limiter, plan.breaker, plan.in_map = limiter, breaker, in_map
     plan.sticky = sticky  # demotions reach the workers and come back from them
     return plan

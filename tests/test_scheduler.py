@@ -16,12 +16,16 @@ def _double(x: int) -> int:
     return 2 * x
 
 
-def test_worker_plan_keeps_the_parents_limiter_and_opens_none(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_worker_plan_keeps_the_parents_limiter_and_opens_none(
+    monkeypatch: pytest.MonkeyPatch, adaptive: bool
+) -> None:
     """A worker's rebuilt plan uses the parent's host limiter file and opens no limiter store of its own."""
     import opero.stores.host as host
     from opero.executors._worker import ChunkRunner, Spec
 
-    parent = Plan(_double, Options(rate_limit=50), "double")
+    options = Options(rate_limit=50, adaptive=True, rate_start=20) if adaptive else Options(rate_limit=50)
+    parent = Plan(_double, options, "double")
     opened: list[Any] = []
     real = host.limiter_store
 
@@ -36,7 +40,8 @@ def test_worker_plan_keeps_the_parents_limiter_and_opens_none(monkeypatch: pytes
     assert opened == []
     assert plan.limiter is not None and plan.limiter is not parent.limiter
     assert plan.limiter.store.path == parent.limiter.store.path
-    assert (plan.limiter.rate, plan.limiter.burst) == (50.0, 1)
+    assert (plan.limiter.rate, plan.limiter.burst) == (parent.limiter.rate, 1)
+    assert (plan.limiter.adaptive is None) is not adaptive
     assert plan.in_map is True
     assert plan.keys is None  # the parent caches: the worker runs uncached
 
