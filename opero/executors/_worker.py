@@ -509,8 +509,13 @@ def _handle(kind: str, token: str, body: Any, plans: dict[str, ChunkRunner | _Br
             return
         wp = plans.get(token)
         if isinstance(wp, ChunkRunner):
-            wp.run(chunk_id, items, flush)
-            return
+            try:
+                wp.plan()  # a plan that cannot be built here fails the items, not the worker
+            except Exception as exc:
+                wp = plans[token] = _Broken(exc)
+            else:
+                wp.run(chunk_id, items, flush)
+                return
         err = wp.error if wp is not None else RuntimeError("opero: worker lost its setup")
         flush(Batch(chunk_id, [(i, False, err, it) for i, it, _ in items], {}, [], True))
     elif kind == "drop":
