@@ -1,11 +1,17 @@
 """Which items a pool worker is running right now, readable by the parent after it dies.
 
 A worker that dies (segfault, ``os._exit``, OOM kill) cannot say what it was doing, and the
-results it had not flushed yet die with it. So before each attempt the worker writes the
-item's index into a slot of a small shared memory page (one slot per attempt in flight: an
-``async_process`` worker runs several at once) and clears it after; the parent reads the page
-when the worker is gone. A write costs a ``struct.pack_into`` on an ``mmap``: no system call,
-nothing for the parent to read while the worker lives.
+results it had not flushed yet die with it. So it keeps a small shared memory page up to
+date, and the parent reads the page when the worker is gone:
+
+- a sync worker runs its chunk in sub-batches flushed ~5 ms apart and writes, before each,
+  the chunk id and the positions the sub-batch covers (one write per sub-batch: tiny items
+  keep the fast path). Under a hard timeout a sub-batch is one item;
+- an ``async_process`` worker runs several attempts at once: each marks its item's index in
+  a slot of its own while it runs.
+
+A write costs a ``struct.pack_into`` on an ``mmap``: no system call, nothing for the parent
+to read while the worker lives.
 """
 
 from __future__ import annotations
@@ -24,7 +30,10 @@ __all__ = ["Board", "SLOTS"]
 #: attempts one worker may have in flight at once (async_process concurrency is at most 64)
 SLOTS = 64
 _SLOT = struct.Struct("<q")
-_SIZE = SLOTS * _SLOT.size
+#: after the slots: the sync sub-batch running now, ``(chunk_id, first, end)`` positions
+_SPAN = struct.Struct("<qqq")
+_SPAN_AT = SLOTS * _SLOT.size
+_SIZE = _SPAN_AT + _SPAN.size
 _IDLE = -1
 
 
@@ -58,6 +67,7 @@ class Board:
             self.page = mmap.mmap(fd, _SIZE)
             for slot in range(SLOTS):
                 _SLOT.pack_into(self.page, slot * _SLOT.size, _IDLE)
+            _SPAN.pack_into(self.page, _SPAN_AT, _IDLE, 0, 0)
         else:
             self.page = mmap.mmap(fd, _SIZE)
         self.fd = fd
@@ -68,6 +78,11 @@ class Board:
         got = {_SLOT.unpack_from(self.page, slot * _SLOT.size)[0] for slot in range(SLOTS)}
         got.discard(_IDLE)
         return got
+
+    def span(self) -> tuple[int, int, int]:
+        """``(chunk_id, first, end)``: the positions of the sync sub-batch that was running."""
+        chunk_id, first, end = _SPAN.unpack_from(self.page, _SPAN_AT)
+        return int(chunk_id), int(first), int(end)
 
     def close(self) -> None:
         """Unmap the page and close its descriptor."""
@@ -81,6 +96,10 @@ class Board:
             pass
 
     # -- worker side -----------------------------------------------------------------------
+
+    def running_span(self, chunk_id: int, first: int, end: int) -> None:
+        """Positions ``first`` to ``end`` (excluded) of chunk ``chunk_id`` run now (sync)."""
+        _SPAN.pack_into(self.page, _SPAN_AT, chunk_id, first, end)
 
     def enter(self, idx: int) -> int:
         """Mark item ``idx`` running; returns the slot to give to :meth:`leave`."""

@@ -119,7 +119,8 @@ class ChunkRunner:
                 is_async = inspect.iscoroutinefunction(func)
                 func = _reporting(func, opts.timeout, spec.name, is_async, _tick)
                 opts = opts.replace(timeout=None)
-            if _board is not None:  # the parent learns which attempts run if this process dies
+            if _board is not None and inspect.iscoroutinefunction(func):
+                # several attempts at once: each marks its item (the parent reads it if we die)
                 func = _board.watch(func, RUNNING.get)
             limiter = spec.limiter
             if limiter is None and spec.rate_share is not None:
@@ -153,12 +154,14 @@ class ChunkRunner:
             if not groups or groups[-1][0] != single:
                 groups.append((single, []))
             groups[-1][1].append((idx, payload))
+        base = 0  # position of the group's first item in the chunk
         for g, (single, chunk) in enumerate(groups):
             last = g == len(groups) - 1
             if plan.is_async:
                 self._run_async(chunk_id, plan, chunk, single, last, flush)
             else:
-                self._run_sync(chunk_id, plan, chunk, single, last, flush)
+                self._run_sync((chunk_id, base), plan, chunk, single, last, flush)
+            base += len(chunk)
 
     def _run_async(
         self,
@@ -183,26 +186,24 @@ class ChunkRunner:
         flush(self._batch(chunk_id, plan, st, outs, last))
 
     def _run_sync(
-        self,
-        chunk_id: int,
-        plan: Plan,
-        chunk: Chunk,
-        single: bool,
-        last: bool,
-        flush: Flush,
+        self, where: tuple[int, int], plan: Plan, chunk: Chunk, single: bool, last: bool, flush: Flush
     ) -> None:
-        """A group of items in order, flushed in sub-batches about 5 ms apart."""
+        """A group of items in order (at position ``base`` of chunk ``chunk_id``: ``where``),
+        flushed in sub-batches about 5 ms apart, each marked on the board before it runs."""
         spec = self.spec
+        chunk_id, base = where
         start = 0
         step = 1
         while start < len(chunk):
             st = self.fresh_stats(plan)
             t0 = time.perf_counter()
             part = chunk[start : start + step]
+            if _board is not None:
+                _board.running_span(chunk_id, base + start, base + start + len(part))
+            if self.hard:  # one item per batch: the attempt's ticks name it
+                RUNNING.set(part[0][0])
             if single:
                 outs = _attempts_sync(plan, part)
-            elif _board is not None:  # item by item: the board names the running one
-                outs = _items_sync(plan, part, spec)
             else:
                 outs = run_chunk_sync(plan, part, spec.prefix, spec.args, spec.kwargs)
             start += len(part)
@@ -222,16 +223,6 @@ class ChunkRunner:
             events = list(relay)
             relay.clear()
         return Batch(chunk_id, outs, st.export(), events, final)
-
-
-def _items_sync(plan: Plan, chunk: Chunk, spec: Spec) -> list[Outcome]:
-    """Each item with the full policy, ``RUNNING`` naming it while it runs."""
-    out: list[Outcome] = []
-    prefix, args, kwargs = spec.prefix, spec.args, spec.kwargs
-    for pair in chunk:
-        RUNNING.set(pair[0])
-        out.extend(run_chunk_sync(plan, [pair], prefix, args, kwargs))
-    return out
 
 
 def _attempts_sync(plan: Plan, chunk: Chunk) -> list[Outcome]:

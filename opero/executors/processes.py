@@ -211,6 +211,8 @@ class PoolTransport(Transport):
         self.token = os.urandom(8).hex()
         self.pool, self.private = acquire_pool(workers)
         self.by_chunk: dict[int, _Worker] = {}
+        #: each chunk's item indices in the order sent (a dead worker's board names positions)
+        self.order: dict[int, list[int]] = {}
         self.pending: list[TransportEvent] = []
 
     def room(self) -> int:
@@ -222,6 +224,7 @@ class PoolTransport(Transport):
         worker = next(w for w in self.pool.workers if w.chunk_id is None)
         worker.chunk_id = chunk_id
         self.by_chunk[chunk_id] = worker
+        self.order[chunk_id] = indices
         try:
             if self.token not in worker.tokens:
                 worker.send(("setup", self.token, self.spec))
@@ -256,6 +259,7 @@ class PoolTransport(Transport):
         if final:
             worker.chunk_id = None
             self.by_chunk.pop(chunk_id, None)
+            self.order.pop(chunk_id, None)
         return Arrived(chunk_id, batch, final)
 
     def _lost(self, worker: _Worker) -> Lost:
@@ -267,7 +271,11 @@ class PoolTransport(Transport):
         chunk_id = worker.chunk_id
         assert chunk_id is not None
         self.by_chunk.pop(chunk_id, None)
-        running = worker.board.running()
+        order = self.order.pop(chunk_id, [])
+        running = worker.board.running()  # async attempts in flight
+        span_id, first, end = worker.board.span()
+        if span_id == chunk_id:  # the sync sub-batch that was running
+            running.update(order[first:end])
         detail = describe_exit(worker.proc.pid, code)
         self.pool.replace(worker)
         return Lost(chunk_id, WorkerLostError(detail, code), running)
@@ -275,6 +283,7 @@ class PoolTransport(Transport):
     def cancel(self, chunk_id: int) -> None:
         """Kill the worker running ``chunk_id`` and start a fresh one."""
         worker = self.by_chunk.pop(chunk_id, None)
+        self.order.pop(chunk_id, None)
         if worker is not None:
             self.pool.replace(worker)
 
