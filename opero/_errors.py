@@ -6,6 +6,8 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
+from ._hints import status_of
+
 __all__ = [
     "AllFailedError",
     "Cancelled",
@@ -295,20 +297,7 @@ def _rebuild_remote(
 def _http_details(exc: BaseException) -> tuple[int | None, dict[str, str] | None]:
     """Status code and headers of an HTTP-ish error, read by duck typing (no imports)."""
     response = getattr(exc, "response", None)
-    status: Any = None
-    for source, names in ((response, ("status_code", "status")), (exc, ("status_code", "status", "code"))):
-        if source is None:
-            continue
-        for name in names:
-            try:
-                value = getattr(source, name, None)
-            except Exception:
-                continue
-            if isinstance(value, int) and not isinstance(value, bool):
-                status = value
-                break
-        if status is not None:
-            break
+    status = status_of(exc)  # the one status reader (also follows `raise ... from`)
     headers: dict[str, str] | None = None
     for source in (response, exc):
         raw = getattr(source, "headers", None) if source is not None else None

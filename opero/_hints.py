@@ -42,7 +42,8 @@ def _int_attr(source: Any, names: tuple[str, ...]) -> int | None:
             value = getattr(source, name, None)
         except Exception:  # a property that raises (e.g. on a closed response)
             continue
-        if isinstance(value, int) and not isinstance(value, bool):
+        # only a real HTTP status: an unrelated ``code`` attribute (an errno, an exit code) is not
+        if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
             return value
     return None
 
@@ -58,6 +59,11 @@ def _status(exc: BaseException) -> int | None:
 
 def status_of(exc: BaseException) -> int | None:
     """The HTTP status an error carries (its own or that of the error it was raised from).
+
+    The one reader of an HTTP status in opero: the retry policy, the error details of an
+    error that crossed a process boundary, ``fn.failures()`` and the dashboard all use it.
+    An :class:`~opero.AllFailedError` carries the status of its last attempt's error (its
+    ``__cause__``).
 
     Args:
         exc: any exception.

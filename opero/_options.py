@@ -330,8 +330,13 @@ def _validate(o: Options) -> None:
         raise ConfigurationError(
             "adaptive=True needs a rate_limit (a ceiling in calls per second, or 'auto')"
         )
-    if o.rate_start is not None and rate is None:
-        raise ConfigurationError(f"rate_start={o.rate_start!r} needs rate_limit='auto' or a rate_limit")
+    if o.rate_start is not None and not o.is_adaptive:
+        # a fixed rate never moves: starting elsewhere than rate_limit would run at one rate
+        # while stats.budget shows the other
+        raise ConfigurationError(
+            f"rate_start={o.rate_start!r} needs an adaptive rate: rate_limit='auto', or adaptive=True "
+            f"with a rate_limit (got rate_limit={rate!r}, adaptive={o.adaptive!r})"
+        )
     if o.rate_start is not None and _is_number(rate) and o.rate_start > rate:
         raise ConfigurationError(
             f"rate_start={o.rate_start!r} is above rate_limit={rate!r}: an adaptive rate never exceeds it"

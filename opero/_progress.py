@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._errors import AllFailedError
+from ._hints import status_of
 from ._telemetry import Registry, logger
 
 if TYPE_CHECKING:
@@ -121,14 +122,8 @@ class Failure:
 
 
 def http_status(error: BaseException) -> int | None:
-    """The HTTP status an error carries (``status``, ``code``, ``status_code``), else None."""
-    if isinstance(error, AllFailedError) and error.errors:
-        error = error.errors[-1]
-    for name in ("status", "code", "status_code"):
-        value = getattr(error, name, None)
-        if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
-            return value
-    return None
+    """The HTTP status an error carries (see :func:`opero._hints.status_of`), else None."""
+    return status_of(error)
 
 
 def describe_error(error: BaseException) -> tuple[str, str, int]:

@@ -89,6 +89,7 @@ def _fast(plan: Plan) -> bool:
         and plan.timeout is None
         and not rec.wants("start")
         and plan.sticky is None  # sticky fallbacks pick the first attempt's candidates
+        and plan.options.deadline is None  # a deadline counts from the call, not the failure
         and not rec.wants("success")
         and not rec.wants("failure")
     )
