@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import math
 import time
-from collections.abc import Callable, Generator, Mapping
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from typing import Any
 
 from . import _telemetry
-from ._errors import AllFailedError, CircuitOpenError
+from ._decisions import Attempt, Decisions, Sleep, Steps
 from ._hints import server_wait, status_of
 from ._keys import KeyBuilder
 from ._options import Options
@@ -37,195 +36,6 @@ _cached_level = _level_cache.get
 _monotonic = time.monotonic
 
 
-class Attempt(NamedTuple):
-    """Run the function once with these arguments."""
-
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
-
-
-class Sleep(NamedTuple):
-    """Back off before the next round."""
-
-    delay: float
-
-
-class _Round:
-    """The one field tenacity's ``wait_exponential`` reads from a ``RetryCallState``."""
-
-    __slots__ = ("attempt_number",)
-
-    def __init__(self, attempt_number: int) -> None:
-        self.attempt_number = attempt_number
-
-
-class _Outcome:
-    """The failed attempt, as a tenacity ``Future`` shows it to wait strategies."""
-
-    __slots__ = ("_error", "attempt_number")
-
-    def __init__(self, attempt_number: int, error: BaseException) -> None:
-        self.attempt_number = attempt_number
-        self._error = error
-
-    failed = True
-
-    def exception(self, timeout: float | None = None) -> BaseException:
-        return self._error
-
-    def result(self, timeout: float | None = None) -> Any:
-        raise self._error
-
-
-class _RetryState:
-    """What tenacity's wait strategies read from a ``RetryCallState`` (no tenacity import).
-
-    ``attempt_number`` counts rounds (tenacity's attempts are opero's rounds: a round tries
-    every fallback candidate once); ``outcome`` holds the round's last error, so
-    ``wait_exception`` works; ``seconds_since_start`` runs from the call's start.
-    """
-
-    __slots__ = (
-        "args",
-        "attempt_number",
-        "fn",
-        "idle_for",
-        "kwargs",
-        "next_action",
-        "outcome",
-        "outcome_timestamp",
-        "retry_object",
-        "start_time",
-        "upcoming_sleep",
-    )
-
-    def __init__(
-        self,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        round_number: int,
-        error: BaseException,
-        start_time: float,
-        idle_for: float,
-    ) -> None:
-        self.fn = fn
-        self.args = args
-        self.kwargs = kwargs
-        self.retry_object = None
-        self.attempt_number = round_number
-        self.outcome = _Outcome(round_number, error)
-        self.outcome_timestamp = _perf()
-        self.start_time = start_time
-        self.idle_for = idle_for
-        self.next_action = None
-        self.upcoming_sleep = 0.0
-
-    @property
-    def seconds_since_start(self) -> float:
-        return self.outcome_timestamp - self.start_time
-
-
-#: Bugs, not bad luck: the default ``retry_on`` lets these propagate at once.
-PROGRAMMING_ERRORS: tuple[type[BaseException], ...] = (
-    TypeError,
-    NameError,
-    AttributeError,
-    ImportError,
-    SyntaxError,
-    AssertionError,
-    NotImplementedError,
-    RecursionError,
-)
-
-
-class _Fallback:
-    """Where the ``arg_fallback`` parameter sits and how to swap its candidates in."""
-
-    __slots__ = ("default", "index", "name")
-
-    def __init__(self, func: Callable[..., Any], name: str) -> None:
-        self.name = name
-        self.index: int | None = None
-        self.default: Any = None
-        params = inspect.signature(func).parameters
-        p = params.get(name)
-        if p is not None:
-            if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD):
-                self.index = list(params).index(name)
-            if p.default is not inspect.Parameter.empty:
-                self.default = p.default
-
-    def candidates(
-        self, args: tuple[Any, ...], kwargs: Mapping[str, Any]
-    ) -> list[Any] | tuple[Any, ...] | None:
-        if self.name in kwargs:
-            value = kwargs[self.name]
-        elif self.index is not None and self.index < len(args):
-            value = args[self.index]
-        else:
-            value = self.default
-        if isinstance(value, list | tuple) and value:
-            return value
-        return None
-
-    def substitute(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any], value: Any
-    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        if self.name not in kwargs and self.index is not None and self.index < len(args):
-            return (*args[: self.index], value, *args[self.index + 1 :]), kwargs
-        return args, {**kwargs, self.name: value}
-
-
-def _is_default(retry_on: Any) -> bool:
-    # Options.retry_on's default; an explicit retry_on=Exception (the class) is used as given.
-    return type(retry_on) is tuple and retry_on == (Exception,)
-
-
-def _retry_predicate(retry_on: Any) -> Callable[[BaseException], bool | float]:
-    """``exc -> False`` (propagate), ``True`` (retry after the backoff) or seconds to wait."""
-    if _is_default(retry_on):
-        bugs = PROGRAMMING_ERRORS
-        return lambda exc: isinstance(exc, Exception) and not isinstance(exc, bugs)
-    if isinstance(retry_on, type | tuple):
-        classes = retry_on
-        return lambda exc: isinstance(exc, classes)
-
-    def verdict(exc: BaseException) -> bool | float:
-        answer = retry_on(exc)
-        if isinstance(answer, bool) or answer is None:
-            return bool(answer)
-        if isinstance(answer, int | float):  # stamina's convention: retry after that many seconds
-            return max(0.0, float(answer)) if math.isfinite(answer) else True
-        return bool(answer)
-
-    return verdict
-
-
-def _filter(on: Any) -> Callable[[BaseException], bool] | None:
-    """``fallback_on`` as a predicate; None means every retryable error moves on."""
-    if on is None:
-        return None
-    if isinstance(on, type | tuple):
-        classes = on
-        return lambda exc: isinstance(exc, classes)
-    return lambda exc: bool(on(exc))
-
-
-def _mark_final(error: BaseException, name: str) -> None:
-    # An error that ends a call (reraise=True, or not retryable) is not retried again by an
-    # outer call of the same function (recursion): see Plan.recover.
-    try:
-        error.__dict__["_opero_final"] = name
-    except (AttributeError, TypeError):  # an exception type without a __dict__
-        pass
-
-
-def _not_open_breaker(retryable: Callable[[BaseException], Any]) -> Callable[[BaseException], Any]:
-    # An open circuit breaker means "fail fast": never retried, whatever retry_on says.
-    return lambda exc: not isinstance(exc, CircuitOpenError) and retryable(exc)
-
-
 class Plan:
     """Everything one decorated function needs at call time, built once at decoration.
 
@@ -240,18 +50,13 @@ class Plan:
         self.options = options
         self.name = name
         self.is_async = inspect.iscoroutinefunction(func)
-        self.retryable = _not_open_breaker(_retry_predicate(options.retry_on))
-        self.fallback = _Fallback(func, options.arg_fallback) if options.arg_fallback else None
-        self.moves = _filter(options.fallback_on)
-        #: demoted fallback candidates shared by every call (None: fallback_sticky=False)
-        self.sticky: Sticky | None = (
-            Sticky(options.fallback_recheck)
-            if self.fallback is not None and options.fallback_sticky
-            else None
-        )
-        self._signature: inspect.Signature | None = None
         self.recorder = Recorder(name, options)
         self.stats = self.recorder.stats
+        #: the pure decisions: retryable?, next candidate?, how long to wait?
+        self.decisions = Decisions(func, options, name, self.recorder)
+        self.retryable = self.decisions.retryable
+        self.recover = self.decisions.recover
+        self.sticky_start = self.decisions.sticky_start
         self._limiter = get_limiter(options, name)
         self._breaker = get_breaker(options, name)
         #: items of a map wait for a half-open probe instead of failing fast (set by opmap)
@@ -261,8 +66,17 @@ class Plan:
         self.keys: KeyBuilder | None = cache[0] if cache is not None else None
         self.cache: CacheBackend | None = cache[1] if cache is not None else None
         self.timeout = options.timeout
-        self._backoff: Callable[[Any], float] | None = None  # tenacity's wait_exponential, lazily
         self._pick_fast_path()
+
+    @property
+    def sticky(self) -> Sticky | None:
+        """Demoted fallback candidates shared by every call (None: fallback_sticky=False)."""
+        return self.decisions.sticky
+
+    @sticky.setter
+    def sticky(self, value: Sticky | None) -> None:
+        # Process workers share the parent's demotions.
+        self.decisions.sticky = value
 
     @property
     def limiter(self) -> Any:
@@ -324,197 +138,6 @@ class Plan:
             (self.func, self.options, self.name, self.limiter, self.breaker, self.in_map, self.sticky),
         )
 
-    # -- decisions (shared by both drivers) --------------------------------------------------
-
-    def delay(self, round_number: int) -> float:
-        """Built-in backoff before round ``round_number + 1``: tenacity's ``wait_exponential``,
-        ``min(max_delay, min_delay * backoff_factor ** (round_number - 1))``, plus jitter."""
-        o = self.options
-        wait = self._backoff
-        if wait is None:
-            # tenacity's strategy, imported at the first failure only: `import opero` and
-            # calls that succeed never load tenacity (it pulls in tornado where installed).
-            from tenacity import wait_exponential
-
-            wait = self._backoff = wait_exponential(
-                multiplier=o.min_delay, exp_base=o.backoff_factor, min=o.min_delay, max=o.max_delay
-            )
-        base = float(wait(_Round(round_number)))  # type: ignore[arg-type]
-        jitter = o.jitter
-        return base * (1.0 + _jitter() * jitter) if jitter else base
-
-    def pause(
-        self,
-        round_number: int,
-        error: BaseException,
-        verdict: bool | float,
-        state: tuple[tuple[Any, ...], dict[str, Any], float, float],
-    ) -> float:
-        """Seconds to sleep after round ``round_number`` failed with ``error``.
-
-        A number returned by a ``retry_on`` predicate wins over the ``wait=`` strategy,
-        which wins over the built-in backoff; a server's ``Retry-After`` (429/503) raises
-        the result to at least its wait. ``state`` is ``(args, kwargs, started, slept)``.
-        """
-        if testing_state.active:
-            return 0.0
-        if not isinstance(verdict, bool):
-            pause = verdict
-        elif self.options.wait is not None:
-            args, kwargs, started, slept = state
-            rs = _RetryState(self.func, args, kwargs, round_number, error, started, slept)
-            pause = max(0.0, float(self.options.wait(rs)))
-        else:
-            pause = self.delay(round_number)
-        hint = server_wait(error)
-        return pause if hint is None or hint <= pause else hint
-
-    def sticky_start(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        """The first attempt's arguments: the candidates from the first healthy one on.
-
-        Only for plans with sticky fallbacks (``self.sticky``); the cache key is built from
-        the call's own arguments before this.
-        """
-        fb, sticky = self.fallback, self.sticky
-        if fb is None or sticky is None:
-            return args, kwargs
-        candidates = fb.candidates(args, kwargs)
-        if candidates is None or len(candidates) < 2:
-            return args, kwargs
-        i = sticky.start(candidates)
-        return (args, kwargs) if i == 0 else fb.substitute(args, kwargs, candidates[i:])
-
-    def _misbound(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-        """True when the arguments cannot bind to the function's signature (a wrong call)."""
-        sig = self._signature
-        if sig is None:
-            try:
-                sig = self._signature = inspect.signature(self.func)
-            except (TypeError, ValueError):  # no signature (some builtins): cannot tell
-                return False
-        try:
-            sig.bind(*args, **kwargs)
-        except TypeError:
-            return True
-        return False
-
-    def recover(
-        self,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        first: Exception,
-        began: float | None = None,
-    ) -> Generator[Attempt | Sleep, Exception, None]:
-        """Decide what happens after the first attempt failed with ``first``.
-
-        Yields ``Attempt``/``Sleep`` steps; is sent the exception of each failed attempt.
-        Raises the error itself when it is not retryable, ``AllFailedError`` (or with
-        ``reraise=True`` the last error) when every round and candidate failed or the
-        ``deadline`` (counted from ``began``, a ``perf_counter`` time; default: now) is reached.
-
-        The walk: an error that moves on (``fallback_on``; by default every retryable error)
-        goes to the next candidate at once; after the last candidate, or on an error that
-        does not move on, the round ends: sleep, then the next round starts from the first
-        (healthy) candidate, or retries the same candidate when the error did not move on.
-        """
-        rec, opts, name = self.recorder, self.options, self.name
-        if isinstance(first, TypeError) and self._misbound(args, kwargs):
-            _mark_final(first, name)
-            raise first  # a wrong call: its own TypeError, at once
-        started = _perf() if began is None else began
-        deadline = started + opts.deadline if opts.deadline is not None else None
-        fb = self.fallback
-        candidates = fb.candidates(args, kwargs) if fb is not None else None
-        count = len(candidates) if candidates is not None else 1
-        moves = self.moves
-        sticky = self.sticky if candidates is not None and count > 1 else None
-        #: candidates that failed before a later one (fallback_on=None): demoted on success
-        pending: list[int] = []
-        errors: list[BaseException] = []
-        error: Exception = first
-        attempt = rnd = 1
-        i = 0
-        slept = 0.0
-        stop = ""
-        try:
-            while True:
-                if isinstance(error, TimeoutError):
-                    rec.stats.add(timeouts=1)
-                    rec.emit("timeout", attempt=attempt, round=rnd, candidate=i, error=error)
-                verdict = self._verdict(error)
-                if verdict is False:
-                    _mark_final(error, name)
-                    raise error
-                errors.append(error)
-                rec.emit("attempt_failed", attempt=attempt, round=rnd, candidate=i, error=error)
-                moving = candidates is not None and (moves is None or moves(error))
-                if moving and sticky is not None and candidates is not None:
-                    if moves is not None:
-                        sticky.demote(candidates[i])
-                    else:
-                        pending.append(i)
-                if moving and i + 1 < count:
-                    i += 1
-                    rec.stats.add(fallbacks=1)
-                    rec.emit("fallback", attempt=attempt + 1, round=rnd, candidate=i, error=error)
-                else:
-                    if rnd > opts.retries:
-                        break
-                    pause = self.pause(rnd, error, verdict, (args, kwargs, started, slept))
-                    if deadline is not None and _perf() + pause >= deadline:
-                        stop = f"stopped: deadline={opts.deadline}s would pass during the next backoff"
-                        break
-                    rec.stats.add(retries=1)
-                    rec.emit("retry", attempt=attempt, round=rnd, delay=pause, error=error)
-                    yield Sleep(pause)
-                    slept += pause
-                    rnd += 1
-                    if moving:
-                        i = sticky.start(candidates) if sticky is not None and candidates else 0
-                if deadline is not None and _perf() >= deadline:
-                    stop = f"stopped: deadline={opts.deadline}s reached"
-                    break
-                attempt += 1
-                rec.stats.add(attempts=1)
-                if candidates is not None and fb is not None:
-                    a, kw = fb.substitute(args, kwargs, candidates[i:])
-                else:
-                    a, kw = args, kwargs
-                error = yield Attempt(a, kw)
-        except GeneratorExit:
-            # the driver closes the generator when an attempt succeeded: candidate i worked,
-            # so the ones before it that failed in this call are demoted (fallback_on=None);
-            # one after it is left alone (later calls start at i or before it anyway)
-            if sticky is not None and candidates is not None:
-                for j in set(pending):
-                    if j < i:
-                        sticky.demote(candidates[j])
-            raise
-        if opts.reraise:
-            n = len(errors)
-            for k, earlier in enumerate(errors[:-1], 1):
-                error.add_note(f"opero: attempt {k} of {n} failed: {type(earlier).__name__}: {earlier}")
-            if stop:
-                error.add_note(f"opero: {stop}")
-            _mark_final(error, name)
-            raise error
-        final = AllFailedError(name, errors)
-        if stop:
-            final.add_note(f"opero: {stop}")
-        raise final from error
-
-    def _verdict(self, error: BaseException) -> bool | float:
-        """``retry_on``'s answer for ``error``, after the rules no option can change."""
-        if isinstance(error, RecursionError):
-            return False  # retrying each level of a deep recursion explodes: (retries+1)**depth
-        final = error.__dict__.get("_opero_final") if hasattr(error, "__dict__") else None
-        if final == self.name or (isinstance(error, AllFailedError) and error.func_name == self.name):
-            return False  # an inner call of this same function already gave up
-        verdict: bool | float = self.retryable(error)
-        return verdict
-
     # -- the interface executors use (package-internal; keeps them off the members below) ---
 
     def lookup(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
@@ -529,7 +152,7 @@ class Plan:
         """Count the end of a call begun (``stats.begin()``) at ``began`` (``perf_counter``)."""
         self._finish(ok, began, attempts, error)
 
-    def finish_recovery(self, steps: Generator[Attempt | Sleep, Exception, None]) -> Any:
+    def finish_recovery(self, steps: Steps) -> Any:
         """Run the steps of :meth:`recover` to the end here (sync): the value, or raise."""
         return self._drive_sync(steps)
 
@@ -873,7 +496,7 @@ class Plan:
         self.recorder.emit("start")
         return began
 
-    def _drive_sync(self, steps: Generator[Attempt | Sleep, Exception, None]) -> Any:
+    def _drive_sync(self, steps: Steps) -> Any:
         step = next(steps)
         while True:
             if isinstance(step, Sleep):
@@ -990,7 +613,7 @@ class Plan:
         self._finish(True, began, 1)
         return value
 
-    async def _drive_async(self, steps: Generator[Attempt | Sleep, Exception, None]) -> Any:
+    async def _drive_async(self, steps: Steps) -> Any:
         step = next(steps)
         while True:
             if isinstance(step, Sleep):
@@ -1020,11 +643,3 @@ def _rebuild(
     plan.limiter, plan.breaker, plan.in_map = limiter, breaker, in_map
     plan.sticky = sticky  # demotions reach the workers and come back from them
     return plan
-
-
-def _jitter() -> float:
-    # random (with bisect and hashlib's sha512) is imported at the first backoff, not at
-    # `import opero`: a call that never retries never needs it.
-    import random
-
-    return random.random()
