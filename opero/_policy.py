@@ -66,6 +66,8 @@ class Plan:
         self.keys: KeyBuilder | None = cache[0] if cache is not None else None
         self.cache: CacheBackend | None = cache[1] if cache is not None else None
         self.timeout = options.timeout
+        self._entry_sync: Callable[..., Any] | None = None
+        self._entry_async: Callable[..., Any] | None = None
         self._pick_fast_path()
 
     @property
@@ -260,162 +262,106 @@ class Plan:
             self._succeeded_sync(probe)
         return value
 
-    def sync_entry(self) -> Callable[..., Any]:
-        """The function ``@opero`` wraps: :meth:`call_sync`'s fast path with ``*args``.
+    def fast_now(self) -> str | None:
+        """The one rule for skipping the general driver: the fast kind, or None.
 
-        The same decisions as ``call_sync``, one frame fewer and with the plan's fixed parts
-        in closure cells (cheaper to read than attributes); its mutable parts (stats swapped
-        by workers, the fast-path kind that a new limiter changes) are read at every call.
+        "plain" (run the function at once) or "memory" (a memory-cache hit returns at once)
+        when the plan allows it (see ``_pick_fast_path``) and nobody listens to this call's
+        events right now: no worker relay, no subscriber, a logger that drops them. Read by
+        ``@opero``'s entries (sync and async), :meth:`call_sync`/:meth:`call_async` (the
+        executors and the cell magic) and the thread executors' chunk loops.
         """
-        plan, func, recorder, general = self, self.func, self.recorder, self._call_sync
-        entries, arity, failed_first = self._entries, self._key_arity, self._failed_first_sync
-        quiet = max(LEVELS["start"], LEVELS["success"], LEVELS["cache_hit"])
-        tel, state = _telemetry, testing_state
+        fast = self._fast
+        if (
+            fast is not None
+            and self.recorder.relay is None
+            and not _telemetry._subscribers
+            and (_cached_level(self._quiet_level) is False or not _enabled(self._quiet_level))
+        ):
+            return fast
+        return None
+
+    def sync_entry(self) -> Callable[..., Any]:
+        """The sync hot path, written once: the function ``@opero`` wraps (``*args``).
+
+        A call whose latency is not sampled (see ``_telemetry._SAMPLE_MASK``) and that
+        :meth:`fast_now` lets skip the driver either runs the function at once or returns
+        a memory-cache hit, counting itself lock-free. Anything else (a failure, a miss, a
+        listener) goes through the general driver. The plan's fixed parts sit in closure
+        cells; its mutable parts (stats swapped by workers, the fast kind a new limiter
+        changes) are read at every call.
+        """
+        if self._entry_sync is not None:
+            return self._entry_sync
+        plan, func, general, fast_now = self, self.func, self._call_sync, self.fast_now
+        failed_first, hit = self._failed_first_sync, self._hit
 
         def entry(*args: Any, **kwargs: Any) -> Any:
             stats = plan.stats
             n = stats.started()
+            # latency is timed for the first calls, then one call in 16 (_SAMPLE_MASK)
             began = _perf() if not n & _SAMPLE_MASK or n < _SAMPLE_ALL else None
-            fast = plan._fast
-            if (
-                fast is not None
-                and recorder.relay is None
-                and not tel._subscribers
-                and (_cached_level(quiet) is False or not _enabled(quiet))
-            ):
-                if fast == "plain":
-                    try:
-                        value = func(*args, **kwargs)
-                    except BaseException as exc:
-                        return failed_first(args, kwargs, exc, began)
-                    stats.quick()
-                    if began is not None:
-                        stats.mark(_perf() - began)
-                    return value
-                if len(args) == arity and not kwargs and state.cache:
-                    key: Any
-                    if arity == 1:
-                        key = (args, (type(args[0]),))
-                    elif arity == 2:
-                        key = (args, (type(args[0]), type(args[1])))
-                    else:
-                        key = (args, tuple(map(type, args)))
-                    try:
-                        found = entries.get(key)
-                    except TypeError:
-                        found = None
-                    if found is not None and (found[1] is None or _monotonic() < found[1]):
-                        try:
-                            entries.move_to_end(key)
-                        except KeyError:
-                            pass
-                        stats.hit()
-                        if began is not None:
-                            stats.mark(_perf() - began)
-                        return found[0]
-            return general(args, kwargs, began)
+            fast = fast_now()
+            if fast == "plain":
+                try:
+                    value = func(*args, **kwargs)
+                except BaseException as exc:
+                    return failed_first(args, kwargs, exc, began)
+                stats.quick()
+            elif fast is None or (value := hit(args, kwargs)) is MISS:
+                return general(args, kwargs, began)
+            else:
+                stats.hit()
+            if began is not None:
+                stats.mark(_perf() - began)
+            return value
 
+        self._entry_sync = entry
         return entry
 
     def async_entry(self) -> Callable[..., Any]:
-        """The coroutine function ``@opero`` wraps: :meth:`call_async` as one coroutine."""
-        plan, func, recorder, general = self, self.func, self.recorder, self._call_async
+        """The async hot path, written once: the coroutine function ``@opero`` wraps."""
+        if self._entry_async is not None:
+            return self._entry_async
+        plan, func, general, fast_now = self, self.func, self._call_async, self.fast_now
         failed_first, hit = self._failed_first_async, self._hit
-        quiet = max(LEVELS["start"], LEVELS["success"], LEVELS["cache_hit"])
-        tel = _telemetry
 
         async def entry(*args: Any, **kwargs: Any) -> Any:
             stats = plan.stats
             n = stats.started()
             began = _perf() if not n & _SAMPLE_MASK or n < _SAMPLE_ALL else None
-            fast = plan._fast
-            if (
-                fast is not None
-                and recorder.relay is None
-                and not tel._subscribers
-                and (_cached_level(quiet) is False or not _enabled(quiet))
-            ):
-                if fast == "plain":
-                    try:
-                        value = await func(*args, **kwargs)
-                    except BaseException as exc:
-                        return await failed_first(args, kwargs, exc, began)
-                    stats.quick()
-                    if began is not None:
-                        stats.mark(_perf() - began)
-                    return value
-                if (value := hit(args, kwargs)) is not MISS:
-                    stats.hit()
-                    if began is not None:
-                        stats.mark(_perf() - began)
-                    return value
-            return await general(args, kwargs, began)
+            fast = fast_now()
+            if fast == "plain":
+                try:
+                    value = await func(*args, **kwargs)
+                except BaseException as exc:
+                    return await failed_first(args, kwargs, exc, began)
+                stats.quick()
+            elif fast is None or (value := hit(args, kwargs)) is MISS:
+                return await general(args, kwargs, began)
+            else:
+                stats.hit()
+            if began is not None:
+                stats.mark(_perf() - began)
+            return value
 
+        self._entry_async = entry
         return entry
 
     def call_sync(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Run one call of a sync function with the full policy.
+        """Run one call of a sync function with the full policy (the hot path of :meth:`sync_entry`)."""
+        return self.sync_entry()(*args, **kwargs)
 
-        The fast path: a call whose latency is not sampled (see ``_telemetry._SAMPLE_MASK``),
-        whose events nobody listens to, either runs the function at once ("plain": no cache,
-        limiter or timeout) or returns a memory-cache hit, counting itself lock-free. Anything
-        else (a failure, a miss, a sampled call) goes through the general driver.
-        """
-        stats = self.stats
-        n = stats.started()
-        # latency is timed for the first calls, then one call in 16 (_telemetry._SAMPLE_MASK)
-        began = _perf() if not n & _SAMPLE_MASK or n < _SAMPLE_ALL else None
-        fast = self._fast
-        if (
-            fast is not None
-            # nobody listens to this call's events: no worker relay, subscriber or log line
-            and self.recorder.relay is None
-            and not _telemetry._subscribers
-            and (_cached_level(self._quiet_level) is False or not _enabled(self._quiet_level))
-        ):
-            if fast == "plain":
-                try:
-                    value = self.func(*args, **kwargs)
-                except BaseException as exc:
-                    return self._failed_first_sync(args, kwargs, exc, began)
-                stats.quick()
-                if began is not None:
-                    stats.mark(_perf() - began)
-                return value
-            # A memory-cache hit: the key KeyBuilder.key builds for a positional call, read
-            # without binding or locking (MemoryCache.peek, inlined). Types are spelled out
-            # for 1 or 2 arguments: tuple(map(type, args)) alone costs more than a whole hit.
-            k = self._key_arity
-            if len(args) == k and not kwargs and testing_state.cache:
-                key: Any
-                if k == 1:
-                    key = (args, (type(args[0]),))
-                elif k == 2:
-                    key = (args, (type(args[0]), type(args[1])))
-                else:
-                    key = (args, tuple(map(type, args)))
-                entries = self._entries
-                try:
-                    entry = entries.get(key)
-                except TypeError:  # an unhashable argument: the general path hashes it
-                    entry = None
-                if entry is not None and (entry[1] is None or _monotonic() < entry[1]):
-                    try:
-                        entries.move_to_end(key)  # LRU order; another thread may have dropped it
-                    except KeyError:
-                        pass
-                    stats.hit()
-                    if began is not None:
-                        stats.mark(_perf() - began)
-                    return entry[0]
-        return self._call_sync(args, kwargs, began)
+    async def call_async(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Run one call of an ``async def`` function with the full policy (:meth:`async_entry`)."""
+        return await self.async_entry()(*args, **kwargs)
 
     def _hit(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """A memory-cache hit read without binding or locking, or MISS (then: general path)."""
         k = self._key_arity
         if kwargs or len(args) != k or not testing_state.cache:
             return MISS
-        # The key Keybuilder.key builds for these arguments; types spelled out for 1 or 2
+        # The key KeyBuilder.key builds for these arguments; types spelled out for 1 or 2
         # arguments (tuple(map(type, args)) alone costs more than a whole hit).
         key: Any
         if k == 1:
@@ -551,34 +497,6 @@ class Plan:
                 return await self.func(*args, **kwargs)
         except TimeoutError as exc:
             raise TimeoutError(f"{self.name}: attempt exceeded timeout={self.timeout}s") from exc
-
-    async def call_async(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Run one call of an ``async def`` function with the full policy (fast path as sync)."""
-        stats = self.stats
-        n = stats.started()
-        began = _perf() if not n & _SAMPLE_MASK or n < _SAMPLE_ALL else None
-        fast = self._fast
-        if (
-            fast is not None
-            and self.recorder.relay is None
-            and not _telemetry._subscribers
-            and (_cached_level(self._quiet_level) is False or not _enabled(self._quiet_level))
-        ):
-            if fast == "plain":
-                try:
-                    value = await self.func(*args, **kwargs)
-                except BaseException as exc:
-                    return await self._failed_first_async(args, kwargs, exc, began)
-                stats.quick()
-                if began is not None:
-                    stats.mark(_perf() - began)
-                return value
-            if (value := self._hit(args, kwargs)) is not MISS:
-                stats.hit()
-                if began is not None:
-                    stats.mark(_perf() - began)
-                return value
-        return await self._call_async(args, kwargs, began)
 
     async def _failed_first_async(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], exc: BaseException, began: float | None

@@ -180,3 +180,62 @@ def test_rate_start_with_adaptive_rate_is_accepted() -> None:
         return 2
 
     assert (a(), b()) == (1, 2)
+
+
+# -- one fast path: in_flight counts the items running now -----------------------------------
+
+
+def test_in_flight_counts_running_map_items() -> None:
+    """A busy 8-worker thread map of 400 items of 10 ms shows 8 in flight, never more."""
+    import threading
+    from collections import Counter
+
+    @opmap(mode="thread", workers=8, progress=False)
+    def work(x: int) -> int:
+        time.sleep(0.01)
+        return x
+
+    seen: list[int] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            seen.append(work.stats.in_flight)
+            time.sleep(0.002)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        assert work(list(range(400))) == list(range(400))
+    finally:
+        done.set()
+        watcher.join()
+    assert max(seen) == 8
+    assert Counter(seen).most_common(1)[0][0] == 8
+    assert (work.stats.calls, work.stats.successes, work.stats.in_flight) == (400, 400, 0)
+
+
+def test_chunk_fast_path_emits_failure_events() -> None:
+    """A map item that fails for good emits its "failure" event on the fast chunk loop too."""
+    import logging
+
+    @opmap(mode="thread", workers=2, retries=0, progress=False)
+    def work(x: int) -> int:
+        if x == 3:
+            raise ValueError("three")
+        return x
+
+    events: list[str] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: events.append(record.getMessage())  # type: ignore[method-assign]
+    log = logging.getLogger("opero")
+    log.addHandler(handler)
+    old = log.level
+    log.setLevel(logging.INFO)
+    try:
+        results = work(range(6))
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(old)
+    assert isinstance(results[3], AllFailedError)
+    assert sum("three" in e for e in events) >= 1

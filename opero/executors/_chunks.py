@@ -81,18 +81,8 @@ def compose(
 
 
 def _fast(plan: Plan) -> bool:
-    rec = plan.recorder
-    return (
-        plan.keys is None
-        and plan.limiter is None
-        and plan.breaker is None
-        and plan.timeout is None
-        and not rec.wants("start")
-        and plan.sticky is None  # sticky fallbacks pick the first attempt's candidates
-        and plan.options.deadline is None  # a deadline counts from the call, not the failure
-        and not rec.wants("success")
-        and not rec.wants("failure")
-    )
+    # the plan's one rule (Plan.fast_now): only "plain" plans run items straight through
+    return plan.fast_now() == "plain"
 
 
 def run_chunk_sync(
@@ -164,6 +154,7 @@ def run_consecutive(plan: Plan, chunk: Chunk) -> Run | list[Outcome]:
     lat: list[float] = []
     failed: dict[int, Any] = {}
     first = time.time()
+    plan.stats.started()  # the item this lane runs counts in flight (see _merge)
 
     def rescue(pos: int, exc: Exception) -> None:
         item = chunk[pos][1]
@@ -172,6 +163,7 @@ def run_consecutive(plan: Plan, chunk: Chunk) -> Run | list[Outcome]:
         except Exception as final:
             failed[pos] = item
             push(final)
+            plan.recorder.emit("failure", error=final, duration=None)
 
     i = 0
     while i < n:
@@ -203,6 +195,7 @@ def _run_items(
     lat: list[float] = []
     failures = 0
     first = time.time()
+    plan.stats.started()  # the item this lane runs counts in flight (see _merge)
     for k, (idx, item) in enumerate(chunk):
         t0 = _perf() if not k % _SEGMENT else None
         try:
@@ -216,6 +209,7 @@ def _run_items(
             except Exception as final:
                 failures += 1
                 append((idx, False, final, item))
+                plan.recorder.emit("failure", error=final, duration=None)
                 continue
             finally:
                 if t0 is not None:
@@ -229,10 +223,12 @@ def _run_items(
 
 
 def _merge(plan: Plan, n: int, failures: int, lat: list[float], first: float) -> None:
-    # One lock round trip per chunk instead of two per item (begin/end).
+    # One lock round trip per chunk instead of two per item (begin/end). The chunk counted
+    # one call when it began: while it runs, stats.in_flight shows one item per busy lane
+    # (the item running now), never more than the lanes; the other n - 1 are counted here.
     plan.stats.merge(
         {
-            "calls": n,
+            "calls": n - 1,
             "successes": n - failures,
             "failures": failures,
             "attempts": n,
