@@ -8,15 +8,14 @@ business; how one item runs is the Plan's (``_policy``).
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import importlib
-import inspect
 import itertools
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar, Unpack, overload
 
+from ._compat import mark_coroutine_function
 from ._decorator import build_plan, check_decoratable
 from ._errors import ConfigurationError, portable
 from ._options import OperoOptions, Options, resolve_options
@@ -503,11 +502,7 @@ class _Mapped:
         self.cache_clear: Callable[[], None] = plan.cache.clear if plan.cache is not None else _no_cache
         self._opero_plan = plan
         if self._engine.is_async:
-            # asyncio.iscoroutinefunction(fn) is True, as for the function it wraps
-            self._is_coroutine = asyncio.coroutines._is_coroutine  # type: ignore[attr-defined]
-            mark = getattr(inspect, "markcoroutinefunction", None)
-            if mark is not None:
-                mark(self)
+            mark_coroutine_function(self)  # iscoroutinefunction(fn), as for the function it wraps
 
     def __call__(self, items: Any, /, *args: Any, **kwargs: Any) -> Any:
         return self._engine.run_list((), items, args, kwargs)

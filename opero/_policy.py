@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import _telemetry
+from ._compat import level_cache
 from ._decisions import Attempt, Decisions, Sleep, Steps
 from ._hints import server_wait, status_of
 from ._keys import KeyBuilder
@@ -29,9 +30,7 @@ __all__ = ["Attempt", "Plan", "Sleep"]
 
 _perf = time.perf_counter
 _enabled = logger.isEnabledFor
-# logging caches isEnabledFor per level in this dict and empties it on every setLevel (any
-# logger) or logging.disable; a cached False is the cheapest exact "nobody logs this".
-_level_cache: dict[int, bool] = getattr(logger, "_cache", {})
+_level_cache = level_cache(logger)  # see _compat.level_cache
 _cached_level = _level_cache.get
 _monotonic = time.monotonic
 #: a fast call skips its start, success and cache_hit events: only while the logger drops them
