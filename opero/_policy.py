@@ -15,15 +15,14 @@ from collections.abc import Callable
 from typing import Any
 
 from . import _telemetry
+from ._attempt import Gate
 from ._compat import level_cache
 from ._decisions import Attempt, Decisions, Sleep, Steps
-from ._hints import server_wait, status_of
 from ._keys import KeyBuilder
 from ._options import Options
 from ._sticky import Sticky
 from ._telemetry import _SAMPLE_ALL, _SAMPLE_MASK, LEVELS, Recorder, logger
 from ._testing import state as testing_state
-from ._threads import call_with_timeout as _call_with_timeout
 from .stores import MISS, CacheBackend, get_breaker, get_limiter, make_cache
 
 __all__ = ["Attempt", "Plan", "Sleep"]
@@ -58,15 +57,22 @@ class Plan:
         self.retryable = self.decisions.retryable
         self.recover = self.decisions.recover
         self.sticky_start = self.decisions.sticky_start
-        self._limiter = get_limiter(options, name)
-        self._breaker = get_breaker(options, name)
-        #: items of a map wait for a half-open probe instead of failing fast (set by opmap)
-        self.in_map = False
-        self._reported_rate = self._limiter.rate if self._limiter is not None else 0.0
+        self.timeout = options.timeout
+        #: one attempt with its feedback: breaker, rate token, timeout, pushback
+        self.gate = Gate(
+            func,
+            name,
+            options.timeout,
+            self.recorder,
+            self.retryable,
+            get_limiter(options, name),
+            get_breaker(options, name),
+        )
+        self.attempt_sync = self.gate.attempt_sync
+        self.attempt_async = self.gate.attempt_async
         cache = make_cache(func, options)
         self.keys: KeyBuilder | None = cache[0] if cache is not None else None
         self.cache: CacheBackend | None = cache[1] if cache is not None else None
-        self.timeout = options.timeout
         self._entry_sync: Callable[..., Any] | None = None
         self._entry_async: Callable[..., Any] | None = None
         self._pick_fast_path()
@@ -84,24 +90,33 @@ class Plan:
     @property
     def limiter(self) -> Any:
         """The rate limiter of every attempt, or None."""
-        return self._limiter
+        return self.gate.limiter
 
     @limiter.setter
     def limiter(self, value: Any) -> None:
         # Process workers swap in their share of the budget: the fast path must see it.
-        self._limiter = value
+        self.gate.limiter = value
         self._pick_fast_path()
 
     @property
     def breaker(self) -> Any:
         """The circuit breaker of every attempt, or None."""
-        return self._breaker
+        return self.gate.breaker
 
     @breaker.setter
     def breaker(self, value: Any) -> None:
         # Process workers swap in the parent's breaker: the fast path must see it.
-        self._breaker = value
+        self.gate.breaker = value
         self._pick_fast_path()
+
+    @property
+    def in_map(self) -> bool:
+        """Items of a map wait for a half-open probe instead of failing fast (set by opmap)."""
+        return self.gate.in_map
+
+    @in_map.setter
+    def in_map(self, value: bool) -> None:
+        self.gate.in_map = value
 
     def _pick_fast_path(self) -> None:
         """Decide once which calls may skip the general driver (see ``call_sync``)."""
@@ -183,11 +198,6 @@ class Plan:
         ttl = self.options.cache_ttl
         self.cache.set(key, value, float(ttl()) if callable(ttl) else ttl)
 
-    def _waited(self, waited: float) -> None:
-        if waited > 0:
-            self.stats.add(rate_waits=1, rate_wait_seconds=waited)
-            self.recorder.emit("rate_wait", delay=waited)
-
     def _finish(
         self, ok: bool, began: float | None, attempts: int, error: BaseException | None = None
     ) -> None:
@@ -198,70 +208,6 @@ class Plan:
                 self.recorder.emit("success", duration=took)
         else:
             self.recorder.emit("failure", error=error, duration=took)
-
-    # -- sync driver ---------------------------------------------------------------------------
-
-    # -- pushback: the circuit breaker and the adaptive rate hear how each attempt went -------
-
-    def _breaker_changed(self, state: str | None) -> None:
-        if state is not None:
-            self.recorder.emit("breaker", state=state)
-
-    def _rate_changed(self, rate: float | None, cut: bool) -> None:
-        # Every cut is an event; a climb only each time it gained 10% (not one per success).
-        if rate is None or (not cut and rate < self._reported_rate * 1.1):
-            return
-        self._reported_rate = rate
-        self.recorder.emit("rate", rate=rate)
-
-    def _pushback(self, exc: Exception) -> tuple[bool, float | None, bool]:
-        """``(throttled, server wait, counts as a breaker failure)`` for a failed attempt."""
-        status = status_of(exc)
-        throttled = status in (429, 503)
-        # retry_on may answer seconds to wait (0.0 included): any answer but False is retryable
-        failure = status != 429 and self.retryable(exc) is not False
-        return throttled, server_wait(exc) if throttled else None, failure
-
-    def _failed_sync(self, exc: Exception, epoch: float, probe: bool) -> None:
-        throttled, wait, failure = self._pushback(exc)
-        if throttled and self.limiter is not None:
-            self._rate_changed(self.limiter.throttled(epoch, wait), True)
-        if failure and self.breaker is not None:
-            self._breaker_changed(self.breaker.failed(probe))
-
-    def _succeeded_sync(self, probe: bool) -> None:
-        if self.limiter is not None and self.limiter.adaptive is not None:
-            self._rate_changed(self.limiter.succeeded(), False)
-        # An attempt let through a closed breaker has nothing to tell it (one store operation
-        # saved per call: a redis round trip); the half-open probe's success closes it.
-        if self.breaker is not None and probe:
-            self._breaker_changed(self.breaker.succeeded())
-
-    def attempt_sync(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """One attempt: circuit breaker, rate-limit token, then the function under the timeout."""
-        probe, epoch = False, 0.0
-        breaker, limiter = self.breaker, self.limiter
-        while True:
-            if breaker is not None:
-                probe = breaker.enter(self.in_map, self._breaker_changed)
-            if limiter is not None:
-                waited, epoch = limiter.take(self.stats)
-                self._waited(waited)
-            # The breaker may have opened while this attempt waited for its rate slot.
-            if breaker is None or limiter is None or probe or breaker.closed():
-                break
-        try:
-            if self.timeout is None:
-                value = self.func(*args, **kwargs)
-            else:
-                value = _call_with_timeout(self.func, args, kwargs, self.timeout, self.name)
-        except Exception as exc:
-            if breaker is not None or limiter is not None:
-                self._failed_sync(exc, epoch, probe)
-            raise
-        if probe or (limiter is not None and limiter.adaptive is not None):
-            self._succeeded_sync(probe)
-        return value
 
     def fast_now(self) -> str | None:
         """The one rule for skipping the general driver: the fast kind, or None.
@@ -495,44 +441,6 @@ class Plan:
                 return value
 
     # -- async driver --------------------------------------------------------------------------
-
-    async def attempt_async(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """One attempt of an ``async def`` function; the timeout really cancels it."""
-        probe, epoch = False, 0.0
-        breaker, limiter = self.breaker, self.limiter
-        while True:
-            if breaker is not None:
-                probe = await breaker.enter_async(self.in_map, self._breaker_changed)
-            if limiter is not None:
-                waited, epoch = await limiter.take_async(self.stats)
-                self._waited(waited)
-            # The breaker may have opened while this attempt waited for its rate slot.
-            if breaker is None or limiter is None or probe or await breaker.closed_async():
-                break
-        try:
-            value = await self._run_async(args, kwargs)
-        except Exception as exc:
-            if breaker is not None or limiter is not None:
-                throttled, wait, failure = self._pushback(exc)
-                if throttled and limiter is not None:
-                    self._rate_changed(await limiter.throttled_async(epoch, wait), True)
-                if failure and breaker is not None:
-                    self._breaker_changed(await breaker.failed_async(probe))
-            raise
-        if limiter is not None and limiter.adaptive is not None:
-            self._rate_changed(await limiter.succeeded_async(), False)
-        if breaker is not None and probe:  # see _succeeded_sync
-            self._breaker_changed(await breaker.succeeded_async())
-        return value
-
-    async def _run_async(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if self.timeout is None:
-            return await self.func(*args, **kwargs)
-        try:
-            async with asyncio.timeout(self.timeout):
-                return await self.func(*args, **kwargs)
-        except TimeoutError as exc:
-            raise TimeoutError(f"{self.name}: attempt exceeded timeout={self.timeout}s") from exc
 
     async def _failed_first_async(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], exc: BaseException, began: float | None
