@@ -6,6 +6,12 @@ would notice (:meth:`FastPath.fast_now`, the one rule). ``@opero``'s wrappers ar
 entries themselves (:meth:`FastPath.sync_entry`, :meth:`FastPath.async_entry`);
 :meth:`FastPath.call_sync`/:meth:`FastPath.call_async` (executors, the cell magic) go
 through them, and the thread executors' chunk loops ask the same rule.
+
+A fast call is one whose latency is not sampled (see ``_telemetry._SAMPLE_MASK``) and that
+the rule lets skip the driver: it runs the function at once or returns a memory-cache hit,
+counting itself lock-free. Anything else (a failure, a miss, a listener) goes through the
+general driver. The plan's fixed parts sit in the entries' closure cells; its mutable
+parts (stats swapped by workers, the fast kind a new limiter changes) are read per call.
 """
 
 from __future__ import annotations
@@ -118,15 +124,7 @@ class FastPath:
         return None
 
     def sync_entry(self) -> Callable[..., Any]:
-        """The sync hot path, written once: the function ``@opero`` wraps (``*args``).
-
-        A call whose latency is not sampled (see ``_telemetry._SAMPLE_MASK``) and that
-        :meth:`fast_now` lets skip the driver either runs the function at once or returns
-        a memory-cache hit, counting itself lock-free. Anything else (a failure, a miss, a
-        listener) goes through the general driver. The plan's fixed parts sit in closure
-        cells; its mutable parts (stats swapped by workers, the fast kind a new limiter
-        changes) are read at every call.
-        """
+        """The sync hot path, written once: the function ``@opero`` wraps (see the module)."""
         if self._entry_sync is not None:
             return self._entry_sync
         plan, func, general, recorder = self, self.func, self._call_sync, self.recorder

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
 
 from ._attempt import Gate
 from ._decisions import Attempt, Decisions, Sleep, Steps
@@ -20,13 +20,42 @@ from ._fast import FastPath
 from ._keys import KeyBuilder
 from ._options import Options
 from ._sticky import Sticky
-from ._telemetry import Recorder
+from ._telemetry import FunctionStats, Recorder
 from ._testing import state as testing_state
 from .stores import MISS, CacheBackend, get_breaker, get_limiter, make_cache
 
-__all__ = ["Attempt", "Plan", "Sleep"]
+__all__ = ["Attempt", "ItemPlan", "Plan", "Sleep"]
 
 _perf = time.perf_counter
+
+
+class ItemPlan(Protocol):
+    """What an executor running items in this process needs of a plan: eight members.
+
+    The chunk runners (``executors._chunks``) and the local executors are typed against it;
+    :class:`Plan` is the implementation.
+    """
+
+    func: Callable[..., Any]
+    is_async: bool
+    stats: FunctionStats
+    recorder: Recorder
+
+    def fast_now(self) -> str | None:
+        """ "plain" when an item may run straight through (see ``_fast``), else None/"memory"."""
+        ...
+
+    def call_sync(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """One call with the full policy (sync)."""
+        ...
+
+    def call_async(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Coroutine[Any, Any, Any]:
+        """One call with the full policy (async)."""
+        ...
+
+    def rescue_sync(self, args: tuple[Any, ...], kwargs: dict[str, Any], first: Exception) -> Any:
+        """Recover (sync) a call whose first attempt, made by the caller, raised ``first``."""
+        ...
 
 
 class Plan(FastPath):
@@ -133,6 +162,14 @@ class Plan(FastPath):
     def finish(self, ok: bool, began: float, attempts: int, error: BaseException | None = None) -> None:
         """Count the end of a call begun (``stats.begin()``) at ``began`` (``perf_counter``)."""
         self._finish(ok, began, attempts, error)
+
+    def rescue_sync(self, args: tuple[Any, ...], kwargs: dict[str, Any], first: Exception) -> Any:
+        """Recover here (sync) a call whose first attempt, made by the caller, raised ``first``.
+
+        For loops that ran the function themselves (the fast chunk loops): the retry
+        rounds and fallbacks go on as in any call, the deadline counted from now.
+        """
+        return self._drive_sync(self.recover(args, kwargs, first))
 
     def finish_recovery(self, steps: Steps) -> Any:
         """Run the steps of :meth:`recover` to the end here (sync): the value, or raise."""
