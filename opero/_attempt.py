@@ -12,7 +12,9 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from ._breaker import Breaker
 from ._hints import server_wait, status_of
+from ._limit import Limiter
 from ._telemetry import Recorder
 from ._threads import call_with_timeout
 
@@ -51,16 +53,16 @@ class Gate:
         timeout: float | None,
         recorder: Recorder,
         retryable: Callable[[BaseException], Any],
-        limiter: Any,
-        breaker: Any,
+        limiter: Limiter | None,
+        breaker: Breaker | None,
     ) -> None:
         self.func = func
         self.name = name
         self.timeout = timeout
         self.recorder = recorder
         self.retryable = retryable
-        self.limiter = limiter
-        self.breaker = breaker
+        self.limiter: Limiter | None = limiter
+        self.breaker: Breaker | None = breaker
         #: items of a map wait for a half-open probe instead of failing fast (set by opmap)
         self.in_map = False
         self._reported_rate = limiter.rate if limiter is not None else 0.0

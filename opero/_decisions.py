@@ -33,6 +33,8 @@ from ._testing import state as testing_state
 
 __all__ = [
     "PROGRAMMING_ERRORS",
+    "Args",
+    "Kwargs",
     "THROTTLE_ATTEMPTS",
     "THROTTLE_SECONDS",
     "Attempt",
@@ -41,6 +43,10 @@ __all__ = [
 ]
 
 _perf = time.perf_counter
+
+#: a call's positional and keyword arguments, as every driver passes them on
+Args = tuple[Any, ...]
+Kwargs = dict[str, Any]
 
 #: A throttled call (no ``deadline``) gives up only after at least this many throttled
 #: attempts AND at least :data:`THROTTLE_SECONDS` since it began (waits skipped by
@@ -52,8 +58,8 @@ THROTTLE_SECONDS = 600.0
 class Attempt(NamedTuple):
     """Run the function once with these arguments."""
 
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
+    args: Args
+    kwargs: Kwargs
 
 
 class Sleep(NamedTuple):
@@ -117,8 +123,8 @@ class _RetryState:
     def __init__(
         self,
         fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
+        args: Args,
+        kwargs: Kwargs,
         round_number: int,
         error: BaseException,
         start_time: float,
@@ -171,9 +177,7 @@ class Fallback:
             if p.default is not inspect.Parameter.empty:
                 self.default = p.default
 
-    def candidates(
-        self, args: tuple[Any, ...], kwargs: Mapping[str, Any]
-    ) -> list[Any] | tuple[Any, ...] | None:
+    def candidates(self, args: Args, kwargs: Mapping[str, Any]) -> list[Any] | Args | None:
         """The call's candidates (a non-empty list or tuple), or None: no fallback."""
         if self.name in kwargs:
             value = kwargs[self.name]
@@ -185,9 +189,7 @@ class Fallback:
             return value
         return None
 
-    def substitute(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any], value: Any
-    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    def substitute(self, args: Args, kwargs: Kwargs, value: Any) -> tuple[Args, Kwargs]:
         """The call's arguments with ``value`` in the fallback parameter."""
         if self.name not in kwargs and self.index is not None and self.index < len(args):
             return (*args[: self.index], value, *args[self.index + 1 :]), kwargs
@@ -265,7 +267,7 @@ class _Walk:
         "throttles",
     )
 
-    def __init__(self, d: Decisions, args: tuple[Any, ...], kwargs: dict[str, Any], began: float | None):
+    def __init__(self, d: Decisions, args: Args, kwargs: Kwargs, began: float | None):
         self.args, self.kwargs = args, kwargs
         self.started = _perf() if began is None else began
         deadline = d.options.deadline
@@ -339,7 +341,7 @@ class Decisions:
         round_number: int,
         error: BaseException,
         verdict: bool | float,
-        state: tuple[tuple[Any, ...], dict[str, Any], float, float],
+        state: tuple[Args, Kwargs, float, float],
     ) -> float:
         """Seconds to wait after round ``round_number`` failed with ``error`` (testing or not).
 
@@ -363,16 +365,14 @@ class Decisions:
         round_number: int,
         error: BaseException,
         verdict: bool | float,
-        state: tuple[tuple[Any, ...], dict[str, Any], float, float],
+        state: tuple[Args, Kwargs, float, float],
     ) -> float:
         """Seconds to sleep after round ``round_number`` failed (0 under ``opero.testing()``)."""
         return 0.0 if testing_state.active else self.wanted(round_number, error, verdict, state)
 
     # -- where to start ---------------------------------------------------------------------
 
-    def sticky_start(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    def sticky_start(self, args: Args, kwargs: Kwargs) -> tuple[Args, Kwargs]:
         """The first attempt's arguments: the candidates from the first healthy one on.
 
         Only for plans with sticky fallbacks (``self.sticky``); the cache key is built from
@@ -387,7 +387,7 @@ class Decisions:
         i = sticky.start(candidates)
         return (args, kwargs) if i == 0 else fb.substitute(args, kwargs, candidates[i:])
 
-    def misbound(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    def misbound(self, args: Args, kwargs: Kwargs) -> bool:
         """True when the arguments cannot bind to the function's signature (a wrong call)."""
         sig = self._signature
         if sig is None:
@@ -405,8 +405,8 @@ class Decisions:
 
     def recover(
         self,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
+        args: Args,
+        kwargs: Kwargs,
         first: Exception,
         began: float | None = None,
     ) -> Steps:

@@ -21,8 +21,11 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from . import _telemetry
+from ._breaker import Breaker
 from ._compat import level_cache
+from ._decisions import Args, Kwargs
 from ._keys import KeyBuilder
+from ._limit import Limiter
 from ._options import Options
 from ._sticky import Sticky
 from ._telemetry import _SAMPLE_ALL, _SAMPLE_MASK, LEVELS, FunctionStats, Recorder, logger
@@ -51,27 +54,23 @@ class FastPath:
     keys: KeyBuilder | None
     cache: CacheBackend | None
     timeout: float | None
-    limiter: Any
-    breaker: Any
+    limiter: Limiter | None
+    breaker: Breaker | None
     sticky: Sticky | None
     _entry_sync: Callable[..., Any] | None
     _entry_async: Callable[..., Any] | None
 
-    def _call_sync(self, args: tuple[Any, ...], kwargs: dict[str, Any], began: float | None) -> Any:
+    def _call_sync(self, args: Args, kwargs: Kwargs, began: float | None) -> Any:
         raise NotImplementedError
 
-    def _call_async(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any], began: float | None
-    ) -> Coroutine[Any, Any, Any]:
+    def _call_async(self, args: Args, kwargs: Kwargs, began: float | None) -> Coroutine[Any, Any, Any]:
         raise NotImplementedError
 
-    def _failed_first_sync(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any], exc: BaseException, began: float | None
-    ) -> Any:
+    def _failed_first_sync(self, args: Args, kwargs: Kwargs, exc: BaseException, began: float | None) -> Any:
         raise NotImplementedError
 
     def _failed_first_async(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any], exc: BaseException, began: float | None
+        self, args: Args, kwargs: Kwargs, exc: BaseException, began: float | None
     ) -> Coroutine[Any, Any, Any]:
         raise NotImplementedError
 
@@ -217,15 +216,15 @@ class FastPath:
         self._entry_async = entry
         return entry
 
-    def call_sync(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def call_sync(self, args: Args, kwargs: Kwargs) -> Any:
         """Run one call of a sync function with the full policy (the hot path of :meth:`sync_entry`)."""
         return self.sync_entry()(*args, **kwargs)
 
-    async def call_async(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    async def call_async(self, args: Args, kwargs: Kwargs) -> Any:
         """Run one call of an ``async def`` function with the full policy (:meth:`async_entry`)."""
         return await self.async_entry()(*args, **kwargs)
 
-    def _hit(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _hit(self, args: Args, kwargs: Kwargs) -> Any:
         """A memory-cache hit read without binding or locking, or MISS (then: general path)."""
         k = self._key_arity
         if kwargs or len(args) != k or not testing_state.cache:

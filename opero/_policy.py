@@ -15,9 +15,11 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 from ._attempt import Gate
-from ._decisions import Attempt, Decisions, Sleep, Steps
+from ._breaker import Breaker
+from ._decisions import Args, Attempt, Decisions, Kwargs, Sleep, Steps
 from ._fast import FastPath
 from ._keys import KeyBuilder
+from ._limit import Limiter
 from ._options import Options
 from ._sticky import Sticky
 from ._telemetry import FunctionStats, Recorder
@@ -45,15 +47,15 @@ class ItemPlan(Protocol):
         """ "plain" when an item may run straight through (see ``_fast``), else None/"memory"."""
         ...
 
-    def call_sync(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def call_sync(self, args: Args, kwargs: Kwargs) -> Any:
         """One call with the full policy (sync)."""
         ...
 
-    def call_async(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Coroutine[Any, Any, Any]:
+    def call_async(self, args: Args, kwargs: Kwargs) -> Coroutine[Any, Any, Any]:
         """One call with the full policy (async)."""
         ...
 
-    def rescue_sync(self, args: tuple[Any, ...], kwargs: dict[str, Any], first: Exception) -> Any:
+    def rescue_sync(self, args: Args, kwargs: Kwargs, first: Exception) -> Any:
         """Recover (sync) a call whose first attempt, made by the caller, raised ``first``."""
         ...
 
@@ -110,23 +112,23 @@ class Plan(FastPath):
         self.decisions.sticky = value
 
     @property
-    def limiter(self) -> Any:
+    def limiter(self) -> Limiter | None:
         """The rate limiter of every attempt, or None."""
         return self.gate.limiter
 
     @limiter.setter
-    def limiter(self, value: Any) -> None:
+    def limiter(self, value: Limiter | None) -> None:
         # Process workers swap in their share of the budget: the fast path must see it.
         self.gate.limiter = value
         self._pick_fast_path()
 
     @property
-    def breaker(self) -> Any:
+    def breaker(self) -> Breaker | None:
         """The circuit breaker of every attempt, or None."""
         return self.gate.breaker
 
     @breaker.setter
-    def breaker(self, value: Any) -> None:
+    def breaker(self, value: Breaker | None) -> None:
         # Process workers swap in the parent's breaker: the fast path must see it.
         self.gate.breaker = value
         self._pick_fast_path()
@@ -140,7 +142,7 @@ class Plan(FastPath):
     def in_map(self, value: bool) -> None:
         self.gate.in_map = value
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> Args:
         # A decorated function defined in __main__ or a notebook travels to process workers by
         # value (cloudpickle), closure and all; the plan is rebuilt there (its locks cannot
         # travel) and keeps the parent's limiter, whose budget is shared across processes.
@@ -151,7 +153,7 @@ class Plan(FastPath):
 
     # -- the interface executors use (package-internal; keeps them off the members below) ---
 
-    def lookup(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
+    def lookup(self, args: Args, kwargs: Kwargs) -> tuple[Any, Any]:
         """Cache lookup for one call: ``(key, value)``, value ``MISS`` when it must run."""
         return self._lookup(args, kwargs)
 
@@ -163,7 +165,7 @@ class Plan(FastPath):
         """Count the end of a call begun (``stats.begin()``) at ``began`` (``perf_counter``)."""
         self._finish(ok, began, attempts, error)
 
-    def rescue_sync(self, args: tuple[Any, ...], kwargs: dict[str, Any], first: Exception) -> Any:
+    def rescue_sync(self, args: Args, kwargs: Kwargs, first: Exception) -> Any:
         """Recover here (sync) a call whose first attempt, made by the caller, raised ``first``.
 
         For loops that ran the function themselves (the fast chunk loops): the retry
@@ -177,7 +179,7 @@ class Plan(FastPath):
 
     # -- cache ---------------------------------------------------------------------------------
 
-    def _lookup(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
+    def _lookup(self, args: Args, kwargs: Kwargs) -> tuple[Any, Any]:
         """Return ``(key, value)``; value is MISS when the call must run. Key None: uncached."""
         if self.keys is None or self.cache is None or not testing_state.cache:
             return None, MISS
@@ -210,9 +212,7 @@ class Plan(FastPath):
         else:
             self.recorder.emit("failure", error=error, duration=took)
 
-    def _failed_first_sync(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any], exc: BaseException, began: float | None
-    ) -> Any:
+    def _failed_first_sync(self, args: Args, kwargs: Kwargs, exc: BaseException, began: float | None) -> Any:
         """A fast-path call whose first attempt raised: recover as the general path would."""
         try:
             if not isinstance(exc, Exception):
@@ -224,7 +224,7 @@ class Plan(FastPath):
         self._finish(True, began, 1)
         return value
 
-    def _call_sync(self, args: tuple[Any, ...], kwargs: dict[str, Any], began: float | None) -> Any:
+    def _call_sync(self, args: Args, kwargs: Kwargs, began: float | None) -> Any:
         """The general driver: cache, limiter, timeout, retries; ``began`` when timed."""
         if self.recorder.wants("start"):
             began = self._announce(began)
@@ -248,9 +248,7 @@ class Plan(FastPath):
         self._finish(True, began, 1)
         return value
 
-    def _opening(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any], began: float | None
-    ) -> tuple[Any, Any, tuple[Any, ...], dict[str, Any]]:
+    def _opening(self, args: Args, kwargs: Kwargs, began: float | None) -> tuple[Any, Any, Args, Kwargs]:
         """Both general drivers' first steps: ``(key, cached value or MISS, args, kwargs)``.
 
         A cache hit is finished here; on a miss, sticky fallback arguments replace the caller's.
@@ -289,7 +287,7 @@ class Plan(FastPath):
     # -- async driver --------------------------------------------------------------------------
 
     async def _failed_first_async(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any], exc: BaseException, began: float | None
+        self, args: Args, kwargs: Kwargs, exc: BaseException, began: float | None
     ) -> Any:
         try:
             if not isinstance(exc, Exception):
@@ -301,7 +299,7 @@ class Plan(FastPath):
         self._finish(True, began, 1)
         return value
 
-    async def _call_async(self, args: tuple[Any, ...], kwargs: dict[str, Any], began: float | None) -> Any:
+    async def _call_async(self, args: Args, kwargs: Kwargs, began: float | None) -> Any:
         """The general driver: cache, limiter, timeout, retries; ``began`` when timed."""
         if self.recorder.wants("start"):
             began = self._announce(began)
