@@ -17,6 +17,7 @@ parts (stats swapped by workers, the fast kind a new limiter changes) are read p
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -122,12 +123,14 @@ class FastPath:
             return fast
         return None
 
-    def sync_entry(self) -> Callable[..., Any]:
-        """The sync hot path, written once: the function ``@opero`` wraps (see the module)."""
-        if self._entry_sync is not None:
-            return self._entry_sync
-        plan, func, general, recorder = self, self.func, self._call_sync, self.recorder
-        failed_first, tel, state = self._failed_first_sync, _telemetry, testing_state
+    def sync_entry(self, plan: FastPath | None = None) -> Callable[..., Any]:
+        """The sync hot path, written once: the function ``@opero`` wraps (see the module).
+
+        ``plan``: what the entry reads the plan through (default: this plan; :meth:`call_sync`
+        passes a weak proxy, so the entry it keeps makes no reference cycle with the plan).
+        """
+        plan = self if plan is None else plan
+        func, recorder, tel, state = self.func, self.recorder, _telemetry, testing_state
         quiet = _QUIET  # the highest level of the events a fast call skips
 
         def entry(*args: Any, **kwargs: Any) -> Any:
@@ -147,10 +150,10 @@ class FastPath:
                 try:
                     value = func(*args, **kwargs)
                 except BaseException as exc:
-                    return failed_first(args, kwargs, exc, began)
+                    return plan._failed_first_sync(args, kwargs, exc, began)
                 stats.quick()
             elif fast is None or len(args) != plan._key_arity or kwargs or not state.cache:
-                return general(args, kwargs, began)
+                return plan._call_sync(args, kwargs, began)
             else:
                 # a memory-cache hit, as _hit reads it, inlined: a call costs a sixth of a hit
                 key: Any
@@ -165,7 +168,7 @@ class FastPath:
                 except TypeError:  # an unhashable argument: the general path hashes it
                     found = None
                 if found is None or (found[1] is not None and _monotonic() >= found[1]):
-                    return general(args, kwargs, began)
+                    return plan._call_sync(args, kwargs, began)
                 try:
                     plan._entries.move_to_end(key)  # LRU order; another thread may have dropped it
                 except KeyError:
@@ -176,15 +179,12 @@ class FastPath:
                 stats.mark(_perf() - began)
             return value
 
-        self._entry_sync = entry
         return entry
 
-    def async_entry(self) -> Callable[..., Any]:
+    def async_entry(self, plan: FastPath | None = None) -> Callable[..., Any]:
         """The async hot path, written once: the coroutine function ``@opero`` wraps."""
-        if self._entry_async is not None:
-            return self._entry_async
-        plan, func, general, recorder = self, self.func, self._call_async, self.recorder
-        failed_first, hit, tel = self._failed_first_async, self._hit, _telemetry
+        plan = self if plan is None else plan
+        func, recorder, tel = self.func, self.recorder, _telemetry
         quiet = _QUIET  # the highest level of the events a fast call skips
 
         async def entry(*args: Any, **kwargs: Any) -> Any:
@@ -203,26 +203,33 @@ class FastPath:
                 try:
                     value = await func(*args, **kwargs)
                 except BaseException as exc:
-                    return await failed_first(args, kwargs, exc, began)
+                    return await plan._failed_first_async(args, kwargs, exc, began)
                 stats.quick()
-            elif fast is None or (value := hit(args, kwargs)) is MISS:
-                return await general(args, kwargs, began)
+            elif fast is None or (value := plan._hit(args, kwargs)) is MISS:
+                return await plan._call_async(args, kwargs, began)
             else:
                 stats.hit()
             if began is not None:
                 stats.mark(_perf() - began)
             return value
 
-        self._entry_async = entry
         return entry
 
     def call_sync(self, args: Args, kwargs: Kwargs) -> Any:
         """Run one call of a sync function with the full policy (the hot path of :meth:`sync_entry`)."""
-        return self.sync_entry()(*args, **kwargs)
+        entry = self._entry_sync
+        if entry is None:
+            # through a weak proxy: an entry kept on the plan must not keep the plan alive
+            # (a cycle frees its limiter file only at the next garbage collection)
+            entry = self._entry_sync = self.sync_entry(weakref.proxy(self))
+        return entry(*args, **kwargs)
 
     async def call_async(self, args: Args, kwargs: Kwargs) -> Any:
         """Run one call of an ``async def`` function with the full policy (:meth:`async_entry`)."""
-        return await self.async_entry()(*args, **kwargs)
+        entry = self._entry_async
+        if entry is None:
+            entry = self._entry_async = self.async_entry(weakref.proxy(self))
+        return await entry(*args, **kwargs)
 
     def _hit(self, args: Args, kwargs: Kwargs) -> Any:
         """A memory-cache hit read without binding or locking, or MISS (then: general path)."""

@@ -239,3 +239,22 @@ def test_chunk_fast_path_emits_failure_events() -> None:
         log.setLevel(old)
     assert isinstance(results[3], AllFailedError)
     assert sum("three" in e for e in events) >= 1
+
+
+def test_dropped_function_frees_its_plan_without_the_collector() -> None:
+    """A plan holds no reference cycle (its limiter file closes at once): refcounting frees it."""
+    import gc
+    import weakref
+
+    @opmap(mode="thread", workers=2, rate_limit=10_000, progress=False)
+    def work(x: int) -> int:
+        return x
+
+    assert work([1, 2]) == [1, 2]
+    plan = weakref.ref(work._opero_plan)  # type: ignore[attr-defined]
+    gc.disable()
+    try:
+        del work
+        assert plan() is None
+    finally:
+        gc.enable()
