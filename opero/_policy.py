@@ -20,7 +20,7 @@ from ._errors import AllFailedError, CircuitOpenError
 from ._hints import server_wait, status_of
 from ._keys import KeyBuilder
 from ._options import Options
-from ._sticky import Sticky
+from ._sticky import Sticky, no_candidates
 from ._telemetry import _SAMPLE_ALL, _SAMPLE_MASK, LEVELS, Recorder, logger
 from ._testing import state as testing_state
 from ._threads import call_with_timeout as _call_with_timeout
@@ -372,7 +372,7 @@ class Plan:
     def sticky_start(
         self, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        """The first attempt's arguments: the candidates from the first healthy one on.
+        """The first attempt's arguments: the candidates, healthy ones first.
 
         Only for plans with sticky fallbacks (``self.sticky``); the cache key is built from
         the call's own arguments before this.
@@ -382,9 +382,11 @@ class Plan:
             return args, kwargs
         candidates = fb.candidates(args, kwargs)
         if candidates is None or len(candidates) < 2:
+            if candidates is None and fb.default is None:
+                no_candidates(self.name, fb.name)  # DEBUG, once per function
             return args, kwargs
-        i = sticky.start(candidates)
-        return (args, kwargs) if i == 0 else fb.substitute(args, kwargs, candidates[i:])
+        ordered = sticky.order(candidates)  # healthy first, demoted last (never skipped)
+        return (args, kwargs) if ordered is candidates else fb.substitute(args, kwargs, ordered)
 
     def _misbound(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
         """True when the arguments cannot bind to the function's signature (a wrong call)."""
@@ -427,6 +429,8 @@ class Plan:
         deadline = started + opts.deadline if opts.deadline is not None else None
         fb = self.fallback
         candidates = fb.candidates(args, kwargs) if fb is not None else None
+        if fb is not None and candidates is None and fb.default is None:
+            no_candidates(name, fb.name)  # DEBUG, once per function (also with sticky off)
         count = len(candidates) if candidates is not None else 1
         moves = self.moves
         sticky = self.sticky if candidates is not None and count > 1 else None

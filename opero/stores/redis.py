@@ -82,7 +82,7 @@ class RedisLink:
         settings: extra client settings (timeouts, credentials).
     """
 
-    __slots__ = ("_async", "_client", "_down_until", "_lock", "_scripts", "settings", "shown", "url")
+    __slots__ = ("_async", "_client", "_down_until", "_lock", "_scripts", "_why", "settings", "shown", "url")
 
     def __init__(self, url: str, settings: Mapping[str, Any]) -> None:
         self.url = url
@@ -91,6 +91,8 @@ class RedisLink:
         self.settings = dict(settings)
         self._client: Any = None
         self._down_until = 0.0
+        #: why the last failure happened (credentials masked), told while the link backs off
+        self._why: str | None = None
         self._lock = threading.Lock()
         self._scripts: dict[str, Any] = {}
         # event loop -> (its redis.asyncio client, its registered scripts); weak, so a
@@ -169,19 +171,19 @@ class RedisLink:
         """Mark the server down for ``BACKOFF`` seconds; True when it was believed up."""
         was_up = self._down_until == 0.0
         self._down_until = time.monotonic() + BACKOFF
+        self._why = self.reason(exc)
         if was_up:
-            logger.warning(
-                "opero: redis at %s unreachable (%s); retrying in %.1fs",
-                self.shown,
-                self.reason(exc),
-                BACKOFF,
-            )
+            shape = "opero: redis at %s: %s; retrying in %.1fs"
+            if not _is_auth_error(exc):
+                shape = "opero: redis at %s unreachable (%s); retrying in %.1fs"
+            logger.warning(shape, self.shown, self._why, BACKOFF)
         return was_up
 
     def succeeded(self) -> None:
         """The server answered: leave the down state (logged once)."""
         if self._down_until:
             self._down_until = 0.0
+            self._why = None
             logger.warning("opero: redis at %s is reachable again", self.shown)
 
     def __repr__(self) -> str:
@@ -189,12 +191,42 @@ class RedisLink:
         return f"<RedisLink {self.shown} {state}>"
 
     def reason(self, exc: BaseException | None) -> str:
-        """``Type: message`` of a failure, with any credential in it masked."""
+        """``Type: message`` of a failure, credentials masked; ``authentication failed: ...``
+        for a wrong password or user. Without ``exc`` (the link is backing off): the last
+        failure's reason, so a wrong password is never reported as a server down."""
         if exc is None:
-            return "server down"
+            return self._why or "server down"
         text = redact(f"{type(exc).__name__}: {exc}")
-        secret = self.settings.get("password")
-        return text.replace(str(secret), "***") if secret else text
+        for secret in (self.settings.get("password"), _url_password(self.url)):
+            if secret:
+                text = text.replace(str(secret), "***")
+        return f"authentication failed: {text}" if _is_auth_error(exc) else text
+
+
+def _is_auth_error(exc: BaseException) -> bool:
+    """Whether redis refused the credentials (a wrong password or user, or none given).
+
+    By name, so redis-py is not imported here: ``AuthenticationError`` and its kin, or a
+    server reply starting ``NOAUTH`` / ``WRONGPASS`` seen as another error class.
+    """
+    if any(c.__name__.startswith("Authentication") for c in type(exc).__mro__):
+        return True
+    try:
+        text = str(exc).lstrip()
+    except Exception:
+        return False
+    return text.startswith(("NOAUTH", "WRONGPASS", "invalid username-password"))
+
+
+def _url_password(url: str) -> str | None:
+    """The password in a redis URL, to mask wherever an error message repeats it."""
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return None
+    return unquote(password) if password else None
 
 
 _links: dict[tuple[str, tuple[tuple[str, Any], ...]], RedisLink] = {}
@@ -490,12 +522,11 @@ class RedisRecord:
     def _local(self, exc: BaseException | None) -> HostRecord:
         if not self._warned:
             self._warned = True
-            reason = f"{type(exc).__name__}: {exc}" if exc is not None else "server down"
             logger.warning(
                 "opero: redis state %r at %s unavailable (%s); shared on this machine only until it is back",
                 self.key,
-                self._link.url,
-                reason,
+                self._link.shown,  # never the URL itself: it may hold the password
+                self._link.reason(exc),
             )
         with self._fallback_lock:
             if self._fallback is None:
