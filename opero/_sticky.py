@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import fcntl
+import logging
 import os
 import stat
 import struct
@@ -39,6 +40,7 @@ _created: list[str] = []
 #: (function, parameter) pairs already told that their calls give no candidates
 _told: set[tuple[str, str]] = set()
 _told_lock = threading.Lock()
+_log = logging.getLogger("opero")
 
 
 def _folder() -> str | None:
@@ -236,15 +238,13 @@ def no_candidates(func_name: str, param: str) -> None:
     the same value. The values themselves are never logged.
     """
     key = (func_name, param)
-    if key in _told:  # the common case: a set lookup, no lock
-        return
+    if key in _told or not _log.isEnabledFor(logging.DEBUG):
+        return  # told already, or nobody listens yet (then it is told when someone does)
     with _told_lock:
         if key in _told:
             return
         _told.add(key)
-    import logging
-
-    logging.getLogger("opero").debug(
+    _log.debug(
         "opero: %s: arg_fallback=%r has no candidates in this call (its default is None and the "
         "call passed no non-empty list or tuple), so every attempt uses the same value; put the "
         "candidates in the parameter's default, or pass them at the call (said once)",

@@ -356,7 +356,8 @@ def test_right_redis_password_works(locked_redis: tuple[str, str]) -> None:
 
 
 def test_none_default_without_candidates_is_noted_once_at_debug(caplog: pytest.LogCaptureFixture) -> None:
-    """Two calls that give no candidates (default None): one DEBUG record, no value in it."""
+    """Two calls that give no candidates (default None): one DEBUG record, no value in it
+    (a call made while DEBUG was off does not use it up)."""
     agents = ["Mozilla/5.0 (compatible; SecretBot/1.0)"]
 
     @opero_decorator(retries=1, min_delay=0.001, arg_fallback="user_agent")
@@ -365,6 +366,8 @@ def test_none_default_without_candidates_is_noted_once_at_debug(caplog: pytest.L
             user_agent = agents  # built inside: opero cannot rotate it
         raise ConnectionError(f"blocked: {user_agent[0]}")
 
+    with pytest.raises(AllFailedError):
+        scrape("before")  # DEBUG off: nothing said, and the note is kept for later
     with caplog.at_level(logging.DEBUG, logger="opero"):
         for url in ("a", "b"):
             with pytest.raises(AllFailedError):
