@@ -22,6 +22,7 @@ from ._errors import ConfigurationError, portable
 from ._options import OperoOptions, Options, resolve_options
 from ._policy import Plan
 from ._progress import FailureLog, MapProgress, new_failure_log
+from ._singleflight import MapFlights
 from ._telemetry import FunctionStats
 from ._threads import iterate_in_thread
 from .executors import async_outcomes, default_workers, sync_outcomes
@@ -254,12 +255,19 @@ class _Engine:
                 rec.emit("item_failed", error=value, item=item)
         progress.advance(len(batch), failed)
 
-    def _source(self, items: Iterable[Any], progress: MapProgress) -> Iterator[tuple[int, Any]]:
+    def _source(
+        self, call: MapCall, items: Iterable[Any], progress: MapProgress, window: Window
+    ) -> tuple[Iterator[tuple[int, Any]], MapFlights | None]:
         # Counts the items handed to the executor, so "in flight" is real in every mode:
         # progress reads the counter that numbers them (no Python step per item).
         counter = itertools.count()
         progress.count_taken(counter)
-        return zip(counter, items)
+        pairs: Iterator[tuple[int, Any]] = zip(counter, items)
+        if not MapFlights.wanted(self.plan):
+            return pairs, None
+        # Each distinct call once: duplicates of a key in flight wait here, not in a worker.
+        flights = MapFlights(self.plan, call.prefix, call.args, call.kwargs, window)
+        return flights.source(pairs), flights
 
     def run_list(
         self, prefix: tuple[Any, ...], items: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -277,8 +285,11 @@ class _Engine:
         progress = self._progress(call, labels)
         results: list[Any] = []
         ordered = self.options.ordered
+        source, flights = self._source(call, items, progress, window)
         try:
-            for batch in sync_outcomes(call, self._source(items, progress), window):
+            for batch in sync_outcomes(call, source, window):
+                if flights is not None:
+                    batch = flights.expand(batch)
                 self._account(batch, progress)
                 _place(results, batch, ordered)
         except BaseException:
@@ -296,8 +307,12 @@ class _Engine:
         progress = self._progress(call, labels)
         results: list[Any] = []
         ordered = self.options.ordered
+        window = Window(_UNBOUNDED)
+        source, flights = self._source(call, items, progress, window)
         try:
-            async for batch in self._batches_async(call, self._source(items, progress), Window(_UNBOUNDED)):
+            async for batch in self._batches_async(call, source, window):
+                if flights is not None:
+                    batch = flights.expand(batch)
                 self._account(batch, progress)
                 _place(results, batch, ordered)
         except BaseException:
@@ -329,11 +344,14 @@ class _Engine:
     def _imap_sync(self, call: MapCall, items: Iterable[Any]) -> Iterator[Any]:
         window = Window(_STREAM_WINDOW)
         progress = self._progress(call)
-        source = sync_outcomes(call, self._source(items, progress), window)
+        pairs, flights = self._source(call, items, progress, window)
+        source = sync_outcomes(call, pairs, window)
         release = _Release(window, self.options.ordered)
         interrupted = True
         try:
             for batch in source:
+                if flights is not None:
+                    batch = flights.expand(batch)
                 self._account(batch, progress)
                 yield from release(batch)
             interrupted = False
@@ -346,11 +364,14 @@ class _Engine:
     async def _imap_async(self, call: MapCall, items: Iterable[Any]) -> AsyncIterator[Any]:
         window = Window(_STREAM_WINDOW)
         progress = self._progress(call)
-        batches = self._batches_async(call, self._source(items, progress), window)
+        pairs, flights = self._source(call, items, progress, window)
+        batches = self._batches_async(call, pairs, window)
         release = _Release(window, self.options.ordered)
         interrupted = True
         try:
             async for batch in batches:
+                if flights is not None:
+                    batch = flights.expand(batch)
                 self._account(batch, progress)
                 for value in release(batch):
                     yield value

@@ -1,0 +1,133 @@
+"""Each distinct call once (single-flight): duplicates in a map, and overlapping plain calls."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+from collections.abc import Iterator
+
+import pandas as pd
+import pytest
+
+from opero import AllFailedError, opmap
+from tests._enrich_server import CountingServer, alookup, lookup
+
+#: the issue's shape: 10,000 rows of 500 distinct values, duplicates side by side
+DISTINCT, ROWS = 500, 10_000
+
+
+def _sorted_column() -> list[str]:
+    return sorted(f"v{i % DISTINCT:04d}" for i in range(ROWS))
+
+
+@pytest.mark.parametrize(
+    ("mode", "workers", "func"),
+    [
+        ("thread", 16, lookup),
+        ("async", 16, lookup),
+        ("async", 16, alookup),
+        ("process", 4, lookup),
+    ],
+    ids=["thread", "async-sync-fn", "async-def", "process"],
+)
+def test_sorted_column_costs_one_request_per_distinct_value(mode: str, workers: int, func: object) -> None:
+    """A sorted 10,000-row column of 500 values costs exactly 500 requests in every mode."""
+    items = _sorted_column()
+    with CountingServer(delay=0.002) as server:
+        fn = opmap(mode=mode, workers=workers, cache=True, progress=False)(func)  # type: ignore[call-overload]
+        out = fn(items, server.url)
+        if asyncio.iscoroutine(out):
+            out = asyncio.run(out)
+        assert server.requests("/lookup") == DISTINCT
+        assert max(server.queries.values()) == 1
+    assert len(out) == ROWS
+    assert all(r == {"q": q, "n": len(q)} for r, q in zip(out, items, strict=True))
+    assert fn.stats.attempts == DISTINCT
+    assert fn.stats.calls == ROWS
+    assert fn.stats.successes == ROWS
+
+
+def test_sorted_frame_through_pipe_costs_one_request_per_distinct_value() -> None:
+    """df.pipe(fn, column) over a sorted frame: 500 requests, every row answered."""
+    df = pd.DataFrame({"q": _sorted_column(), "row": range(ROWS)}, index=range(100, 100 + ROWS))
+    with CountingServer(delay=0.002) as server:
+        fn = opmap(workers=16, cache=True, progress=False)(lookup)
+        out = df.pipe(fn, "q", server.url)
+        assert server.requests("/lookup") == DISTINCT
+    assert list(out.index) == list(df.index)
+    assert out["lookup_error"].isna().all()
+    assert out["lookup"].iloc[-1] == {"q": df["q"].iloc[-1], "n": 5}
+
+
+def test_a_failure_is_shared_by_its_duplicates() -> None:
+    """A failing value that appears 20 times side by side is requested once; all 20 rows fail."""
+    items = ["ok"] * 5 + ["bad"] * 20 + ["fine"] * 5
+    with CountingServer(delay=0.05, fail=frozenset({"bad"})) as server:
+        fn = opmap(workers=8, cache=True, retries=0, progress=False)(lookup)
+        out = fn(items, server.url)
+        assert server.queries["bad"] == 1
+        assert server.queries["ok"] == 1
+    failed = [r for r in out if isinstance(r, BaseException)]
+    assert len(failed) == 20
+    assert all(isinstance(r, AllFailedError) for r in failed)
+    assert out[0] == {"q": "ok", "n": 2}
+    assert len(fn.failures()) == 20
+    assert fn.stats.failures == 20
+
+
+def test_without_cache_duplicates_all_run() -> None:
+    """Single-flight belongs to cache=True: without it every duplicate is its own call."""
+    with CountingServer(delay=0.0) as server:
+        fn = opmap(workers=4, progress=False)(lookup)
+        fn(["a"] * 30, server.url)
+        assert server.requests("/lookup") == 30
+
+
+def test_imap_over_a_generator_holds_duplicates_within_the_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    """imap of a generator of duplicates never pulls more than its window ahead of the output."""
+    import opero._map as map_module
+
+    monkeypatch.setattr(map_module, "_STREAM_WINDOW", 64)
+    pulled = itertools.count()
+    release = threading.Event()
+
+    def slow(x: int) -> int:
+        release.wait(10)
+        return x * 2
+
+    def items() -> Iterator[int]:
+        for i in range(5000):
+            next(pulled)
+            yield i // 1000  # 1000 duplicates in a row
+
+    fn = opmap(workers=4, cache=True, progress=False)(slow)
+    stream = fn.imap(items())
+    threading.Timer(0.3, release.set).start()
+    first = next(stream)
+    ahead = next(pulled)
+    rest = list(stream)
+    assert first == 0
+    assert ahead <= 64 + 8  # the window, plus the few items taken before the first result
+    assert rest == [(i // 1000) * 2 for i in range(1, 5000)]
+    assert fn.stats.attempts <= 5 + 5000 // 64  # leaders, plus duplicates run when the window was full
+
+
+def test_distinct_values_still_run_in_parallel() -> None:
+    """Held duplicates take no worker: 64 values of 100 ms on 16 workers take < 2 s (serial: 6.4 s)."""
+    items = sorted(i % 64 for i in range(640))
+    calls = itertools.count()
+
+    def slow(x: int) -> int:
+        next(calls)
+        time.sleep(0.1)
+        return x
+
+    fn = opmap(workers=16, cache=True, progress=False)(slow)
+    t0 = time.perf_counter()
+    out = fn(items)
+    took = time.perf_counter() - t0
+    assert out == items
+    assert next(calls) == 64
+    assert took < 2.0  # ideal 64 × 0.1 s / 16 = 0.4 s
