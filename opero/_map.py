@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from ._decorator import build_plan, check_decoratable
 from ._errors import ConfigurationError, portable
+from ._map_flights import MapFlights
 from ._options import OperoOptions, Options, resolve_options
 from ._policy import Plan
 from ._progress import FailureLog, MapProgress, new_failure_log
-from ._singleflight import MapFlights
 from ._telemetry import FunctionStats
 from ._threads import iterate_in_thread
 from .executors import async_outcomes, default_workers, sync_outcomes

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pandas as pd
 import pytest
 
-from opero import AllFailedError, opmap
+from opero import AllFailedError, opero, opmap
 from tests._enrich_server import CountingServer, alookup, lookup
 
 #: the issue's shape: 10,000 rows of 500 distinct values, duplicates side by side
@@ -131,3 +131,122 @@ def test_distinct_values_still_run_in_parallel() -> None:
     assert out == items
     assert next(calls) == 64
     assert took < 2.0  # ideal 64 × 0.1 s / 16 = 0.4 s
+
+
+# -- plain calls ----------------------------------------------------------------------------
+
+
+def test_overlapping_thread_calls_run_once_and_share_the_value() -> None:
+    """8 threads calling one key at once: the function runs once, every thread gets its value."""
+    calls = itertools.count()
+
+    @opero(cache=True)
+    def slow(x: int) -> list[int]:
+        next(calls)
+        time.sleep(0.3)
+        return [x]
+
+    got: list[object] = []
+    threads = [threading.Thread(target=lambda: got.append(slow(7))) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert next(calls) == 1
+    assert got == [[7]] * 8
+    assert slow.stats.calls == 8
+    assert slow.stats.attempts == 1
+    assert slow.stats.successes == 8
+
+
+def test_overlapping_tasks_run_once_and_share_a_failure() -> None:
+    """8 tasks of one failing key: one call, and all 8 receive its AllFailedError."""
+    calls = itertools.count()
+
+    @opero(cache=True, retries=0)
+    async def broken(x: int) -> int:
+        next(calls)
+        await asyncio.sleep(0.2)
+        raise ValueError(f"no {x}")
+
+    async def main() -> list[object]:
+        return await asyncio.gather(*(broken(1) for _ in range(8)), return_exceptions=True)
+
+    out = asyncio.run(main())
+    assert next(calls) == 1
+    assert all(isinstance(e, AllFailedError) for e in out)
+    assert str(out[0].__cause__) == "no 1"  # type: ignore[union-attr]
+    assert broken.stats.failures == 8
+    assert broken.stats.attempts == 1
+
+
+def test_tasks_on_other_loops_follow_a_leader_in_another_thread() -> None:
+    """A task on one loop and a thread-bound call share one run across loops."""
+    calls = itertools.count()
+
+    @opero(cache=True)
+    async def slow(x: int) -> int:
+        next(calls)
+        await asyncio.sleep(0.3)
+        return x + 1
+
+    got: list[int] = []
+    threads = [threading.Thread(target=lambda: got.append(asyncio.run(slow(1)))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert got == [2] * 4
+    assert next(calls) == 1
+
+
+def test_a_cancelled_leader_hands_the_key_over() -> None:
+    """When the leading task is cancelled, a waiting task runs the call itself and gets a value."""
+    calls = itertools.count()
+
+    @opero(cache=True)
+    async def slow(x: int) -> int:
+        next(calls)
+        await asyncio.sleep(0.2)
+        return x * 3
+
+    async def main() -> int:
+        leader = asyncio.ensure_future(slow(2))
+        await asyncio.sleep(0.05)
+        follower = asyncio.ensure_future(slow(2))
+        await asyncio.sleep(0.05)
+        leader.cancel()
+        return await asyncio.wait_for(follower, 5)
+
+    assert asyncio.run(main()) == 6
+    assert next(calls) == 2
+
+
+def test_a_recursive_call_of_the_same_key_does_not_wait_for_itself() -> None:
+    """A function calling itself with the same key runs the inner call instead of deadlocking."""
+
+    @opero(cache=True, cache_key=lambda n, depth: n)
+    def nested(n: int, depth: int) -> int:
+        return depth if depth >= 2 else nested(n, depth + 1)
+
+    done: list[int] = []
+    t = threading.Thread(target=lambda: done.append(nested(5, 0)), daemon=True)
+    t.start()
+    t.join(5)
+    assert done == [2]
+
+
+def test_later_calls_after_a_failure_call_again() -> None:
+    """Sharing ends with the flight: a call after the failed one has finished runs anew."""
+    calls = itertools.count()
+
+    @opero(cache=True, retries=0)
+    def flaky(x: int) -> int:
+        if next(calls) == 0:
+            raise ValueError("first")
+        return x
+
+    with pytest.raises(AllFailedError):
+        flaky(1)
+    assert flaky(1) == 1
+    assert next(calls) == 2
