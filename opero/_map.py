@@ -9,14 +9,17 @@ business; how one item runs is the Plan's (``_policy``).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import importlib
 import inspect
 import itertools
 import os
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar, Unpack, overload
 
+from ._batch import BatchMap, batch_plan, chunks
 from ._decorator import build_plan, check_decoratable
 from ._errors import ConfigurationError, portable
 from ._map_flights import MapFlights
@@ -188,6 +191,8 @@ class _Engine:
         self.mode = options.mode or ("async" if self.is_async else "thread")
         #: every failed item of this function (``fn.failures()``)
         self.failures: FailureLog = new_failure_log(self.name)
+        #: with ``batch_size``: the plan of the batch calls (``opero._batch``)
+        self.batches: Plan | None = batch_plan(self.plan) if options.batch_size is not None else None
 
     # -- one call ----------------------------------------------------------------------------
 
@@ -280,7 +285,68 @@ class _Engine:
             return self._list_async(call, items)
         return self._list_sync(call, items)
 
+    # -- batches (opero._batch) ------------------------------------------------------------------
+
+    def _batch_runner(self, call: MapCall) -> BatchMap:
+        assert self.batches is not None and self.options.batch_size is not None
+        return BatchMap(call, self.batches, self.options.batch_size, self._account)  # type: ignore[arg-type]
+
+    def _batched_sync(
+        self, call: MapCall, items: Iterable[Any], labels: list[Any] | None = None
+    ) -> list[Any]:
+        items = list(items)
+        call.total = len(items)
+        progress = self._progress(call, labels)
+        results: list[Any] = [_MISSING] * len(items)
+        try:
+            self._batch_runner(call).run_sync(items, results, progress)
+        except BaseException:
+            call.stop.set()
+            progress.close(interrupted=True)
+            raise
+        call.stop.set()
+        progress.close(cancelled=_finish(results, progress, call.total))
+        return results
+
+    async def _batched_async(
+        self, call: MapCall, items: Iterable[Any], labels: list[Any] | None = None
+    ) -> list[Any]:
+        items = list(items)
+        call.total = len(items)
+        progress = self._progress(call, labels)
+        results: list[Any] = [_MISSING] * len(items)
+        try:
+            await self._batch_runner(call).run_async(items, results, progress, self._batches_async)
+        except BaseException:
+            call.stop.set()
+            progress.close(interrupted=True)
+            raise
+        call.stop.set()
+        progress.close(cancelled=_finish(results, progress, call.total))
+        return results
+
+    def _segment(self, call: MapCall) -> int:
+        # items per segment of a streamed batch map: whole batches, a few per worker
+        n = self.options.batch_size or 1
+        return n * max(-(-_STREAM_WINDOW // n), 4 * call.workers)
+
+    def _imap_batched_sync(self, call: MapCall, items: Iterable[Any]) -> Iterator[Any]:
+        # One segment at a time: bounded memory, batches and dedupe within each segment.
+        size = self._segment(call)
+        for segment in chunks(iter(items), size):
+            part = dataclasses.replace(call, total=None, stop=threading.Event())
+            yield from self._batched_sync(part, segment)
+
+    async def _imap_batched_async(self, call: MapCall, items: Iterable[Any]) -> AsyncIterator[Any]:
+        size = self._segment(call)
+        for segment in chunks(iter(items), size):
+            part = dataclasses.replace(call, total=None, stop=threading.Event())
+            for value in await self._batched_async(part, segment):
+                yield value
+
     def _list_sync(self, call: MapCall, items: Iterable[Any], labels: list[Any] | None = None) -> list[Any]:
+        if self.batches is not None:
+            return self._batched_sync(call, items, labels)
         window = Window(_UNBOUNDED)
         progress = self._progress(call, labels)
         results: list[Any] = []
@@ -304,6 +370,8 @@ class _Engine:
     async def _list_async(
         self, call: MapCall, items: Iterable[Any], labels: list[Any] | None = None
     ) -> list[Any]:
+        if self.batches is not None:
+            return await self._batched_async(call, items, labels)
         progress = self._progress(call, labels)
         results: list[Any] = []
         ordered = self.options.ordered
@@ -337,6 +405,9 @@ class _Engine:
     def imap(self, prefix: tuple[Any, ...], items: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Stream results: a generator (an async generator for ``async def``)."""
         call = self._call(prefix, items, args, kwargs)
+        if self.batches is not None:
+            batched = self._imap_batched_async if self.is_async else self._imap_batched_sync
+            return batched(call, items)
         if self.is_async:
             return self._imap_async(call, items)
         return self._imap_sync(call, items)
