@@ -280,10 +280,54 @@ class _Engine:
         """The whole map: a list (or, for ``async def``, an awaitable of it)."""
         if _is_pandas(items):
             return self._pandas(prefix, items, args, kwargs)
+        if "resume" in kwargs and self._resume_is_ours():
+            kwargs = dict(kwargs)
+            return self._resume(prefix, items, kwargs.pop("resume"), args, kwargs)
         call = self._call(prefix, items, args, kwargs)
         if self.is_async:
             return self._list_async(call, items)
         return self._list_sync(call, items)
+
+    # -- resume: rerun only what failed ----------------------------------------------------------
+
+    def _resume_is_ours(self) -> bool:
+        # ``resume=`` belongs to the map unless the function has a parameter of that name.
+        try:
+            return "resume" not in inspect.signature(self.func).parameters
+        except (TypeError, ValueError):
+            return True
+
+    def _resume(
+        self,
+        prefix: tuple[Any, ...],
+        items: Any,
+        previous: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """``fn(items, resume=earlier)``: run the items whose earlier result is an exception."""
+        if previous is None:
+            return self.run_list(prefix, items, args, kwargs)
+        if isinstance(items, str | bytes | bytearray) or not isinstance(items, Iterable):
+            self._call(prefix, items, args, kwargs)  # raises the usual ConfigurationError
+        items = list(items)
+        earlier = list(previous)
+        if len(earlier) != len(items):
+            raise ConfigurationError(
+                f"{self.name}: resume= holds {len(earlier)} earlier results for {len(items)} items; "
+                "pass the list an earlier call of the same items returned"
+            )
+        rows = [i for i, r in enumerate(earlier) if isinstance(r, BaseException)]
+        out = self.run_list(prefix, [items[i] for i in rows], args, kwargs) if rows else []
+
+        def merge(fresh: list[Any]) -> list[Any]:
+            for i, value in zip(rows, fresh, strict=True):
+                earlier[i] = value
+            return earlier
+
+        if self.is_async:
+            return _then(out, merge)
+        return merge(out)
 
     # -- batches (opero._batch) ------------------------------------------------------------------
 
@@ -468,6 +512,7 @@ class _Engine:
             kw: dict[str, Any],
             spread: str | None = None,
             names: list[str] | None = None,
+            labels: list[Any] | None = None,
         ) -> Any:
             # Several columns: each row is a whole argument list, positional or by keyword.
             if spread == "positional":
@@ -477,7 +522,8 @@ class _Engine:
                 values = [Spread((), dict(zip(keys, row))) for row in values]
             call = self._call(prefix, values, a, kw)
             # Failed rows are reported by their index label, not by their values.
-            labels = data.index.tolist() if call.total == len(data) else None
+            if labels is None and call.total == len(data):
+                labels = data.index.tolist()
             if self.is_async:
                 return self._list_async(call, values, labels)
             return self._list_sync(call, values, labels)
@@ -550,6 +596,10 @@ def _place(results: list[Any], batch: list[Outcome] | Run, ordered: bool) -> Non
             results.extend([_MISSING] * (idx + 1 - size))
             size = idx + 1
         results[idx] = value
+
+
+async def _then(pending: Any, merge: Callable[[list[Any]], list[Any]]) -> list[Any]:
+    return merge(await pending if inspect.isawaitable(pending) else pending)
 
 
 def _finish(results: list[Any], progress: MapProgress, total: int | None) -> int:
