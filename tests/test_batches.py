@@ -48,8 +48,14 @@ def test_one_poison_row_fails_alone_at_about_log2_extra_requests() -> None:
 
 @pytest.mark.parametrize(
     ("mode", "func"),
-    [("thread", embed_texts), ("async", embed_texts), ("async", aembed_texts), ("process", embed_texts)],
-    ids=["thread", "async-sync-fn", "async-def", "process"],
+    [
+        ("thread", embed_texts),
+        ("async", embed_texts),
+        ("async", aembed_texts),
+        ("process", embed_texts),
+        ("async_process", aembed_texts),
+    ],
+    ids=["thread", "async-sync-fn", "async-def", "process", "async_process"],
 )
 def test_every_mode_sends_one_request_per_batch(mode: str, func: Any) -> None:
     """1,000 items at batch_size=100 cost 10 requests in every mode, results in order."""
@@ -74,6 +80,24 @@ def test_cache_and_duplicates_are_per_item_before_batching() -> None:
     assert first == [[1.0, 1.0]] * 5
     assert second == [[1.0, 1.0]] * 4
     assert embed.stats.cache_hits == 2 + 2  # the duplicates, then "c" and "a"
+
+
+def test_progress_counts_items() -> None:
+    """A batch map's progress runs to its number of items, with the failed ones counted."""
+    from opero._progress import subscribe_progress
+
+    @opmap(batch_size=10, retries=0, progress=True)
+    def tens(values: list[int]) -> list[Any]:
+        return [ValueError("seven") if v == 7 else v for v in values]
+
+    seen: list[tuple[Any, ...]] = []
+    unsubscribe = subscribe_progress(lambda *a: seen.append(a))
+    try:
+        tens(range(35))
+    finally:
+        unsubscribe()
+    _, _, done, total, failed, finished = seen[-1]
+    assert (done, total, failed, finished) == (35, 35, 1, True)
 
 
 def test_exceptions_in_the_returned_list_fail_only_their_items() -> None:

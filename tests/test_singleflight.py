@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from opero import AllFailedError, opero, opmap
-from tests._enrich_server import CountingServer, alookup, lookup
+from tests._enrich_server import CountingServer, alookup, embed_texts, lookup
 
 #: the issue's shape: 10,000 rows of 500 distinct values, duplicates side by side
 DISTINCT, ROWS = 500, 10_000
@@ -29,8 +29,9 @@ def _sorted_column() -> list[str]:
         ("async", 16, lookup),
         ("async", 16, alookup),
         ("process", 4, lookup),
+        ("async_process", 2, alookup),
     ],
-    ids=["thread", "async-sync-fn", "async-def", "process"],
+    ids=["thread", "async-sync-fn", "async-def", "process", "async_process"],
 )
 def test_sorted_column_costs_one_request_per_distinct_value(mode: str, workers: int, func: object) -> None:
     """A sorted 10,000-row column of 500 values costs exactly 500 requests in every mode."""
@@ -59,6 +60,26 @@ def test_sorted_frame_through_pipe_costs_one_request_per_distinct_value() -> Non
     assert list(out.index) == list(df.index)
     assert out["lookup_error"].isna().all()
     assert out["lookup"].iloc[-1] == {"q": df["q"].iloc[-1], "n": 5}
+
+
+def test_dask_workers_get_each_distinct_value_once() -> None:
+    """mode='dask': a sorted column of 1,000 rows and 50 values costs 50 requests; batches too."""
+    from distributed import Client, LocalCluster
+
+    items = sorted(f"v{i % 50:03d}" for i in range(1000))
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=2, processes=True, dashboard_address=None) as cluster,
+        Client(cluster),
+        CountingServer(delay=0.002) as server,
+    ):
+        fn = opmap(mode="dask", workers=2, cache=True, progress=False)(lookup)
+        out = fn(items, server.url)
+        assert server.requests("/lookup") == 50
+        embed = opmap(mode="dask", batch_size=100, progress=False)(embed_texts)
+        vectors = embed(items, server.url)
+        assert server.requests("/embed") == 10
+    assert out[-1] == {"q": "v049", "n": 4}
+    assert vectors[0] == [4.0, 1.0]
 
 
 def test_a_failure_is_shared_by_its_duplicates() -> None:
