@@ -7,7 +7,7 @@ fallbacks, timeout, rate limit and circuit breaker apply per batch call, in ever
 executors see each batch as one item). The function returns a list of as many results, in
 order; an element that is an exception instance fails that item alone. A batch whose call
 still fails after its retries is split in halves and each half called again, down to single
-items, so one poison item fails alone (about log2(N) extra calls); the halves run where the
+items, so one poison item fails alone (about 2·log2(N) extra calls); the halves run where the
 map's results arrive (the caller's thread or loop). A returned list of the wrong length
 fails the batch's items with a ``ConfigurationError`` naming both lengths.
 
@@ -48,8 +48,10 @@ def batch_plan(plan: Plan) -> Plan:
         rate_limit_scope=None,
         circuit_breaker=None,
     )
-    # (tokens / max_concurrency: when those options exist, the batch plan shares the
-    # function's budget like the rate limit above, and `tokens` is summed over the items.)
+    # -- tokens / max_concurrency (the pace options), once they exist: the batch plan shares
+    # the function's token budget and concurrency slots like the limiter above (one slot per
+    # request), and its `tokens` estimate is the per-item `tokens(...)` summed over the batch
+    # (bind each item in the batch's place, call the user's `tokens`, add up). --
     batches = Plan(plan.func, opts, plan.name)
     batches.limiter, batches.breaker, batches.in_map = plan.limiter, plan.breaker, True
     batches.sticky = plan.sticky
@@ -61,9 +63,8 @@ def batch_plan(plan: Plan) -> Plan:
 class _Slots:
     """The items of one batch map: which are answered, which are sent, in which batch."""
 
-    def __init__(self, items: list[Any], size: int) -> None:
+    def __init__(self, items: list[Any]) -> None:
         self.items = items
-        self.size = size
         #: batch number -> the item indices it carries
         self.batches: list[list[int]] = []
         #: leader index -> indices of its duplicates (same cache key)
@@ -104,7 +105,7 @@ class BatchMap:
                     f"{self.plan.name}: batch_size maps one column (a list of items); "
                     "several columns per row cannot be batched"
                 )
-        slots = _Slots(items, self.size)
+        slots = _Slots(items)
         plan = self.plan
         caching = plan.keys is not None and plan.cache is not None and testing_state.cache
         leaders: dict[Hashable, int] = {}
@@ -199,15 +200,16 @@ class BatchMap:
 
     # -- bisection -----------------------------------------------------------------------------
 
-    def halves(self, slots: _Slots, indices: list[int]) -> list[list[int]]:
-        """The two halves of a failed batch, as new batches (their numbers are appended)."""
+    @staticmethod
+    def halves(indices: list[int]) -> list[list[int]]:
+        """The two halves of a failed batch's items."""
         mid = len(indices) // 2
         return [indices[:mid], indices[mid:]]
 
     def bisect_sync(self, slots: _Slots, indices: list[int]) -> list[Outcome]:
         """Call the halves of a failed batch, splitting again, down to single items."""
         out: list[Outcome] = []
-        todo = self.halves(slots, indices)
+        todo = self.halves(indices)
         while todo:
             part = todo.pop(0)
             ok, value = self._call_sync(slots, part)
@@ -217,7 +219,7 @@ class BatchMap:
     async def bisect_async(self, slots: _Slots, indices: list[int]) -> list[Outcome]:
         """:meth:`bisect_sync` for ``async def`` functions."""
         out: list[Outcome] = []
-        todo = self.halves(slots, indices)
+        todo = self.halves(indices)
         while todo:
             part = todo.pop(0)
             ok, value = await self._call_async(slots, part)
@@ -230,7 +232,7 @@ class BatchMap:
         if ok:
             return self._split(slots, part, value)
         if len(part) > 1:
-            todo[:0] = self.halves(slots, part)
+            todo[:0] = self.halves(part)
             return []
         return [(part[0], False, value, slots.items[part[0]])]
 

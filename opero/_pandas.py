@@ -177,51 +177,11 @@ class _Job:
             raise ConfigurationError(
                 f"{name}: expected a pandas Series or DataFrame, got {type(data).__name__}"
             )
-        df = data
-        if args:
-            spec, rest = args[0], args[1:]
-        elif "column" in kwargs and (signature is None or "column" not in signature.parameters):
-            # df.pipe(enrich, column="address") reads naturally; it is only ours when the
-            # function has no parameter of that name.
-            spec, rest = kwargs.pop("column"), ()
-        else:
-            raise ConfigurationError(
-                f"{name} got a DataFrame but no column to map over: name the column(s), e.g. "
-                f"{name}(df, {_example(df)!r}) or df.pipe({name}, {_example(df)!r}); "
-                f"columns: {_listing(df.columns)}"
-            )
-        resuming = resume is not None and resume is not False
-        if resuming and (resume is not True or expand):
-            raise ConfigurationError(
-                f"{name}: resume=True reruns the failed rows of an earlier output frame "
-                f"(without expand=True); got resume={resume!r}" + (" with expand=True" if expand else "")
-            )
+        resuming = _resuming(name, resume, expand)
         if not resuming:
-            _check_free(name, df, result_column, error_column, expand)
-
-        # _check_bind gets None placeholders for row values: it checks arity and names only.
-        spread: Spread
-        names: list[str] | None = None
-        if isinstance(spec, Mapping):
-            names = _check_parameters(name, func, signature, spec, kwargs)
-            columns = [_column(name, df, spec[param]) for param in names]
-            spread = "keyword"
-            items = list(zip(*columns)) if columns else [() for _ in range(len(df))]
-            _check_bind(name, signature, rest, {**dict.fromkeys(names), **kwargs})
-        elif isinstance(spec, list | pd.Index):
-            if not len(spec):
-                raise ConfigurationError(
-                    f"{name}: the list of columns is empty; columns: {_listing(df.columns)}"
-                )
-            columns = [_column(name, df, key) for key in spec]
-            spread = "positional"
-            items = list(zip(*columns))
-            _check_bind(name, signature, (*(None for _ in columns), *rest), kwargs)
-        else:
-            items = _column(name, df, spec)
-            spread = None
-            _check_bind(name, signature, (None, *rest), kwargs)
-        job = cls(df, items, rest, kwargs, spread, names, result_column, error_column, expand)
+            _check_free(name, data, result_column, error_column, expand)
+        items, spread, names, rest = _frame_items(name, data, args, kwargs, func, signature)
+        job = cls(data, items, rest, kwargs, spread, names, result_column, error_column, expand)
         if resuming:
             job.resume_frame()
         return job
@@ -302,6 +262,58 @@ class _Job:
             # Same index object on both sides, so pandas does not realign (duplicates are safe).
             out[key] = column
         return out
+
+
+def _resuming(name: str, resume: Any, expand: bool) -> bool:
+    """Whether a DataFrame call resumes an earlier output frame (``resume=True``)."""
+    if resume is None or resume is False:
+        return False
+    if resume is not True or expand:
+        raise ConfigurationError(
+            f"{name}: resume=True reruns the failed rows of an earlier output frame "
+            f"(without expand=True); got resume={resume!r}" + (" with expand=True" if expand else "")
+        )
+    return True
+
+
+def _frame_items(
+    name: str,
+    df: pd.DataFrame,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    func: Callable[..., Any],
+    signature: inspect.Signature | None,
+) -> tuple[list[Any], Spread, list[str] | None, tuple[Any, ...]]:
+    """``(items, spread, names, rest)`` of a DataFrame call: the column spec (first argument,
+    or ``column=``) read into items; ``rest`` are the arguments passed through."""
+    if args:
+        spec, rest = args[0], args[1:]
+    elif "column" in kwargs and (signature is None or "column" not in signature.parameters):
+        # df.pipe(enrich, column="address") reads naturally; it is only ours when the
+        # function has no parameter of that name.
+        spec, rest = kwargs.pop("column"), ()
+    else:
+        raise ConfigurationError(
+            f"{name} got a DataFrame but no column to map over: name the column(s), e.g. "
+            f"{name}(df, {_example(df)!r}) or df.pipe({name}, {_example(df)!r}); "
+            f"columns: {_listing(df.columns)}"
+        )
+    # _check_bind gets None placeholders for row values: it checks arity and names only.
+    if isinstance(spec, Mapping):
+        names = _check_parameters(name, func, signature, spec, kwargs)
+        columns = [_column(name, df, spec[param]) for param in names]
+        items = list(zip(*columns)) if columns else [() for _ in range(len(df))]
+        _check_bind(name, signature, rest, {**dict.fromkeys(names), **kwargs})
+        return items, "keyword", names, rest
+    if isinstance(spec, list | pd.Index):
+        if not len(spec):
+            raise ConfigurationError(f"{name}: the list of columns is empty; columns: {_listing(df.columns)}")
+        columns = [_column(name, df, key) for key in spec]
+        _check_bind(name, signature, (*(None for _ in columns), *rest), kwargs)
+        return list(zip(*columns)), "positional", None, rest
+    items = _column(name, df, spec)
+    _check_bind(name, signature, (None, *rest), kwargs)
+    return items, None, None, rest
 
 
 def resume_rows(errors: Sequence[Any]) -> list[int]:
