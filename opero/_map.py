@@ -375,18 +375,39 @@ class _Engine:
         return n * max(-(-_STREAM_WINDOW // n), 4 * call.workers)
 
     def _imap_batched_sync(self, call: MapCall, items: Iterable[Any]) -> Iterator[Any]:
-        # One segment at a time: bounded memory, batches and dedupe within each segment.
-        size = self._segment(call)
-        for segment in chunks(iter(items), size):
-            part = dataclasses.replace(call, total=None, stop=threading.Event())
-            yield from self._batched_sync(part, segment)
+        # One segment at a time (bounded memory; batches and dedupe within each segment),
+        # under one progress bar; a stop request is honoured between segments.
+        progress = self._progress(call)
+        interrupted = True
+        try:
+            for segment in chunks(iter(items), self._segment(call)):
+                part = dataclasses.replace(call, total=None, stop=threading.Event())
+                results: list[Any] = [_MISSING] * len(segment)
+                self._batch_runner(part).run_sync(segment, results, progress)
+                yield from _unstarted(results, progress)
+                if progress.stop_requested:
+                    break
+            interrupted = False
+        finally:
+            call.stop.set()
+            progress.close(interrupted=interrupted)
 
     async def _imap_batched_async(self, call: MapCall, items: Iterable[Any]) -> AsyncIterator[Any]:
-        size = self._segment(call)
-        for segment in chunks(iter(items), size):
-            part = dataclasses.replace(call, total=None, stop=threading.Event())
-            for value in await self._batched_async(part, segment):
-                yield value
+        progress = self._progress(call)
+        interrupted = True
+        try:
+            for segment in chunks(iter(items), self._segment(call)):
+                part = dataclasses.replace(call, total=None, stop=threading.Event())
+                results: list[Any] = [_MISSING] * len(segment)
+                await self._batch_runner(part).run_async(segment, results, progress, self._batches_async)
+                for value in _unstarted(results, progress):
+                    yield value
+                if progress.stop_requested:
+                    break
+            interrupted = False
+        finally:
+            call.stop.set()
+            progress.close(interrupted=interrupted)
 
     def _list_sync(self, call: MapCall, items: Iterable[Any], labels: list[Any] | None = None) -> list[Any]:
         if self.batches is not None:
@@ -596,6 +617,13 @@ def _place(results: list[Any], batch: list[Outcome] | Run, ordered: bool) -> Non
             results.extend([_MISSING] * (idx + 1 - size))
             size = idx + 1
         results[idx] = value
+
+
+def _unstarted(results: list[Any], progress: MapProgress) -> list[Any]:
+    """A finished segment's results; items a stop left unstarted hold ``Cancelled``."""
+    if any(v is _MISSING for v in results):
+        _finish(results, progress, len(results))
+    return results
 
 
 async def _then(pending: Any, merge: Callable[[list[Any]], list[Any]]) -> list[Any]:
