@@ -187,9 +187,11 @@ class BatchMap:
             if ok and key is not None:
                 plan.store(key, value)
             for j in slots.followers.pop(idx, ()):
+                # a duplicate answered by its leader: a call without an attempt (a cache hit)
                 plan.stats.begin()
                 if ok:
                     plan.stats.add(cache_hits=1)
+                plan.finish(ok, time.perf_counter(), 0, None if ok else value)
                 shared.append((j, ok, value, None if ok else slots.items[j]))
         self._answered([*outs, *shared], results, progress)
 

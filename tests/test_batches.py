@@ -80,6 +80,8 @@ def test_cache_and_duplicates_are_per_item_before_batching() -> None:
     assert first == [[1.0, 1.0]] * 5
     assert second == [[1.0, 1.0]] * 4
     assert embed.stats.cache_hits == 2 + 2  # the duplicates, then "c" and "a"
+    assert embed.stats.attempts == 2  # one per request
+    assert embed.stats.in_flight == 0
 
 
 def test_progress_counts_items() -> None:

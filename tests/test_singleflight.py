@@ -48,6 +48,7 @@ def test_sorted_column_costs_one_request_per_distinct_value(mode: str, workers: 
     assert fn.stats.attempts == DISTINCT
     assert fn.stats.calls == ROWS
     assert fn.stats.successes == ROWS
+    assert fn.stats.in_flight == 0
 
 
 def test_sorted_frame_through_pipe_costs_one_request_per_distinct_value() -> None:
@@ -96,6 +97,7 @@ def test_a_failure_is_shared_by_its_duplicates() -> None:
     assert out[0] == {"q": "ok", "n": 2}
     assert len(fn.failures()) == 20
     assert fn.stats.failures == 20
+    assert fn.stats.in_flight == 0
 
 
 def test_without_cache_duplicates_all_run() -> None:
@@ -271,3 +273,26 @@ def test_later_calls_after_a_failure_call_again() -> None:
         flaky(1)
     assert flaky(1) == 1
     assert next(calls) == 2
+
+
+def test_cache_hits_and_uncached_calls_never_reach_single_flight(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only a cache miss claims a key: hits and uncached functions skip single-flight entirely."""
+    from opero._singleflight import Flights
+
+    @opero(cache=True)
+    def cached(x: int) -> int:
+        return x + 1
+
+    @opero
+    def plain(x: int) -> int:
+        return x - 1
+
+    assert cached(1) == 2  # the miss claims the key once
+
+    def refuse(self: Flights, key: object) -> None:
+        raise AssertionError("single-flight reached")
+
+    monkeypatch.setattr(Flights, "enter_sync", refuse)
+    assert [cached(1) for _ in range(100)] == [2] * 100
+    assert plain(5) == 4
+    assert cached.stats.cache_hits == 100
