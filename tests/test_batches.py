@@ -176,3 +176,22 @@ def test_batch_size_is_validated() -> None:
     """batch_size=0 is a ConfigurationError naming the value and what is allowed."""
     with pytest.raises(ConfigurationError, match=r"batch_size=0 .*integer >= 1"):
         opmap(batch_size=0)(embed_texts)
+
+
+def test_the_rate_limit_counts_requests_not_items() -> None:
+    """rate_limit=10/s with batch_size=50: 200 items are 4 requests, about 0.3 s (not 20 s)."""
+    import time
+
+    starts: list[float] = []
+
+    @opmap(batch_size=50, rate_limit=10, workers=4, progress=False)
+    def stamp(values: list[int]) -> list[int]:
+        starts.append(time.monotonic())
+        return values
+
+    t0 = time.monotonic()
+    assert stamp(range(200)) == list(range(200))
+    took = time.monotonic() - t0
+    assert len(starts) == 4
+    assert took >= 0.25  # 3 spacings of 0.1 s
+    assert took < 3.0  # per item it would be 20 s
