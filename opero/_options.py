@@ -34,7 +34,7 @@ LIMIT_BACKENDS = ("local", "redis")
 MODES = ("thread", "process", "async", "async_process", "dask")
 CALLBACKS = ("on_retry", "on_success", "on_failure", "on_cache_hit")
 #: Options that only ``@opmap`` uses; ``@opero`` accepts and ignores them.
-MAP_ONLY = frozenset({"mode", "workers", "ordered", "progress", "chunksize"})
+MAP_ONLY = frozenset({"mode", "workers", "ordered", "progress", "chunksize", "batch_size"})
 #: ``circuit_breaker=True`` means these; a dict overrides some of them.
 BREAKER_DEFAULTS: Mapping[str, Any] = {"failures": 5, "window": 10.0, "open": 30.0, "fail_fast": False}
 #: The settings each backend reads from ``cache_backend_config``.
@@ -143,6 +143,8 @@ class OperoOptions(TypedDict, total=False):
     """opmap: a tqdm bar: True/False, "auto", a dict of tqdm options or a tqdm class"""
     chunksize: int | Literal["auto"]
     """opmap: items per task sent to a process or dask worker (default "auto")"""
+    batch_size: int | None
+    """opmap: the function takes a list of up to N items and returns as many results (default None)"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +190,8 @@ class Options:
     ordered: bool = True
     progress: Any = True
     chunksize: int | str = "auto"
+    #: opmap: items per call of a batch function (None: one item per call)
+    batch_size: int | None = None
 
     @property
     def breaker(self) -> Mapping[str, Any] | None:
@@ -357,6 +361,9 @@ def _validate(o: Options) -> None:
     cs: Any = o.chunksize
     if cs != "auto" and (not _is_int(cs) or cs < 1):
         raise _bad("chunksize", cs, "'auto' or an integer >= 1")
+    # -- batch_size (opero._batch) --
+    if o.batch_size is not None and (not _is_int(o.batch_size) or o.batch_size < 1):
+        raise _bad("batch_size", o.batch_size, "None or an integer >= 1 (items per call)")
 
 
 def _did_you_mean(key: object, allowed: list[str]) -> str:

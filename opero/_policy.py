@@ -20,6 +20,7 @@ from ._errors import AllFailedError, CircuitOpenError
 from ._hints import server_wait, status_of
 from ._keys import KeyBuilder
 from ._options import Options
+from ._singleflight import Flight, Flights
 from ._sticky import Sticky, no_candidates
 from ._telemetry import _SAMPLE_ALL, _SAMPLE_MASK, LEVELS, Recorder, logger
 from ._testing import state as testing_state
@@ -260,6 +261,8 @@ class Plan:
         cache = make_cache(func, options)
         self.keys: KeyBuilder | None = cache[0] if cache is not None else None
         self.cache: CacheBackend | None = cache[1] if cache is not None else None
+        # -- single-flight (opero._singleflight): overlapping missed calls of one key run once
+        self.flights: Flights | None = Flights() if self.keys is not None else None
         self.timeout = options.timeout
         self._backoff: Callable[[Any], float] | None = None  # tenacity's wait_exponential, lazily
         self._pick_fast_path()
@@ -835,10 +838,21 @@ class Plan:
         """The general driver: cache, limiter, timeout, retries; ``began`` when timed."""
         if self.recorder.wants("start"):
             began = self._announce(began)
+        flight: Flight | None = None  # single-flight: the key this call leads
+        ran = 1  # single-flight: 0 while this call waits for another one's outcome
         try:
             key, value, args, kwargs = self._opening(args, kwargs, began)
             if value is not MISS:
                 return value
+            # -- single-flight (opero._singleflight): a call of this key is running: its outcome
+            if key is not None and self.flights is not None:
+                ran = 0
+                flight, value = self.flights.enter_sync(key)  # raises the other call's error
+                if value is not MISS:
+                    self._finish(True, began, 0)
+                    return value
+                ran = 1
+            # -- end single-flight
             start = began if began is not None else _perf()  # the deadline counts from here
             try:
                 if self.limiter is None and self.timeout is None and self.breaker is None:
@@ -850,8 +864,12 @@ class Plan:
             if key is not None:
                 self._store(key, value)
         except BaseException as exc:
-            self._finish(False, began, 1, exc)
+            if flight is not None and self.flights is not None:  # single-flight: share the error
+                self.flights.land(flight, False, exc)
+            self._finish(False, began, ran, exc)
             raise
+        if flight is not None and self.flights is not None:  # single-flight: share the value
+            self.flights.land(flight, True, value)
         self._finish(True, began, 1)
         return value
 
@@ -978,10 +996,21 @@ class Plan:
         """The general driver: cache, limiter, timeout, retries; ``began`` when timed."""
         if self.recorder.wants("start"):
             began = self._announce(began)
+        flight: Flight | None = None  # single-flight: the key this call leads
+        ran = 1  # single-flight: 0 while this call waits for another one's outcome
         try:
             key, value, args, kwargs = self._opening(args, kwargs, began)
             if value is not MISS:
                 return value
+            # -- single-flight (opero._singleflight): a call of this key is running: its outcome
+            if key is not None and self.flights is not None:
+                ran = 0
+                flight, value = await self.flights.enter_async(key)  # raises the other call's error
+                if value is not MISS:
+                    self._finish(True, began, 0)
+                    return value
+                ran = 1
+            # -- end single-flight
             start = began if began is not None else _perf()  # the deadline counts from here
             try:
                 value = await self.attempt_async(args, kwargs)
@@ -989,8 +1018,12 @@ class Plan:
                 value = await self._drive_async(self.recover(args, kwargs, exc, start))
             self._store(key, value)
         except BaseException as exc:
-            self._finish(False, began, 1, exc)
+            if flight is not None and self.flights is not None:  # single-flight: share the error
+                self.flights.land(flight, False, exc)
+            self._finish(False, began, ran, exc)
             raise
+        if flight is not None and self.flights is not None:  # single-flight: share the value
+            self.flights.land(flight, True, value)
         self._finish(True, began, 1)
         return value
 

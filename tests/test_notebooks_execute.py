@@ -31,6 +31,11 @@ EXPECTED = {
         "input untouched: ['customer', 'address']",
         "geocode.lat",
         "geocode [10, 11, 12, 13, 14]",
+        "rows: 2000 distinct: 100 requests: 100",
+        "rows: 1000 vectors: 999 failed rows: [137]",
+        "requests: 30 first batch: 50",
+        "rerun only the failed rows: True",
+        "failed after resume: 0",
     ],
     "05_pushback.ipynb": [
         "ok: 800 failed: 0",
