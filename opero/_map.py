@@ -229,6 +229,7 @@ class _Engine:
             stop=call.stop,
             labels=labels,
             failures=self.failures,
+            workers=call.workers,  # notebook: in flight is never shown above the workers
         )
 
     def _account(self, batch: list[Outcome] | Run, progress: MapProgress) -> None:

@@ -22,13 +22,20 @@ import os
 import sys
 import threading
 import time
+import traceback
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from . import _telemetry
 from ._errors import AllFailedError
+from ._hints import status_of
 from ._telemetry import Registry, logger
+
+# Failed attempts are counted per HTTP status (the dashboard's "recovered" errors) with the
+# one status reader, which the telemetry layer below cannot import itself.
+_telemetry.set_status_reader(status_of)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -113,22 +120,51 @@ class Failure:
     time: float
     call: str
     status: int | None = None
+    #: the item's position in the map's input (None: not from a map)
+    position: int | None = None
+    #: True when ``item`` is a DataFrame row's index label ("row 275"), else an item
+    row: bool = False
+    #: the item itself (the row's values for a DataFrame), as the function received it
+    value: Any = None
+    #: the final error's traceback, as text
+    traceback: str = ""
 
     @property
     def kind(self) -> str:
         """What the panel groups by: the type, and the HTTP status when there is one."""
         return f"{self.error_type} {self.status}" if self.status is not None else self.error_type
 
+    @property
+    def where(self) -> str:
+        """``row 275`` for a DataFrame row, ``item 5,275`` (its position) for a list item."""
+        if self.row:
+            return f"row {self.item}"
+        if self.position is not None:
+            return f"item {self.position:,}"
+        return f"item {self.item}"
+
 
 def http_status(error: BaseException) -> int | None:
-    """The HTTP status an error carries (``status``, ``code``, ``status_code``), else None."""
+    """The HTTP status an item's final error carries (its last attempt's), else None."""
     if isinstance(error, AllFailedError) and error.errors:
         error = error.errors[-1]
-    for name in ("status", "code", "status_code"):
-        value = getattr(error, name, None)
-        if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
-            return value
-    return None
+    return status_of(error)
+
+
+def _final(error: BaseException) -> BaseException:
+    return error.errors[-1] if isinstance(error, AllFailedError) and error.errors else error
+
+
+def traceback_text(error: BaseException) -> str:
+    """The final error's traceback as text (a worker's error: the text it carried home)."""
+    final = _final(error)
+    carried = getattr(final, "traceback_text", None)  # a RemoteError from a worker
+    if isinstance(carried, str) and carried:
+        return carried
+    try:
+        return "".join(traceback.format_exception(final))
+    except Exception:  # a broken __str__ must not break the map
+        return f"{type(final).__name__}"
 
 
 def describe_error(error: BaseException) -> tuple[str, str, int]:
@@ -178,21 +214,53 @@ class FailureLog:
         self.records: deque[Failure] = deque(maxlen=limit)
         self.total = 0
         self.by_type: Counter[str] = Counter()
+        #: failed attempts of the permanently failed items, per HTTP status (see ``recovered``)
+        self.attempts_by_status: Counter[int | None] = Counter()
+        #: permanently failed items per HTTP status of their final error
+        self.permanent: Counter[int | None] = Counter()
         self.version = 0
         self._lock = threading.Lock()
 
-    def add(self, item: str, error: BaseException, call: str) -> Failure:
-        """Record one failed item with its own final error."""
+    def add(
+        self,
+        item: str,
+        error: BaseException,
+        call: str,
+        position: int | None = None,
+        row: bool = False,
+        value: Any = None,
+    ) -> Failure:
+        """Record one failed item with its own final error (and its traceback text)."""
         error_type, message, attempts = describe_error(error)
+        status = http_status(error)
         record = Failure(
-            self.name, item, error_type, message, attempts, time.time(), call, http_status(error)
-        )
+            self.name, item, error_type, message, attempts, time.time(), call, status,
+            position, row, value, traceback_text(error),
+        )  # fmt: skip
+        errors = error.errors if isinstance(error, AllFailedError) and error.errors else [error]
         with self._lock:
             self.records.append(record)
             self.total += 1
             self.by_type[record.kind] += 1
+            self.permanent[status] += 1
+            for e in errors:
+                self.attempts_by_status[status_of(e)] += 1
             self.version += 1
         return record
+
+    def recovered(self, attempt_errors: Mapping[int | None, int]) -> list[tuple[int, int, int]]:
+        """``(status, recovered, permanent)`` per HTTP status, most frequent first.
+
+        ``attempt_errors`` are the function's failed attempts per status (``fn.stats``):
+        those not spent by a permanently failed item were recovered by a later attempt.
+        """
+        with self._lock:
+            spent, permanent = dict(self.attempts_by_status), dict(self.permanent)
+        statuses = {s for s in (*attempt_errors, *permanent) if s is not None}
+        rows = [
+            (s, max(0, attempt_errors.get(s, 0) - spent.get(s, 0)), permanent.get(s, 0)) for s in statuses
+        ]
+        return sorted(rows, key=lambda r: (-(r[1] + r[2]), r[0]))
 
     def latest(self, n: int) -> list[Failure]:
         """The ``n`` newest failures, newest last."""
@@ -210,19 +278,45 @@ class FailureLog:
             self.records.clear()
             self.total = 0
             self.by_type.clear()
+            self.attempts_by_status.clear()
+            self.permanent.clear()
             self.version += 1
 
     def frame(self) -> pd.DataFrame:
-        """The kept failures as a DataFrame: item, error_type, status, message, attempts, time, call."""
+        """The kept failures as a DataFrame.
+
+        Columns: item (the label), error_type, status, message, attempts, time, call,
+        position (in the map's input), row (True for a DataFrame row), value (the item
+        itself) and traceback (the final error's, as text).
+        """
         import pandas as pd
 
         with self._lock:
             rows = list(self.records)
-        columns = ["item", "error_type", "status", "message", "attempts", "time", "call"]
+        columns = [
+            "item", "error_type", "status", "message", "attempts", "time", "call",
+            "position", "row", "value", "traceback",
+        ]  # fmt: skip
         frame = pd.DataFrame(
-            [(r.item, r.error_type, r.status, r.message, r.attempts, r.time, r.call) for r in rows],
+            [
+                (
+                    r.item,
+                    r.error_type,
+                    r.status,
+                    r.message,
+                    r.attempts,
+                    r.time,
+                    r.call,
+                    r.position,
+                    r.row,
+                    r.value,
+                    r.traceback,
+                )
+                for r in rows
+            ],
             columns=columns,
         )
+        frame["position"] = frame["position"].astype("Int64")
         frame["status"] = frame["status"].astype("Int64")
         frame["time"] = pd.to_datetime(frame["time"], unit="s")
         return frame
@@ -336,6 +430,8 @@ class MapProgress:
         "state",
         "total",
         "version",
+        "wait_base",
+        "workers",
     )
 
     def __init__(
@@ -347,8 +443,13 @@ class MapProgress:
         stop: threading.Event | None = None,
         labels: list[Any] | None = None,
         failures: FailureLog | None = None,
+        workers: int | None = None,
     ) -> None:
         self.map_id = next(_ids)
+        #: the map's parallelism: in flight is never shown above it
+        self.workers = workers
+        #: the function's thread-seconds of rate-limit wait when the map started
+        self.wait_base = _telemetry.lookup(name).waits_now()[0]
         self.name = name
         short = name.rsplit(".", 1)[-1]
         with _runs_lock:
@@ -448,11 +549,10 @@ class MapProgress:
     def item_failed(self, index: int, item: Any, error: BaseException) -> None:
         """Record the failed item at position ``index`` with its own final error."""
         labels = self.labels
-        if labels is not None and 0 <= index < len(labels):
-            text = short_repr(labels[index], 60)
-        else:
-            text = short_repr(_unspread(item), 60)
-        self.failures.add(text, error, self.label)
+        value = _unspread(item)
+        row = labels is not None and 0 <= index < len(labels)
+        text = short_repr(labels[index] if labels is not None and row else value, 60)
+        self.failures.add(text, error, self.label, index, row, value)
 
     def advance(self, done: int, failed: int) -> None:
         """Count ``done`` more finished items, ``failed`` of them failed."""
@@ -480,8 +580,14 @@ class MapProgress:
 
     @property
     def in_flight(self) -> int:
-        """Items handed to the executor and not finished yet."""
-        return 0 if self.finished else max(0, self.taken - self.done)
+        """Items handed to the executor and not finished yet (never more than the workers).
+
+        The executor may have taken the next item before a worker is free for it.
+        """
+        if self.finished:
+            return 0
+        n = max(0, self.taken - self.done)
+        return n if self.workers is None else min(n, self.workers)
 
     def rate(self) -> float | None:
         """Items per second over the last ``RATE_WINDOW`` seconds (the whole run once over)."""
