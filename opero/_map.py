@@ -21,7 +21,7 @@ from ._decorator import build_plan, check_decoratable
 from ._errors import ConfigurationError, portable
 from ._options import OperoOptions, Options, resolve_options
 from ._policy import Plan
-from ._progress import FailureLog, MapProgress, new_failure_log
+from ._progress import FailureLog, MapProgress, keep_interrupted, new_failure_log
 from ._telemetry import FunctionStats
 from ._threads import iterate_in_thread
 from .executors import async_outcomes, default_workers, sync_outcomes
@@ -85,6 +85,10 @@ class MapFunction(Protocol[T_contra, P, R]):
         """Every failed item (the last 10,000) as a pandas DataFrame."""
         ...
 
+    def last_results(self) -> list[Any] | None:
+        """The last map's results, also after a KeyboardInterrupt (notebook, issue 21)."""
+        ...
+
     # pandas first: a DataFrame or Series is also an Iterable, and wins over the list form
     @overload
     def __call__(  # type: ignore[overload-overlap]
@@ -133,6 +137,10 @@ class AsyncMapFunction(Protocol[T_contra, P, R]):
 
     def failures(self) -> Any:
         """Every failed item (the last 10,000) as a pandas DataFrame."""
+        ...
+
+    def last_results(self) -> list[Any] | None:
+        """The last map's results, also after a KeyboardInterrupt (notebook, issue 21)."""
         ...
 
     @overload
@@ -187,6 +195,8 @@ class _Engine:
         self.mode = options.mode or ("async" if self.is_async else "thread")
         #: every failed item of this function (``fn.failures()``)
         self.failures: FailureLog = new_failure_log(self.name)
+        #: the last list map's results, also when interrupted (``fn.last_results()``)
+        self.last_results: list[Any] | None = None
 
     # -- one call ----------------------------------------------------------------------------
 
@@ -266,6 +276,7 @@ class _Engine:
         self, prefix: tuple[Any, ...], items: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         """The whole map: a list (or, for ``async def``, an awaitable of it)."""
+        __tracebackhide__ = True  # notebook (issue 21)
         if _is_pandas(items):
             return self._pandas(prefix, items, args, kwargs)
         call = self._call(prefix, items, args, kwargs)
@@ -274,14 +285,20 @@ class _Engine:
         return self._list_sync(call, items)
 
     def _list_sync(self, call: MapCall, items: Iterable[Any], labels: list[Any] | None = None) -> list[Any]:
+        __tracebackhide__ = True  # notebook (issue 21): IPython shows an interrupt without opero frames
         window = Window(_UNBOUNDED)
         progress = self._progress(call, labels)
         results: list[Any] = []
+        self.last_results = results  # notebook (issue 21): fn.last_results()
         ordered = self.options.ordered
         try:
             for batch in sync_outcomes(call, self._source(items, progress), window):
                 self._account(batch, progress)
                 _place(results, batch, ordered)
+        except KeyboardInterrupt as exc:  # notebook (issue 21): keep what was done
+            call.stop.set()
+            keep_interrupted(results, _MISSING, progress, items, ordered)
+            raise exc.with_traceback(None) from None  # no executor frames
         except BaseException:
             call.stop.set()
             progress.close(interrupted=True)
@@ -294,13 +311,19 @@ class _Engine:
     async def _list_async(
         self, call: MapCall, items: Iterable[Any], labels: list[Any] | None = None
     ) -> list[Any]:
+        __tracebackhide__ = True  # notebook (issue 21): IPython shows an interrupt without opero frames
         progress = self._progress(call, labels)
         results: list[Any] = []
+        self.last_results = results  # notebook (issue 21): fn.last_results()
         ordered = self.options.ordered
         try:
             async for batch in self._batches_async(call, self._source(items, progress), Window(_UNBOUNDED)):
                 self._account(batch, progress)
                 _place(results, batch, ordered)
+        except KeyboardInterrupt as exc:  # notebook (issue 21): keep what was done
+            call.stop.set()
+            keep_interrupted(results, _MISSING, progress, items, ordered)
+            raise exc.with_traceback(None) from None  # no executor frames
         except BaseException:
             call.stop.set()
             progress.close(interrupted=True)
@@ -511,7 +534,20 @@ class _Mapped:
                 mark(self)
 
     def __call__(self, items: Any, /, *args: Any, **kwargs: Any) -> Any:
-        return self._engine.run_list((), items, args, kwargs)
+        __tracebackhide__ = True  # notebook (issue 21)
+        try:
+            return self._engine.run_list((), items, args, kwargs)
+        except KeyboardInterrupt as exc:  # notebook (issue 21): the traceback ends here
+            raise exc.with_traceback(None) from None
+
+    def last_results(self) -> list[Any] | None:
+        """The last map's results (None before any), also after a ``KeyboardInterrupt``.
+
+        An interrupted map keeps what finished; each item that was running at that moment
+        holds ``opero.Cancelled`` (and is counted in ``fn.stats["cancelled"]`` and listed in
+        ``fn.failures()``), as does each item that had not started.
+        """
+        return self._engine.last_results
 
     def imap(self, items: Any, /, *args: Any, **kwargs: Any) -> Any:
         """Stream results in order (completion order with ``ordered=False``), bounded memory."""

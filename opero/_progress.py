@@ -378,6 +378,23 @@ def _in_notebook() -> bool:
     return shell is not None and getattr(shell, "kernel", None) is not None
 
 
+_interrupts_shown = False
+
+
+def _show_interrupts_cleanly() -> None:
+    # Inside IPython: an interrupted map's traceback shows the user's cell, not opero's
+    # frames. Loaded by name: the notebook layer sits above this one.
+    global _interrupts_shown
+    _interrupts_shown = True
+    try:
+        from IPython import get_ipython
+
+        magics = importlib.import_module("opero.notebook.magics")
+        magics.install_interrupt_handler(get_ipython())  # type: ignore[no-untyped-call]
+    except Exception:  # never let a display nicety break a map
+        logger.debug("opero: interrupt handler not installed", exc_info=True)
+
+
 def _stderr_is_terminal() -> bool:
     try:
         return sys.stderr.isatty()
@@ -482,6 +499,8 @@ class MapProgress:
             self._bar = self._make_bar(show)
         _keep(self)
         self._publish(False)
+        if "IPython" in sys.modules and not _interrupts_shown:
+            _show_interrupts_cleanly()
 
     # -- the bar -------------------------------------------------------------------------------
 
@@ -552,7 +571,7 @@ class MapProgress:
         value = _unspread(item)
         row = labels is not None and 0 <= index < len(labels)
         text = short_repr(labels[index] if labels is not None and row else value, 60)
-        self.failures.add(text, error, self.label, index, row, value)
+        self.failures.add(text, error, self.label, index if index >= 0 else None, row, value)
 
     def advance(self, done: int, failed: int) -> None:
         """Count ``done`` more finished items, ``failed`` of them failed."""
@@ -682,6 +701,51 @@ class MapProgress:
                 callback(self.map_id, self.name, self.done, self.total, self.failed, finished)
             except Exception:  # a broken dashboard must never break the map
                 logger.exception("opero: progress subscriber %r failed", callback)
+
+
+def keep_interrupted(
+    results: list[Any], missing: Any, progress: MapProgress, items: Any, ordered: bool
+) -> int:
+    """After a KeyboardInterrupt: keep what was done, mark the rest; returns the items in flight.
+
+    Every slot still ``missing`` gets a ``Cancelled``: the items that were running at that
+    moment count as cancelled in ``fn.stats`` (``cancelled``) and in ``fn.failures()`` (an
+    entry each), the items not started yet only in the results. ``items`` is the map's input
+    (its items are looked up by position when it is a sequence).
+    """
+    from ._errors import Cancelled
+
+    total = progress.total
+    taken = max(progress.taken, progress.done)
+    if total is not None:
+        taken = min(taken, total)
+    running = max(0, taken - progress.done)
+    if not ordered:  # completion order: the finished ones first, then the rest as cancelled
+        results.extend([missing] * ((total if total is not None else taken) - len(results)))
+    elif total is not None and len(results) < total:
+        results.extend([missing] * (total - len(results)))
+    gone = f"{progress.label}: interrupted while this item ran"
+    unstarted = f"{progress.label}: interrupted before this item started"
+    flagged = 0
+    for i, value in enumerate(results):
+        if value is not missing:
+            continue
+        in_flight = (i < taken) if ordered else (flagged < running)
+        if in_flight:
+            flagged += 1
+        results[i] = Cancelled(gone if in_flight else unstarted)
+        if in_flight:
+            progress.item_failed(i if ordered else -1, _item_at(items, i) if ordered else "?", results[i])
+    _telemetry.lookup(progress.name).add(cancelled=flagged)
+    progress.close(interrupted=True, cancelled=len(results) - progress.done)
+    return flagged
+
+
+def _item_at(items: Any, index: int) -> Any:
+    try:
+        return items[index] if isinstance(items, list | tuple | range) else f"#{index}"
+    except IndexError:
+        return f"#{index}"
 
 
 def _unspread(item: Any) -> Any:

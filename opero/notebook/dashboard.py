@@ -122,10 +122,8 @@ class _History:
 
     def rates(self, key: int) -> list[float]:
         s = list(self.samples)
-        return [
-            max(0.0, (b[key] - a[key]) / (b[0] - a[0])) if b[0] > a[0] else 0.0
-            for a, b in itertools.pairwise(s)
-        ]
+        # at least a sample's span: a burst right after the definition is not a spike to infinity
+        return [max(0.0, (b[key] - a[key]) / max(b[0] - a[0], SAMPLE)) for a, b in itertools.pairwise(s)]
 
 
 class _Hub:
@@ -158,7 +156,7 @@ class _Hub:
                     # The history starts at zero when the function was defined, so a burst
                     # that came and went before this first sample still shows.
                     age = time.time() - s.defined
-                    if 1e-3 < age < SAMPLE * HISTORY:
+                    if 0 <= age < SAMPLE * HISTORY:
                         h.samples.append((now - age, 0, 0, 0))
                 if (h.samples and h.samples[-1][1:] != row[1:]) or (not h.samples and row[1]):
                     changed = True
