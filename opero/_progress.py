@@ -378,6 +378,26 @@ def _in_notebook() -> bool:
     return shell is not None and getattr(shell, "kernel", None) is not None
 
 
+_clicks: bool | None = None
+
+
+def clicks_reach_main() -> bool:
+    """True in a kernel whose shell channel thread hands widget messages to opero at once.
+
+    Then a stop button reaches a map that holds the kernel's main thread (a map run in the
+    cell itself); see ``opero.notebook.clicks``. Checked once per process.
+    """
+    global _clicks
+    if _clicks is None:
+        _clicks = False
+        if "ipykernel" in sys.modules:
+            try:  # loaded by name: the notebook layer sits above this one
+                _clicks = bool(importlib.import_module("opero.notebook.clicks").supported())
+            except Exception:
+                logger.debug("opero: stop clicks during a cell unavailable", exc_info=True)
+    return _clicks
+
+
 _interrupts_shown = False
 
 
@@ -417,8 +437,9 @@ class MapProgress:
 
     Attributes:
         label: ``"name #n"``: the function's short name and its call number in this process.
-        background: True when the map runs outside the main thread (its stop button works
-            while it runs; a map blocking the main thread is stopped with an interrupt).
+        background: True when a stop click reaches the map while it runs: it runs outside
+            the main thread, or the kernel hands clicks over at once (``clicks_reach_main``);
+            else the map is stopped with an interrupt.
         state: ``"running"``, ``"done"``, ``"interrupted"`` (an exception or Ctrl-C ended it)
             or ``"stopped"`` (``stop()``: the rest of the items were cancelled).
     """
@@ -487,7 +508,7 @@ class MapProgress:
         self.version = 0
         #: the map's results are collected outside the main thread, so a stop button's click
         #: can reach it: Jupyter handles widget messages in the main thread, between cells
-        self.background = threading.current_thread() is not threading.main_thread()
+        self.background = threading.current_thread() is not threading.main_thread() or clicks_reach_main()
         self._retries = retries
         self._base = retries()
         self._next = 0.0
@@ -675,7 +696,7 @@ class MapProgress:
         self._publish(True)
 
     def summary(self) -> str:
-        """One line: ``fetch #2: 480/500 · 20 failed · 41.2/s · ETA 1s``."""
+        """One line: ``fetch #2: 480/500 · 20 failed · 41.2/s · 12s elapsed · ETA 1s``."""
         total = "?" if self.total is None else f"{self.total:,}"
         parts = [f"{self.label}: {self.done:,}/{total}"]
         if self.failed:
@@ -688,6 +709,7 @@ class MapProgress:
         if self.finished:
             parts.append(f"{self.state} in {format_seconds(self.elapsed())}")
         else:
+            parts.append(f"{format_seconds(self.elapsed())} elapsed")  # like tqdm's [00:12<...]
             eta = self.eta()
             if eta is not None:
                 parts.append(f"ETA {format_seconds(eta)}")

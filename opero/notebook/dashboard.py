@@ -19,6 +19,7 @@ Without ipywidgets or outside a kernel, :func:`show` prints a text table instead
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import os
@@ -31,6 +32,7 @@ from typing import Any
 
 from .._progress import Failure, FailureLog, MapProgress, failure_logs, format_seconds, maps
 from .._telemetry import FunctionStats, all_stats, logger, lookup
+from . import clicks
 from ._html import STYLE, bar_html, esc, sparkline
 
 __all__ = ["Dashboard", "hub", "show", "widgets_available"]
@@ -749,6 +751,8 @@ class Dashboard:
             button.add_class("opero-stop")
             slot = len(self._bars)
             button.on_click(lambda _b, slot=slot: self._stop_slot(slot))
+            # taken early, in the kernel's shell channel thread: the map may hold the main one
+            clicks.hook(button, functools.partial(self._stop_map, slot))
             self._bars.append((label, button, w.HBox([label, button])))
         self._bar_maps = slots
         for (label, button, row), shown in zip(self._bars, slots):
@@ -769,6 +773,12 @@ class Dashboard:
             )
         if len(self._maps_box.children) != len(slots):
             self._maps_box.children = [row for _, _, row in self._bars[: len(slots)]]
+
+    def _stop_map(self, slot: int) -> None:
+        # only the stop event: rendering from the shell channel thread is not safe
+        m = self._bar_maps[slot] if slot < len(self._bar_maps) else None
+        if m is not None:
+            m.stop()
 
     def _stop_slot(self, slot: int) -> None:
         m = self._bar_maps[slot] if slot < len(self._bar_maps) else None
