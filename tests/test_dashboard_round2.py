@@ -280,3 +280,28 @@ def _wait_stream(kc: Any, msg_id: str, timeout: float) -> str:
         if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
             return text
     return text
+
+
+@pytest.mark.notebook
+@pytest.mark.timeout(120)
+def test_dashboard_side_opens_a_sidecar_panel() -> None:
+    """%opero dashboard --side puts the dashboard in a sidecar widget and leaves a note in the cell."""
+    km, kc = _kernel()
+    try:
+        messages: list[Any] = []
+        kc.execute_interactive("%load_ext opero\n%opero dashboard --side", output_hook=messages.append, timeout=60)
+        models = [
+            m["content"]["data"]["state"].get("_model_name")
+            for m in messages
+            if m["msg_type"] == "comm_open" and "state" in m["content"].get("data", {})
+        ]
+        assert "SidecarModel" in models, models
+        notes = [
+            str(m["content"]["data"].get("text/plain"))
+            for m in messages
+            if m["msg_type"] == "display_data" and "opero-note" in str(m["content"]["data"].get("text/html"))
+        ]
+        assert notes == ["opero dashboard: opened in a side panel (JupyterLab)"]
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)

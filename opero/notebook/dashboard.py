@@ -848,16 +848,55 @@ class Dashboard:
             print(self.text())
 
 
-def show(scope: dict[str, tuple[int, int]] | None = None, title: str = "opero") -> Dashboard:
+def show(
+    scope: dict[str, tuple[int, int]] | None = None, title: str = "opero", side: bool = False
+) -> Dashboard:
     """Display a live dashboard of every opero function (text snapshot outside a kernel).
+
+    Args:
+        scope: see :class:`Dashboard`.
+        title: the heading.
+        side: open it in a JupyterLab side panel (the ``sidecar`` widget), so it stays in
+            view while the notebook scrolls; where that is not possible (no ``sidecar``
+            package, Voila) it is shown in the cell output.
 
     Returns:
         The dashboard; call ``.close()`` to stop it.
     """
     dashboard = Dashboard(scope=scope, title=title)
     if widgets_available():
-        dashboard.display()
+        if not (side and _show_in_side_panel(dashboard)):
+            dashboard.display()
         dashboard.attach()
     else:
         print(dashboard.text())
     return dashboard
+
+
+#: The side panel of the last ``%opero dashboard --side`` (a new one replaces it).
+_side_panel: Any = None
+
+
+def _show_in_side_panel(dashboard: Dashboard) -> bool:
+    """Display ``dashboard`` in a JupyterLab side panel; False when that is not possible."""
+    global _side_panel
+    if _IN_VOILA:
+        return False
+    try:
+        from sidecar import Sidecar
+    except ImportError:
+        logger.info("opero: pip install sidecar to show the dashboard in a side panel")
+        return False
+    from IPython.display import display
+
+    if _side_panel is not None:
+        _side_panel.close()
+    panel = Sidecar(title=dashboard.title, anchor="split-right")
+    with panel:
+        dashboard.display()
+    _side_panel = panel
+    note = "opero dashboard: opened in a side panel (JupyterLab)"
+    display(  # type: ignore[no-untyped-call]
+        {"text/html": f'<div class="opero-note opero-muted">{esc(note)}</div>', "text/plain": note}, raw=True
+    )
+    return True

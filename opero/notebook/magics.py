@@ -46,6 +46,7 @@ _CELL_BACKENDS = ("disk", "memory")
 USAGE = """\
 %%opero [option=value ...]     run the cell as one resilient unit; options are Python literals
 %opero dashboard               live dashboard of every opero function
+%opero dashboard --side        the same in a JupyterLab side panel (stays in view)
 %opero stats                   opero.stats() as a DataFrame
 %opero clear-cache [namespace] empty opero's caches (cells included)
 %opero config k=v ...          notebook-wide defaults (opero.configure); no arguments: show them;
@@ -524,7 +525,9 @@ class OperoMagics(Magics):
             print(USAGE)
             return None
         if command == "dashboard":
-            show(title="opero dashboard")
+            if rest not in ("", "--side"):
+                raise UsageError(f"%opero dashboard takes no argument but --side, got {rest!r}")
+            show(title="opero dashboard", side=rest == "--side")
             return None
         if command == "stats":
             return _stats()
