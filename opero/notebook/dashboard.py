@@ -654,7 +654,7 @@ class Dashboard:
                 self._toggle = w.ToggleButton(
                     value=False, description="all columns", tooltip="show every fn.stats column"
                 )
-                self._toggle.layout = w.Layout(width="auto", height="22px")
+                self._toggle.layout = w.Layout(width="auto", height="22px", align_self="flex-start")
                 self._toggle.add_class("opero-more-toggle")
                 self._toggle.observe(self._on_toggle, names="value")
                 children.append(self._toggle)
