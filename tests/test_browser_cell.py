@@ -16,6 +16,7 @@ Screenshots are kept under artifacts/browser/.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import time
@@ -37,13 +38,14 @@ CELLS = [
     "    time.sleep(0.01)\n"
     "    return i\n\n"
     "paced_results = paced(list(range(240)))  # 12 s at 20/s",
-    'print("PACED_STATS", paced.stats["calls"], paced.stats["rate_waits"], round(paced.stats["rate_wait_wall"], 1))',
+    's = paced.stats\nprint("PACED_STATS", s["calls"], s["rate_waits"], round(s["rate_wait_wall"], 1))',
     "@opmap(workers=2)\n"
     "def slow(x):\n"
     "    time.sleep(0.05)\n"
     "    return x\n\n"
     "stopped = slow(list(range(600)))  # 15 s unless stopped",
-    'print("PARTIAL_RESULTS", sum(isinstance(v, int) for v in stopped), sum(isinstance(v, Cancelled) for v in stopped))',
+    "done = sum(isinstance(v, int) for v in stopped)\n"
+    'print("PARTIAL_RESULTS", done, sum(isinstance(v, Cancelled) for v in stopped))',
 ]
 
 
@@ -70,7 +72,9 @@ def row_of(page: Any, name: str) -> dict[str, str] | None:
                 const f = row.querySelector('.opero-function');
                 if (f && f.textContent === name) {
                     const out = {};
-                    for (const td of row.querySelectorAll('td')) out[td.className.split(' ')[0]] = td.textContent;
+                    for (const td of row.querySelectorAll('td')) {
+                        out[td.className.split(' ')[0]] = td.textContent;
+                    }
                     return out;
                 }
             }
@@ -122,7 +126,7 @@ def check_live_numbers(readings: list[tuple[float, int, float, float]]) -> None:
     grown = running[-1][3] - running[1][3]
     span = running[-1][0] - running[1][0]
     assert grown >= 0.5 * span - 1.0, readings
-    assert all(b[3] >= a[3] for a, b in zip(running, running[1:])), readings
+    assert all(b[3] >= a[3] for a, b in itertools.pairwise(running)), readings
     # recent calls/s (over 5 s) against the counts read on screen over the same 5 s
     for i in range(5, len(running)):
         t0, c0, _, _ = running[i - 5]

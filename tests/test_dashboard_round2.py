@@ -289,7 +289,8 @@ def test_dashboard_side_opens_a_sidecar_panel() -> None:
     km, kc = _kernel()
     try:
         messages: list[Any] = []
-        kc.execute_interactive("%load_ext opero\n%opero dashboard --side", output_hook=messages.append, timeout=60)
+        side = "%load_ext opero\n%opero dashboard --side"
+        kc.execute_interactive(side, output_hook=messages.append, timeout=60)
         models = [
             m["content"]["data"]["state"].get("_model_name")
             for m in messages
