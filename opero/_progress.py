@@ -37,6 +37,15 @@ from ._telemetry import Registry, logger
 # one status reader, which the telemetry layer below cannot import itself.
 _telemetry.set_status_reader(status_of)
 
+
+def _record_call_failure(name: str, error: BaseException) -> None:
+    # A failed plain @opero call: in its function's log too (fn.failures()), as "call"
+    if isinstance(error, Exception):  # an interrupt is not a failure of the function
+        failure_log(name).add("call", error, name.rsplit(".", 1)[-1])
+
+
+_telemetry.set_failure_sink(_record_call_failure)
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -141,7 +150,7 @@ class Failure:
             return f"row {self.item}"
         if self.position is not None:
             return f"item {self.position:,}"
-        return f"item {self.item}"
+        return "call" if self.item == "call" else f"item {self.item}"
 
 
 def http_status(error: BaseException) -> int | None:
@@ -333,6 +342,11 @@ def new_failure_log(name: str) -> FailureLog:
 def failure_log(name: str) -> FailureLog:
     """The log registered under ``name``, created when missing."""
     return _logs.get(name)
+
+
+def failures_frame(name: str) -> pd.DataFrame:
+    """``fn.failures()`` of a plain ``@opero`` function: its failure log as a DataFrame."""
+    return failure_log(name).frame()
 
 
 def failure_logs() -> list[FailureLog]:

@@ -537,6 +537,16 @@ def set_status_reader(reader: Callable[[BaseException], int | None]) -> None:
     _status_reader = reader
 
 
+#: Records a plain call's failure in its function's failure log (set by ``_progress``).
+_failure_sink: Callable[[str, BaseException], None] | None = None
+
+
+def set_failure_sink(sink: Callable[[str, BaseException], None]) -> None:
+    """Install what records a failed plain ``@opero`` call (``fn.failures()``)."""
+    global _failure_sink
+    _failure_sink = sink
+
+
 _Named = TypeVar("_Named")
 
 
@@ -651,13 +661,13 @@ _calls: contextvars.ContextVar[tuple[tuple[str, int], ...]] = contextvars.Contex
 )
 _call_ids = itertools.count(1)
 #: kinds counted whether or not anyone listens (they happen on the failure path only)
-_COUNTED = frozenset({"attempt_failed", "rate"})
+_COUNTED = frozenset({"attempt_failed", "failure", "rate"})
 
 
 class Recorder:
     """Reports one decorated function's events: counters always, events when listened to."""
 
-    __slots__ = ("_callbacks", "name", "relay", "relay_kinds", "stats")
+    __slots__ = ("_callbacks", "log_failures", "name", "relay", "relay_kinds", "stats")
 
     def __init__(self, name: str, options: Options) -> None:
         self.name = name
@@ -672,6 +682,9 @@ class Recorder:
         self.relay: list[Event] | None = None
         #: the kinds the parent listens to (None: all of them)
         self.relay_kinds: frozenset[str] | None = None
+        #: a plain ``@opero`` function: each failed call goes to its failure log
+        #: (``fn.failures()``); a map's items are logged by the map, with their item
+        self.log_failures = False
 
     def wants(self, kind: str) -> bool:
         """Whether building an Event of ``kind`` is worth it (someone listens)."""
@@ -721,6 +734,10 @@ class Recorder:
     def _count(self, kind: str, fields: dict[str, Any]) -> None:
         if kind == "attempt_failed":
             self.stats.attempt_failed(fields.get("error"))
+        elif kind == "failure":
+            sink = _failure_sink
+            if self.log_failures and sink is not None and fields.get("error") is not None:
+                sink(self.name, fields["error"])
         elif kind == "rate" and fields.get("rate"):
             self.stats.budget = float(fields["rate"])  # an adaptive limit: its current rate
 

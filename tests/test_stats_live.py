@@ -199,3 +199,23 @@ def test_interrupt_traceback_in_ipython_shows_no_opero_frames() -> None:
     assert "opero/" not in text and "_map.py" not in text and "executors" not in text, text
     partial = int(text.split("PARTIAL", 1)[1].split()[0])
     assert partial >= 2, text
+
+
+def test_plain_opero_calls_have_failures() -> None:
+    """A failed plain @opero call is listed in fn.failures() with its error and traceback."""
+
+    @opero(retries=1, min_delay=0.001)
+    def flaky(x: int) -> int:
+        raise ValueError(f"bad {x}")
+
+    for i in range(3):
+        try:
+            flaky(i)
+        except Exception:
+            pass
+    frame = flaky.failures()
+    assert len(frame) == 3 == flaky.stats["failures"]
+    assert list(frame["error_type"]) == ["ValueError"] * 3
+    assert list(frame["message"]) == ["bad 0", "bad 1", "bad 2"]
+    assert set(frame["attempts"]) == {2}
+    assert all('raise ValueError(f"bad {x}")' in tb for tb in frame["traceback"])
