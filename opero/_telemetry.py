@@ -468,6 +468,7 @@ class FunctionStats:
             out: dict[str, Any] = {c: getattr(self, c) for c in _COUNTERS}
             out["latencies"] = list(self._latencies)
             out["first"], out["last"] = self._first, self._last
+            out["attempt_errors"] = dict(self.attempt_errors)
         return out
 
     def merge(self, exported: dict[str, Any]) -> None:
@@ -477,6 +478,7 @@ class FunctionStats:
                 k = _HOT.get(c, c)
                 setattr(self, k, getattr(self, k) + exported.get(c, 0))
             self._latencies.extend(exported.get("latencies", ()))
+            self.attempt_errors.update(exported.get("attempt_errors", {}))
             first, last = exported.get("first", 0.0), exported.get("last", 0.0)
             if first and (not self._first or first < self._first):
                 self._first = first

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 from opero import opero, opmap
 from opero.notebook import dashboard
@@ -219,3 +220,34 @@ def test_plain_opero_calls_have_failures() -> None:
     assert list(frame["message"]) == ["bad 0", "bad 1", "bad 2"]
     assert set(frame["attempts"]) == {2}
     assert all('raise ValueError(f"bad {x}")' in tb for tb in frame["traceback"])
+
+
+def test_saved_snapshot_follows_the_recent_rate_down_to_zero(monkeypatch: Any) -> None:
+    """Once idle, the snapshot a saved notebook keeps is redrawn as the recent rate decays."""
+    from opero._telemetry import FunctionStats
+
+    @opero
+    def quick(x: int) -> int:
+        return x
+
+    for i in range(30):
+        quick(i)
+    board = dashboard.Dashboard(title="t")
+    updates: list[str] = []
+
+    class Handle:
+        def update(self, bundle: dict[str, Any], raw: bool = False) -> None:
+            updates.append(bundle["text/html"])
+
+    board._handle = Handle()
+    board.widget  # noqa: B018  # builds the widgets and renders once
+    board._show_snapshot()
+    assert updates and ">0.0/s<" not in _row_html(updates[-1], "quick")
+    monkeypatch.setattr(FunctionStats, "recent_throughput", lambda self, now=None: 0.0)
+    board._fingerprint = None  # as if the timer saw the decayed rate
+    board.refresh(tick=False)
+    assert ">0.0/s<" in _row_html(updates[-1], "quick"), updates[-1]
+
+
+def _row_html(html: str, name: str) -> str:
+    return next(r for r in html.split("<tr") if f">{name}</td>" in r)
