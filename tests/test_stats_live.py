@@ -240,7 +240,7 @@ def test_saved_snapshot_follows_the_recent_rate_down_to_zero(monkeypatch: Any) -
             updates.append(bundle["text/html"])
 
     board._handle = Handle()
-    board.widget  # noqa: B018  # builds the widgets and renders once
+    board.widget  # builds the widgets and renders once
     board._show_snapshot()
     assert updates and ">0.0/s<" not in _row_html(updates[-1], "quick")
     monkeypatch.setattr(FunctionStats, "recent_throughput", lambda self, now=None: 0.0)
