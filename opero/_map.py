@@ -295,13 +295,11 @@ class _Engine:
             for batch in sync_outcomes(call, self._source(items, progress), window):
                 self._account(batch, progress)
                 _place(results, batch, ordered)
-        except KeyboardInterrupt as exc:  # notebook (issue 21): keep what was done
+        except BaseException as exc:  # notebook (issue 21): keep what was done (last_results)
             call.stop.set()
             keep_interrupted(results, _MISSING, progress, items, ordered)
-            raise exc.with_traceback(None) from None  # no executor frames
-        except BaseException:
-            call.stop.set()
-            progress.close(interrupted=True)
+            if isinstance(exc, KeyboardInterrupt):
+                raise exc.with_traceback(None) from None  # no executor frames
             raise
         call.stop.set()
         cancelled = _finish(results, progress, call.total)
@@ -320,13 +318,11 @@ class _Engine:
             async for batch in self._batches_async(call, self._source(items, progress), Window(_UNBOUNDED)):
                 self._account(batch, progress)
                 _place(results, batch, ordered)
-        except KeyboardInterrupt as exc:  # notebook (issue 21): keep what was done
+        except BaseException as exc:  # notebook (issue 21): keep what was done (last_results)
             call.stop.set()
             keep_interrupted(results, _MISSING, progress, items, ordered)
-            raise exc.with_traceback(None) from None  # no executor frames
-        except BaseException:
-            call.stop.set()
-            progress.close(interrupted=True)
+            if isinstance(exc, KeyboardInterrupt):
+                raise exc.with_traceback(None) from None  # no executor frames
             raise
         call.stop.set()
         cancelled = _finish(results, progress, call.total)

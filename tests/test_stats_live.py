@@ -251,3 +251,38 @@ def test_saved_snapshot_follows_the_recent_rate_down_to_zero(monkeypatch: Any) -
 
 def _row_html(html: str, name: str) -> str:
     return next(r for r in html.split("<tr") if f">{name}</td>" in r)
+
+
+_INTERRUPTED_ASYNC_MAP = """
+import asyncio, json, os, signal, threading
+from opero import Cancelled, opmap
+
+@opmap(workers=4, progress=False)
+async def slow(x):
+    await asyncio.sleep(0.1)
+    return x
+
+threading.Timer(0.55, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+try:
+    asyncio.run(slow(list(range(100))))
+except KeyboardInterrupt:
+    pass
+results = slow.last_results()
+done = [v for v in results if not isinstance(v, Cancelled)]
+print(json.dumps([len(results), done, slow.stats["cancelled"], len(slow.failures())]))
+"""
+
+
+def test_interrupt_of_an_awaited_map_keeps_partial_results() -> None:
+    """asyncio.run interrupted by SIGINT: the awaited map's partial results stay reachable."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", _INTERRUPTED_ASYNC_MAP], capture_output=True, text=True, timeout=60, check=True
+    )
+    n, done, cancelled, failures = json.loads(out.stdout.strip().splitlines()[-1])
+    assert n == 100 and 4 <= len(done) <= 96, out.stdout
+    assert done == list(range(len(done)))
+    assert 1 <= cancelled <= 4 and failures == cancelled, out.stdout
