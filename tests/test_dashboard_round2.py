@@ -17,7 +17,7 @@ from opero.notebook import dashboard
 from opero.notebook._html import sparkline
 
 
-class HTTPError(Exception):
+class ApiError(Exception):
     """A stand-in for an HTTP library's error: carries its status."""
 
     def __init__(self, status: int) -> None:
@@ -43,9 +43,9 @@ def test_panel_counts_recovered_and_permanent_per_status_and_says_item_or_row() 
     def fetch(i: int) -> int:
         seen[i] = seen.get(i, 0) + 1
         if i % 25 == 0:
-            raise HTTPError(404)
+            raise ApiError(404)
         if i % 5 == 0 and seen[i] == 1:
-            raise HTTPError(500)
+            raise ApiError(500)
         return i
 
     items = list(range(5000, 5200))
@@ -61,7 +61,7 @@ def test_panel_counts_recovered_and_permanent_per_status_and_says_item_or_row() 
     assert "item 175" in html  # 5175 sits at position 175 of the list
     frame = fetch.failures()
     assert set(frame["value"]) == {i for i in items if i % 25 == 0}
-    assert all("HTTPError" in tb and "raise HTTPError(404)" in tb for tb in frame["traceback"])
+    assert all("ApiError" in tb and "raise ApiError(404)" in tb for tb in frame["traceback"])
 
 
 def test_dataframe_rows_read_as_rows() -> None:
@@ -306,3 +306,15 @@ def test_dashboard_side_opens_a_sidecar_panel() -> None:
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+def test_panel_total_matches_stats_after_cancelled_items() -> None:
+    """Items cut by an interrupt are listed as cancelled, apart from the failures stats counts."""
+    from opero import Cancelled
+
+    log = FailureLog("m.cut")
+    for i in range(3):
+        log.add(str(i), ValueError("bad"), "cut #1", i)
+    log.add("3", Cancelled("cut #1: interrupted while this item ran"), "cut #1", 3)
+    assert dashboard._totals(log) == "3 failed, 1 cancelled"
+    assert "3 failed, 1 cancelled (ValueError ×3, Cancelled ×1)" in dashboard.render_errors_html([log])

@@ -347,6 +347,13 @@ def _status_counts(log: FailureLog) -> str:
     )
 
 
+def _totals(log: FailureLog) -> str:
+    """``78 failed`` (as ``fn.stats["failures"]``), ``, 1 cancelled`` for items an interrupt cut."""
+    cancelled = dict(log.counts()).get("Cancelled", 0)
+    text = f"{log.total - cancelled:,} failed"
+    return text + (f", {cancelled:,} cancelled" if cancelled else "")
+
+
 def _shown(logs: list[FailureLog], since: float, latest: int) -> Iterator[tuple[FailureLog, list[Failure]]]:
     """The logs both failure panels show, each with its latest ``latest`` failures since ``since``."""
     for log in logs:
@@ -365,7 +372,7 @@ def render_errors_html(logs: list[FailureLog], since: float = 0.0) -> str:
         statuses = f'<div class="opero-statuses">{esc(statuses)}</div>' if statuses else ""
         groups.append(
             f'<li class="opero-error-group" data-function="{esc(log.name)}"><b>{name}</b>: '
-            f"{log.total:,} failed ({counts}) · all of them: <code>{name}.failures()</code>"
+            f"{esc(_totals(log))} ({counts}) · all of them: <code>{name}.failures()</code>"
             f"{statuses}<ul>{''.join(_failure_line(r) for r in records[::-1])}</ul></li>"
         )
     if not groups:
@@ -378,7 +385,7 @@ def render_errors_text(logs: list[FailureLog], since: float = 0.0) -> str:
     out = []
     for log, records in _shown(logs, since, MAX_ERRORS):
         counts = ", ".join(f"{t} ×{n:,}" for t, n in log.counts())
-        out.append(f"  {_short_name(log.name)}: {log.total:,} failed ({counts}); see .failures()")
+        out.append(f"  {_short_name(log.name)}: {_totals(log)} ({counts}); see .failures()")
         statuses = _status_counts(log)
         if statuses:
             out.append(f"    {statuses}")
