@@ -525,7 +525,8 @@ class Dashboard:
                 )
                 for s in self._selected()
             ),
-            tuple((m.map_id, m.version) for m in self.maps()),
+            # a running map's elapsed time moves every second, even while no item finishes
+            tuple((m.map_id, m.version, 0 if m.finished else int(m.elapsed())) for m in self.maps()),
             tuple((log.name, log.version) for log in failure_logs()),
         )
 
