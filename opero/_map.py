@@ -25,7 +25,7 @@ from ._errors import ConfigurationError, portable
 from ._map_flights import MapFlights
 from ._options import OperoOptions, Options, resolve_options
 from ._policy import Plan
-from ._progress import FailureLog, MapProgress, new_failure_log
+from ._progress import FailureLog, MapProgress, keep_interrupted, new_failure_log
 from ._telemetry import FunctionStats
 from ._threads import iterate_in_thread
 from .executors import async_outcomes, default_workers, sync_outcomes
@@ -89,6 +89,10 @@ class MapFunction(Protocol[T_contra, P, R]):
         """Every failed item (the last 10,000) as a pandas DataFrame."""
         ...
 
+    def last_results(self) -> list[Any] | None:
+        """The last map's results, also after a KeyboardInterrupt (notebook, issue 21)."""
+        ...
+
     # pandas first: a DataFrame or Series is also an Iterable, and wins over the list form
     @overload
     def __call__(  # type: ignore[overload-overlap]
@@ -137,6 +141,10 @@ class AsyncMapFunction(Protocol[T_contra, P, R]):
 
     def failures(self) -> Any:
         """Every failed item (the last 10,000) as a pandas DataFrame."""
+        ...
+
+    def last_results(self) -> list[Any] | None:
+        """The last map's results, also after a KeyboardInterrupt (notebook, issue 21)."""
         ...
 
     @overload
@@ -193,6 +201,8 @@ class _Engine:
         self.failures: FailureLog = new_failure_log(self.name)
         #: with ``batch_size``: the plan of the batch calls (``opero._batch``)
         self.batches: Plan | None = batch_plan(self.plan) if options.batch_size is not None else None
+        #: the last list map's results, also when interrupted (``fn.last_results()``)
+        self.last_results: list[Any] | None = None
 
     # -- one call ----------------------------------------------------------------------------
 
@@ -235,6 +245,7 @@ class _Engine:
             stop=call.stop,
             labels=labels,
             failures=self.failures,
+            workers=call.workers,  # notebook: in flight is never shown above the workers
         )
 
     def _account(self, batch: list[Outcome] | Run, progress: MapProgress) -> None:
@@ -278,6 +289,7 @@ class _Engine:
         self, prefix: tuple[Any, ...], items: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         """The whole map: a list (or, for ``async def``, an awaitable of it)."""
+        __tracebackhide__ = True  # notebook (issue 21)
         if _is_pandas(items):
             return self._pandas(prefix, items, args, kwargs)
         if "resume" in kwargs and self._resume_is_ours():
@@ -410,11 +422,13 @@ class _Engine:
             progress.close(interrupted=interrupted)
 
     def _list_sync(self, call: MapCall, items: Iterable[Any], labels: list[Any] | None = None) -> list[Any]:
+        __tracebackhide__ = True  # notebook (issue 21): IPython shows an interrupt without opero frames
         if self.batches is not None:
             return self._batched_sync(call, items, labels)
         window = Window(_UNBOUNDED)
         progress = self._progress(call, labels)
         results: list[Any] = []
+        self.last_results = results  # notebook (issue 21): fn.last_results()
         ordered = self.options.ordered
         source, flights = self._source(call, items, progress, window)
         try:
@@ -423,9 +437,11 @@ class _Engine:
                     batch = flights.expand(batch)
                 self._account(batch, progress)
                 _place(results, batch, ordered)
-        except BaseException:
+        except BaseException as exc:  # notebook (issue 21): keep what was done (last_results)
             call.stop.set()
-            progress.close(interrupted=True)
+            keep_interrupted(results, _MISSING, progress, items, ordered)
+            if isinstance(exc, KeyboardInterrupt):
+                raise exc.with_traceback(None) from None  # no executor frames
             raise
         call.stop.set()
         cancelled = _finish(results, progress, call.total)
@@ -435,10 +451,12 @@ class _Engine:
     async def _list_async(
         self, call: MapCall, items: Iterable[Any], labels: list[Any] | None = None
     ) -> list[Any]:
+        __tracebackhide__ = True  # notebook (issue 21): IPython shows an interrupt without opero frames
         if self.batches is not None:
             return await self._batched_async(call, items, labels)
         progress = self._progress(call, labels)
         results: list[Any] = []
+        self.last_results = results  # notebook (issue 21): fn.last_results()
         ordered = self.options.ordered
         window = Window(_UNBOUNDED)
         source, flights = self._source(call, items, progress, window)
@@ -448,9 +466,11 @@ class _Engine:
                     batch = flights.expand(batch)
                 self._account(batch, progress)
                 _place(results, batch, ordered)
-        except BaseException:
+        except BaseException as exc:  # notebook (issue 21): keep what was done (last_results)
             call.stop.set()
-            progress.close(interrupted=True)
+            keep_interrupted(results, _MISSING, progress, items, ordered)
+            if isinstance(exc, KeyboardInterrupt):
+                raise exc.with_traceback(None) from None  # no executor frames
             raise
         call.stop.set()
         cancelled = _finish(results, progress, call.total)
@@ -680,7 +700,20 @@ class _Mapped:
                 mark(self)
 
     def __call__(self, items: Any, /, *args: Any, **kwargs: Any) -> Any:
-        return self._engine.run_list((), items, args, kwargs)
+        __tracebackhide__ = True  # notebook (issue 21)
+        try:
+            return self._engine.run_list((), items, args, kwargs)
+        except KeyboardInterrupt as exc:  # notebook (issue 21): the traceback ends here
+            raise exc.with_traceback(None) from None
+
+    def last_results(self) -> list[Any] | None:
+        """The last map's results (None before any), also after a ``KeyboardInterrupt``.
+
+        An interrupted map keeps what finished; each item that was running at that moment
+        holds ``opero.Cancelled`` (and is counted in ``fn.stats["cancelled"]`` and listed in
+        ``fn.failures()``), as does each item that had not started.
+        """
+        return self._engine.last_results
 
     def imap(self, items: Any, /, *args: Any, **kwargs: Any) -> Any:
         """Stream results in order (completion order with ``ordered=False``), bounded memory."""
