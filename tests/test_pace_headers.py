@@ -51,7 +51,15 @@ def test_token_options_are_validated() -> None:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("1s", 1.0), ("6m0s", 360.0), ("20ms", 0.02), ("1h2m3.5s", 3723.5), ("0.5", 0.5), ("-1", None), ("soon", None)],
+    [
+        ("1s", 1.0),
+        ("6m0s", 360.0),
+        ("20ms", 0.02),
+        ("1h2m3.5s", 3723.5),
+        ("0.5", 0.5),
+        ("-1", None),
+        ("soon", None),
+    ],
 )
 def test_openai_durations(text: str, seconds: float | None) -> None:
     """Go-style durations parse to seconds; junk is None."""
@@ -117,7 +125,8 @@ def test_ratelimit_dashed_and_x_ratelimit_reset_by_magnitude() -> None:
     r = read_headers({"RateLimit-Limit": "20", "RateLimit-Remaining": "4", "RateLimit-Reset": "3"}, now=NOW)
     assert r.requests is not None and (r.requests.limit, r.requests.remaining, r.requests.reset) == (20, 4, 3)
     for reset in ("9", str(NOW + 9), str((NOW + 9) * 1000)):
-        x = read_headers({"X-RateLimit-Limit": "5000", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset}, now=NOW)
+        headers = {"X-RateLimit-Limit": "5000", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset}
+        x = read_headers(headers, now=NOW)
         assert x.requests is not None and x.requests.reset == pytest.approx(9.0), reset
 
 

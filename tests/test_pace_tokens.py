@@ -69,6 +69,7 @@ def test_charge_corrects_the_budget_by_the_difference() -> None:
 
 def test_threads_share_the_token_budget() -> None:
     """8 threads x 5 calls of 100 units at 2000/s take at least 39 x 0.05 s."""
+
     @opero.opero(token_limit=2000, tokens=lambda: 100)
     def call() -> None:
         pass
@@ -268,11 +269,17 @@ def test_max_concurrency_caps_async_tasks() -> None:
     assert state["peak"] == 4
 
 
-def _holder(scope: str, extra: str = "") -> subprocess.Popen[str]:
+def _holder(scope: str, redis_url: str | None = None) -> subprocess.Popen[str]:
+    """A process holding the scope's only slot (redis: with a 1-s lease) until it is killed."""
+    backend = (
+        ""
+        if redis_url is None
+        else f", rate_limit_backend='redis', cache_backend_config={{'url': {redis_url!r}}}"
+    )
     body = f"""
-        import time, opero
-        {extra}
-        @opero.opero(rate_limit_scope={scope!r}, max_concurrency=1{", " if extra else ""}{"rate_limit_backend='redis', cache_backend_config={'url': URL}" if extra else ""})
+        import time, opero, opero.stores.redis
+        opero.stores.redis.LEASE = 1.0
+        @opero.opero(rate_limit_scope={scope!r}, max_concurrency=1{backend})
         def hold():
             print("holding", flush=True)
             time.sleep(600)
@@ -309,8 +316,7 @@ def test_killed_holder_slot_returns_at_once_on_this_host() -> None:
 
 def test_killed_holder_lease_returns_on_redis(redis_server: RedisServer) -> None:
     """On redis a dead holder's slot returns when its lease ends (shortened to 1 s here)."""
-    extra = f"import opero.stores.redis as r; r.LEASE = 1.0; URL = {redis_server.url!r}"
-    holder = _holder("pace-lease", extra)
+    holder = _holder("pace-lease", redis_server.url)
     holder.send_signal(signal.SIGKILL)
     holder.wait(10)
     began = time.monotonic()
