@@ -346,13 +346,16 @@ class Pace:
         if record is None:
             return
         used = ticket.charged
+        refused = used is None and error is not None and status_of(error) == 429
         if used is None:
-            # A throttled attempt (429) was refused before the server did any work: refund it.
-            used = 0.0 if error is not None and status_of(error) == 429 else ticket.estimate
+            used = ticket.estimate
         delta = used - ticket.estimate
-        if delta:
-            delta_s = delta / self.token_rate if self.token_rate else 0.0
-            record.apply("pace_adjust", pace_adjust, delta_s, delta)
+        delta_s = delta / self.token_rate if self.token_rate else 0.0
+        # A throttled attempt (429) keeps its units in the rate (providers count refused
+        # requests against the window) but costs nothing: token_budget gets them back.
+        spent = -ticket.estimate if refused else delta
+        if delta_s or spent:
+            record.apply("pace_adjust", pace_adjust, delta_s, spent)
 
     # -- concurrency slots ----------------------------------------------------------------
 
