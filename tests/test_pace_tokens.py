@@ -328,3 +328,75 @@ def test_killed_holder_lease_returns_on_redis(redis_server: RedisServer) -> None
     )(lambda: time.monotonic())
     granted = call()
     assert 0.3 < granted - began < 3.0
+
+
+# -- the LLM-shaped demo endpoint -----------------------------------------------------------
+
+
+def test_demo_chat_endpoint_reports_usage_and_openai_headers() -> None:
+    """/v1/chat/completions answers usage.total_tokens and x-ratelimit-* headers; 429 when spent."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    from opero.demo import DemoServer
+
+    body = json.dumps({"messages": [{"role": "user", "content": "x" * 400}], "max_tokens": 50}).encode()
+    with DemoServer(llm_requests=2, llm_tokens=100000, llm_window=60) as server:
+        url = server.url + "/v1/chat/completions"
+        with urllib.request.urlopen(urllib.request.Request(url, data=body, method="POST")) as r:
+            reply = json.load(r)
+            reading = opero.observe(r)
+        usage = reply["usage"]
+        assert usage["prompt_tokens"] == 100
+        assert (
+            usage["total_tokens"] == 100 + usage["completion_tokens"]
+            and 1 <= usage["completion_tokens"] <= 50
+        )
+        assert (
+            reading.requests is not None and reading.requests.limit == 2 and reading.requests.remaining == 1
+        )
+        assert reading.tokens is not None and reading.tokens.remaining == 100000 - usage["total_tokens"]
+        urllib.request.urlopen(urllib.request.Request(url, data=body, method="POST")).close()
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(urllib.request.Request(url, data=body, method="POST"))
+        assert info.value.code == 429
+        assert 25 <= float(info.value.headers["Retry-After"]) <= 31  # one request refills in 30 s
+        assert server.chat.usage()["throttled"] == 1
+
+
+def test_token_limit_with_charge_uses_the_demo_token_limit() -> None:
+    """300 prompts through token_limit + charge: >= 80 % of the token limit, <= 1 % 429s."""
+    import json
+    import random
+    import urllib.request
+
+    from opero.demo import DemoServer
+
+    rng = random.Random(3)
+    prompts = ["w" * rng.randint(50, 3000) for _ in range(300)]
+
+    def complete(prompt: str, url: str) -> int:
+        body = json.dumps({"messages": [{"role": "user", "content": prompt}], "max_tokens": 100}).encode()
+        with urllib.request.urlopen(urllib.request.Request(url, data=body, method="POST"), timeout=30) as r:
+            opero.observe(r)
+            total = int(json.load(r)["usage"]["total_tokens"])
+        opero.charge(total)
+        return total
+
+    with DemoServer(llm_requests=100, llm_tokens=20000, llm_window=1.0) as server:
+        time.sleep(1.0)
+        fn = opero.opmap(
+            mode="thread",
+            workers=12,
+            progress=False,
+            rate_limit=100,
+            token_limit="20000/s",
+            tokens=lambda prompt, url: -(-len(prompt) // 4) + 100,
+            retries=8,
+        )(complete)
+        results = fn(prompts, server.url + "/v1/chat/completions")
+        use = server.chat.usage()
+    assert all(isinstance(r, int) for r in results)
+    assert use["throttled"] <= 3
+    assert use["token_use"] >= 0.8
