@@ -240,6 +240,18 @@ def test_max_concurrency_caps_threads_server_side(peak_server: tuple[str, _Peak]
     assert call.stats["concurrency_in_flight"] == 0
 
 
+def test_max_concurrency_on_redis_caps_threads(
+    peak_server: tuple[str, _Peak], redis_server: RedisServer
+) -> None:
+    """max_concurrency=2 held on redis leases: 6 threads, never more than 2 at the server."""
+    url, peak = peak_server
+    config = {"url": redis_server.url}
+    call = opero.opero(max_concurrency=2, rate_limit_backend="redis", cache_backend_config=config)(_fetch)
+    run_threads(6, lambda: [call(url) for _ in range(3)])
+    assert peak.peak == 2
+    assert call.stats["concurrency_in_flight"] == 0
+
+
 def test_max_concurrency_caps_process_workers(peak_server: tuple[str, _Peak]) -> None:
     """4 process workers, max_concurrency=2: at most 2 in flight at the server."""
     url, peak = peak_server
