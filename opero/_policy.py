@@ -887,9 +887,9 @@ class Plan:
                     self.limiter is None
                     and self.timeout is None
                     and self.breaker is None
-                    and self.pace is None
+                    and self.pace is None  # [pace]
                 ):
-                    value = self.func(*args, **kwargs)  # the common case, without a frame more  # [pace]
+                    value = self.func(*args, **kwargs)  # the common case, without a frame more
                 else:
                     value = self.attempt_sync(args, kwargs)
             except Exception as exc:
