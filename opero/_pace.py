@@ -320,6 +320,18 @@ class Pace:
 
     def exit(self, ticket: Ticket, error: BaseException | None) -> None:
         """After an attempt: give the slot back, settle the tokens, follow an error's headers."""
+        self._leave(ticket, error)
+        self._settle(ticket, error)
+
+    async def exit_async(self, ticket: Ticket, error: BaseException | None) -> None:
+        """:meth:`exit` without blocking the event loop for the token settlement (a redis round
+        trip); following an error's headers is rarer and stays a direct store step."""
+        self._leave(ticket, error)
+        record, settle = self.record, self._settlement(ticket, error)
+        if record is not None and settle is not None:
+            await record.apply_async("pace_adjust", pace_adjust, *settle)
+
+    def _leave(self, ticket: Ticket, error: BaseException | None) -> None:
         if ticket.token is not None:
             try:
                 _current.reset(ticket.token)
@@ -330,11 +342,6 @@ class Pace:
             reading = read_headers(error)
             if reading:
                 self.follow(reading, ticket.limiter)
-        self._settle(ticket, error)
-
-    async def exit_async(self, ticket: Ticket, error: BaseException | None) -> None:
-        """:meth:`exit` (its store steps are microseconds on this host, one round trip on redis)."""
-        self.exit(ticket, error)
 
     def _release(self, ticket: Ticket) -> None:
         held, ticket.held = ticket.held, None
@@ -342,9 +349,14 @@ class Pace:
             self.slots.release(held)
 
     def _settle(self, ticket: Ticket, error: BaseException | None) -> None:
-        record = self.record
-        if record is None:
-            return
+        record, settle = self.record, self._settlement(ticket, error)
+        if record is not None and settle is not None:
+            record.apply("pace_adjust", pace_adjust, *settle)
+
+    def _settlement(self, ticket: Ticket, error: BaseException | None) -> tuple[float, float] | None:
+        """``(seconds, units)`` to correct the record by once the attempt ended, or None."""
+        if self.record is None:
+            return None
         used = ticket.charged
         refused = used is None and error is not None and status_of(error) == 429
         if used is None:
@@ -354,8 +366,7 @@ class Pace:
         # A throttled attempt (429) keeps its units in the rate (providers count refused
         # requests against the window) but costs nothing: token_budget gets them back.
         spent = -ticket.estimate if refused else delta
-        if delta_s or spent:
-            record.apply("pace_adjust", pace_adjust, delta_s, spent)
+        return (delta_s, spent) if delta_s or spent else None
 
     # -- concurrency slots ----------------------------------------------------------------
 

@@ -95,6 +95,31 @@ def test_async_tasks_share_the_token_budget() -> None:
     assert time.monotonic() - began >= 19 * 0.05 - 0.01
 
 
+def test_async_charge_settles_the_budget() -> None:
+    """In async def functions charge() corrects the budget: 50-unit charges fit 6 in 300."""
+    import asyncio
+
+    @opero.opero(token_budget=300, tokens=lambda i: 100, retries=0)
+    async def call(i: int) -> int:
+        await asyncio.sleep(0)
+        opero.charge(50)
+        return i
+
+    async def main() -> list[Any]:
+        out: list[Any] = []
+        for i in range(7):
+            try:
+                out.append(await call(i))
+            except opero.BudgetExhausted as exc:
+                out.append(exc)
+        return out
+
+    results = asyncio.run(main())
+    assert results[:5] == [0, 1, 2, 3, 4]  # 250 spent; a sixth estimate (100) would overrun 300
+    assert all(isinstance(r, opero.BudgetExhausted) for r in results[5:])
+    assert call.stats["tokens_used"] == 250
+
+
 def test_process_workers_share_the_token_budget() -> None:
     """3 process workers draw on one budget: 12 items of 100 units at 1000/s span >= 1.1 s."""
     starts = sorted(_paced_in_workers(["y" * 100] * 12))
