@@ -64,7 +64,7 @@ def test_charge_corrects_the_budget_by_the_difference() -> None:
     for _ in range(9):
         call("q")
     # 8 gaps of 50 units (0.05 s) each, not 8 x 0.2 s
-    assert 0.35 <= starts[-1] - starts[0] < 1.0
+    assert 0.35 <= starts[-1] - starts[0] < 1.2
 
 
 def test_threads_share_the_token_budget() -> None:
@@ -307,7 +307,7 @@ def test_max_concurrency_caps_async_tasks() -> None:
 
 
 def _holder(scope: str, redis_url: str | None = None) -> subprocess.Popen[str]:
-    """A process holding the scope's only slot (redis: with a 1-s lease) until it is killed."""
+    """A process holding the scope's only slot (redis: with a 2-s lease) until it is killed."""
     backend = (
         ""
         if redis_url is None
@@ -315,7 +315,7 @@ def _holder(scope: str, redis_url: str | None = None) -> subprocess.Popen[str]:
     )
     body = f"""
         import time, opero, opero.stores.redis
-        opero.stores.redis.LEASE = 1.0
+        opero.stores.redis.LEASE = 2.0
         @opero.opero(rate_limit_scope={scope!r}, max_concurrency=1{backend})
         def hold():
             print("holding", flush=True)
@@ -352,7 +352,7 @@ def test_killed_holder_slot_returns_at_once_on_this_host() -> None:
 
 
 def test_killed_holder_lease_returns_on_redis(redis_server: RedisServer) -> None:
-    """On redis a dead holder's slot returns when its lease ends (shortened to 1 s here)."""
+    """On redis a dead holder's slot returns when its lease ends (shortened to 2 s here)."""
     holder = _holder("pace-lease", redis_server.url)
     holder.send_signal(signal.SIGKILL)
     holder.wait(10)
@@ -364,7 +364,7 @@ def test_killed_holder_lease_returns_on_redis(redis_server: RedisServer) -> None
         cache_backend_config={"url": redis_server.url},
     )(lambda: time.monotonic())
     granted = call()
-    assert 0.3 < granted - began < 3.0
+    assert 0.5 < granted - began < 6.0
 
 
 # -- the LLM-shaped demo endpoint -----------------------------------------------------------
