@@ -10,6 +10,7 @@ from ._hints import status_of
 
 __all__ = [
     "AllFailedError",
+    "BudgetExhausted",
     "Cancelled",
     "CircuitOpenError",
     "ConfigurationError",
@@ -509,3 +510,23 @@ class Cancelled(OperoError):
 
     def __reduce__(self) -> tuple[type[Cancelled], tuple[str]]:
         return (type(self), (self.detail,))
+
+
+class BudgetExhausted(OperoError):
+    """A function's ``token_budget`` is spent: the attempt failed without calling.
+
+    Attributes: ``name`` (function or scope), ``spent`` and ``budget`` (units).
+    """
+
+    __module__ = "opero"
+
+    def __init__(self, name: str, spent: float, budget: float) -> None:
+        self.name = name
+        self.spent = spent
+        self.budget = budget
+        super().__init__(
+            f"{name}: token_budget={budget:g} is spent ({spent:g} used); the attempt was not started"
+        )
+
+    def __reduce__(self) -> tuple[type[BudgetExhausted], tuple[str, float, float]]:
+        return (type(self), (self.name, self.spent, self.budget))

@@ -16,10 +16,11 @@ from collections.abc import Callable, Generator, Mapping
 from typing import Any, NamedTuple
 
 from . import _telemetry
-from ._errors import AllFailedError, CircuitOpenError
+from ._errors import AllFailedError, BudgetExhausted, CircuitOpenError
 from ._hints import server_wait, status_of
 from ._keys import KeyBuilder
 from ._options import Options
+from ._pace import Pace, get_pace  # [pace]
 from ._singleflight import Flight, Flights
 from ._sticky import Sticky, no_candidates
 from ._telemetry import _SAMPLE_ALL, _SAMPLE_MASK, LEVELS, Recorder, logger
@@ -224,7 +225,8 @@ def _mark_final(error: BaseException, name: str) -> None:
 
 def _not_open_breaker(retryable: Callable[[BaseException], Any]) -> Callable[[BaseException], Any]:
     # An open circuit breaker means "fail fast": never retried, whatever retry_on says.
-    return lambda exc: not isinstance(exc, CircuitOpenError) and retryable(exc)
+    # [pace] A spent token_budget too: no later attempt could run either.
+    return lambda exc: not isinstance(exc, CircuitOpenError | BudgetExhausted) and retryable(exc)
 
 
 class Plan:
@@ -255,6 +257,9 @@ class Plan:
         self.stats = self.recorder.stats
         self._limiter = get_limiter(options, name)
         self._breaker = get_breaker(options, name)
+        self.pace: Pace | None = get_pace(options, name, func)  # [pace] tokens, slots, headers
+        if self.pace is not None and (self.pace.record is not None or self.pace.slots is not None):
+            self.stats.pace = self.pace.snapshot  # [pace]
         #: items of a map wait for a half-open probe instead of failing fast (set by opmap)
         self.in_map = False
         self._reported_rate = self._limiter.rate if self._limiter is not None else 0.0
@@ -306,6 +311,7 @@ class Plan:
                 self.limiter is None
                 and self.breaker is None
                 and self.timeout is None
+                and self.pace is None  # [pace]
                 and "success" not in callbacks
                 # sticky fallbacks choose the first attempt's candidates; a deadline needs the start
                 and self.sticky is None
@@ -324,7 +330,16 @@ class Plan:
         # travel) and keeps the parent's limiter, whose budget is shared across processes.
         return (
             _rebuild,
-            (self.func, self.options, self.name, self.limiter, self.breaker, self.in_map, self.sticky),
+            (
+                self.func,
+                self.options,
+                self.name,
+                self.limiter,
+                self.breaker,
+                self.in_map,
+                self.sticky,
+                self.pace,
+            ),
         )
 
     # -- decisions (shared by both drivers) --------------------------------------------------
@@ -618,7 +633,38 @@ class Plan:
         if self.breaker is not None and probe:
             self._breaker_changed(self.breaker.succeeded())
 
+    # [pace] begin: a concurrency slot and the token reservation around each attempt
     def attempt_sync(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """One attempt, paced (slot, tokens, the server's headers) around :meth:`_attempt_sync`."""
+        pace = self.pace
+        if pace is None:
+            return self._attempt_sync(args, kwargs)
+        ticket = pace.enter(args, kwargs, self.limiter, self.stats)
+        try:
+            value = self._attempt_sync(args, kwargs)
+        except BaseException as exc:
+            pace.exit(ticket, exc)
+            raise
+        pace.exit(ticket, None)
+        return value
+
+    async def attempt_async(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """:meth:`attempt_sync` of an ``async def`` function."""
+        pace = self.pace
+        if pace is None:
+            return await self._attempt_async(args, kwargs)
+        ticket = await pace.enter_async(args, kwargs, self.limiter, self.stats)
+        try:
+            value = await self._attempt_async(args, kwargs)
+        except BaseException as exc:
+            await pace.exit_async(ticket, exc)
+            raise
+        await pace.exit_async(ticket, None)
+        return value
+
+    # [pace] end
+
+    def _attempt_sync(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """One attempt: circuit breaker, rate-limit token, then the function under the timeout."""
         probe, epoch = False, 0.0
         breaker, limiter = self.breaker, self.limiter
@@ -855,7 +901,12 @@ class Plan:
             # -- end single-flight
             start = began if began is not None else _perf()  # the deadline counts from here
             try:
-                if self.limiter is None and self.timeout is None and self.breaker is None:
+                if (
+                    self.limiter is None
+                    and self.timeout is None
+                    and self.breaker is None
+                    and self.pace is None  # [pace]
+                ):
                     value = self.func(*args, **kwargs)  # the common case, without a frame more
                 else:
                     value = self.attempt_sync(args, kwargs)
@@ -913,7 +964,7 @@ class Plan:
 
     # -- async driver --------------------------------------------------------------------------
 
-    async def attempt_async(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    async def _attempt_async(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """One attempt of an ``async def`` function; the timeout really cancels it."""
         probe, epoch = False, 0.0
         breaker, limiter = self.breaker, self.limiter
@@ -1052,11 +1103,20 @@ def _rebuild(
     breaker: Any = None,
     in_map: bool = False,
     sticky: Sticky | None = None,
+    pace: Pace | None = None,
 ) -> Plan:
-    plan = Plan(func, options.replace(rate_limit=None, rate_limit_scope=None, circuit_breaker=None), name)
+    plan = Plan(
+        func, options.replace(rate_limit=None, rate_limit_scope=None, circuit_breaker=None, **_NO_PACE), name
+    )
     plan.limiter, plan.breaker, plan.in_map = limiter, breaker, in_map
+    plan.pace = pace  # [pace] the parent's token budget and slots, shared across processes
+    plan._pick_fast_path()
     plan.sticky = sticky  # demotions reach the workers and come back from them
     return plan
+
+
+#: [pace] A worker's plan takes the parent's pace; it builds none of its own.
+_NO_PACE = {"token_limit": None, "tokens": None, "token_budget": None, "max_concurrency": None}
 
 
 def _jitter() -> float:

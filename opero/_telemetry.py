@@ -249,6 +249,7 @@ class FunctionStats:
         *_HOT.values(),
         "name",
         "budget",
+        "pace",
         "_waiting",
         "_wait_since",
         "_wait_starts",
@@ -285,6 +286,8 @@ class FunctionStats:
     def __init__(self, name: str) -> None:
         self.name = name
         self.budget = None
+        #: [pace] a callable adding tokens used / slots in use to as_dict (None: not paced)
+        self.pace: Callable[[], dict[str, Any]] | None = None
         self._lock = threading.Lock()
         self._started = itertools.count()  # every call, when it starts
         self._quick = itertools.count()  # succeeded at the first attempt: a success, an attempt
@@ -503,6 +506,8 @@ class FunctionStats:
         out["recent_throughput"] = self.recent_throughput()
         lookups = out["cache_hits"] + out["cache_misses"]
         out["cache_hit_rate"] = out["cache_hits"] / lookups if lookups else None
+        if self.pace is not None:  # [pace]
+            out.update(self.pace())
         return out
 
     def __repr__(self) -> str:

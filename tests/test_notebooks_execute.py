@@ -44,6 +44,12 @@ EXPECTED = {
         "breaker: open -> half_open",
         "CircuitOpenError: next probe in 30 s",
     ],
+    "06_llm_enrichment.ipynb": [
+        "rows: 400 failed: 0",
+        "token limit used >= 80 %: True",
+        "429s at most 1 %: True",
+        "spent within the budget: True",
+    ],
 }
 
 

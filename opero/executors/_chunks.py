@@ -86,6 +86,7 @@ def _fast(plan: Plan) -> bool:
         plan.keys is None
         and plan.limiter is None
         and plan.breaker is None
+        and plan.pace is None  # [pace]
         and plan.timeout is None
         and not rec.wants("start")
         and plan.sticky is None  # sticky fallbacks pick the first attempt's candidates
