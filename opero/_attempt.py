@@ -15,6 +15,7 @@ from typing import Any
 from ._breaker import Breaker
 from ._hints import server_wait, status_of
 from ._limit import Limiter
+from ._pace import Pace
 from ._telemetry import Recorder
 from ._threads import call_with_timeout
 
@@ -32,6 +33,7 @@ class Gate:
         retryable: ``retry_on`` as a predicate (a breaker counts only retryable failures).
         limiter: the rate limiter, or None.
         breaker: the circuit breaker, or None.
+        pace: ``max_concurrency`` slots, the token budget and the server's headers, or None.
     """
 
     __slots__ = (
@@ -41,6 +43,7 @@ class Gate:
         "in_map",
         "limiter",
         "name",
+        "pace",
         "recorder",
         "retryable",
         "timeout",
@@ -55,6 +58,7 @@ class Gate:
         retryable: Callable[[BaseException], Any],
         limiter: Limiter | None,
         breaker: Breaker | None,
+        pace: Pace | None = None,
     ) -> None:
         self.func = func
         self.name = name
@@ -63,6 +67,7 @@ class Gate:
         self.retryable = retryable
         self.limiter: Limiter | None = limiter
         self.breaker: Breaker | None = breaker
+        self.pace: Pace | None = pace
         #: items of a map wait for a half-open probe instead of failing fast (set by opmap)
         self.in_map = False
         self._reported_rate = limiter.rate if limiter is not None else 0.0
@@ -95,9 +100,39 @@ class Gate:
         failure = status != 429 and self.retryable(exc) is not False
         return throttled, server_wait(exc) if throttled else None, failure
 
-    # -- sync --------------------------------------------------------------------------------
+    # -- paced: a concurrency slot and the token reservation around each attempt -----------
 
     def attempt_sync(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """One attempt, paced (slot, tokens, the server's headers) around the gated attempt."""
+        pace = self.pace
+        if pace is None:
+            return self._attempt_sync(args, kwargs)
+        ticket = pace.enter(args, kwargs, self.limiter, self.recorder.stats)
+        try:
+            value = self._attempt_sync(args, kwargs)
+        except BaseException as exc:
+            pace.exit(ticket, exc)
+            raise
+        pace.exit(ticket, None)
+        return value
+
+    async def attempt_async(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """:meth:`attempt_sync` of an ``async def`` function."""
+        pace = self.pace
+        if pace is None:
+            return await self._attempt_async(args, kwargs)
+        ticket = await pace.enter_async(args, kwargs, self.limiter, self.recorder.stats)
+        try:
+            value = await self._attempt_async(args, kwargs)
+        except BaseException as exc:
+            await pace.exit_async(ticket, exc)
+            raise
+        await pace.exit_async(ticket, None)
+        return value
+
+    # -- sync --------------------------------------------------------------------------------
+
+    def _attempt_sync(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """One attempt: circuit breaker, rate-limit token, then the function under the timeout."""
         probe, epoch = False, 0.0
         breaker, limiter = self.breaker, self.limiter
@@ -140,7 +175,7 @@ class Gate:
 
     # -- async -------------------------------------------------------------------------------
 
-    async def attempt_async(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    async def _attempt_async(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """One attempt of an ``async def`` function; the timeout really cancels it."""
         probe, epoch = False, 0.0
         breaker, limiter = self.breaker, self.limiter

@@ -24,10 +24,10 @@ import time
 from collections.abc import Callable, Generator, Mapping
 from typing import Any, NamedTuple
 
-from ._errors import AllFailedError, CircuitOpenError
+from ._errors import AllFailedError, BudgetExhausted, CircuitOpenError
 from ._hints import is_client_error, is_throttled, server_wait
 from ._options import Options
-from ._sticky import Sticky
+from ._sticky import Sticky, no_candidates
 from ._telemetry import Recorder
 from ._testing import state as testing_state
 
@@ -241,8 +241,9 @@ def mark_final(error: BaseException, name: str) -> None:
 
 
 def _not_open_breaker(retryable: Callable[[BaseException], Any]) -> Callable[[BaseException], Any]:
-    # An open circuit breaker means "fail fast": never retried, whatever retry_on says.
-    return lambda exc: not isinstance(exc, CircuitOpenError) and retryable(exc)
+    # An open circuit breaker means "fail fast": never retried, whatever retry_on says; a
+    # spent token_budget too: no later attempt could run either.
+    return lambda exc: not isinstance(exc, CircuitOpenError | BudgetExhausted) and retryable(exc)
 
 
 class _Walk:
@@ -259,6 +260,7 @@ class _Walk:
         "kwargs",
         "pending",
         "rnd",
+        "round_start",
         "skipped",
         "slept",
         "started",
@@ -273,12 +275,16 @@ class _Walk:
         deadline = d.options.deadline
         self.deadline = self.started + deadline if deadline is not None else None
         self.candidates = d.fallback.candidates(args, kwargs) if d.fallback is not None else None
+        if d.fallback is not None and self.candidates is None and d.fallback.default is None:
+            no_candidates(d.name, d.fallback.name)  # DEBUG, once per function (also with sticky off)
         self.count = len(self.candidates) if self.candidates is not None else 1
         self.sticky = d.sticky if self.candidates is not None and self.count > 1 else None
         #: candidates that failed before a later one (fallback_on=None): demoted on success
         self.pending: list[int] = []
         self.errors: list[BaseException] = []
         self.attempt = self.rnd = 1
+        #: where this round's errors begin in ``errors``
+        self.round_start = 0
         self.i = 0
         self.slept = 0.0
         #: waits opero.testing() skipped (the throttle allowance counts them as slept)
@@ -373,7 +379,7 @@ class Decisions:
     # -- where to start ---------------------------------------------------------------------
 
     def sticky_start(self, args: Args, kwargs: Kwargs) -> tuple[Args, Kwargs]:
-        """The first attempt's arguments: the candidates from the first healthy one on.
+        """The first attempt's arguments: the candidates, healthy ones first.
 
         Only for plans with sticky fallbacks (``self.sticky``); the cache key is built from
         the call's own arguments before this.
@@ -383,9 +389,11 @@ class Decisions:
             return args, kwargs
         candidates = fb.candidates(args, kwargs)
         if candidates is None or len(candidates) < 2:
+            if candidates is None and fb.default is None:
+                no_candidates(self.name, fb.name)  # DEBUG, once per function
             return args, kwargs
-        i = sticky.start(candidates)
-        return (args, kwargs) if i == 0 else fb.substitute(args, kwargs, candidates[i:])
+        ordered = sticky.order(candidates)  # healthy first, demoted last (never skipped)
+        return (args, kwargs) if ordered is candidates else fb.substitute(args, kwargs, ordered)
 
     def misbound(self, args: Args, kwargs: Kwargs) -> bool:
         """True when the arguments cannot bind to the function's signature (a wrong call)."""
@@ -482,7 +490,9 @@ class Decisions:
     def _round_over(self, walk: _Walk, error: Exception, verdict: bool | float, moving: bool) -> float | None:
         """The round failed: the backoff before the next one (``walk.stop`` set: no next)."""
         opts = self.options
-        if self.client_errors_final and is_client_error(error):
+        # A round ends the call when every failure in it was a client error (HTTP 4xx other
+        # than 408/425/429): a transient error of another candidate still earns a retry.
+        if self.client_errors_final and all(map(is_client_error, walk.errors[walk.round_start :])):
             walk.stop = "stopped: a client error (HTTP 4xx) is not retried"
             return None
         if walk.rnd > opts.retries:
@@ -495,6 +505,7 @@ class Decisions:
         self.recorder.stats.add(retries=1)
         self.recorder.emit("retry", attempt=walk.attempt, round=walk.rnd, delay=pause, error=error)
         walk.rnd += 1
+        walk.round_start = len(walk.errors)
         if moving:
             sticky, candidates = walk.sticky, walk.candidates
             walk.i = sticky.start(candidates) if sticky is not None and candidates else 0

@@ -28,6 +28,7 @@ from ._decisions import Args, Kwargs
 from ._keys import KeyBuilder
 from ._limit import Limiter
 from ._options import Options
+from ._pace import Pace
 from ._sticky import Sticky
 from ._telemetry import _SAMPLE_ALL, _SAMPLE_MASK, LEVELS, FunctionStats, Recorder, logger
 from ._testing import state as testing_state
@@ -57,6 +58,7 @@ class FastPath:
     timeout: float | None
     limiter: Limiter | None
     breaker: Breaker | None
+    pace: Pace | None
     sticky: Sticky | None
     _entry_sync: Callable[..., Any] | None
     _entry_async: Callable[..., Any] | None
@@ -92,6 +94,7 @@ class FastPath:
                 self.limiter is None
                 and self.breaker is None
                 and self.timeout is None
+                and self.pace is None
                 and "success" not in callbacks
                 # sticky fallbacks choose the first attempt's candidates; a deadline needs the start
                 and self.sticky is None

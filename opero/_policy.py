@@ -21,6 +21,8 @@ from ._fast import FastPath
 from ._keys import KeyBuilder
 from ._limit import Limiter
 from ._options import Options
+from ._pace import Pace, get_pace
+from ._singleflight import Flight, Flights
 from ._sticky import Sticky
 from ._telemetry import FunctionStats, Recorder
 from ._testing import state as testing_state
@@ -91,12 +93,18 @@ class Plan(FastPath):
             self.retryable,
             get_limiter(options, name),
             get_breaker(options, name),
+            get_pace(options, name, func),
         )
+        pace = self.gate.pace
+        if pace is not None and (pace.record is not None or pace.slots is not None):
+            self.stats.pace = pace.snapshot  # tokens used, slots in use: in fn.stats
         self.attempt_sync = self.gate.attempt_sync
         self.attempt_async = self.gate.attempt_async
         cache = make_cache(func, options)
         self.keys: KeyBuilder | None = cache[0] if cache is not None else None
         self.cache: CacheBackend | None = cache[1] if cache is not None else None
+        #: single-flight: overlapping missed calls of one key run once (``_singleflight``)
+        self.flights: Flights | None = Flights() if self.keys is not None else None
         self._entry_sync: Callable[..., Any] | None = None
         self._entry_async: Callable[..., Any] | None = None
         self._pick_fast_path()
@@ -134,6 +142,17 @@ class Plan(FastPath):
         self._pick_fast_path()
 
     @property
+    def pace(self) -> Pace | None:
+        """Concurrency slots, the token budget and the server's headers, or None."""
+        return self.gate.pace
+
+    @pace.setter
+    def pace(self, value: Pace | None) -> None:
+        # Process workers take the parent's pace (shared slots and budget).
+        self.gate.pace = value
+        self._pick_fast_path()
+
+    @property
     def in_map(self) -> bool:
         """Items of a map wait for a half-open probe instead of failing fast (set by opmap)."""
         return self.gate.in_map
@@ -148,7 +167,16 @@ class Plan(FastPath):
         # travel) and keeps the parent's limiter, whose budget is shared across processes.
         return (
             _rebuild,
-            (self.func, self.options, self.name, self.limiter, self.breaker, self.in_map, self.sticky),
+            (
+                self.func,
+                self.options,
+                self.name,
+                self.limiter,
+                self.breaker,
+                self.in_map,
+                self.sticky,
+                self.pace,
+            ),
         )
 
     # -- the interface executors use (package-internal; keeps them off the members below) ---
@@ -228,13 +256,27 @@ class Plan(FastPath):
         """The general driver: cache, limiter, timeout, retries; ``began`` when timed."""
         if self.recorder.wants("start"):
             began = self._announce(began)
+        flight: Flight | None = None  # single-flight: the key this call leads
+        ran = 1  # single-flight: 0 while this call waits for another one's outcome
         try:
             key, value, args, kwargs = self._opening(args, kwargs, began)
             if value is not MISS:
                 return value
+            if key is not None and self.flights is not None:  # a call of this key is running?
+                ran = 0
+                flight, value = self.flights.enter_sync(key)  # raises the other call's error
+                if value is not MISS:
+                    self._finish(True, began, 0)
+                    return value
+                ran = 1
             start = began if began is not None else _perf()  # the deadline counts from here
             try:
-                if self.limiter is None and self.timeout is None and self.breaker is None:
+                if (
+                    self.limiter is None
+                    and self.timeout is None
+                    and self.breaker is None
+                    and self.pace is None
+                ):
                     value = self.func(*args, **kwargs)  # the common case, without a frame more
                 else:
                     value = self.attempt_sync(args, kwargs)
@@ -243,10 +285,17 @@ class Plan(FastPath):
             if key is not None:
                 self._store(key, value)
         except BaseException as exc:
-            self._finish(False, began, 1, exc)
+            self._landed(flight, False, exc)
+            self._finish(False, began, ran, exc)
             raise
+        self._landed(flight, True, value)
         self._finish(True, began, 1)
         return value
+
+    def _landed(self, flight: Flight | None, ok: bool, outcome: Any) -> None:
+        """Single-flight: hand this call's outcome to the calls that waited for it."""
+        if flight is not None and self.flights is not None:
+            self.flights.land(flight, ok, outcome)
 
     def _opening(self, args: Args, kwargs: Kwargs, began: float | None) -> tuple[Any, Any, Args, Kwargs]:
         """Both general drivers' first steps: ``(key, cached value or MISS, args, kwargs)``.
@@ -303,10 +352,19 @@ class Plan(FastPath):
         """The general driver: cache, limiter, timeout, retries; ``began`` when timed."""
         if self.recorder.wants("start"):
             began = self._announce(began)
+        flight: Flight | None = None  # single-flight: the key this call leads
+        ran = 1  # single-flight: 0 while this call waits for another one's outcome
         try:
             key, value, args, kwargs = self._opening(args, kwargs, began)
             if value is not MISS:
                 return value
+            if key is not None and self.flights is not None:  # a call of this key is running?
+                ran = 0
+                flight, value = await self.flights.enter_async(key)  # raises the other call's error
+                if value is not MISS:
+                    self._finish(True, began, 0)
+                    return value
+                ran = 1
             start = began if began is not None else _perf()  # the deadline counts from here
             try:
                 value = await self.attempt_async(args, kwargs)
@@ -314,8 +372,10 @@ class Plan(FastPath):
                 value = await self._drive_async(self.recover(args, kwargs, exc, start))
             self._store(key, value)
         except BaseException as exc:
-            self._finish(False, began, 1, exc)
+            self._landed(flight, False, exc)
+            self._finish(False, began, ran, exc)
             raise
+        self._landed(flight, True, value)
         self._finish(True, began, 1)
         return value
 
@@ -344,8 +404,15 @@ def _rebuild(
     breaker: Any = None,
     in_map: bool = False,
     sticky: Sticky | None = None,
+    pace: Pace | None = None,
 ) -> Plan:
-    plan = Plan(func, options.replace(rate_limit=None, rate_limit_scope=None, circuit_breaker=None), name)
+    shared = {"rate_limit": None, "rate_limit_scope": None, "circuit_breaker": None, **_NO_PACE}
+    plan = Plan(func, options.replace(**shared), name)
     plan.limiter, plan.breaker, plan.in_map = limiter, breaker, in_map
+    plan.pace = pace  # the parent's token budget and slots, shared across processes
     plan.sticky = sticky  # demotions reach the workers and come back from them
     return plan
+
+
+#: A worker's plan takes the parent's pace; it builds none of its own.
+_NO_PACE = {"token_limit": None, "tokens": None, "token_budget": None, "max_concurrency": None}

@@ -78,6 +78,7 @@ class Remote:
             testing=(testing_state.active, testing_state.cache),
             breaker=plan.breaker,
             sticky=plan.sticky,
+            pace=plan.pace,  # [pace]
         )
         self.spec_bytes: bytes = cloudpickle.dumps(spec)
         self.keys: dict[int, Any] = {}

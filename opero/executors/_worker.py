@@ -62,6 +62,8 @@ class Spec:
     breaker: Any = None
     #: the parent's sticky fallback record (demotions shared with the parent): Plan.sticky
     sticky: Any = None
+    #: [pace] the parent's token budget and concurrency slots (shared through their stores)
+    pace: Any = None
 
 
 @dataclass
@@ -124,6 +126,9 @@ class ChunkRunner:
             plan.recorder.relay_kinds = spec.relay if isinstance(spec.relay, frozenset) else None
             if spec.sticky is not None:
                 plan.sticky = spec.sticky
+            if spec.pace is not None:  # [pace]
+                plan.pace = spec.pace
+                plan._pick_fast_path()
             self._local.plan = plan
         return plan
 
