@@ -28,6 +28,7 @@ demo:
 system:
 	@missing=""; command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then $(APT) update -qq && $(APT) install -y -qq $$missing; \
 	  else echo "please install:$$missing (needs root)"; fi; \

@@ -12,6 +12,7 @@ from typing import Any
 from ._decorator import opero
 from ._errors import (
     AllFailedError,
+    BudgetExhausted,
     Cancelled,
     CircuitOpenError,
     ConfigurationError,
@@ -20,6 +21,7 @@ from ._errors import (
 )
 from ._map import opmap
 from ._options import configure
+from ._pace import charge, observe
 from ._telemetry import configure_logging, stats
 from ._testing import testing
 from ._threads import run
@@ -27,16 +29,19 @@ from .stores import clear_cache
 
 __all__ = [
     "AllFailedError",
+    "BudgetExhausted",
     "Cancelled",
     "CircuitOpenError",
     "ConfigurationError",
     "OperoError",
     "WorkerLostError",
     "__version__",
+    "charge",
     "clear_cache",
     "configure",
     "configure_logging",
     "opero",
+    "observe",
     "opmap",
     "run",
     "stats",

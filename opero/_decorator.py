@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 from collections.abc import Callable
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, Unpack, overload
@@ -33,6 +34,10 @@ class OperoFunction(Protocol[P, R]):
 
     def cache_clear(self) -> None:
         """Drop this function's cached results."""
+        ...
+
+    def failures(self) -> Any:
+        """Every failed call (the last 10,000) as a pandas DataFrame (notebook, issue 21)."""
         ...
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
@@ -101,6 +106,14 @@ def _attach(wrapper: Any, plan: Plan) -> None:
     wrapper._opero_plan = plan
     wrapper.stats = plan.stats
     wrapper.cache_clear = functools.partial(_clear_cache_of, plan) if plan.cache is not None else _no_cache
+    # notebook (issue 21): plain calls have fn.failures() too (the log lives a layer above)
+    plan.recorder.log_failures = True
+    wrapper.failures = functools.partial(_failures_of, plan.name)
+
+
+def _failures_of(name: str) -> Any:
+    """Every failed call of the function ``name`` as a pandas DataFrame (``fn.failures()``)."""
+    return importlib.import_module("opero._progress").failures_frame(name)
 
 
 def _clear_cache_of(plan: Plan) -> None:

@@ -6,8 +6,11 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
+from ._hints import status_of
+
 __all__ = [
     "AllFailedError",
+    "BudgetExhausted",
     "Cancelled",
     "CircuitOpenError",
     "ConfigurationError",
@@ -33,9 +36,16 @@ class ConfigurationError(OperoError, ValueError):
 class AllFailedError(OperoError):
     """Every attempt (retry rounds x fallback candidates) of one call failed.
 
+    ``str(e)`` and ``repr(e)`` lead with the last error's type and HTTP status, then name
+    the function, the attempt count and the last error's message, e.g.
+    ``HTTPError 500 ×4: fetch: all 4 attempts failed; last error: 500 Server Error ...``
+    (``×4``: the last 4 attempts failed alike). They survive pickling with the
+    ``__cause__`` (the last error), the notes and the fields below.
+
     Attributes:
         errors: every attempt's exception, in the order the attempts ran.
         func_name: qualified name of the function that failed.
+        status: the last error's HTTP status (``e.status == 404``), None when it has none.
     """
 
     __module__ = "opero"
@@ -43,15 +53,79 @@ class AllFailedError(OperoError):
     def __init__(self, func_name: str, errors: Sequence[BaseException]) -> None:
         self.func_name = func_name
         self.errors: list[BaseException] = list(errors)
-        last = self.errors[-1] if self.errors else None
-        detail = f"{type(last).__name__}: {last}" if last is not None else "no attempt ran"
-        n = len(self.errors)
-        what = "the only attempt failed" if n == 1 else f"all {n} attempts failed"
-        super().__init__(f"{func_name}: {what}; last error: {detail}")
+        super().__init__(_summary(func_name, self.errors))
 
-    def __reduce__(self) -> tuple[type[AllFailedError], tuple[str, list[BaseException]]]:
-        # Exceptions cross process boundaries in opmap; keep both fields on unpickle.
-        return (type(self), (self.func_name, self.errors))
+    @property
+    def status(self) -> int | None:
+        """The HTTP status of the last attempt's error (or of the error it was raised from)."""
+        return status_of(self.errors[-1]) if self.errors else None
+
+    def __repr__(self) -> str:
+        # a DataFrame error cell shows the repr cut at ~50 characters: type and status first
+        return str(self)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Exceptions cross process boundaries (maps) and go into caches: keep the cause
+        # (BaseException's own reduce drops it), the message and the notes on unpickle.
+        state = dict(self.__dict__)
+        return (
+            _rebuild_all_failed,
+            (type(self), self.func_name, self.errors, self.args, self.__cause__, self.__suppress_context__),
+            state,
+        )
+
+
+def _rebuild_all_failed(
+    kind: type[AllFailedError],
+    func_name: str,
+    errors: list[BaseException],
+    args: tuple[Any, ...],
+    cause: BaseException | None,
+    suppress: bool,
+) -> AllFailedError:
+    """Unpickle an ``AllFailedError``: its fields, message and ``__cause__`` as they were."""
+    err = kind.__new__(kind)
+    err.func_name = func_name
+    err.errors = list(errors)
+    err.args = args
+    err.__cause__ = cause
+    err.__suppress_context__ = suppress
+    return err
+
+
+def _type_name(exc: BaseException) -> str:
+    """The short class name users know, also for a plain stand-in of another class."""
+    if type(exc) is RemoteError:
+        return exc.type_name.rsplit(".", 1)[-1]
+    return type(exc).__name__
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, RemoteError):  # its str() repeats the type name
+        return exc.message
+    try:
+        return str(exc)
+    except Exception as err:  # a broken __str__ must not break the summary
+        return f"<str() failed: {type(err).__name__}>"
+
+
+def _summary(func_name: str, errors: list[BaseException]) -> str:
+    """``HTTPError 500 ×4: fetch: all 4 attempts failed; last error: <message>``."""
+    if not errors:
+        return f"{func_name}: no attempt ran"
+    last = errors[-1]
+    kind, status = _type_name(last), status_of(last)
+    lead = kind if status is None else f"{kind} {status}"
+    alike = 1
+    for earlier in reversed(errors[:-1]):
+        if _type_name(earlier) != kind or status_of(earlier) != status:
+            break
+        alike += 1
+    if alike > 1:
+        lead += f" ×{alike}"
+    n = len(errors)
+    what = "the only attempt failed" if n == 1 else f"all {n} attempts failed"
+    return f"{lead}: {func_name}: {what}; last error: {_message(last)}"
 
 
 class WorkerLostError(OperoError):
@@ -295,20 +369,7 @@ def _rebuild_remote(
 def _http_details(exc: BaseException) -> tuple[int | None, dict[str, str] | None]:
     """Status code and headers of an HTTP-ish error, read by duck typing (no imports)."""
     response = getattr(exc, "response", None)
-    status: Any = None
-    for source, names in ((response, ("status_code", "status")), (exc, ("status_code", "status", "code"))):
-        if source is None:
-            continue
-        for name in names:
-            try:
-                value = getattr(source, name, None)
-            except Exception:
-                continue
-            if isinstance(value, int) and not isinstance(value, bool):
-                status = value
-                break
-        if status is not None:
-            break
+    status = status_of(exc)  # the one status reader (also follows `raise ... from`)
     headers: dict[str, str] | None = None
     for source in (response, exc):
         raw = getattr(source, "headers", None) if source is not None else None
@@ -373,12 +434,21 @@ def portable(exc: BaseException) -> BaseException:
         return exc
     if isinstance(exc, AllFailedError):
         errors = [portable(e) for e in exc.errors]
-        out = AllFailedError(exc.func_name, errors)
-        out.__cause__ = errors[-1] if errors else None
+        out = _like(exc, errors)
         out.__traceback__ = exc.__traceback__
         if _round_trips(out):
             return out
     return RemoteError.from_exception(exc)
+
+
+def _like(exc: AllFailedError, errors: list[BaseException]) -> AllFailedError:
+    """An ``AllFailedError`` like ``exc`` (name, notes, cause) over other attempt errors."""
+    out = AllFailedError(exc.func_name, errors)
+    out.__cause__ = errors[-1] if errors else None
+    notes = getattr(exc, "__notes__", None)
+    if isinstance(notes, list):
+        out.__notes__ = [str(note) for note in notes]
+    return out
 
 
 def stand_in(exc: BaseException) -> BaseException:
@@ -393,9 +463,7 @@ def stand_in(exc: BaseException) -> BaseException:
         # (formatting a traceback is the costly part, and maps may fail every item)
         last = len(exc.errors) - 1
         errors = [stand_in(e) if n == last else _light(e) for n, e in enumerate(exc.errors)]
-        out = AllFailedError(exc.func_name, errors)
-        out.__cause__ = errors[-1] if errors else None
-        return out
+        return _like(exc, errors)
     if type(exc) in (RemoteError, WorkerLostError):
         return exc
     return RemoteError.from_exception(exc)
@@ -442,3 +510,23 @@ class Cancelled(OperoError):
 
     def __reduce__(self) -> tuple[type[Cancelled], tuple[str]]:
         return (type(self), (self.detail,))
+
+
+class BudgetExhausted(OperoError):
+    """A function's ``token_budget`` is spent: the attempt failed without calling.
+
+    Attributes: ``name`` (function or scope), ``spent`` and ``budget`` (units).
+    """
+
+    __module__ = "opero"
+
+    def __init__(self, name: str, spent: float, budget: float) -> None:
+        self.name = name
+        self.spent = spent
+        self.budget = budget
+        super().__init__(
+            f"{name}: token_budget={budget:g} is spent ({spent:g} used); the attempt was not started"
+        )
+
+    def __reduce__(self) -> tuple[type[BudgetExhausted], tuple[str, float, float]]:
+        return (type(self), (self.name, self.spent, self.budget))

@@ -60,6 +60,7 @@ __all__ = [
     "gcra_confirm",
     "gcra_hold",
     "gcra_reserve",
+    "spacing",
     "window_cap",
 ]
 
@@ -72,6 +73,20 @@ clock = time.monotonic
 #: windowed over this many starts).
 RING = 4096
 _NEVER = float("-inf")
+
+
+#: Grants are spaced a little over ``1/r``: by this fraction of it, at most :data:`MARGIN_MAX`
+#: seconds. Servers judge spacing on their own clock (nginx ``limit_req``: whole
+#: milliseconds, read once per event-loop turn) after a trip whose length varies, so starts
+#: exactly ``1/r`` apart can arrive a hair closer; the margin absorbs that (docs/decisions.md).
+MARGIN = 0.04
+MARGIN_MAX = 0.002
+
+
+def spacing(rate: float) -> float:
+    """Seconds between two grants at ``rate`` per second: ``1/rate`` plus the safety margin."""
+    interval = 1.0 / rate
+    return interval + min(MARGIN_MAX, MARGIN * interval)
 
 
 def window_cap(interval: float, burst: int) -> int:
@@ -381,7 +396,7 @@ class Limiter:
         self.rate = float(rate)
         self.burst = int(burst)
         #: seconds between two starts once the burst is spent
-        self.interval = 1.0 / self.rate
+        self.interval = spacing(self.rate)
         self.store: Store = store if store is not None else LocalStore()
         self.adaptive = adaptive
         #: grants made and seconds waited through this limiter object (this process)
@@ -462,7 +477,7 @@ class Limiter:
             interval, epoch = self.interval, 0.0
         else:
             rate, epoch = self.current()
-            interval = 1.0 / rate
+            interval = spacing(rate)
         if testing_state.active:
             return 0.0, epoch
         begin = clock()
@@ -491,7 +506,7 @@ class Limiter:
             interval, epoch = self.interval, 0.0
         else:
             rate, epoch = await self.adaptive.record.apply_async("aimd_read", aimd_read)
-            interval = 1.0 / rate
+            interval = spacing(rate)
         if testing_state.active:
             return 0.0, epoch
         begin = clock()

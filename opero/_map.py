@@ -8,20 +8,24 @@ business; how one item runs is the Plan's (``_policy``).
 
 from __future__ import annotations
 
-import asyncio
+import dataclasses
 import functools
 import importlib
 import inspect
 import itertools
 import os
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar, Unpack, overload
 
+from ._batch import BatchMap, batch_plan, chunks
+from ._compat import mark_coroutine_function
 from ._decorator import build_plan, check_decoratable
 from ._errors import ConfigurationError, portable
+from ._map_flights import MapFlights
 from ._options import OperoOptions, Options, resolve_options
 from ._policy import Plan
-from ._progress import FailureLog, MapProgress, new_failure_log
+from ._progress import FailureLog, MapProgress, keep_interrupted, new_failure_log
 from ._telemetry import FunctionStats
 from ._threads import iterate_in_thread
 from .executors import async_outcomes, default_workers, sync_outcomes
@@ -85,6 +89,10 @@ class MapFunction(Protocol[T_contra, P, R]):
         """Every failed item (the last 10,000) as a pandas DataFrame."""
         ...
 
+    def last_results(self) -> list[Any] | None:
+        """The last map's results, also after a KeyboardInterrupt (notebook, issue 21)."""
+        ...
+
     # pandas first: a DataFrame or Series is also an Iterable, and wins over the list form
     @overload
     def __call__(  # type: ignore[overload-overlap]
@@ -133,6 +141,10 @@ class AsyncMapFunction(Protocol[T_contra, P, R]):
 
     def failures(self) -> Any:
         """Every failed item (the last 10,000) as a pandas DataFrame."""
+        ...
+
+    def last_results(self) -> list[Any] | None:
+        """The last map's results, also after a KeyboardInterrupt (notebook, issue 21)."""
         ...
 
     @overload
@@ -187,6 +199,10 @@ class _Engine:
         self.mode = options.mode or ("async" if self.is_async else "thread")
         #: every failed item of this function (``fn.failures()``)
         self.failures: FailureLog = new_failure_log(self.name)
+        #: with ``batch_size``: the plan of the batch calls (``opero._batch``)
+        self.batches: Plan | None = batch_plan(self.plan) if options.batch_size is not None else None
+        #: the last list map's results, also when interrupted (``fn.last_results()``)
+        self.last_results: list[Any] | None = None
 
     # -- one call ----------------------------------------------------------------------------
 
@@ -229,6 +245,7 @@ class _Engine:
             stop=call.stop,
             labels=labels,
             failures=self.failures,
+            workers=call.workers,  # notebook: in flight is never shown above the workers
         )
 
     def _account(self, batch: list[Outcome] | Run, progress: MapProgress) -> None:
@@ -254,36 +271,177 @@ class _Engine:
                 rec.emit("item_failed", error=value, item=item)
         progress.advance(len(batch), failed)
 
-    def _source(self, items: Iterable[Any], progress: MapProgress) -> Iterator[tuple[int, Any]]:
+    def _source(
+        self, call: MapCall, items: Iterable[Any], progress: MapProgress, window: Window
+    ) -> tuple[Iterator[tuple[int, Any]], MapFlights | None]:
         # Counts the items handed to the executor, so "in flight" is real in every mode:
         # progress reads the counter that numbers them (no Python step per item).
         counter = itertools.count()
         progress.count_taken(counter)
-        return zip(counter, items)
+        pairs: Iterator[tuple[int, Any]] = zip(counter, items)
+        if not MapFlights.wanted(self.plan):
+            return pairs, None
+        # Each distinct call once: duplicates of a key in flight wait here, not in a worker.
+        flights = MapFlights(self.plan, call.prefix, call.args, call.kwargs, window)
+        return flights.source(pairs), flights
 
     def run_list(
         self, prefix: tuple[Any, ...], items: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         """The whole map: a list (or, for ``async def``, an awaitable of it)."""
+        __tracebackhide__ = True  # notebook (issue 21)
         if _is_pandas(items):
             return self._pandas(prefix, items, args, kwargs)
+        if "resume" in kwargs and self._resume_is_ours():
+            kwargs = dict(kwargs)
+            return self._resume(prefix, items, kwargs.pop("resume"), args, kwargs)
         call = self._call(prefix, items, args, kwargs)
         if self.is_async:
             return self._list_async(call, items)
         return self._list_sync(call, items)
 
-    def _list_sync(self, call: MapCall, items: Iterable[Any], labels: list[Any] | None = None) -> list[Any]:
-        window = Window(_UNBOUNDED)
-        progress = self._progress(call, labels)
-        results: list[Any] = []
-        ordered = self.options.ordered
+    # -- resume: rerun only what failed ----------------------------------------------------------
+
+    def _resume_is_ours(self) -> bool:
+        # ``resume=`` belongs to the map unless the function has a parameter of that name.
         try:
-            for batch in sync_outcomes(call, self._source(items, progress), window):
-                self._account(batch, progress)
-                _place(results, batch, ordered)
+            return "resume" not in inspect.signature(self.func).parameters
+        except (TypeError, ValueError):
+            return True
+
+    def _resume(
+        self,
+        prefix: tuple[Any, ...],
+        items: Any,
+        previous: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """``fn(items, resume=earlier)``: run the items whose earlier result is an exception."""
+        if previous is None:
+            return self.run_list(prefix, items, args, kwargs)
+        if isinstance(items, str | bytes | bytearray) or not isinstance(items, Iterable):
+            self._call(prefix, items, args, kwargs)  # raises the usual ConfigurationError
+        items = list(items)
+        earlier = list(previous)
+        if len(earlier) != len(items):
+            raise ConfigurationError(
+                f"{self.name}: resume= holds {len(earlier)} earlier results for {len(items)} items; "
+                "pass the list an earlier call of the same items returned"
+            )
+        rows = [i for i, r in enumerate(earlier) if isinstance(r, BaseException)]
+        out = self.run_list(prefix, [items[i] for i in rows], args, kwargs) if rows else []
+
+        def merge(fresh: list[Any]) -> list[Any]:
+            for i, value in zip(rows, fresh, strict=True):
+                earlier[i] = value
+            return earlier
+
+        if self.is_async:
+            return _then(out, merge)
+        return merge(out)
+
+    # -- batches (opero._batch) ------------------------------------------------------------------
+
+    def _batch_runner(self, call: MapCall) -> BatchMap:
+        assert self.batches is not None and self.options.batch_size is not None
+        return BatchMap(call, self.batches, self.options.batch_size, self._account)  # type: ignore[arg-type]
+
+    def _batched_sync(
+        self, call: MapCall, items: Iterable[Any], labels: list[Any] | None = None
+    ) -> list[Any]:
+        items = list(items)
+        call.total = len(items)
+        progress = self._progress(call, labels)
+        results: list[Any] = [_MISSING] * len(items)
+        try:
+            self._batch_runner(call).run_sync(items, results, progress)
         except BaseException:
             call.stop.set()
             progress.close(interrupted=True)
+            raise
+        call.stop.set()
+        progress.close(cancelled=_finish(results, progress, call.total))
+        return results
+
+    async def _batched_async(
+        self, call: MapCall, items: Iterable[Any], labels: list[Any] | None = None
+    ) -> list[Any]:
+        items = list(items)
+        call.total = len(items)
+        progress = self._progress(call, labels)
+        results: list[Any] = [_MISSING] * len(items)
+        try:
+            await self._batch_runner(call).run_async(items, results, progress, self._batches_async)
+        except BaseException:
+            call.stop.set()
+            progress.close(interrupted=True)
+            raise
+        call.stop.set()
+        progress.close(cancelled=_finish(results, progress, call.total))
+        return results
+
+    def _segment(self, call: MapCall) -> int:
+        # items per segment of a streamed batch map: whole batches, a few per worker
+        n = self.options.batch_size or 1
+        return n * max(-(-_STREAM_WINDOW // n), 4 * call.workers)
+
+    def _imap_batched_sync(self, call: MapCall, items: Iterable[Any]) -> Iterator[Any]:
+        # One segment at a time (bounded memory; batches and dedupe within each segment),
+        # under one progress bar; a stop request is honoured between segments.
+        progress = self._progress(call)
+        interrupted = True
+        try:
+            for segment in chunks(iter(items), self._segment(call)):
+                part = dataclasses.replace(call, total=None, stop=threading.Event())
+                results: list[Any] = [_MISSING] * len(segment)
+                self._batch_runner(part).run_sync(segment, results, progress)
+                yield from _unstarted(results, progress)
+                if progress.stop_requested:
+                    break
+            interrupted = False
+        finally:
+            call.stop.set()
+            progress.close(interrupted=interrupted)
+
+    async def _imap_batched_async(self, call: MapCall, items: Iterable[Any]) -> AsyncIterator[Any]:
+        progress = self._progress(call)
+        interrupted = True
+        try:
+            for segment in chunks(iter(items), self._segment(call)):
+                part = dataclasses.replace(call, total=None, stop=threading.Event())
+                results: list[Any] = [_MISSING] * len(segment)
+                await self._batch_runner(part).run_async(segment, results, progress, self._batches_async)
+                for value in _unstarted(results, progress):
+                    yield value
+                if progress.stop_requested:
+                    break
+            interrupted = False
+        finally:
+            call.stop.set()
+            progress.close(interrupted=interrupted)
+
+    def _list_sync(self, call: MapCall, items: Iterable[Any], labels: list[Any] | None = None) -> list[Any]:
+        __tracebackhide__ = True  # notebook (issue 21): IPython shows an interrupt without opero frames
+        if self.batches is not None:
+            return self._batched_sync(call, items, labels)
+        window = Window(_UNBOUNDED)
+        progress = self._progress(call, labels)
+        results: list[Any] = []
+        self.last_results = results  # notebook (issue 21): fn.last_results()
+        ordered = self.options.ordered
+        source, flights = self._source(call, items, progress, window)
+        try:
+            for batch in sync_outcomes(call, source, window):
+                if flights is not None:
+                    batch = flights.expand(batch)
+                self._account(batch, progress)
+                _place(results, batch, ordered)
+        except BaseException as exc:  # notebook (issue 21): keep what was done (last_results)
+            call.stop.set()
+            keep_interrupted(results, _MISSING, progress, items, ordered)
+            if isinstance(exc, KeyboardInterrupt):
+                raise exc.with_traceback(None) from None  # no executor frames
             raise
         call.stop.set()
         cancelled = _finish(results, progress, call.total)
@@ -293,16 +451,26 @@ class _Engine:
     async def _list_async(
         self, call: MapCall, items: Iterable[Any], labels: list[Any] | None = None
     ) -> list[Any]:
+        __tracebackhide__ = True  # notebook (issue 21): IPython shows an interrupt without opero frames
+        if self.batches is not None:
+            return await self._batched_async(call, items, labels)
         progress = self._progress(call, labels)
         results: list[Any] = []
+        self.last_results = results  # notebook (issue 21): fn.last_results()
         ordered = self.options.ordered
+        window = Window(_UNBOUNDED)
+        source, flights = self._source(call, items, progress, window)
         try:
-            async for batch in self._batches_async(call, self._source(items, progress), Window(_UNBOUNDED)):
+            async for batch in self._batches_async(call, source, window):
+                if flights is not None:
+                    batch = flights.expand(batch)
                 self._account(batch, progress)
                 _place(results, batch, ordered)
-        except BaseException:
+        except BaseException as exc:  # notebook (issue 21): keep what was done (last_results)
             call.stop.set()
-            progress.close(interrupted=True)
+            keep_interrupted(results, _MISSING, progress, items, ordered)
+            if isinstance(exc, KeyboardInterrupt):
+                raise exc.with_traceback(None) from None  # no executor frames
             raise
         call.stop.set()
         cancelled = _finish(results, progress, call.total)
@@ -322,6 +490,9 @@ class _Engine:
     def imap(self, prefix: tuple[Any, ...], items: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Stream results: a generator (an async generator for ``async def``)."""
         call = self._call(prefix, items, args, kwargs)
+        if self.batches is not None:
+            batched = self._imap_batched_async if self.is_async else self._imap_batched_sync
+            return batched(call, items)
         if self.is_async:
             return self._imap_async(call, items)
         return self._imap_sync(call, items)
@@ -329,11 +500,14 @@ class _Engine:
     def _imap_sync(self, call: MapCall, items: Iterable[Any]) -> Iterator[Any]:
         window = Window(_STREAM_WINDOW)
         progress = self._progress(call)
-        source = sync_outcomes(call, self._source(items, progress), window)
+        pairs, flights = self._source(call, items, progress, window)
+        source = sync_outcomes(call, pairs, window)
         release = _Release(window, self.options.ordered)
         interrupted = True
         try:
             for batch in source:
+                if flights is not None:
+                    batch = flights.expand(batch)
                 self._account(batch, progress)
                 yield from release(batch)
             interrupted = False
@@ -346,11 +520,14 @@ class _Engine:
     async def _imap_async(self, call: MapCall, items: Iterable[Any]) -> AsyncIterator[Any]:
         window = Window(_STREAM_WINDOW)
         progress = self._progress(call)
-        batches = self._batches_async(call, self._source(items, progress), window)
+        pairs, flights = self._source(call, items, progress, window)
+        batches = self._batches_async(call, pairs, window)
         release = _Release(window, self.options.ordered)
         interrupted = True
         try:
             async for batch in batches:
+                if flights is not None:
+                    batch = flights.expand(batch)
                 self._account(batch, progress)
                 for value in release(batch):
                     yield value
@@ -376,6 +553,7 @@ class _Engine:
             kw: dict[str, Any],
             spread: str | None = None,
             names: list[str] | None = None,
+            labels: list[Any] | None = None,
         ) -> Any:
             # Several columns: each row is a whole argument list, positional or by keyword.
             if spread == "positional":
@@ -385,7 +563,8 @@ class _Engine:
                 values = [Spread((), dict(zip(keys, row))) for row in values]
             call = self._call(prefix, values, a, kw)
             # Failed rows are reported by their index label, not by their values.
-            labels = data.index.tolist() if call.total == len(data) else None
+            if labels is None and call.total == len(data):
+                labels = data.index.tolist()
             if self.is_async:
                 return self._list_async(call, values, labels)
             return self._list_sync(call, values, labels)
@@ -460,6 +639,17 @@ def _place(results: list[Any], batch: list[Outcome] | Run, ordered: bool) -> Non
         results[idx] = value
 
 
+def _unstarted(results: list[Any], progress: MapProgress) -> list[Any]:
+    """A finished segment's results; items a stop left unstarted hold ``Cancelled``."""
+    if any(v is _MISSING for v in results):
+        _finish(results, progress, len(results))
+    return results
+
+
+async def _then(pending: Any, merge: Callable[[list[Any]], list[Any]]) -> list[Any]:
+    return merge(await pending if inspect.isawaitable(pending) else pending)
+
+
 def _finish(results: list[Any], progress: MapProgress, total: int | None) -> int:
     """After a stopped map: every item that did not run holds a ``Cancelled`` marker."""
     if not progress.stop_requested:
@@ -503,14 +693,23 @@ class _Mapped:
         self.cache_clear: Callable[[], None] = plan.cache.clear if plan.cache is not None else _no_cache
         self._opero_plan = plan
         if self._engine.is_async:
-            # asyncio.iscoroutinefunction(fn) is True, as for the function it wraps
-            self._is_coroutine = asyncio.coroutines._is_coroutine  # type: ignore[attr-defined]
-            mark = getattr(inspect, "markcoroutinefunction", None)
-            if mark is not None:
-                mark(self)
+            mark_coroutine_function(self)  # iscoroutinefunction(fn), as for the function it wraps
 
     def __call__(self, items: Any, /, *args: Any, **kwargs: Any) -> Any:
-        return self._engine.run_list((), items, args, kwargs)
+        __tracebackhide__ = True  # notebook (issue 21)
+        try:
+            return self._engine.run_list((), items, args, kwargs)
+        except KeyboardInterrupt as exc:  # notebook (issue 21): the traceback ends here
+            raise exc.with_traceback(None) from None
+
+    def last_results(self) -> list[Any] | None:
+        """The last map's results (None before any), also after a ``KeyboardInterrupt``.
+
+        An interrupted map keeps what finished; each item that was running at that moment
+        holds ``opero.Cancelled`` (and is counted in ``fn.stats["cancelled"]`` and listed in
+        ``fn.failures()``), as does each item that had not started.
+        """
+        return self._engine.last_results
 
     def imap(self, items: Any, /, *args: Any, **kwargs: Any) -> Any:
         """Stream results in order (completion order with ``ordered=False``), bounded memory."""

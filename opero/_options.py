@@ -14,6 +14,7 @@ import os
 import threading
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal, TypedDict, Unpack
 
 from ._errors import ConfigurationError
@@ -29,12 +30,26 @@ __all__ = [
     "resolve_options",
 ]
 
-CACHE_BACKENDS = ("memory", "disk", "redis")
-LIMIT_BACKENDS = ("local", "redis")
-MODES = ("thread", "process", "async", "async_process", "dask")
+# The one table of each plug-in kind: a name users give -> the module (in ``stores/`` or
+# ``executors/``) that provides it, imported on first use. Adding a backend or a mode is one
+# file and one line here (plus the option's ``Literal`` in OperoOptions).
+#: ``cache_backend`` -> ``opero.stores.<module>`` providing ``make_cache(options, builder)``.
+CACHE_BACKENDS: Mapping[str, str] = MappingProxyType({"memory": "memory", "disk": "disk", "redis": "redis"})
+#: ``rate_limit_backend`` -> ``opero.stores.<module>`` providing ``limiter_store(...)``.
+LIMIT_BACKENDS: Mapping[str, str] = MappingProxyType({"local": "host", "redis": "redis"})
+#: ``mode`` -> ``opero.executors.<module>`` providing ``outcomes(call, source, window)``.
+MODES: Mapping[str, str] = MappingProxyType(
+    {
+        "thread": "local",
+        "process": "processes",
+        "async": "local",
+        "async_process": "processes",
+        "dask": "dask",
+    }
+)
 CALLBACKS = ("on_retry", "on_success", "on_failure", "on_cache_hit")
 #: Options that only ``@opmap`` uses; ``@opero`` accepts and ignores them.
-MAP_ONLY = frozenset({"mode", "workers", "ordered", "progress", "chunksize"})
+MAP_ONLY = frozenset({"mode", "workers", "ordered", "progress", "chunksize", "batch_size"})
 #: ``circuit_breaker=True`` means these; a dict overrides some of them.
 BREAKER_DEFAULTS: Mapping[str, Any] = {"failures": 5, "window": 10.0, "open": 30.0, "fail_fast": False}
 #: The settings each backend reads from ``cache_backend_config``.
@@ -111,8 +126,8 @@ class OperoOptions(TypedDict, total=False):
     """where entries live (default "memory")"""
     cache_backend_config: Mapping[str, Any]
     """backend settings: memory/disk ``max_size``, disk ``location``, redis ``url`` or host/port/db"""
-    rate_limit: float | Literal["auto"] | None
-    """attempts per second for this function, or "auto" (adaptive from rate_start)"""
+    rate_limit: float | str | None
+    """attempts per second: a number, "500/min", "10/s", "3600/h", or "auto" (adaptive from rate_start)"""
     adaptive: bool
     """AIMD: the budget drops on 429/503 and climbs back while calls succeed (default False)"""
     rate_start: float | None
@@ -123,6 +138,16 @@ class OperoOptions(TypedDict, total=False):
     """attempts allowed back to back, within the rate: a 1-s window sees max(burst, rate) (default 1)"""
     rate_limit_backend: Literal["local", "redis"]
     """"local" (this host) or "redis" (every machine reaching the server) (default "local")"""
+    # -- pace: tokens, concurrency (opero._pace) --
+    token_limit: float | str | None
+    """units (tokens) per second the API allows: a number or "90000/min"; needs ``tokens`` (default None)"""
+    tokens: Callable[..., float] | None
+    """callable receiving the call's arguments by name, returning one attempt's estimated units"""
+    token_budget: float | None
+    """total units the function (or its scope) may spend; then attempts raise BudgetExhausted"""
+    max_concurrency: int | None
+    """at most that many attempts in flight (threads, tasks, workers, redis machines) (default None)"""
+    # -- end pace --
     circuit_breaker: bool | BreakerOptions | None
     """True (defaults) or a dict of failures/window/open/fail_fast (default None: off)"""
     on_retry: Callable[[Any], object] | None
@@ -143,6 +168,8 @@ class OperoOptions(TypedDict, total=False):
     """opmap: a tqdm bar: True/False, "auto", a dict of tqdm options or a tqdm class"""
     chunksize: int | Literal["auto"]
     """opmap: items per task sent to a process or dask worker (default "auto")"""
+    batch_size: int | None
+    """opmap: the function takes a list of up to N items and returns as many results (default None)"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +205,12 @@ class Options:
     rate_limit_scope: str | None = None
     rate_burst: int = 1
     rate_limit_backend: str = "local"
+    # -- pace: tokens, concurrency (opero._pace) --
+    token_limit: float | str | None = None
+    tokens: Callable[..., Any] | None = None
+    token_budget: float | None = None
+    max_concurrency: int | None = None
+    # -- end pace --
     circuit_breaker: bool | Mapping[str, Any] | None = None
     on_retry: Callable[..., Any] | None = None
     on_success: Callable[..., Any] | None = None
@@ -188,6 +221,8 @@ class Options:
     ordered: bool = True
     progress: Any = True
     chunksize: int | str = "auto"
+    #: opmap: items per call of a batch function (None: one item per call)
+    batch_size: int | None = None
 
     @property
     def breaker(self) -> Mapping[str, Any] | None:
@@ -269,12 +304,13 @@ def _error_filter(value: Any) -> bool:
     )
 
 
-def _one_of(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+def _one_of(name: str, value: Any, allowed: Mapping[str, str] | tuple[str, ...]) -> None:
     if value not in allowed:
         raise _bad(name, value, f"one of {', '.join(map(repr, allowed))}")
 
 
 def _validate(o: Options) -> None:
+    _validate_pace(o)  # pace: first, it turns rate strings ("500/min") into numbers
     if not _is_int(o.retries) or o.retries < 0:
         raise _bad("retries", o.retries, "an integer >= 0")
     if not _is_number(o.backoff_factor) or o.backoff_factor < 1:
@@ -330,17 +366,23 @@ def _validate(o: Options) -> None:
         raise ConfigurationError(
             "adaptive=True needs a rate_limit (a ceiling in calls per second, or 'auto')"
         )
-    if o.rate_start is not None and rate is None:
-        raise ConfigurationError(f"rate_start={o.rate_start!r} needs rate_limit='auto' or a rate_limit")
+    if o.rate_start is not None and not o.is_adaptive:
+        # a fixed rate never moves: starting elsewhere than rate_limit would run at one rate
+        # while stats.budget shows the other
+        raise ConfigurationError(
+            f"rate_start={o.rate_start!r} needs an adaptive rate: rate_limit='auto', or adaptive=True "
+            f"with a rate_limit (got rate_limit={rate!r}, adaptive={o.adaptive!r})"
+        )
     if o.rate_start is not None and _is_number(rate) and o.rate_start > rate:
         raise ConfigurationError(
             f"rate_start={o.rate_start!r} is above rate_limit={rate!r}: an adaptive rate never exceeds it"
         )
     if o.rate_limit_scope is not None and (not isinstance(o.rate_limit_scope, str) or not o.rate_limit_scope):
         raise _bad("rate_limit_scope", o.rate_limit_scope, "None or a non-empty string")
-    if o.rate_limit_scope is not None and rate is None:
+    if o.rate_limit_scope is not None and rate is None and not _paced(o):
         raise ConfigurationError(
-            f"rate_limit_scope={o.rate_limit_scope!r} needs a rate_limit (calls per second > 0)"
+            f"rate_limit_scope={o.rate_limit_scope!r} needs a rate_limit (calls per second > 0), "
+            "a token_limit, a token_budget or a max_concurrency"
         )
     if not _is_int(o.rate_burst) or o.rate_burst < 1:
         raise _bad("rate_burst", o.rate_burst, "an integer >= 1")
@@ -357,6 +399,56 @@ def _validate(o: Options) -> None:
     cs: Any = o.chunksize
     if cs != "auto" and (not _is_int(cs) or cs < 1):
         raise _bad("chunksize", cs, "'auto' or an integer >= 1")
+    # -- batch_size (opero._batch) --
+    if o.batch_size is not None and (not _is_int(o.batch_size) or o.batch_size < 1):
+        raise _bad("batch_size", o.batch_size, "None or an integer >= 1 (items per call)")
+
+
+# -- pace: rate strings, tokens, concurrency -------------------------------------------------
+
+
+def _paced(o: Options) -> bool:
+    return o.token_limit is not None or o.token_budget is not None or o.max_concurrency is not None
+
+
+def _rate_value(o: Options, name: str, auto: bool) -> None:
+    """Turn a rate string into units per second in place (the options are frozen)."""
+    value: Any = getattr(o, name)
+    if not isinstance(value, str) or (auto and value == "auto"):
+        return
+    from ._rates import RATE_FORMS, parse_rate
+
+    rate = parse_rate(value)
+    if rate is None:
+        forms = "None, 'auto', " if auto else "None, "
+        raise _bad(name, value, f"{forms}a finite number per second > 0, or a string {RATE_FORMS}")
+    object.__setattr__(o, name, rate)
+
+
+def _validate_pace(o: Options) -> None:
+    _rate_value(o, "rate_limit", auto=True)
+    _rate_value(o, "token_limit", auto=False)
+    limit: Any = o.token_limit
+    if limit is not None and (not _is_number(limit) or limit <= 0):
+        raise _bad("token_limit", limit, "None, a finite number of units per second > 0, or e.g. '90000/min'")
+    if o.tokens is not None and not callable(o.tokens):
+        raise _bad("tokens", o.tokens, "None or a callable receiving the arguments by name")
+    if limit is not None and o.tokens is None:
+        raise ConfigurationError(
+            f"token_limit={limit!r} needs tokens= (a callable receiving the call's arguments by name "
+            "and returning the units one attempt is estimated to take)"
+        )
+    if o.tokens is not None and limit is None and o.token_budget is None:
+        raise ConfigurationError("tokens= needs a token_limit (e.g. '90000/min') or a token_budget")
+    budget: Any = o.token_budget
+    if budget is not None and (not _is_number(budget) or budget <= 0):
+        raise _bad("token_budget", budget, "None or a finite number of units > 0")
+    conc: Any = o.max_concurrency
+    if conc is not None and (not _is_int(conc) or conc < 1):
+        raise _bad("max_concurrency", conc, "None or an integer >= 1")
+
+
+# -- end pace ----------------------------------------------------------------------------------
 
 
 def _did_you_mean(key: object, allowed: list[str]) -> str:

@@ -16,8 +16,10 @@ Calling conventions, for a function ``enrich`` decorated with ``@opmap``:
   positional arguments, in order) or a dict ``{parameter: column}`` (passed by keyword).
   ``column=`` also works as a keyword when the function has no parameter of that name.
 - Keywords consumed here and never passed to the function: ``result_column=``,
-  ``error_column=`` (rename the two new columns) and ``expand=True`` (spread dict results
-  over ``<result_column>.<key>`` columns, which replace the result column).
+  ``error_column=`` (rename the two new columns), ``expand=True`` (spread dict results
+  over ``<result_column>.<key>`` columns, which replace the result column) and ``resume=``
+  (rerun only what failed, see :func:`resume_rows`; consumed only when the function has no
+  parameter of that name).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ RunList = Callable[..., Any]
 Spread = Literal["positional", "keyword"] | None
 
 #: Keywords of a pandas call that belong to this module, not to the function.
-_OWN_KEYWORDS = ("result_column", "error_column", "expand")
+_OWN_KEYWORDS = ("result_column", "error_column", "expand", "resume")
 
 #: Column lists in error messages are cut after this many names (wide frames).
 _MAX_LISTED = 30
@@ -92,7 +94,7 @@ def dispatch(
     if is_async:
         return _dispatch_async(run_list, data, args, kwargs, name=name, func=func)
     job = _Job.prepare(data, args, kwargs, name=name, func=func)
-    return job.finish(job.run(run_list) if job.items else [])
+    return job.finish(job.run(run_list) if job.runs else [])
 
 
 async def _dispatch_async(
@@ -105,7 +107,7 @@ async def _dispatch_async(
     func: Callable[..., Any],
 ) -> pd.Series[Any] | pd.DataFrame:
     job = _Job.prepare(data, args, kwargs, name=name, func=func)
-    results: list[Any] = await job.run(run_list) if job.items else []
+    results: list[Any] = await job.run(run_list) if job.runs else []
     return job.finish(results)
 
 
@@ -123,6 +125,9 @@ class _Job:
     result_column: Hashable
     error_column: Hashable
     expand: bool
+    #: resume: the positions of the rows to run (None: every row) and the earlier results
+    rows: list[int] | None = None
+    previous: list[Any] | None = None
 
     @classmethod
     def prepare(
@@ -142,6 +147,10 @@ class _Job:
         expand = kwargs.pop("expand", False)
         if not isinstance(expand, bool):
             raise ConfigurationError(f"{name}: expand must be True or False, got {expand!r}")
+        signature = _signature(func)
+        resume: Any = None
+        if "resume" in kwargs and (signature is None or "resume" not in signature.parameters):
+            resume = kwargs.pop("resume")
         if result_column is None:
             result_column = name
         if error_column is None:
@@ -151,7 +160,6 @@ class _Job:
                 f"{name}: result_column and error_column are both {result_column!r}; "
                 "give them different names"
             )
-        signature = _signature(func)
 
         if isinstance(data, pd.Series):
             if error_given and not expand:
@@ -160,60 +168,77 @@ class _Job:
                     "a Series result holds each failed item's exception in place"
                 )
             _check_bind(name, signature, (None, *args), kwargs)
-            return cls(data, data.tolist(), args, kwargs, None, None, result_column, error_column, expand)
+            job = cls(data, data.tolist(), args, kwargs, None, None, result_column, error_column, expand)
+            if resume is not None and resume is not False:
+                job.resume_series(name, resume)
+            return job
 
         if not isinstance(data, pd.DataFrame):  # opmap only routes pandas objects here
             raise ConfigurationError(
                 f"{name}: expected a pandas Series or DataFrame, got {type(data).__name__}"
             )
-        df = data
-        if args:
-            spec, rest = args[0], args[1:]
-        elif "column" in kwargs and (signature is None or "column" not in signature.parameters):
-            # df.pipe(enrich, column="address") reads naturally; it is only ours when the
-            # function has no parameter of that name.
-            spec, rest = kwargs.pop("column"), ()
-        else:
-            raise ConfigurationError(
-                f"{name} got a DataFrame but no column to map over: name the column(s), e.g. "
-                f"{name}(df, {_example(df)!r}) or df.pipe({name}, {_example(df)!r}); "
-                f"columns: {_listing(df.columns)}"
-            )
-        _check_free(name, df, result_column, error_column, expand)
+        resuming = _resuming(name, resume, expand)
+        if not resuming:
+            _check_free(name, data, result_column, error_column, expand)
+        items, spread, names, rest = _frame_items(name, data, args, kwargs, func, signature)
+        job = cls(data, items, rest, kwargs, spread, names, result_column, error_column, expand)
+        if resuming:
+            job.resume_frame()
+        return job
 
-        # _check_bind gets None placeholders for row values: it checks arity and names only.
-        spread: Spread
-        names: list[str] | None = None
-        if isinstance(spec, Mapping):
-            names = _check_parameters(name, func, signature, spec, kwargs)
-            columns = [_column(name, df, spec[param]) for param in names]
-            spread = "keyword"
-            items = list(zip(*columns)) if columns else [() for _ in range(len(df))]
-            _check_bind(name, signature, rest, {**dict.fromkeys(names), **kwargs})
-        elif isinstance(spec, list | pd.Index):
-            if not len(spec):
-                raise ConfigurationError(
-                    f"{name}: the list of columns is empty; columns: {_listing(df.columns)}"
-                )
-            columns = [_column(name, df, key) for key in spec]
-            spread = "positional"
-            items = list(zip(*columns))
-            _check_bind(name, signature, (*(None for _ in columns), *rest), kwargs)
-        else:
-            items = _column(name, df, spec)
-            spread = None
-            _check_bind(name, signature, (None, *rest), kwargs)
-        return cls(df, items, rest, kwargs, spread, names, result_column, error_column, expand)
+    def resume_frame(self) -> None:
+        """``resume=True``: run the rows whose error cell is set, or every row when the frame
+        does not hold both columns of an earlier run."""
+        df = self.data
+        assert isinstance(df, pd.DataFrame)
+        if self.result_column not in df.columns or self.error_column not in df.columns:
+            return
+        self.previous = df[self.result_column].tolist()
+        self.rows = resume_rows(df[self.error_column].tolist())
+        errors = df[self.error_column].tolist()
+        for i in self.rows:
+            self.previous[i] = errors[i]  # a rerun row's earlier outcome: its error
+
+    def resume_series(self, name: str, previous: Any) -> None:
+        """``fn(series, resume=earlier)``: run the items whose earlier result is an exception."""
+        earlier = previous.tolist() if isinstance(previous, pd.Series) else list(previous)
+        if len(earlier) != len(self.items):
+            raise ConfigurationError(
+                f"{name}: resume= holds {len(earlier)} earlier results for {len(self.items)} items"
+            )
+        self.previous = earlier
+        self.rows = [i for i, r in enumerate(earlier) if isinstance(r, BaseException)]
+
+    @property
+    def runs(self) -> bool:
+        """Whether any row is to run (an empty frame, or a resume with nothing failed: no)."""
+        return bool(self.items) and (self.rows is None or bool(self.rows))
 
     def run(self, run_list: RunList) -> Any:
         """Hand the items to opmap; a list of results (or an awaitable of one)."""
+        items = self.items if self.rows is None else [self.items[i] for i in self.rows]
+        if self.rows is not None:
+            labels = self.data.index[self.rows].tolist()
+            return run_list(
+                items, self.args, self.kwargs, spread=self.spread, names=self.names, labels=labels
+            )
         if self.spread is None:
             # The plain three-argument form: any run_list honouring the base contract works.
-            return run_list(self.items, self.args, self.kwargs)
-        return run_list(self.items, self.args, self.kwargs, spread=self.spread, names=self.names)
+            return run_list(items, self.args, self.kwargs)
+        return run_list(items, self.args, self.kwargs, spread=self.spread, names=self.names)
+
+    def merged(self, results: Sequence[Any]) -> Sequence[Any]:
+        """A resumed run's results for the rows that ran, with the earlier ones of the rest."""
+        if self.rows is None or self.previous is None:
+            return results
+        full = list(self.previous)
+        for i, value in zip(self.rows, results, strict=True):
+            full[i] = value
+        return full
 
     def finish(self, results: Sequence[Any]) -> pd.Series[Any] | pd.DataFrame:
         """Put one result or exception per item back on the input's index."""
+        results = self.merged(results)
         data = self.data
         if len(results) != len(data):
             raise RuntimeError(f"opmap returned {len(results)} results for {len(data)} rows")
@@ -237,6 +262,66 @@ class _Job:
             # Same index object on both sides, so pandas does not realign (duplicates are safe).
             out[key] = column
         return out
+
+
+def _resuming(name: str, resume: Any, expand: bool) -> bool:
+    """Whether a DataFrame call resumes an earlier output frame (``resume=True``)."""
+    if resume is None or resume is False:
+        return False
+    if resume is not True or expand:
+        raise ConfigurationError(
+            f"{name}: resume=True reruns the failed rows of an earlier output frame "
+            f"(without expand=True); got resume={resume!r}" + (" with expand=True" if expand else "")
+        )
+    return True
+
+
+def _frame_items(
+    name: str,
+    df: pd.DataFrame,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    func: Callable[..., Any],
+    signature: inspect.Signature | None,
+) -> tuple[list[Any], Spread, list[str] | None, tuple[Any, ...]]:
+    """``(items, spread, names, rest)`` of a DataFrame call: the column spec (first argument,
+    or ``column=``) read into items; ``rest`` are the arguments passed through."""
+    if args:
+        spec, rest = args[0], args[1:]
+    elif "column" in kwargs and (signature is None or "column" not in signature.parameters):
+        # df.pipe(enrich, column="address") reads naturally; it is only ours when the
+        # function has no parameter of that name.
+        spec, rest = kwargs.pop("column"), ()
+    else:
+        raise ConfigurationError(
+            f"{name} got a DataFrame but no column to map over: name the column(s), e.g. "
+            f"{name}(df, {_example(df)!r}) or df.pipe({name}, {_example(df)!r}); "
+            f"columns: {_listing(df.columns)}"
+        )
+    # _check_bind gets None placeholders for row values: it checks arity and names only.
+    if isinstance(spec, Mapping):
+        names = _check_parameters(name, func, signature, spec, kwargs)
+        columns = [_column(name, df, spec[param]) for param in names]
+        items = list(zip(*columns)) if columns else [() for _ in range(len(df))]
+        _check_bind(name, signature, rest, {**dict.fromkeys(names), **kwargs})
+        return items, "keyword", names, rest
+    if isinstance(spec, list | pd.Index):
+        if not len(spec):
+            raise ConfigurationError(f"{name}: the list of columns is empty; columns: {_listing(df.columns)}")
+        columns = [_column(name, df, key) for key in spec]
+        _check_bind(name, signature, (*(None for _ in columns), *rest), kwargs)
+        return list(zip(*columns)), "positional", None, rest
+    items = _column(name, df, spec)
+    _check_bind(name, signature, (None, *rest), kwargs)
+    return items, None, None, rest
+
+
+def resume_rows(errors: Sequence[Any]) -> list[int]:
+    """Positions whose error cell is set (an exception: a failure, ``Cancelled``; or its text,
+    in a frame read back from a file), not None or NaN."""
+    return [
+        i for i, e in enumerate(errors) if e is not None and not (pd.api.types.is_scalar(e) and pd.isna(e))
+    ]
 
 
 def _cow(pd: Any) -> bool:

@@ -22,13 +22,29 @@ import os
 import sys
 import threading
 import time
+import traceback
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from . import _telemetry
 from ._errors import AllFailedError
+from ._hints import status_of
 from ._telemetry import Registry, logger
+
+# Failed attempts are counted per HTTP status (the dashboard's "recovered" errors) with the
+# one status reader, which the telemetry layer below cannot import itself.
+_telemetry.set_status_reader(status_of)
+
+
+def _record_call_failure(name: str, error: BaseException) -> None:
+    # A failed plain @opero call: in its function's log too (fn.failures()), as "call"
+    if isinstance(error, Exception):  # an interrupt is not a failure of the function
+        failure_log(name).add("call", error, name.rsplit(".", 1)[-1])
+
+
+_telemetry.set_failure_sink(_record_call_failure)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -113,22 +129,51 @@ class Failure:
     time: float
     call: str
     status: int | None = None
+    #: the item's position in the map's input (None: not from a map)
+    position: int | None = None
+    #: True when ``item`` is a DataFrame row's index label ("row 275"), else an item
+    row: bool = False
+    #: the item itself (the row's values for a DataFrame), as the function received it
+    value: Any = None
+    #: the final error's traceback, as text
+    traceback: str = ""
 
     @property
     def kind(self) -> str:
         """What the panel groups by: the type, and the HTTP status when there is one."""
         return f"{self.error_type} {self.status}" if self.status is not None else self.error_type
 
+    @property
+    def where(self) -> str:
+        """``row 275`` for a DataFrame row, ``item 5,275`` (its position) for a list item."""
+        if self.row:
+            return f"row {self.item}"
+        if self.position is not None:
+            return f"item {self.position:,}"
+        return "call" if self.item == "call" else f"item {self.item}"
+
 
 def http_status(error: BaseException) -> int | None:
-    """The HTTP status an error carries (``status``, ``code``, ``status_code``), else None."""
+    """The HTTP status an item's final error carries (its last attempt's), else None."""
     if isinstance(error, AllFailedError) and error.errors:
         error = error.errors[-1]
-    for name in ("status", "code", "status_code"):
-        value = getattr(error, name, None)
-        if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
-            return value
-    return None
+    return status_of(error)
+
+
+def _final(error: BaseException) -> BaseException:
+    return error.errors[-1] if isinstance(error, AllFailedError) and error.errors else error
+
+
+def traceback_text(error: BaseException) -> str:
+    """The final error's traceback as text (a worker's error: the text it carried home)."""
+    final = _final(error)
+    carried = getattr(final, "traceback_text", None)  # a RemoteError from a worker
+    if isinstance(carried, str) and carried:
+        return carried
+    try:
+        return "".join(traceback.format_exception(final))
+    except Exception:  # a broken __str__ must not break the map
+        return f"{type(final).__name__}"
 
 
 def describe_error(error: BaseException) -> tuple[str, str, int]:
@@ -178,21 +223,53 @@ class FailureLog:
         self.records: deque[Failure] = deque(maxlen=limit)
         self.total = 0
         self.by_type: Counter[str] = Counter()
+        #: failed attempts of the permanently failed items, per HTTP status (see ``recovered``)
+        self.attempts_by_status: Counter[int | None] = Counter()
+        #: permanently failed items per HTTP status of their final error
+        self.permanent: Counter[int | None] = Counter()
         self.version = 0
         self._lock = threading.Lock()
 
-    def add(self, item: str, error: BaseException, call: str) -> Failure:
-        """Record one failed item with its own final error."""
+    def add(
+        self,
+        item: str,
+        error: BaseException,
+        call: str,
+        position: int | None = None,
+        row: bool = False,
+        value: Any = None,
+    ) -> Failure:
+        """Record one failed item with its own final error (and its traceback text)."""
         error_type, message, attempts = describe_error(error)
+        status = http_status(error)
         record = Failure(
-            self.name, item, error_type, message, attempts, time.time(), call, http_status(error)
-        )
+            self.name, item, error_type, message, attempts, time.time(), call, status,
+            position, row, value, traceback_text(error),
+        )  # fmt: skip
+        errors = error.errors if isinstance(error, AllFailedError) and error.errors else [error]
         with self._lock:
             self.records.append(record)
             self.total += 1
             self.by_type[record.kind] += 1
+            self.permanent[status] += 1
+            for e in errors:
+                self.attempts_by_status[status_of(e)] += 1
             self.version += 1
         return record
+
+    def recovered(self, attempt_errors: Mapping[int | None, int]) -> list[tuple[int, int, int]]:
+        """``(status, recovered, permanent)`` per HTTP status, most frequent first.
+
+        ``attempt_errors`` are the function's failed attempts per status (``fn.stats``):
+        those not spent by a permanently failed item were recovered by a later attempt.
+        """
+        with self._lock:
+            spent, permanent = dict(self.attempts_by_status), dict(self.permanent)
+        statuses = {s for s in (*attempt_errors, *permanent) if s is not None}
+        rows = [
+            (s, max(0, attempt_errors.get(s, 0) - spent.get(s, 0)), permanent.get(s, 0)) for s in statuses
+        ]
+        return sorted(rows, key=lambda r: (-(r[1] + r[2]), r[0]))
 
     def latest(self, n: int) -> list[Failure]:
         """The ``n`` newest failures, newest last."""
@@ -210,19 +287,45 @@ class FailureLog:
             self.records.clear()
             self.total = 0
             self.by_type.clear()
+            self.attempts_by_status.clear()
+            self.permanent.clear()
             self.version += 1
 
     def frame(self) -> pd.DataFrame:
-        """The kept failures as a DataFrame: item, error_type, status, message, attempts, time, call."""
+        """The kept failures as a DataFrame.
+
+        Columns: item (the label), error_type, status, message, attempts, time, call,
+        position (in the map's input), row (True for a DataFrame row), value (the item
+        itself) and traceback (the final error's, as text).
+        """
         import pandas as pd
 
         with self._lock:
             rows = list(self.records)
-        columns = ["item", "error_type", "status", "message", "attempts", "time", "call"]
+        columns = [
+            "item", "error_type", "status", "message", "attempts", "time", "call",
+            "position", "row", "value", "traceback",
+        ]  # fmt: skip
         frame = pd.DataFrame(
-            [(r.item, r.error_type, r.status, r.message, r.attempts, r.time, r.call) for r in rows],
+            [
+                (
+                    r.item,
+                    r.error_type,
+                    r.status,
+                    r.message,
+                    r.attempts,
+                    r.time,
+                    r.call,
+                    r.position,
+                    r.row,
+                    r.value,
+                    r.traceback,
+                )
+                for r in rows
+            ],
             columns=columns,
         )
+        frame["position"] = frame["position"].astype("Int64")
         frame["status"] = frame["status"].astype("Int64")
         frame["time"] = pd.to_datetime(frame["time"], unit="s")
         return frame
@@ -239,6 +342,11 @@ def new_failure_log(name: str) -> FailureLog:
 def failure_log(name: str) -> FailureLog:
     """The log registered under ``name``, created when missing."""
     return _logs.get(name)
+
+
+def failures_frame(name: str) -> pd.DataFrame:
+    """``fn.failures()`` of a plain ``@opero`` function: its failure log as a DataFrame."""
+    return failure_log(name).frame()
 
 
 def failure_logs() -> list[FailureLog]:
@@ -284,6 +392,43 @@ def _in_notebook() -> bool:
     return shell is not None and getattr(shell, "kernel", None) is not None
 
 
+_clicks: bool | None = None
+
+
+def clicks_reach_main() -> bool:
+    """True in a kernel whose shell channel thread hands widget messages to opero at once.
+
+    Then a stop button reaches a map that holds the kernel's main thread (a map run in the
+    cell itself); see ``opero.notebook.clicks``. Checked once per process.
+    """
+    global _clicks
+    if _clicks is None:
+        _clicks = False
+        if "ipykernel" in sys.modules:
+            try:  # loaded by name: the notebook layer sits above this one
+                _clicks = bool(importlib.import_module("opero.notebook.clicks").supported())
+            except Exception:
+                logger.debug("opero: stop clicks during a cell unavailable", exc_info=True)
+    return _clicks
+
+
+_interrupts_shown = False
+
+
+def _show_interrupts_cleanly() -> None:
+    # Inside IPython: an interrupted map's traceback shows the user's cell, not opero's
+    # frames. Loaded by name: the notebook layer sits above this one.
+    global _interrupts_shown
+    _interrupts_shown = True
+    try:
+        from IPython import get_ipython
+
+        magics = importlib.import_module("opero.notebook.magics")
+        magics.install_interrupt_handler(get_ipython())  # type: ignore[no-untyped-call]
+    except Exception:  # never let a display nicety break a map
+        logger.debug("opero: interrupt handler not installed", exc_info=True)
+
+
 def _stderr_is_terminal() -> bool:
     try:
         return sys.stderr.isatty()
@@ -306,8 +451,9 @@ class MapProgress:
 
     Attributes:
         label: ``"name #n"``: the function's short name and its call number in this process.
-        background: True when the map runs outside the main thread (its stop button works
-            while it runs; a map blocking the main thread is stopped with an interrupt).
+        background: True when a stop click reaches the map while it runs: it runs outside
+            the main thread, or the kernel hands clicks over at once (``clicks_reach_main``);
+            else the map is stopped with an interrupt.
         state: ``"running"``, ``"done"``, ``"interrupted"`` (an exception or Ctrl-C ended it)
             or ``"stopped"`` (``stop()``: the rest of the items were cancelled).
     """
@@ -336,6 +482,8 @@ class MapProgress:
         "state",
         "total",
         "version",
+        "wait_base",
+        "workers",
     )
 
     def __init__(
@@ -347,8 +495,13 @@ class MapProgress:
         stop: threading.Event | None = None,
         labels: list[Any] | None = None,
         failures: FailureLog | None = None,
+        workers: int | None = None,
     ) -> None:
         self.map_id = next(_ids)
+        #: the map's parallelism: in flight is never shown above it
+        self.workers = workers
+        #: the function's thread-seconds of rate-limit wait when the map started
+        self.wait_base = _telemetry.lookup(name).waits_now()[0]
         self.name = name
         short = name.rsplit(".", 1)[-1]
         with _runs_lock:
@@ -369,7 +522,7 @@ class MapProgress:
         self.version = 0
         #: the map's results are collected outside the main thread, so a stop button's click
         #: can reach it: Jupyter handles widget messages in the main thread, between cells
-        self.background = threading.current_thread() is not threading.main_thread()
+        self.background = threading.current_thread() is not threading.main_thread() or clicks_reach_main()
         self._retries = retries
         self._base = retries()
         self._next = 0.0
@@ -381,6 +534,8 @@ class MapProgress:
             self._bar = self._make_bar(show)
         _keep(self)
         self._publish(False)
+        if "IPython" in sys.modules and not _interrupts_shown:
+            _show_interrupts_cleanly()
 
     # -- the bar -------------------------------------------------------------------------------
 
@@ -448,11 +603,10 @@ class MapProgress:
     def item_failed(self, index: int, item: Any, error: BaseException) -> None:
         """Record the failed item at position ``index`` with its own final error."""
         labels = self.labels
-        if labels is not None and 0 <= index < len(labels):
-            text = short_repr(labels[index], 60)
-        else:
-            text = short_repr(_unspread(item), 60)
-        self.failures.add(text, error, self.label)
+        value = _unspread(item)
+        row = labels is not None and 0 <= index < len(labels)
+        text = short_repr(labels[index] if labels is not None and row else value, 60)
+        self.failures.add(text, error, self.label, index if index >= 0 else None, row, value)
 
     def advance(self, done: int, failed: int) -> None:
         """Count ``done`` more finished items, ``failed`` of them failed."""
@@ -480,8 +634,14 @@ class MapProgress:
 
     @property
     def in_flight(self) -> int:
-        """Items handed to the executor and not finished yet."""
-        return 0 if self.finished else max(0, self.taken - self.done)
+        """Items handed to the executor and not finished yet (never more than the workers).
+
+        The executor may have taken the next item before a worker is free for it.
+        """
+        if self.finished:
+            return 0
+        n = max(0, self.taken - self.done)
+        return n if self.workers is None else min(n, self.workers)
 
     def rate(self) -> float | None:
         """Items per second over the last ``RATE_WINDOW`` seconds (the whole run once over)."""
@@ -550,7 +710,7 @@ class MapProgress:
         self._publish(True)
 
     def summary(self) -> str:
-        """One line: ``fetch #2: 480/500 · 20 failed · 41.2/s · ETA 1s``."""
+        """One line: ``fetch #2: 480/500 · 20 failed · 41.2/s · 12s elapsed · ETA 1s``."""
         total = "?" if self.total is None else f"{self.total:,}"
         parts = [f"{self.label}: {self.done:,}/{total}"]
         if self.failed:
@@ -563,6 +723,7 @@ class MapProgress:
         if self.finished:
             parts.append(f"{self.state} in {format_seconds(self.elapsed())}")
         else:
+            parts.append(f"{format_seconds(self.elapsed())} elapsed")  # like tqdm's [00:12<...]
             eta = self.eta()
             if eta is not None:
                 parts.append(f"ETA {format_seconds(eta)}")
@@ -576,6 +737,51 @@ class MapProgress:
                 callback(self.map_id, self.name, self.done, self.total, self.failed, finished)
             except Exception:  # a broken dashboard must never break the map
                 logger.exception("opero: progress subscriber %r failed", callback)
+
+
+def keep_interrupted(
+    results: list[Any], missing: Any, progress: MapProgress, items: Any, ordered: bool
+) -> int:
+    """After a KeyboardInterrupt: keep what was done, mark the rest; returns the items in flight.
+
+    Every slot still ``missing`` gets a ``Cancelled``: the items that were running at that
+    moment count as cancelled in ``fn.stats`` (``cancelled``) and in ``fn.failures()`` (an
+    entry each), the items not started yet only in the results. ``items`` is the map's input
+    (its items are looked up by position when it is a sequence).
+    """
+    from ._errors import Cancelled
+
+    total = progress.total
+    taken = max(progress.taken, progress.done)
+    if total is not None:
+        taken = min(taken, total)
+    running = max(0, taken - progress.done)
+    if not ordered:  # completion order: the finished ones first, then the rest as cancelled
+        results.extend([missing] * ((total if total is not None else taken) - len(results)))
+    elif total is not None and len(results) < total:
+        results.extend([missing] * (total - len(results)))
+    gone = f"{progress.label}: interrupted while this item ran"
+    unstarted = f"{progress.label}: interrupted before this item started"
+    flagged = 0
+    for i, value in enumerate(results):
+        if value is not missing:
+            continue
+        in_flight = (i < taken) if ordered else (flagged < running)
+        if in_flight:
+            flagged += 1
+        results[i] = Cancelled(gone if in_flight else unstarted)
+        if in_flight:
+            progress.item_failed(i if ordered else -1, _item_at(items, i) if ordered else "?", results[i])
+    _telemetry.lookup(progress.name).add(cancelled=flagged)
+    progress.close(interrupted=True, cancelled=len(results) - progress.done)
+    return flagged
+
+
+def _item_at(items: Any, index: int) -> Any:
+    try:
+        return items[index] if isinstance(items, list | tuple | range) else f"#{index}"
+    except IndexError:
+        return f"#{index}"
 
 
 def _unspread(item: Any) -> Any:

@@ -1,8 +1,10 @@
 """Sticky fallback candidates: which ``arg_fallback`` values of one function are demoted.
 
-A candidate (an API key, a mirror URL) that failed is skipped by later calls of the same
-function until ``fallback_recheck`` seconds have passed; then it is healthy again and the
-next call tries it (if it still fails, it is demoted again).
+A candidate (an API key, a mirror URL) that failed is tried last by later calls of the same
+function until ``fallback_recheck`` seconds have passed: healthy candidates first, demoted
+ones only when every healthy one failed in that round, so a demotion costs nothing when a
+healthy candidate works and never loses a call when none does. After the recheck it is
+healthy again (if it still fails, it is demoted again).
 
 Candidates are never stored: only a keyed 8-byte BLAKE2b digest of their ``repr()`` (the key
 is random, made once per record), so no API key reaches memory dumps of the table, a file or
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import fcntl
+import logging
 import os
 import stat
 import struct
@@ -26,7 +29,7 @@ import weakref
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["Sticky"]
+__all__ = ["Sticky", "no_candidates"]
 
 _SLOT = struct.Struct("<8sd")  # digest, demoted at (CLOCK_MONOTONIC: one clock per host)
 _SLOTS = 64
@@ -34,6 +37,10 @@ _SIZE = _SLOT.size * _SLOTS
 _EMPTY = b"\0" * 8
 _clock = time.monotonic
 _created: list[str] = []
+#: (function, parameter) pairs already told that their calls give no candidates
+_told: set[tuple[str, str]] = set()
+_told_lock = threading.Lock()
+_log = logging.getLogger("opero")
 
 
 def _folder() -> str | None:
@@ -182,16 +189,34 @@ class Sticky:
         """``value`` failed: later calls skip it for ``recheck`` seconds."""
         self._update(self.digest(value), _clock())
 
-    def start(self, candidates: Sequence[Any]) -> int:
-        """Index of the first healthy candidate (0 when none is healthy)."""
+    def order(self, candidates: Sequence[Any]) -> Sequence[Any]:
+        """The candidates a call walks: healthy ones first, demoted ones last.
+
+        Both groups keep the caller's order, and the list or tuple type stays. Nothing is
+        skipped: a demoted candidate is tried when every healthy one failed in that round,
+        so a demotion never loses a call. ``candidates`` itself when nothing moves.
+        """
         table = self._update(None, 0.0)
         if not table:
-            return 0
+            return candidates
         now = _clock()
-        for i, value in enumerate(candidates):
+        healthy: list[Any] = []
+        demoted: list[Any] = []
+        for value in candidates:
             when = table.get(self.digest(value))
-            if when is None or now - when >= self.recheck:
-                return i
+            fresh = when is None or now - when >= self.recheck
+            (healthy if fresh else demoted).append(value)
+        if not healthy or not demoted or all(a is b for a, b in zip(healthy, candidates)):
+            return candidates  # every candidate in one group, or the demoted ones last already
+        ordered = healthy + demoted
+        return tuple(ordered) if isinstance(candidates, tuple) else ordered
+
+    def start(self, candidates: Sequence[Any]) -> int:
+        """Where a new retry round starts in the list :meth:`order` gave: always 0.
+
+        The healthy candidates are first already, and a later round must reach the demoted
+        ones too, so a round never starts past them.
+        """
         return 0
 
     def demoted(self, candidates: Sequence[Any]) -> list[bool]:
@@ -203,3 +228,26 @@ class Sticky:
             when = table.get(self.digest(value))
             out.append(when is not None and now - when < self.recheck)
         return out
+
+
+def no_candidates(func_name: str, param: str) -> None:
+    """Say once per function, at DEBUG, that a call of it gives ``arg_fallback`` nothing to rotate.
+
+    For a parameter whose default is None: a list built inside the function (``if
+    user_agent is None: user_agent = [...]``) is out of opero's sight, so every attempt gets
+    the same value. The values themselves are never logged.
+    """
+    key = (func_name, param)
+    if key in _told or not _log.isEnabledFor(logging.DEBUG):
+        return  # told already, or nobody listens yet (then it is told when someone does)
+    with _told_lock:
+        if key in _told:
+            return
+        _told.add(key)
+    _log.debug(
+        "opero: %s: arg_fallback=%r has no candidates in this call (its default is None and the "
+        "call passed no non-empty list or tuple), so every attempt uses the same value; put the "
+        "candidates in the parameter's default, or pass them at the call (said once)",
+        func_name,
+        param,
+    )

@@ -18,7 +18,7 @@ import logging
 import os
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -203,8 +203,19 @@ _COUNTERS = (
     "rate_wait_seconds",
     "rate_wait_wall",
     "timeouts",
+    "cancelled",
 )
 _LATENCY_WINDOW = 4096
+#: ``recent_throughput`` counts the calls that finished over the last this many seconds.
+RECENT_WINDOW = 5.0
+#: Least seconds between two samples of the finished count kept for ``recent_throughput``.
+_RECENT_STEP = 0.25
+#: The rate-limit wait of the call under way in this thread or task: (id of its stats,
+#: seconds waited so far, start of the current wait). Latency is time in the function: the
+#: wait is taken off when the call ends.
+_call_wait: contextvars.ContextVar[tuple[int, float, float]] = contextvars.ContextVar(
+    "opero_call_wait", default=(0, 0.0, 0.0)
+)
 #: Latency sampling: every call of the first ``_SAMPLE_ALL``, then one call in ``_SAMPLE_EVERY``
 #: (the calls whose number ``n & _SAMPLE_MASK == 0``). Timing every call would cost two clock
 #: reads, more than a whole cache hit; a systematic 1-in-16 sample gives the same p50/p95.
@@ -238,8 +249,13 @@ class FunctionStats:
         *_HOT.values(),
         "name",
         "budget",
+        "pace",
         "_waiting",
         "_wait_since",
+        "_wait_starts",
+        "_recent",
+        "defined",
+        "attempt_errors",
         "_lock",
         "_latencies",
         "_first",
@@ -262,12 +278,16 @@ class FunctionStats:
     #: (rate_wait_seconds adds every thread's wait: 16 threads waiting 1 s count 16 s)
     rate_wait_wall: float
     timeouts: int
-    #: the rate limit (attempts per second) when the function has a fixed one, else None
+    #: items of an interrupted map that were running at that moment (they count as cancelled)
+    cancelled: int
+    #: the rate limit (attempts per second), the current one of an adaptive limit, else None
     budget: float | None
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.budget = None
+        #: [pace] a callable adding tokens used / slots in use to as_dict (None: not paced)
+        self.pace: Callable[[], dict[str, Any]] | None = None
         self._lock = threading.Lock()
         self._started = itertools.count()  # every call, when it starts
         self._quick = itertools.count()  # succeeded at the first attempt: a success, an attempt
@@ -293,6 +313,13 @@ class FunctionStats:
             self.rate_wait_wall = 0.0
             self._waiting = 0
             self._wait_since = 0.0
+            self._wait_starts = 0.0  # sum of the monotonic start times of the waits under way
+            #: when the history starts (the definition, or this reset): zero calls then
+            self.defined = time.time()
+            #: (time.time(), finished calls) samples for recent_throughput, oldest first
+            self._recent: deque[tuple[float, int]] = deque([(self.defined, 0)], maxlen=64)
+            #: failed attempts per HTTP status (None: not an HTTP error), recovered or not
+            self.attempt_errors: Counter[int | None] = Counter()
             # The lock-free counters cannot be rewound: the locked parts start below zero.
             quick, hits = _value(self._quick), _value(self._hits)
             self._calls = -_value(self._started)
@@ -342,17 +369,45 @@ class FunctionStats:
     def wait_begin(self) -> None:
         """A call starts waiting for the rate limit (``rate_wait_wall`` counts the time during
         which at least one call waits)."""
+        now = time.monotonic()
         with self._lock:
             if not self._waiting:
-                self._wait_since = time.monotonic()
+                self._wait_since = now
             self._waiting += 1
+            self._wait_starts += now
+        mine, waited, _ = _call_wait.get()
+        _call_wait.set((id(self), waited if mine == id(self) else 0.0, now))
 
     def wait_end(self) -> None:
         """A call stops waiting for the rate limit."""
+        now = time.monotonic()
+        mine, waited, since = _call_wait.get()
+        if mine != id(self):  # begun in another context (should not happen): count from now
+            since = now
         with self._lock:
             self._waiting -= 1
+            self._wait_starts -= since
             if not self._waiting:
-                self.rate_wait_wall += time.monotonic() - self._wait_since
+                self.rate_wait_wall += now - self._wait_since
+                self._wait_starts = 0.0
+        _call_wait.set((id(self), waited + now - since, now))
+
+    def attempt_failed(self, error: BaseException | None) -> None:
+        """Count one failed attempt by its HTTP status (the dashboard's recovered errors)."""
+        reader = _status_reader
+        status = reader(error) if reader is not None and error is not None else None
+        with self._lock:
+            self.attempt_errors[status] += 1
+
+    def waits_now(self) -> tuple[float, float]:
+        """``(rate_wait_seconds, rate_wait_wall)`` including the waits under way now."""
+        now = time.monotonic()
+        with self._lock:
+            seconds, wall = self.rate_wait_seconds, self.rate_wait_wall
+            if self._waiting:
+                wall += now - self._wait_since
+                seconds += self._waiting * now - self._wait_starts
+        return seconds, wall
 
     def begin(self) -> None:
         """A call starts (the drivers call ``started()`` directly)."""
@@ -362,6 +417,11 @@ class FunctionStats:
 
     def end(self, ok: bool, latency: float | None, attempts: int = 0) -> None:
         """A call ends, successfully or not, after ``latency`` seconds (None: not sampled)."""
+        mine, waited, _ = _call_wait.get()
+        if mine == id(self):
+            _call_wait.set((0, 0.0, 0.0))
+        else:
+            waited = 0.0
         with self._lock:
             self._attempts += attempts
             if ok:
@@ -369,7 +429,10 @@ class FunctionStats:
             else:
                 self.failures += 1
         if latency is not None:
-            self.mark(latency)
+            # latency is time in the function: the call's rate-limit wait is reported apart
+            self.mark(max(0.0, latency - waited))
+        elif self._first:
+            self._last = time.time()  # when the function was last busy (recent_throughput)
 
     def mark(self, latency: float) -> None:
         """Record one sampled call's latency (and when it ended, for throughput)."""
@@ -379,12 +442,36 @@ class FunctionStats:
         self._latencies.append(latency)  # deque.append is atomic: no lock
         self._last = now
 
+    def recent_throughput(self, now: float | None = None) -> float:
+        """Calls finished per second over the last ``RECENT_WINDOW`` seconds (0 when idle).
+
+        Measured from samples of the finished count taken when the stats are read (the
+        dashboard reads them ten times a second) and the function's definition (zero calls).
+        """
+        now = time.time() if now is None else now
+        done = self.successes + self.failures
+        with self._lock:
+            samples = self._recent
+            if now - samples[-1][0] >= _RECENT_STEP:
+                samples.append((now, done))
+            base = samples[0]
+            for sample in samples:
+                if sample[0] > now - RECENT_WINDOW:
+                    break
+                base = sample
+            last = self._last
+        if done <= base[1] or (last and now - last > RECENT_WINDOW and base[0] <= now - RECENT_WINDOW):
+            return 0.0
+        # at least a second: one call right after the definition is not thousands per second
+        return (done - base[1]) / max(now - base[0], 1.0)
+
     def export(self) -> dict[str, Any]:
         """Raw counters and latencies, to send from a worker to the parent."""
         with self._lock:
             out: dict[str, Any] = {c: getattr(self, c) for c in _COUNTERS}
             out["latencies"] = list(self._latencies)
             out["first"], out["last"] = self._first, self._last
+            out["attempt_errors"] = dict(self.attempt_errors)
         return out
 
     def merge(self, exported: dict[str, Any]) -> None:
@@ -394,6 +481,7 @@ class FunctionStats:
                 k = _HOT.get(c, c)
                 setattr(self, k, getattr(self, k) + exported.get(c, 0))
             self._latencies.extend(exported.get("latencies", ()))
+            self.attempt_errors.update(exported.get("attempt_errors", {}))
             first, last = exported.get("first", 0.0), exported.get("last", 0.0)
             if first and (not self._first or first < self._first):
                 self._first = first
@@ -410,12 +498,16 @@ class FunctionStats:
             lat = sorted(self._latencies)
             span = self._last - self._first
             done = self.successes + self.failures
+        out["rate_wait_seconds"], out["rate_wait_wall"] = self.waits_now()
         out["latency_mean"] = sum(lat) / len(lat) if lat else None
         out["latency_p50"] = lat[len(lat) // 2] if lat else None
         out["latency_p95"] = lat[min(len(lat) - 1, int(len(lat) * 0.95))] if lat else None
         out["throughput"] = done / span if span > 0 else None
+        out["recent_throughput"] = self.recent_throughput()
         lookups = out["cache_hits"] + out["cache_misses"]
         out["cache_hit_rate"] = out["cache_hits"] / lookups if lookups else None
+        if self.pace is not None:  # [pace]
+            out.update(self.pace())
         return out
 
     def __repr__(self) -> str:
@@ -439,6 +531,27 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return html.escape(str(value))
+
+
+#: Reads an error's HTTP status; set by a layer above (``_progress``: ``_hints.status_of``),
+#: which this one may not import.
+_status_reader: Callable[[BaseException], int | None] | None = None
+
+
+def set_status_reader(reader: Callable[[BaseException], int | None]) -> None:
+    """Install the HTTP status reader used to count failed attempts per status."""
+    global _status_reader
+    _status_reader = reader
+
+
+#: Records a plain call's failure in its function's failure log (set by ``_progress``).
+_failure_sink: Callable[[str, BaseException], None] | None = None
+
+
+def set_failure_sink(sink: Callable[[str, BaseException], None]) -> None:
+    """Install what records a failed plain ``@opero`` call (``fn.failures()``)."""
+    global _failure_sink
+    _failure_sink = sink
 
 
 _Named = TypeVar("_Named")
@@ -554,19 +667,20 @@ _calls: contextvars.ContextVar[tuple[tuple[str, int], ...]] = contextvars.Contex
     "opero_calls", default=()
 )
 _call_ids = itertools.count(1)
+#: kinds counted whether or not anyone listens (they happen on the failure path only)
+_COUNTED = frozenset({"attempt_failed", "failure", "rate"})
 
 
 class Recorder:
     """Reports one decorated function's events: counters always, events when listened to."""
 
-    __slots__ = ("_callbacks", "name", "relay", "relay_kinds", "stats")
+    __slots__ = ("_callbacks", "log_failures", "name", "relay", "relay_kinds", "stats")
 
     def __init__(self, name: str, options: Options) -> None:
         self.name = name
         self.stats = register(name)
-        rate = options.rate_limit
-        if isinstance(rate, int | float) and not isinstance(rate, bool):
-            self.stats.budget = float(rate)
+        # the rate limit (an adaptive one: where it starts; "rate" events move it)
+        self.stats.budget = options.start_rate
         self._callbacks = {
             kind: cb for kind, attr in _CALLBACK_OF.items() if (cb := getattr(options, attr)) is not None
         }
@@ -575,6 +689,9 @@ class Recorder:
         self.relay: list[Event] | None = None
         #: the kinds the parent listens to (None: all of them)
         self.relay_kinds: frozenset[str] | None = None
+        #: a plain ``@opero`` function: each failed call goes to its failure log
+        #: (``fn.failures()``); a map's items are logged by the map, with their item
+        self.log_failures = False
 
     def wants(self, kind: str) -> bool:
         """Whether building an Event of ``kind`` is worth it (someone listens)."""
@@ -595,6 +712,8 @@ class Recorder:
 
     def emit(self, kind: str, **fields: Any) -> None:
         """Build and deliver an Event when anyone listens."""
+        if kind in _COUNTED:  # failure-path kinds only: the hot path never gets here
+            self._count(kind, fields)
         if not self.wants(kind):
             return
         stack = _calls.get()
@@ -618,6 +737,16 @@ class Recorder:
         cb = self._callbacks.get(kind)
         if cb is not None:
             _safe(cb, event)
+
+    def _count(self, kind: str, fields: dict[str, Any]) -> None:
+        if kind == "attempt_failed":
+            self.stats.attempt_failed(fields.get("error"))
+        elif kind == "failure":
+            sink = _failure_sink
+            if self.log_failures and sink is not None and fields.get("error") is not None:
+                sink(self.name, fields["error"])
+        elif kind == "rate" and fields.get("rate"):
+            self.stats.budget = float(fields["rate"])  # an adaptive limit: its current rate
 
     def replay(self, event: Event) -> None:
         """Deliver an event relayed from a worker process: listeners, log and callback."""

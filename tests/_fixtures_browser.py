@@ -200,6 +200,12 @@ def lab_url(tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
+def light_lab(tmp_path: Path) -> Iterator[Lab]:
+    """JupyterLab in its default (light) theme; write more notebooks into ``lab.root``."""
+    yield from _lab(tmp_path, theme=None)
+
+
+@pytest.fixture
 def dark_lab(tmp_path: Path) -> Iterator[Lab]:
     """JupyterLab in its dark theme ("JupyterLab Dark"), serving a copy of the demo notebook."""
     yield from _lab(tmp_path, theme="JupyterLab Dark")

@@ -44,8 +44,10 @@ class RedisServer:
         port: its loopback port (kept across :meth:`stop` / :meth:`start`).
     """
 
-    def __init__(self, binary: str) -> None:
+    def __init__(self, binary: str, extra_args: tuple[str, ...] = ()) -> None:
         self.binary = binary
+        #: more server flags, e.g. ``("--requirepass", "secret")``
+        self.extra_args = extra_args
         self.port = _free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.dir = tempfile.mkdtemp(prefix="opero-redis-")
@@ -72,6 +74,7 @@ class RedisServer:
                 self.dir,
                 "--logfile",
                 os.path.join(self.dir, "redis.log"),
+                *self.extra_args,
             ],
             check=True,
             capture_output=True,
@@ -81,7 +84,7 @@ class RedisServer:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
                     s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
+                    if s.recv(16).startswith((b"+PONG", b"-NOAUTH")):  # up (maybe with a password)
                         return self
             except OSError:
                 pass

@@ -11,7 +11,7 @@ import pytest
 import opero
 
 # Each area keeps its fixtures in its own module (one owner each); pytest loads them here.
-pytest_plugins = ["tests._fixtures_redis", "tests._fixtures_browser"]
+pytest_plugins = ["tests._fixtures_redis", "tests._fixtures_browser", "tests._fixtures_nginx"]
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

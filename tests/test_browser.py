@@ -36,7 +36,7 @@ def fetch_row(page: Any, column: str) -> str | None:
         """(column) => {
             for (const row of document.querySelectorAll('.opero-table tr.opero-row')) {
                 const name = row.querySelector('.opero-function');
-                if (name && name.textContent.endsWith('.fetch')) {
+                if (name && (name.title || name.textContent).endsWith('.fetch')) {
                     const cell = row.querySelector('.opero-' + column);
                     return cell ? cell.innerHTML : null;
                 }
@@ -92,7 +92,7 @@ def check_error_panel(page: Any) -> None:
     assert lines.count() >= 3
     for i in range(lines.count()):
         line = lines.nth(i)
-        row = int(line.locator(".opero-item").inner_text())
+        row = int(line.locator(".opero-where").inner_text().removeprefix("row "))
         expected = EXPECTED_STATUS[row % 10]
         assert f"HTTP Error {expected}" in line.locator(".opero-error-text").inner_text(), (
             row,

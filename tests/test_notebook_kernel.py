@@ -193,7 +193,7 @@ print("async results:", len(aresults), all(isinstance(r, int) for r in aresults)
     assert tables, "the dashboard's widget state holds the function row"
     row = next(r for r in tables[-1].split("<tr") if "__main__.fetch" in r)
     assert '<td class="opero-calls">20</td>' in row, row
-    assert '<td class="opero-successes">20</td>' in row, row
+    assert '<td class="opero-failures">0</td>' in row, row
 
     out = stream(nb.cells[5])
     assert "asyncio.run refused: True" in out

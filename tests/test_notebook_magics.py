@@ -289,7 +289,7 @@ def test_dashboard_without_a_kernel_prints_text(ip: Any, capsys: pytest.CaptureF
     result = run(ip, "%opero dashboard")
     assert result.success
     out = capsys.readouterr().out
-    assert "__main__.textual" in out and "calls" in out
+    assert "textual" in out and "calls" in out
 
 
 def test_nest_is_opt_in(ip: Any, capsys: pytest.CaptureFixture[str]) -> None:

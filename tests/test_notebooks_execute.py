@@ -31,6 +31,11 @@ EXPECTED = {
         "input untouched: ['customer', 'address']",
         "geocode.lat",
         "geocode [10, 11, 12, 13, 14]",
+        "rows: 2000 distinct: 100 requests: 100",
+        "rows: 1000 vectors: 999 failed rows: [137]",
+        "requests: 30 first batch: 50",
+        "rerun only the failed rows: True",
+        "failed after resume: 0",
     ],
     "05_pushback.ipynb": [
         "ok: 800 failed: 0",
@@ -38,6 +43,12 @@ EXPECTED = {
         "all items ok: True",
         "breaker: open -> half_open",
         "CircuitOpenError: next probe in 30 s",
+    ],
+    "06_llm_enrichment.ipynb": [
+        "rows: 400 failed: 0",
+        "token limit used >= 80 %: True",
+        "429s at most 1 %: True",
+        "spent within the budget: True",
     ],
 }
 

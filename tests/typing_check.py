@@ -35,7 +35,7 @@ def wrong_map_option(x: int) -> int:
 
 
 configure(cache_backend="s3")  # type: ignore[arg-type]
-configure(rate_limit="fast")  # type: ignore[arg-type]
+configure(rate_limit=[10])  # type: ignore[arg-type]
 configure(retries=2, cache=True, cache_backend="disk", rate_limit="auto", circuit_breaker={"failures": 3})
 opero_pkg.configure(timeout=None, progress="auto", workers=-1)
 

@@ -305,7 +305,93 @@ wide""",
         """series = geocode(df["address"])
 print(series.name, list(series.index))""",
     ),
-    ("code", "api.stop()"),
+    (
+        "md",
+        """## Each distinct value once
+
+After a `sort_values` or a join, duplicates sit side by side. With `cache=True`, opmap sends
+each distinct value once, even while the first call for it is still running: the duplicates
+wait for its answer instead of calling the API too. 2,000 rows of 100 addresses, sorted,
+cost 100 requests (a second demo server without flaky answers counts them).""",
+    ),
+    (
+        "code",
+        """clean = DemoServer(fail_rate=0.0).start()
+
+big = pd.DataFrame({"address": sorted(f"{i % 100} Main St" for i in range(2000))})
+
+
+@opmap(workers=16, cache=True, progress=False)
+def locate(address: str) -> dict:
+    response = requests.get(f"{clean.url}/geocode", params={"address": address}, timeout=10)
+    response.raise_for_status()
+    return response.json()
+
+
+located = big.pipe(locate, "address")
+print("rows:", len(located), "distinct:", big["address"].nunique(), "requests:", clean.stats["requests"])""",
+    ),
+    (
+        "md",
+        """## Batch APIs: many rows per request
+
+Embedding and bulk-lookup APIs take a list per request. With `batch_size=N` the function
+receives a list of up to N values and returns a list of as many results; opero keeps one
+result per row, caches per row, and retries per request. A request that keeps failing is
+split in halves until the bad row is alone, so one over-long text fails by itself while
+its batch-mates get their vectors. (The demo API echoes the texts back; the vector is made
+from the echo, and texts over 40 characters are refused.)""",
+    ),
+    (
+        "code",
+        """requests_sent = []
+
+
+@opmap(batch_size=50, retries=0, progress=False)
+def embed(texts: list[str]) -> list[list[float]]:
+    requests_sent.append(len(texts))
+    if any(len(t) > 40 for t in texts):
+        raise ValueError("text too long")
+    echoed = requests.post(f"{clean.url}/embed", json=texts, timeout=10).json()["json"]
+    return [[float(len(t)), float(t.count(" "))] for t in echoed]
+
+
+docs = pd.DataFrame({"text": [f"document number {i}" for i in range(1000)]})
+docs.loc[137, "text"] = "a very long document " * 5
+embedded = docs.pipe(embed, "text")
+print("rows:", len(embedded), "vectors:", embedded["embed_error"].isna().sum(), "failed rows:", list(embedded.index[embedded["embed_error"].notna()]))
+print("requests:", len(requests_sent), "first batch:", requests_sent[0])""",
+    ),
+    (
+        "md",
+        """## Rerun only what failed
+
+Without retries, the flaky demo API fails about 30% of the first requests. Instead of
+running the whole frame again, `resume=True` on the earlier output reruns only the rows
+whose error cell is set and keeps every other row as it was.""",
+    ),
+    (
+        "code",
+        """calls = []
+
+
+@opmap(workers=8, retries=0, progress=False)
+def geocode_once(address: str) -> dict:
+    calls.append(address)
+    response = requests.get(f"{api.url}/geocode", params={"address": address}, timeout=10)
+    response.raise_for_status()
+    return response.json()
+
+
+streets = pd.DataFrame({"address": [f"{i} Station Rd" for i in range(200)]})
+first = streets.pipe(geocode_once, "address")
+failed = first["geocode_once_error"].notna()
+calls.clear()
+second = first.pipe(geocode_once, "address", resume=True)
+print("rerun only the failed rows:", len(calls) == failed.sum() > 0)
+print("failed after resume:", second["geocode_once_error"].notna().sum())""",
+    ),
+    ("code", "clean.stop()\napi.stop()"),
 ]
 
 NOTEBOOKS = {

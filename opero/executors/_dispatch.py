@@ -300,6 +300,7 @@ def _spec(call: MapCall, concurrency: int) -> Spec:
         testing=(testing_state.active, testing_state.cache),
         breaker=plan.breaker,
         sticky=plan.sticky,
+        pace=plan.pace,
     )
 
 

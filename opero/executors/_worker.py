@@ -64,6 +64,8 @@ class Spec:
     breaker: Any = None
     #: the parent's sticky fallback record (demotions shared with the parent): Plan.sticky
     sticky: Any = None
+    #: [pace] the parent's token budget and concurrency slots (shared through their stores)
+    pace: Any = None
 
 
 @dataclass
@@ -125,7 +127,7 @@ class ChunkRunner:
             limiter = spec.limiter
             if limiter is None and spec.rate_share is not None:
                 limiter = Limiter(spec.name, spec.rate_share, opts.rate_burst)
-            plan = rebuild(func, opts, spec.name, limiter, spec.breaker, True, spec.sticky)
+            plan = rebuild(func, opts, spec.name, limiter, spec.breaker, True, spec.sticky, spec.pace)
             plan.recorder.relay = [] if spec.relay else None
             plan.recorder.relay_kinds = spec.relay if isinstance(spec.relay, frozenset) else None
             self._local.plan = plan

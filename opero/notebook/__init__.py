@@ -15,9 +15,10 @@ def load_ipython_extension(ipython: Any) -> None:
     """Register the magics, the end-of-cell dashboard flush and the cell-cache clearer."""
     from ..stores import namespace_clearers
     from .cellcache import clear_cells
-    from .magics import OperoMagics, after_cell
+    from .magics import OperoMagics, after_cell, install_interrupt_handler
 
     ipython.register_magics(OperoMagics)
+    install_interrupt_handler(ipython)
     if after_cell not in ipython.events.callbacks.get("post_run_cell", []):
         ipython.events.register("post_run_cell", after_cell)
     # opero.clear_cache() then also empties the cell cache of that namespace.

@@ -46,6 +46,12 @@ STYLE = (
     ".opero-spark .opero-s-fail{stroke:var(--jp-error-color1,#d32f2f)}"
     ".opero-spark .opero-s-limit{stroke:var(--jp-warn-color1,#f57c00)}"
     ".opero-spark line{stroke:var(--jp-border-color2,#e0e0e0);stroke-width:1}"
+    ".opero-spark line.opero-s-top{stroke-dasharray:2 2}"
+    ".opero-spark text{font-size:7px;fill:var(--jp-ui-font-color2,#757575);font-family:sans-serif}"
+    ".opero-spark .opero-s-hover rect{fill:transparent}"
+    ".opero-table th{white-space:normal;max-width:76px;vertical-align:bottom;line-height:1.15}"
+    ".opero-table td.opero-function{max-width:220px;overflow:hidden;text-overflow:ellipsis}"
+    ".opero-hint{color:var(--jp-warn-color1,#e65100)}"
     ".opero-errors ul{margin:2px 0;padding-left:18px}"
     ".opero-errors code{font-family:var(--jp-code-font-family,monospace);"
     "background:var(--jp-layout-color2,#eee);color:var(--jp-ui-font-color1,#212121);padding:0 3px}"
@@ -53,26 +59,56 @@ STYLE = (
 )
 
 
+def _num(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:,.1f}" if value >= 1 else f"{value:.2g}"
+
+
 def sparkline(
-    values: Sequence[float], css: str, width: int = 90, height: int = 18, top: float | None = None
+    values: Sequence[float],
+    css: str,
+    width: int = 64,
+    height: int = 22,
+    top: float | None = None,
+    unit: str = "/s",
+    step: float = 0.5,
+    what: str = "calls",
 ) -> str:
-    """A tiny inline SVG line chart of ``values`` (oldest first), scaled to ``top`` or their max."""
+    """A small inline SVG line chart of ``values`` (oldest first, one every ``step`` seconds).
+
+    It carries its scale: the top of the chart (``top``, else the values' max) written in its
+    corner with ``unit``; hovering shows each sample's value (an SVG ``<title>`` per sample)
+    and the whole chart's (``<title>`` of the chart).
+    """
     n = len(values)
     peak = top if top is not None else max(values, default=0.0)
     peak = peak if peak > 0 else 1.0
+    low, high = height - 1, 8  # the top 8 px hold the scale label
+    span = low - high
+
+    def y(v: float) -> float:
+        return low - span * min(max(v, 0.0), peak) / peak
+
     if n < 2:
-        points = f"0,{height - 1} {width},{height - 1}"
+        points = f"0,{low} {width},{low}"
+        dx = float(width)
     else:
-        step = width / (n - 1)
-        points = " ".join(
-            f"{i * step:.1f},{height - 1 - (height - 2) * min(v, peak) / peak:.1f}"
-            for i, v in enumerate(values)
-        )
+        dx = width / (n - 1)
+        points = " ".join(f"{i * dx:.1f},{y(v):.1f}" for i, v in enumerate(values))
     last = values[-1] if values else 0.0
+    hovers = "".join(
+        f'<rect x="{max(0.0, i * dx - dx / 2):.1f}" y="0" width="{dx:.1f}" height="{height}">'
+        f"<title>{(i - n + 1) * step:.1f} s: {_num(v)}{esc(unit)}</title></rect>"
+        for i, v in enumerate(values)
+    )
+    label = f"{_num(peak)}{unit}"
+    summary = f"{what}: now {_num(last)}{unit}, scale 0–{label}"
     return (
         f'<svg class="opero-spark" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
-        f'data-last="{last:.3g}"><line x1="0" y1="{height - 0.5}" x2="{width}" y2="{height - 0.5}"/>'
-        f'<polyline class="{css}" points="{points}"/></svg>'
+        f'data-last="{last:.3g}" data-top="{peak:.3g}"><title>{esc(summary)}</title>'
+        f'<line x1="0" y1="{low + 0.5}" x2="{width}" y2="{low + 0.5}"/>'
+        f'<line class="opero-s-top" x1="0" y1="{high}" x2="{width}" y2="{high}"/>'
+        f'<text x="{width - 1}" y="7" text-anchor="end">{esc(label)}</text>'
+        f'<polyline class="{css}" points="{points}"/><g class="opero-s-hover">{hovers}</g></svg>'
     )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from . import clicks
 from ._html import STYLE, bar_html, esc
 
 if TYPE_CHECKING:
@@ -50,12 +51,14 @@ class NotebookBar:
         self.html = w.HTML(value=STYLE + self._line(p))
         children = [self.html]
         if p.background:
-            # Only then can a click reach the kernel while the map runs; a map that blocks
-            # the main thread (a plain cell) is stopped with Jupyter's interrupt.
+            # Only then can a click reach the map while it runs (another thread, or a kernel
+            # that hands clicks over at once); otherwise it is stopped with an interrupt.
             button = w.Button(description="stop", tooltip="cancel the items not started yet", icon="stop")
             button.layout = w.Layout(width="auto", height="22px")
             button.add_class("opero-stop")
             button.on_click(lambda _: p.stop())
+            # a map run in the cell itself holds the main thread: the click is taken early
+            clicks.hook(button, p.stop)
             children.append(button)
         self.box = w.HBox(children)
         self.box.add_class("opero-map-bar")

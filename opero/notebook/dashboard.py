@@ -19,7 +19,9 @@ Without ipywidgets or outside a kernel, :func:`show` prints a text table instead
 
 from __future__ import annotations
 
+import functools
 import itertools
+import math
 import os
 import threading
 import time
@@ -29,7 +31,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._progress import Failure, FailureLog, MapProgress, failure_logs, format_seconds, maps
-from .._telemetry import FunctionStats, all_stats, logger
+from .._telemetry import FunctionStats, all_stats, logger, lookup
+from . import clicks
 from ._html import STYLE, bar_html, esc, sparkline
 
 __all__ = ["Dashboard", "hub", "show", "widgets_available"]
@@ -60,27 +63,45 @@ QUIET = 0.2
 #: Voila starts its kernels with ``SERVER_SOFTWARE=voila/<version>``.
 _IN_VOILA = os.environ.get("SERVER_SOFTWARE", "").startswith("voila")
 
+#: The table's columns, named as in ``fn.stats`` (underscores read as spaces; hovering a
+#: header shows the key). The default set fits a 1,000 px output; ``MORE`` sits behind the
+#: "all columns" toggle (and in ``%opero stats``).
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("function", "function"),
     ("calls", "calls"),
-    ("successes", "ok"),
-    ("failures", "failed"),
+    ("failures", "failures"),
     ("retries", "retries"),
-    ("throughput", "calls/s"),
     ("in_flight", "in flight"),
-    ("rate_waits", "throttled"),
-    ("cache_hit_rate", "cache hits"),
-    ("fallbacks", "fallbacks"),
-    ("latency_p50", "p50"),
-    ("latency_p95", "p95"),
+    ("recent_throughput", "recent throughput"),
+    ("rate_waits", "rate waits"),
+    ("latency_p50", "latency p50"),
 )
-#: The charts sit right after the live rate (narrow outputs scroll the rest sideways).
+MORE: tuple[tuple[str, str], ...] = (
+    ("successes", "successes"),
+    ("attempts", "attempts"),
+    ("throughput", "throughput"),
+    ("cache_hit_rate", "cache hit rate"),
+    ("fallbacks", "fallbacks"),
+    ("timeouts", "timeouts"),
+    ("cancelled", "cancelled"),
+    ("rate_wait_seconds", "rate wait seconds"),
+    ("latency_p95", "latency p95"),
+)
+#: The charts close the row: each carries its scale and hover values.
 CHARTS: tuple[tuple[str, str], ...] = (
     ("chart_calls", "calls/s, 30 s"),
     ("chart_failures", "failures/s"),
-    ("chart_limit", "limit use %"),
+    ("chart_limit", "limit use"),
 )
-_CHARTS_AFTER = "throughput"
+#: What a header's tooltip says beyond the key
+_HELP = {
+    "recent_throughput": "calls finished per second over the last 5 s (0 when idle)",
+    "throughput": "calls per second over the function's active lifetime",
+    "rate_waits": "attempts the rate limit held back (wall-clock seconds of waiting, now included)",
+    "latency_p50": "median time in the function (the rate-limit wait is not included)",
+    "in_flight": "calls under way now (never more than the map's workers)",
+    "chart_limit": "attempts per second as % of the rate limit (the current one when adaptive)",
+}
 
 
 def widgets_available() -> bool:
@@ -103,24 +124,8 @@ class _History:
 
     def rates(self, key: int) -> list[float]:
         s = list(self.samples)
-        return [
-            max(0.0, (b[key] - a[key]) / (b[0] - a[0])) if b[0] > a[0] else 0.0
-            for a, b in itertools.pairwise(s)
-        ]
-
-    def recent_rate(self, key: int, now: float) -> float | None:
-        s = self.samples
-        if not s:
-            return None
-        last = s[-1]
-        base = s[0]
-        for sample in s:
-            if now - sample[0] <= RATE_WINDOW:
-                base = sample
-                break
-        if last[0] <= base[0]:
-            return 0.0
-        return (last[key] - base[key]) / max(last[0] - base[0], SAMPLE)
+        # at least a sample's span: a burst right after the definition is not a spike to infinity
+        return [max(0.0, (b[key] - a[key]) / max(b[0] - a[0], SAMPLE)) for a, b in itertools.pairwise(s)]
 
 
 class _Hub:
@@ -150,6 +155,11 @@ class _Hub:
                 h = self.history.get(s.name)
                 if h is None or h.stats_id != id(s):
                     h = self.history[s.name] = _History(id(s), deque(maxlen=HISTORY + 1))
+                    # The history starts at zero when the function was defined, so a burst
+                    # that came and went before this first sample still shows.
+                    age = time.time() - s.defined
+                    if 0 <= age < SAMPLE * HISTORY:
+                        h.samples.append((now - age, 0, 0, 0))
                 if (h.samples and h.samples[-1][1:] != row[1:]) or (not h.samples and row[1]):
                     changed = True
                 h.samples.append(row)
@@ -159,19 +169,18 @@ class _Hub:
             self._active = changed
             self._last_sample = now
 
-    def rates(self, s: FunctionStats) -> tuple[float | None, list[float], list[float], list[float]]:
-        """(calls/s over the last seconds, calls/s history, failures/s history, limit use % history)."""
+    def rates(self, s: FunctionStats) -> tuple[list[float], list[float], list[float]]:
+        """(calls/s history, failures/s history, limit use % history), oldest first."""
         with self.lock:
             h = self.history.get(s.name)
             if h is None or h.stats_id != id(s):
-                return None, [], [], []
-            recent = h.recent_rate(1, time.monotonic())
+                return [], [], []
             calls = h.rates(1)
             fails = h.rates(2)
             attempts = h.rates(3)
         budget = s.budget
         limit = [min(100.0, 100.0 * a / budget) for a in attempts] if budget else []
-        return recent, calls, fails, limit
+        return calls, fails, limit
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -235,44 +244,63 @@ def _fmt_cell(key: str, row: dict[str, Any]) -> str:
     if key == "cache_hit_rate":
         return "–" if value is None else f"{100 * value:.0f}% ({row['cache_hits']:,})"
     if key == "rate_waits":
-        if not row["rate_waits"]:
+        if not row["rate_waits"] and not row.get("rate_wait_wall"):
             return "0"
         return f"{row['rate_waits']:,} ({format_seconds(row.get('rate_wait_wall', 0.0))})"
-    if key in ("latency_p50", "latency_p95"):
+    if key == "rate_wait_seconds":
+        return format_seconds(value or 0.0)
+    if key in ("latency_p50", "latency_p95", "latency_mean"):
         return "–" if value is None else f"{1000 * value:,.1f} ms"
+    if key in ("throughput", "recent_throughput"):
+        return "–" if value is None else f"{value:,.1f}/s"
     if key == "function":
-        return str(value)
+        return _short_name(str(value))
     if key.startswith("chart_"):
         return ""
     return _fmt_number(value)
 
 
-def render_table_html(rows: list[dict[str, Any]], charts: bool = True) -> str:
-    """The function table as HTML (one ``<tr class="opero-row">`` per function)."""
-    columns: tuple[tuple[str, str], ...] = ()
-    for column in COLUMNS:
-        columns += (column,)
-        if charts and column[0] == _CHARTS_AFTER:
-            columns += CHARTS
-    head = "".join(f"<th>{esc(label)}</th>" for _, label in columns)
+def _columns(charts: bool, more: bool) -> tuple[tuple[str, str], ...]:
+    return COLUMNS + (MORE if more else ()) + (CHARTS if charts else ())
+
+
+def render_table_html(rows: list[dict[str, Any]], charts: bool = True, more: bool = False) -> str:
+    """The function table as HTML (one ``<tr class="opero-row">`` per function).
+
+    The default columns fit a 1,000 px output; ``more`` adds the rest of ``fn.stats``.
+    """
+    columns = _columns(charts, more)
+    head = "".join(
+        f'<th class="opero-h-{key.replace("_", "-")}" title="{esc(_header_title(key))}">{esc(label)}</th>'
+        for key, label in columns
+    )
     body = []
     for row in rows:
         cells = []
         for key, _ in columns:
             bad = " opero-bad" if key == "failures" and row.get("failures") else ""
             content = row.get(key, "") if key.startswith("chart_") else esc(_fmt_cell(key, row))
-            cells.append(f'<td class="opero-{key.replace("_", "-")}{bad}">{content}</td>')
+            title = f' title="{esc(str(row[key]))}"' if key == "function" else ""
+            cells.append(f'<td class="opero-{key.replace("_", "-")}{bad}"{title}>{content}</td>')
         body.append(f'<tr class="opero-row">{"".join(cells)}</tr>')
     if not body:
         body.append(f'<tr><td colspan="{len(columns)}"><i>no opero calls yet</i></td></tr>')
     return f'<table class="opero-table"><tr>{head}</tr>{"".join(body)}</table>'
 
 
-def render_table_text(rows: list[dict[str, Any]]) -> str:
+def _header_title(key: str) -> str:
+    if key.startswith("chart_"):
+        return _HELP.get(key, "")
+    help_text = _HELP.get(key)
+    return f'fn.stats["{key}"]' + (f": {help_text}" if help_text else "")
+
+
+def render_table_text(rows: list[dict[str, Any]], more: bool = False) -> str:
     """The function table as fixed-width text (terminals, logs)."""
-    table = [[label for _, label in COLUMNS]]
-    table += [[_fmt_cell(key, row) for key, _ in COLUMNS] for row in rows]
-    widths = [max(len(r[i]) for r in table) for i in range(len(COLUMNS))]
+    columns = _columns(False, more)
+    table = [[label for _, label in columns]]
+    table += [[_fmt_cell(key, row) for key, _ in columns] for row in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
     lines = [
         "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
         for r in table
@@ -282,19 +310,48 @@ def render_table_text(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+#: Longest function name shown in full; longer ones are cut at the end (hover shows all).
+NAME_WIDTH = 32
+
+
 def _short_name(name: str) -> str:
-    return name.rsplit(".", 1)[-1]
+    """A function's display name: ``module.qualname`` without its module, cut from the end.
+
+    Only a dotted Python name is split at its dots; a cell's name (``%%opero records =
+    [json.load(urllib...``) is kept from its start.
+    """
+    parts = name.split(".")
+    if len(parts) > 1 and all(p.isidentifier() or p == "<locals>" for p in parts):
+        name = parts[-1]
+    return name if len(name) <= NAME_WIDTH else name[: NAME_WIDTH - 1] + "…"
 
 
 def _failure_line(r: Failure) -> str:
     when = time.strftime("%H:%M:%S", time.localtime(r.time))
     tries = f" after {r.attempts} attempts" if r.attempts > 1 else ""
+    shown = "" if r.row or r.position is None else f' <code class="opero-item">{esc(r.item)}</code>'
     return (
         f'<li class="opero-error"><span class="opero-muted">{when} {esc(r.call)}</span> '
-        f'item <code class="opero-item">{esc(r.item)}</code>{tries}: '
-        f'<span class="opero-bad opero-error-text">{esc(r.error_type)}: '
+        f'<span class="opero-where">{esc(r.where)}</span>{shown}{tries}: '
+        f'<span class="opero-bad opero-error-text">{esc(r.kind)}: '
         f"{esc(r.message[:160])}</span></li>"
     )
+
+
+def _status_counts(log: FailureLog) -> str:
+    """``HTTP 500: 274 recovered, 0 permanent`` per status seen."""
+    attempts = lookup(log.name).attempt_errors
+    return "; ".join(
+        f"HTTP {status}: {recovered:,} recovered, {permanent:,} permanent"
+        for status, recovered, permanent in log.recovered(dict(attempts))
+    )
+
+
+def _totals(log: FailureLog) -> str:
+    """``78 failed`` (as ``fn.stats["failures"]``), ``, 1 cancelled`` for items an interrupt cut."""
+    cancelled = dict(log.counts()).get("Cancelled", 0)
+    text = f"{log.total - cancelled:,} failed"
+    return text + (f", {cancelled:,} cancelled" if cancelled else "")
 
 
 def _shown(logs: list[FailureLog], since: float, latest: int) -> Iterator[tuple[FailureLog, list[Failure]]]:
@@ -311,10 +368,12 @@ def render_errors_html(logs: list[FailureLog], since: float = 0.0) -> str:
     for log, records in _shown(logs, since, LATEST_PER_FUNCTION):
         counts = ", ".join(f"{esc(t)} ×{n:,}" for t, n in log.counts())
         name = esc(_short_name(log.name))
+        statuses = _status_counts(log)
+        statuses = f'<div class="opero-statuses">{esc(statuses)}</div>' if statuses else ""
         groups.append(
             f'<li class="opero-error-group" data-function="{esc(log.name)}"><b>{name}</b>: '
-            f"{log.total:,} failed ({counts}) · all of them: <code>{name}.failures()</code>"
-            f"<ul>{''.join(_failure_line(r) for r in records[::-1])}</ul></li>"
+            f"{esc(_totals(log))} ({counts}) · all of them: <code>{name}.failures()</code>"
+            f"{statuses}<ul>{''.join(_failure_line(r) for r in records[::-1])}</ul></li>"
         )
     if not groups:
         return '<div class="opero-errors"></div>'
@@ -326,9 +385,38 @@ def render_errors_text(logs: list[FailureLog], since: float = 0.0) -> str:
     out = []
     for log, records in _shown(logs, since, MAX_ERRORS):
         counts = ", ".join(f"{t} ×{n:,}" for t, n in log.counts())
-        out.append(f"  {_short_name(log.name)}: {log.total:,} failed ({counts}); see .failures()")
-        out.extend(f"    item {r.item}: {r.error_type}: {r.message[:120]}" for r in records[-3:])
+        out.append(f"  {_short_name(log.name)}: {_totals(log)} ({counts}); see .failures()")
+        statuses = _status_counts(log)
+        if statuses:
+            out.append(f"    {statuses}")
+        out.extend(f"    {r.where}: {r.kind}: {r.message[:120]}" for r in records[-3:])
     return ("failed items:\n" + "\n".join(out)) if out else ""
+
+
+def worker_hint(m: MapProgress, s: FunctionStats) -> str | None:
+    """One line when most of a map's thread time waits on the rate limit, else None.
+
+    ``8 workers, 85 % of their time waiting for the 50/s limit: 2 would do``
+    """
+    workers = m.workers
+    elapsed = m.elapsed()
+    if not workers or workers < 2 or not s.budget or elapsed < 2.0:
+        return None
+    waited = s.waits_now()[0] - m.wait_base
+    share = min(1.0, waited / (workers * elapsed))
+    if share < 0.5:
+        return None
+    enough = max(1, math.ceil(workers * (1.0 - share)))
+    if enough >= workers:
+        return None
+    return (
+        f"{workers} workers, {100 * share:.0f} % of their time waiting for the "
+        f"{_fmt_rate(s.budget)} limit: {enough} would do"
+    )
+
+
+def _fmt_rate(rate: float) -> str:
+    return f"{rate:,.0f}/s" if rate >= 1 else f"{rate * 60:,.3g}/min"
 
 
 class Dashboard:
@@ -371,6 +459,8 @@ class Dashboard:
         self._busy_since: float | None = None
         self._seen: Any = None
         self._changed = time.monotonic()
+        self._more = False
+        self._toggle: Any = None
         self.refreshes = 0
 
     @classmethod
@@ -415,39 +505,71 @@ class Dashboard:
         return [log for log in failure_logs() if log.total and (self.scope is None or log.name in names)]
 
     def _current_fingerprint(self) -> Any:
-        # Plain attribute reads, no locks and no sorting: this runs 10 times a second.
+        # Plain attribute reads, no locks and no sorting: this runs 10 times a second. The
+        # throttled time and the recent rate move while a call waits and after work ends.
         return (
             hub.version,
+            self._more,
             tuple(
-                (s.name, s.calls, s.successes, s.failures, s.retries, s.cache_hits, s.rate_waits, s.in_flight)
+                (
+                    s.name,
+                    s.calls,
+                    s.successes,
+                    s.failures,
+                    s.retries,
+                    s.cache_hits,
+                    s.rate_waits,
+                    s.in_flight,
+                    round(s.waits_now()[1], 1),
+                    round(s.recent_throughput(), 1),
+                )
                 for s in self._selected()
             ),
-            tuple((m.map_id, m.version) for m in self.maps()),
+            # a running map's elapsed time moves every second, even while no item finishes
+            tuple((m.map_id, m.version, 0 if m.finished else int(m.elapsed())) for m in self.maps()),
             tuple((log.name, log.version) for log in failure_logs()),
         )
 
     def rows(self) -> list[dict[str, Any]]:
-        """One ``FunctionStats.as_dict()`` per shown function, with live rates and charts."""
+        """One ``FunctionStats.as_dict()`` per shown function, with its charts."""
         running: dict[str, int] = {}
+        workers: dict[str, int] = {}
         for m in self.maps():
             if not m.finished:
                 running[m.name] = running.get(m.name, 0) + m.in_flight
+                if m.workers:
+                    workers[m.name] = workers.get(m.name, 0) + m.workers
         out = []
         for s in self._selected():
             row = s.as_dict()
             # Fast-path map items and process workers do not pass through begin()/end():
-            # the map's own count of items handed out and not finished is the real figure.
-            row["in_flight"] = max(row["in_flight"], running.get(s.name, 0))
-            recent, calls, fails, limit = hub.rates(s)
-            row["throughput"] = recent
-            row["chart_calls"] = sparkline(calls, "opero-s-calls")
-            row["chart_failures"] = sparkline(fails, "opero-s-fail")
+            # the map's own count of items handed out and not finished is the real figure,
+            # and never more than the workers that run them.
+            in_flight = max(row["in_flight"], running.get(s.name, 0))
+            if s.name in workers:
+                in_flight = min(in_flight, workers[s.name])
+            row["in_flight"] = in_flight
+            calls, fails, limit = hub.rates(s)
+            top = max(max(calls, default=0.0), max(fails, default=0.0), 1.0)
+            row["chart_calls"] = sparkline(calls, "opero-s-calls", step=SAMPLE, what="calls finished")
+            # failures share the calls' scale: one failure a second is not alarming at 100/s
+            row["chart_failures"] = sparkline(fails, "opero-s-fail", top=top, step=SAMPLE, what="failures")
             row["chart_limit"] = (
-                sparkline(limit, "opero-s-limit", top=100.0)
+                sparkline(limit, "opero-s-limit", top=100.0, unit=" %", step=SAMPLE, what="limit use")
                 if s.budget
                 else '<span class="opero-muted">–</span>'
             )
             out.append(row)
+        return out
+
+    def hints(self) -> list[str]:
+        """One line per running map whose threads mostly wait on the rate limit."""
+        out = []
+        for m in self.maps():
+            if not m.finished:
+                hint = worker_hint(m, lookup(m.name))
+                if hint:
+                    out.append(f"{m.label}: {hint}")
         return out
 
     # -- rendering ---------------------------------------------------------------------------
@@ -455,6 +577,7 @@ class Dashboard:
     def text(self) -> str:
         """The dashboard as plain text."""
         parts = [self.title, render_table_text(self.rows())]
+        parts.extend(self.hints())
         parts.extend(m.summary() for m in self.maps())
         errors = render_errors_text(self._logs(), self.created if self.scope is not None else 0.0)
         if errors:
@@ -478,8 +601,8 @@ class Dashboard:
                 bits.append(f"{row['cache_hits']:,} cached")
             if row["in_flight"]:
                 bits.append(f"{row['in_flight']:,} in flight")
-            if row["throughput"]:
-                bits.append(f"{row['throughput']:,.1f}/s")
+            if row["recent_throughput"]:
+                bits.append(f"{row['recent_throughput']:,.1f}/s")
             parts.append(f"<b>{esc(name)}</b> " + ", ".join(bits))
         elapsed = format_seconds(time.time() - self.created)
         return (
@@ -488,22 +611,35 @@ class Dashboard:
             + "</div>"
         )
 
-    def _body_html(self, with_maps: bool) -> str:
-        rows = self.rows()
+    def _top_html(self, rows: list[dict[str, Any]], more: bool) -> str:
+        """The title, the table (or the cell's status line) and the hints: live and saved alike."""
+        if self.compact:
+            return self._status_line(rows)
+        hints = "".join(f'<div class="opero-line opero-hint">{esc(h)}</div>' for h in self.hints())
+        return f"<b>{esc(self.title)}</b>" + render_table_html(rows, more=more) + hints
+
+    def _tail_html(self) -> str:
+        """Finished maps folded into one line each, then the failure panel."""
         since = self.created if self.scope is not None else 0.0
-        errors = render_errors_html(self._logs(), since)
-        maps_html = ""
-        if with_maps:
-            maps_html = "".join(bar_html(m) for m in self.maps() if not m.finished)
-        finished = self.finished_maps()
-        # Finished maps fold into one line each, under the running ones.
+        finished = [] if self.compact else self.finished_maps()
         folded = "".join(
             f'<div class="opero-line opero-muted opero-finished">{esc(m.summary())}</div>' for m in finished
         )
-        if self.compact:
-            return self._status_line(rows) + maps_html + errors
-        head = f"<b>{esc(self.title)}</b>"
-        return head + render_table_html(rows) + maps_html + folded + errors
+        return folded + render_errors_html(self._logs(), since)
+
+    def _body_html(self, with_maps: bool) -> str:
+        rows = self.rows()
+        maps_html = ""
+        if with_maps:
+            maps_html = "".join(bar_html(m) for m in self.maps() if not m.finished)
+        extra = ""
+        if not self.compact:
+            # where the live view has its "all columns" toggle
+            extra = (
+                '<details class="opero-more"><summary>all columns</summary>'
+                f"{render_table_html(rows, charts=False, more=True)}</details>"
+            )
+        return self._top_html(rows, more=False) + extra + maps_html + self._tail_html()
 
     def snapshot(self) -> str:
         """The whole dashboard as static HTML (what a saved notebook shows)."""
@@ -521,10 +657,23 @@ class Dashboard:
             self._body = w.HTML(value="")
             self._maps_box = w.VBox([])
             self._tail = w.HTML(value="")
-            self._widget = w.VBox([self._body, self._maps_box, self._tail])
+            children = [self._body]
+            if not self.compact:
+                self._toggle = w.ToggleButton(
+                    value=False, description="all columns", tooltip="show every fn.stats column"
+                )
+                self._toggle.layout = w.Layout(width="auto", height="22px", align_self="flex-start")
+                self._toggle.add_class("opero-more-toggle")
+                self._toggle.observe(self._on_toggle, names="value")
+                children.append(self._toggle)
+            self._widget = w.VBox([*children, self._maps_box, self._tail])
             self._widget.add_class("opero-dashboard")
             self.refresh(force=True)
         return self._widget
+
+    def _on_toggle(self, change: dict[str, Any]) -> None:
+        self._more = bool(change.get("new"))
+        self.refresh(force=True)
 
     def refresh(self, force: bool = False, tick: bool = False) -> bool:
         """Render the current state into the widgets when it changed; True when it did."""
@@ -558,6 +707,10 @@ class Dashboard:
             if not self._live_shown and self._running():
                 self._show_live()
             self._render()
+            if not self._live_shown:
+                # idle, the static snapshot shown: it follows the recent rates down to 0, so
+                # the saved frame does not keep the last busy second's calls/s
+                self._show_snapshot()
             self.refreshes += 1
             return True
 
@@ -572,20 +725,11 @@ class Dashboard:
 
     def _render(self) -> None:
         rows = self.rows()
-        since = self.created if self.scope is not None else 0.0
-        if self.compact:
-            top = self._status_line(rows)
-        else:
-            top = f"<b>{esc(self.title)}</b>" + render_table_html(rows)
-        body = f'{STYLE}<div class="opero-d">{top}</div>'
+        body = f'{STYLE}<div class="opero-d">{self._top_html(rows, self._more)}</div>'
         if body != self._body.value:
             self._body.value = body
         self._update_bars([m for m in self.maps() if not m.finished])
-        finished = [] if self.compact else self.finished_maps()
-        folded = "".join(
-            f'<div class="opero-line opero-muted opero-finished">{esc(m.summary())}</div>' for m in finished
-        )
-        tail = f'{STYLE}<div class="opero-d">{folded}{render_errors_html(self._logs(), since)}</div>'
+        tail = f'{STYLE}<div class="opero-d">{self._tail_html()}</div>'
         if tail != self._tail.value:
             self._tail.value = tail
 
@@ -615,6 +759,8 @@ class Dashboard:
             button.add_class("opero-stop")
             slot = len(self._bars)
             button.on_click(lambda _b, slot=slot: self._stop_slot(slot))
+            # taken early, in the kernel's shell channel thread: the map may hold the main one
+            clicks.hook(button, functools.partial(self._stop_map, slot))
             self._bars.append((label, button, w.HBox([label, button])))
         self._bar_maps = slots
         for (label, button, row), shown in zip(self._bars, slots):
@@ -635,6 +781,12 @@ class Dashboard:
             )
         if len(self._maps_box.children) != len(slots):
             self._maps_box.children = [row for _, _, row in self._bars[: len(slots)]]
+
+    def _stop_map(self, slot: int) -> None:
+        # only the stop event: rendering from the shell channel thread is not safe
+        m = self._bar_maps[slot] if slot < len(self._bar_maps) else None
+        if m is not None:
+            m.stop()
 
     def _stop_slot(self, slot: int) -> None:
         m = self._bar_maps[slot] if slot < len(self._bar_maps) else None
@@ -704,16 +856,55 @@ class Dashboard:
             print(self.text())
 
 
-def show(scope: dict[str, tuple[int, int]] | None = None, title: str = "opero") -> Dashboard:
+def show(
+    scope: dict[str, tuple[int, int]] | None = None, title: str = "opero", side: bool = False
+) -> Dashboard:
     """Display a live dashboard of every opero function (text snapshot outside a kernel).
+
+    Args:
+        scope: see :class:`Dashboard`.
+        title: the heading.
+        side: open it in a JupyterLab side panel (the ``sidecar`` widget), so it stays in
+            view while the notebook scrolls; where that is not possible (no ``sidecar``
+            package, Voila) it is shown in the cell output.
 
     Returns:
         The dashboard; call ``.close()`` to stop it.
     """
     dashboard = Dashboard(scope=scope, title=title)
     if widgets_available():
-        dashboard.display()
+        if not (side and _show_in_side_panel(dashboard)):
+            dashboard.display()
         dashboard.attach()
     else:
         print(dashboard.text())
     return dashboard
+
+
+#: The side panel of the last ``%opero dashboard --side`` (a new one replaces it).
+_side_panel: Any = None
+
+
+def _show_in_side_panel(dashboard: Dashboard) -> bool:
+    """Display ``dashboard`` in a JupyterLab side panel; False when that is not possible."""
+    global _side_panel
+    if _IN_VOILA:
+        return False
+    try:
+        from sidecar import Sidecar
+    except ImportError:
+        logger.info("opero: pip install sidecar to show the dashboard in a side panel")
+        return False
+    from IPython.display import display
+
+    if _side_panel is not None:
+        _side_panel.close()
+    panel = Sidecar(title=dashboard.title, anchor="split-right")
+    with panel:
+        dashboard.display()
+    _side_panel = panel
+    note = "opero dashboard: opened in a side panel (JupyterLab)"
+    display(  # type: ignore[no-untyped-call]
+        {"text/html": f'<div class="opero-note opero-muted">{esc(note)}</div>', "text/plain": note}, raw=True
+    )
+    return True

@@ -46,6 +46,7 @@ _CELL_BACKENDS = ("disk", "memory")
 USAGE = """\
 %%opero [option=value ...]     run the cell as one resilient unit; options are Python literals
 %opero dashboard               live dashboard of every opero function
+%opero dashboard --side        the same in a JupyterLab side panel (stays in view)
 %opero stats                   opero.stats() as a DataFrame
 %opero clear-cache [namespace] empty opero's caches (cells included)
 %opero config k=v ...          notebook-wide defaults (opero.configure); no arguments: show them;
@@ -380,6 +381,34 @@ def _hide_opero_frames(exc: BaseException) -> None:
             todo.extend(e.errors)
 
 
+def _show_interrupt(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: Any = None) -> Any:
+    """IPython's handler of KeyboardInterrupt: the traceback without opero's frames.
+
+    IPython always shows the innermost frame, even one marked ``__tracebackhide__``; an
+    interrupted map (its partial results are in ``fn.last_results()``) is re-raised from
+    opero's own frame, which this handler strips.
+    """
+    value.__traceback__ = tb
+    _hide_opero_frames(value)
+    return shell.showtraceback((etype, value, value.__traceback__), tb_offset=tb_offset)
+
+
+def install_interrupt_handler(shell: Any) -> bool:
+    """Show interrupted maps without opero's frames in ``shell``; True when installed.
+
+    A custom exception handler the user (or another extension) installed is left alone.
+    """
+    if shell is None or not hasattr(shell, "set_custom_exc"):
+        return False
+    current = tuple(getattr(shell, "custom_exceptions", ()) or ())
+    if current == (KeyboardInterrupt,):
+        return True
+    if current:
+        return False
+    shell.set_custom_exc((KeyboardInterrupt,), _show_interrupt)
+    return True
+
+
 def _lookup_key(
     shell: Any, names: cellcache.CellNames, source: str, opts: Options, backend: str
 ) -> tuple[str | None, cellcache.CellStore | None, dict[str, Any]]:
@@ -496,7 +525,9 @@ class OperoMagics(Magics):
             print(USAGE)
             return None
         if command == "dashboard":
-            show(title="opero dashboard")
+            if rest not in ("", "--side"):
+                raise UsageError(f"%opero dashboard takes no argument but --side, got {rest!r}")
+            show(title="opero dashboard", side=rest == "--side")
             return None
         if command == "stats":
             return _stats()

@@ -51,6 +51,7 @@ from ._base import safe_name
 
 __all__ = [
     "HostRecord",
+    "HostSlots",
     "HostStore",
     "folder",
     "function_path",
@@ -58,6 +59,7 @@ __all__ = [
     "record_path",
     "record_store",
     "scope_path",
+    "slots_store",
 ]
 
 _STATE = struct.Struct("<dd")  # tat, last
@@ -528,6 +530,104 @@ def _cleanup_temporary() -> None:
     if os.getpid() == _creator:
         for path in _temporary:
             shutil.rmtree(path, ignore_errors=True)
+
+
+class HostSlots:
+    """``max_concurrency`` slots shared by every process of this host: one locked file each.
+
+    An attempt holds a slot while it holds ``flock`` on that slot's file through a descriptor
+    of its own (a fresh open per acquisition: ``flock`` excludes other open file
+    descriptions, so threads of one process exclude each other too, and a forked child
+    inherits nothing it could confuse). The kernel drops the lock when its holder dies, so a
+    slot held by a killed worker is free at once.
+
+    Args:
+        base: the slot files' path without the slot number (see :func:`slot_base`).
+        limit: how many slots (``max_concurrency``).
+        owner: this process made a function's slots and removes the files when done.
+    """
+
+    __slots__ = ("__weakref__", "_next", "base", "limit")
+
+    def __init__(self, base: str, limit: int, owner: bool = False) -> None:
+        self.base = base
+        self.limit = int(limit)
+        self._next = itertools.count()
+        paths = [self.path(i) for i in range(self.limit)]
+        for path in paths:
+            os.close(_open_checked(path, create=True)[0])
+        if owner:
+            weakref.finalize(self, _unlink_all, paths, os.getpid())
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (HostSlots, (self.base, self.limit))
+
+    def path(self, i: int) -> str:
+        """The file of slot ``i``."""
+        return f"{self.base}.{i}.rec"
+
+    def try_acquire(self) -> int | None:
+        """Take a free slot without waiting: return its descriptor (for :meth:`release`), or None."""
+        start = next(self._next)  # spread the first try over the slots
+        for k in range(self.limit):
+            fd = self.try_one((start + k) % self.limit)
+            if fd is not None:
+                return fd
+        return None
+
+    def release(self, held: int) -> None:
+        """Give a slot back (closing its descriptor drops the lock)."""
+        try:
+            os.close(held)
+        except OSError:
+            pass
+
+    def in_use(self) -> int:
+        """How many slots are held now (a snapshot, for stats)."""
+        busy = 0
+        for i in range(self.limit):
+            fd = self.try_one(i)
+            if fd is None:
+                busy += 1
+            else:
+                os.close(fd)
+        return busy
+
+    def try_one(self, i: int) -> int | None:
+        """Slot ``i``'s locked descriptor, or None when it is held (or unusable)."""
+        try:
+            fd, _ = _open_checked(self.path(i), create=True)
+        except (PermissionError, FileNotFoundError):
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return None
+        return fd
+
+    def __repr__(self) -> str:
+        return f"<HostSlots {self.base} x{self.limit}>"
+
+
+def _unlink_all(paths: list[str], pid: int) -> None:
+    if os.getpid() == pid:
+        for path in paths:
+            _unlink(path)
+
+
+def slot_base(name: str, scoped: bool) -> str:
+    """Where a scope's (by name) or a function's own concurrency slots live."""
+    if scoped:
+        return os.path.join(folder(), f"slots-scope-{safe_name(name)}")
+    return os.path.join(folder(), f"slots-fn-{os.getpid()}-{safe_name(name)}-{next(_counter)}")
+
+
+def slots_store(options: Options, name: str, scoped: bool) -> HostSlots:
+    """``max_concurrency`` slots on this host: a scope's (shared by name) or a function's own."""
+    limit = options.max_concurrency
+    assert limit is not None
+    return HostSlots(slot_base(name, scoped), limit, owner=not scoped)
 
 
 def limiter_store(options: Options, name: str, scoped: bool) -> HostStore:

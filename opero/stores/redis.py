@@ -22,6 +22,7 @@ warning), so calls are still limited on this host and never fail.
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import threading
@@ -38,7 +39,7 @@ from .._options import Options
 from .._telemetry import logger
 from ._base import MISS, redact
 from ._signed import decode, encode
-from .host import HostRecord, HostStore, function_path, record_path, scope_path
+from .host import HostRecord, HostSlots, HostStore, function_path, record_path, scope_path, slot_base
 
 __all__ = [
     "BACKOFF",
@@ -46,12 +47,14 @@ __all__ = [
     "RedisCache",
     "RedisLink",
     "RedisRecord",
+    "RedisSlots",
     "RedisStore",
     "clear_namespace",
     "get_link",
     "key_prefix",
     "limiter_store",
     "record_store",
+    "slots_store",
     "make_cache",
     "redact",
     "redis_url",
@@ -82,7 +85,7 @@ class RedisLink:
         settings: extra client settings (timeouts, credentials).
     """
 
-    __slots__ = ("_async", "_client", "_down_until", "_lock", "_scripts", "settings", "shown", "url")
+    __slots__ = ("_async", "_client", "_down_until", "_lock", "_scripts", "_why", "settings", "shown", "url")
 
     def __init__(self, url: str, settings: Mapping[str, Any]) -> None:
         self.url = url
@@ -91,6 +94,8 @@ class RedisLink:
         self.settings = dict(settings)
         self._client: Any = None
         self._down_until = 0.0
+        #: why the last failure happened (credentials masked), told while the link backs off
+        self._why: str | None = None
         self._lock = threading.Lock()
         self._scripts: dict[str, Any] = {}
         # event loop -> (its redis.asyncio client, its registered scripts); weak, so a
@@ -169,19 +174,19 @@ class RedisLink:
         """Mark the server down for ``BACKOFF`` seconds; True when it was believed up."""
         was_up = self._down_until == 0.0
         self._down_until = time.monotonic() + BACKOFF
+        self._why = self.reason(exc)
         if was_up:
-            logger.warning(
-                "opero: redis at %s unreachable (%s); retrying in %.1fs",
-                self.shown,
-                self.reason(exc),
-                BACKOFF,
-            )
+            shape = "opero: redis at %s: %s; retrying in %.1fs"
+            if not _is_auth_error(exc):
+                shape = "opero: redis at %s unreachable (%s); retrying in %.1fs"
+            logger.warning(shape, self.shown, self._why, BACKOFF)
         return was_up
 
     def succeeded(self) -> None:
         """The server answered: leave the down state (logged once)."""
         if self._down_until:
             self._down_until = 0.0
+            self._why = None
             logger.warning("opero: redis at %s is reachable again", self.shown)
 
     def __repr__(self) -> str:
@@ -189,12 +194,42 @@ class RedisLink:
         return f"<RedisLink {self.shown} {state}>"
 
     def reason(self, exc: BaseException | None) -> str:
-        """``Type: message`` of a failure, with any credential in it masked."""
+        """``Type: message`` of a failure, credentials masked; ``authentication failed: ...``
+        for a wrong password or user. Without ``exc`` (the link is backing off): the last
+        failure's reason, so a wrong password is never reported as a server down."""
         if exc is None:
-            return "server down"
+            return self._why or "server down"
         text = redact(f"{type(exc).__name__}: {exc}")
-        secret = self.settings.get("password")
-        return text.replace(str(secret), "***") if secret else text
+        for secret in (self.settings.get("password"), _url_password(self.url)):
+            if secret:
+                text = text.replace(str(secret), "***")
+        return f"authentication failed: {text}" if _is_auth_error(exc) else text
+
+
+def _is_auth_error(exc: BaseException) -> bool:
+    """Whether redis refused the credentials (a wrong password or user, or none given).
+
+    By name, so redis-py is not imported here: ``AuthenticationError`` and its kin, or a
+    server reply starting ``NOAUTH`` / ``WRONGPASS`` seen as another error class.
+    """
+    if any(c.__name__.startswith("Authentication") for c in type(exc).__mro__):
+        return True
+    try:
+        text = str(exc).lstrip()
+    except Exception:
+        return False
+    return text.startswith(("NOAUTH", "WRONGPASS", "invalid username-password"))
+
+
+def _url_password(url: str) -> str | None:
+    """The password in a redis URL, to mask wherever an error message repeats it."""
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return None
+    return unquote(password) if password else None
 
 
 _links: dict[tuple[str, tuple[tuple[str, Any], ...]], RedisLink] = {}
@@ -410,6 +445,26 @@ elseif op == 'aimd_succeeded' then
   if a[2] > 0 and rate > a[2] then rate = a[2] end
   v[1] = rate
   out = {rate}
+elseif op == 'pace_take' then
+  if a[3] > 0 and (v[2] >= a[3] or v[2] + a[2] > a[3]) then
+    out = {-1}
+  else
+    v[2] = v[2] + a[2]
+    local start = math.max(v[1], now)
+    if a[1] > 0 then v[1] = start + a[1] end
+    out = {start - now}
+  end
+elseif op == 'pace_adjust' then
+  v[1] = v[1] + a[1]; v[2] = v[2] + a[2]
+  out = {v[2]}
+elseif op == 'pace_hold' then
+  v[1] = math.max(v[1], now + a[1])
+  out = {0}
+elseif op == 'pace_read' then
+  out = {v[2]}
+elseif op == 'aimd_publish' then
+  v[1] = a[1]; v[3] = a[1]; v[4] = 0
+  out = {a[1]}
 elseif op == 'breaker_state' then
   out = {v[1]}
 elseif op == 'breaker_before' then
@@ -490,12 +545,11 @@ class RedisRecord:
     def _local(self, exc: BaseException | None) -> HostRecord:
         if not self._warned:
             self._warned = True
-            reason = f"{type(exc).__name__}: {exc}" if exc is not None else "server down"
             logger.warning(
                 "opero: redis state %r at %s unavailable (%s); shared on this machine only until it is back",
                 self.key,
-                self._link.url,
-                reason,
+                self._link.shown,  # never the URL itself: it may hold the password
+                self._link.reason(exc),
             )
         with self._fallback_lock:
             if self._fallback is None:
@@ -743,3 +797,107 @@ def record_store(options: Options, kind: str, name: str, scoped: bool, initial: 
         tail = local.rsplit("-fn-", 1)[1].removesuffix(".rec")
         key = f"opero:{kind}:fn:{socket.gethostname()}:{tail}"
     return RedisRecord(dict(options.cache_backend_config), key, initial, local)
+
+
+#: ``max_concurrency`` slots as a sorted set of leases (member -> expiry on the server's
+#: clock). ARGV = op, member, limit, lease seconds.
+SLOTS_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local op = ARGV[1]
+if op == 'release' then
+  redis.call('ZREM', KEYS[1], ARGV[2])
+  return 1
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.6f', now))
+local n = redis.call('ZCARD', KEYS[1])
+if op == 'count' then return n end
+if n < tonumber(ARGV[3]) then
+  redis.call('ZADD', KEYS[1], string.format('%.6f', now + tonumber(ARGV[4])), ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], math.floor(tonumber(ARGV[4]) * 1000) + 1000)
+  return 1
+end
+return 0
+"""
+#: Longest a slot is held without its holder: a worker that died frees it within this.
+LEASE = 30.0
+
+
+class RedisSlots:
+    """``max_concurrency`` across machines: leases in a redis sorted set.
+
+    A holder that dies frees its slot when its lease (:data:`LEASE` seconds) runs out; an
+    attempt that runs longer than the lease no longer counts against the limit. While the
+    server is unreachable the slots fall back to this host's (:class:`~.host.HostSlots`).
+
+    Args:
+        config: ``cache_backend_config`` (``url`` or host/port/db).
+        key: the redis key.
+        limit: how many slots.
+        local_base: the host slots used while the server is unreachable.
+    """
+
+    __slots__ = ("_fallback", "_link", "_members", "config", "key", "limit", "local_base")
+
+    def __init__(self, config: dict[str, Any], key: str, limit: int, local_base: str) -> None:
+        self.config = config
+        self.key = key
+        self.limit = int(limit)
+        self.local_base = local_base
+        self._link = get_link(config)
+        self._fallback: HostSlots | None = None
+        self._members = itertools.count()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (RedisSlots, (self.config, self.key, self.limit, self.local_base))
+
+    def _run(self, op: str, member: str) -> int | None:
+        if self._link.client() is None:
+            return None
+        try:
+            reply = self._link.script(SLOTS_LUA)(keys=[self.key], args=[op, member, self.limit, LEASE])
+        except Exception as exc:
+            self._link.failed(exc)
+            return None
+        self._link.succeeded()
+        return int(reply)
+
+    def _local(self) -> HostSlots:
+        if self._fallback is None:
+            self._fallback = HostSlots(self.local_base, self.limit)
+        return self._fallback
+
+    def try_acquire(self) -> Any:
+        """Take a lease without waiting: its member name (or a host slot), or None."""
+        member = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}:{next(self._members)}"
+        got = self._run("acquire", member)
+        if got is None:
+            return self._local().try_acquire()
+        return member if got else None
+
+    def release(self, held: Any) -> None:
+        """Give a lease (or a host slot) back."""
+        if isinstance(held, int):
+            self._local().release(held)
+        else:
+            self._run("release", held)
+
+    def in_use(self) -> int:
+        """Leases held now (a snapshot, for stats)."""
+        got = self._run("count", "")
+        return self._local().in_use() if got is None else got
+
+    def __repr__(self) -> str:
+        return f"<RedisSlots {self.key} x{self.limit} on {self._link.url}>"
+
+
+def slots_store(options: Options, name: str, scoped: bool) -> RedisSlots:
+    """``max_concurrency`` leases on the redis server: a scope's (by name) or one function's."""
+    limit = options.max_concurrency
+    assert limit is not None
+    local = slot_base(name, scoped)
+    if scoped:
+        key = f"opero:slots:scope:{name}"
+    else:
+        key = f"opero:slots:fn:{socket.gethostname()}:{os.path.basename(local).removeprefix('slots-fn-')}"
+    return RedisSlots(dict(options.cache_backend_config), key, limit, local)

@@ -1,0 +1,311 @@
+"""``@opmap(batch_size=N)``: one request per batch of up to N items, results per item.
+
+The map's items are looked up in the cache and deduplicated one by one first (only missing,
+distinct items are sent); the rest are cut into batches of up to N, and each batch is one
+call of the function, ``func(batch, *args, **kwargs)``, through its own plan: retries,
+fallbacks, timeout, rate limit and circuit breaker apply per batch call, in every mode (the
+executors see each batch as one item). The function returns a list of as many results, in
+order; an element that is an exception instance fails that item alone. A batch whose call
+still fails after its retries is split in halves and each half called again, down to single
+items, so one poison item fails alone (about 2·log2(N) extra calls); the halves run where the
+map's results arrive (the caller's thread or loop). A returned list of the wrong length
+fails the batch's items with a ``ConfigurationError`` naming both lengths.
+
+``fn.stats`` counts requests: calls, attempts, retries and failures are batch calls; the
+items answered from the cache (or by a duplicate) are cache hits. Progress counts items.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import AsyncIterator, Callable, Hashable, Iterator
+from typing import Any
+
+from ._errors import ConfigurationError
+from ._policy import Plan
+from ._progress import MapProgress
+from ._telemetry import _registry
+from ._testing import state as testing_state
+from .executors import sync_outcomes
+from .executors._chunks import MapCall, Outcome, Spread, Window, compose
+from .stores import MISS
+
+__all__ = ["BatchMap", "batch_plan", "chunks"]
+
+_UNBOUNDED = 1 << 62
+
+
+def batch_plan(plan: Plan) -> Plan:
+    """The plan of the batch calls: ``plan``'s function and options, without its cache (the
+    cache is per item), sharing its counters, rate budget, breaker and sticky fallbacks."""
+    opts = plan.options.replace(
+        cache=False,
+        rate_limit=None,
+        rate_start=None,
+        adaptive=False,
+        rate_limit_scope=None,
+        circuit_breaker=None,
+    )
+    # -- tokens / max_concurrency (the pace options), once they exist: the batch plan shares
+    # the function's token budget and concurrency slots like the limiter above (one slot per
+    # request), and its `tokens` estimate is the per-item `tokens(...)` summed over the batch
+    # (bind each item in the batch's place, call the user's `tokens`, add up). --
+    batches = Plan(plan.func, opts, plan.name)
+    batches.limiter, batches.breaker, batches.in_map = plan.limiter, plan.breaker, True
+    batches.sticky = plan.sticky
+    batches.stats = batches.recorder.stats = plan.stats
+    _registry.put(plan.name, plan.stats)  # building the plan registered fresh counters
+    return batches
+
+
+class _Slots:
+    """The items of one batch map: which are answered, which are sent, in which batch."""
+
+    def __init__(self, items: list[Any]) -> None:
+        self.items = items
+        #: batch number -> the item indices it carries
+        self.batches: list[list[int]] = []
+        #: leader index -> indices of its duplicates (same cache key)
+        self.followers: dict[int, list[int]] = {}
+        self.keys: dict[int, Hashable] = {}
+
+
+class BatchMap:
+    """One list map with ``batch_size``: cache, dedupe, batches, bisection, per-item outcomes.
+
+    Args:
+        call: the map call (its plan is the item plan: keys and cache).
+        batches: the plan of the batch calls (:func:`batch_plan`).
+        size: ``batch_size``.
+        account: the map's bookkeeping of a list of outcomes (failure log, progress).
+    """
+
+    def __init__(
+        self,
+        call: MapCall,
+        batches: Plan,
+        size: int,
+        account: Callable[[list[Outcome], MapProgress], None],
+    ) -> None:
+        self.call = call
+        self.plan = call.plan
+        self.batches = batches
+        self.size = size
+        self.account = account
+
+    # -- before dispatch ---------------------------------------------------------------------
+
+    def prepare(self, items: list[Any], results: list[Any], progress: MapProgress) -> _Slots:
+        """Answer cache hits and duplicates' leaders; cut the rest into batches."""
+        for item in items:
+            if type(item) is Spread:
+                raise ConfigurationError(
+                    f"{self.plan.name}: batch_size maps one column (a list of items); "
+                    "several columns per row cannot be batched"
+                )
+        slots = _Slots(items)
+        plan = self.plan
+        caching = plan.keys is not None and plan.cache is not None and testing_state.cache
+        leaders: dict[Hashable, int] = {}
+        send: list[int] = []
+        hits: list[Outcome] = []
+        for idx, item in enumerate(items):
+            key = None
+            if caching:
+                key, value = self._lookup(item)
+                if value is not MISS:
+                    hits.append((idx, True, value, None))
+                    continue
+            if key is not None:
+                first = leaders.setdefault(key, idx)
+                if first != idx:
+                    slots.followers.setdefault(first, []).append(idx)
+                    continue
+                slots.keys[idx] = key
+            send.append(idx)
+        if hits:
+            self._answered(hits, results, progress)
+        slots.batches = [send[i : i + self.size] for i in range(0, len(send), self.size)]
+        return slots
+
+    def _lookup(self, item: Any) -> tuple[Hashable | None, Any]:
+        began = time.perf_counter()
+        call = self.call
+        key, value = self.plan.lookup(*compose(call.prefix, item, call.args, call.kwargs))
+        if value is not MISS:
+            stats = self.plan.stats
+            stats.begin()
+            self.plan.finish(True, began, 0)
+        return key, value
+
+    def pairs(self, slots: _Slots) -> Iterator[tuple[int, Any]]:
+        """What the executor runs: ``(batch number, [items])``."""
+        items = slots.items
+        for b, indices in enumerate(slots.batches):
+            yield b, [items[i] for i in indices]
+
+    # -- results -----------------------------------------------------------------------------
+
+    def land(self, slots: _Slots, batch: int, ok: bool, value: Any) -> tuple[list[Outcome], list[int]]:
+        """Per-item outcomes of one finished batch call, and the indices to bisect (if any)."""
+        indices = slots.batches[batch]
+        if not ok:
+            if len(indices) > 1:
+                return [], indices
+            return [(indices[0], False, value, slots.items[indices[0]])], []
+        return self._split(slots, indices, value), []
+
+    def _split(self, slots: _Slots, indices: list[int], value: Any) -> list[Outcome]:
+        items = slots.items
+        try:
+            values = list(value)
+        except TypeError:
+            values = None
+        if values is None or len(values) != len(indices):
+            got = "a " + type(value).__name__ if values is None else f"{len(values)} results"
+            error = ConfigurationError(
+                f"{self.plan.name} got a batch of {len(indices)} items and returned {got}: "
+                f"a batch function must return a list of {len(indices)} results, one per item, in order"
+            )
+            return [(i, False, error, items[i]) for i in indices]
+        out: list[Outcome] = []
+        for i, v in zip(indices, values):
+            if isinstance(v, BaseException):
+                out.append((i, False, v, items[i]))
+            else:
+                out.append((i, True, v, None))
+        return out
+
+    def finish(self, slots: _Slots, outs: list[Outcome], results: list[Any], progress: MapProgress) -> None:
+        """Store successes per item, copy outcomes to duplicates, place and count them."""
+        plan = self.plan
+        shared: list[Outcome] = []
+        for idx, ok, value, _ in outs:
+            key = slots.keys.pop(idx, None)
+            if ok and key is not None:
+                plan.store(key, value)
+            for j in slots.followers.pop(idx, ()):
+                # a duplicate answered by its leader: a call without an attempt (a cache hit)
+                plan.stats.begin()
+                if ok:
+                    plan.stats.add(cache_hits=1)
+                plan.finish(ok, time.perf_counter(), 0, None if ok else value)
+                shared.append((j, ok, value, None if ok else slots.items[j]))
+        self._answered([*outs, *shared], results, progress)
+
+    def _answered(self, outs: list[Outcome], results: list[Any], progress: MapProgress) -> None:
+        self.account(outs, progress)
+        for idx, _, value, _ in outs:
+            results[idx] = value
+
+    # -- bisection -----------------------------------------------------------------------------
+
+    @staticmethod
+    def halves(indices: list[int]) -> list[list[int]]:
+        """The two halves of a failed batch's items."""
+        mid = len(indices) // 2
+        return [indices[:mid], indices[mid:]]
+
+    def bisect_sync(self, slots: _Slots, indices: list[int]) -> list[Outcome]:
+        """Call the halves of a failed batch, splitting again, down to single items."""
+        out: list[Outcome] = []
+        todo = self.halves(indices)
+        while todo:
+            part = todo.pop(0)
+            ok, value = self._call_sync(slots, part)
+            out.extend(self._part(slots, part, ok, value, todo))
+        return out
+
+    async def bisect_async(self, slots: _Slots, indices: list[int]) -> list[Outcome]:
+        """:meth:`bisect_sync` for ``async def`` functions."""
+        out: list[Outcome] = []
+        todo = self.halves(indices)
+        while todo:
+            part = todo.pop(0)
+            ok, value = await self._call_async(slots, part)
+            out.extend(self._part(slots, part, ok, value, todo))
+        return out
+
+    def _part(
+        self, slots: _Slots, part: list[int], ok: bool, value: Any, todo: list[list[int]]
+    ) -> list[Outcome]:
+        if ok:
+            return self._split(slots, part, value)
+        if len(part) > 1:
+            todo[:0] = self.halves(part)
+            return []
+        return [(part[0], False, value, slots.items[part[0]])]
+
+    def _args(self, slots: _Slots, part: list[int]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        call = self.call
+        return compose(call.prefix, [slots.items[i] for i in part], call.args, call.kwargs)
+
+    def _call_sync(self, slots: _Slots, part: list[int]) -> tuple[bool, Any]:
+        args, kwargs = self._args(slots, part)
+        try:
+            return True, self.batches.call_sync(args, kwargs)
+        except Exception as exc:
+            return False, exc
+
+    async def _call_async(self, slots: _Slots, part: list[int]) -> tuple[bool, Any]:
+        args, kwargs = self._args(slots, part)
+        try:
+            if self.batches.is_async:
+                return True, await self.batches.call_async(args, kwargs)
+            return True, await asyncio.to_thread(self.batches.call_sync, args, kwargs)
+        except Exception as exc:
+            return False, exc
+
+    # -- the two drivers ---------------------------------------------------------------------
+
+    def run_sync(self, items: list[Any], results: list[Any], progress: MapProgress) -> None:
+        """The whole map from sync code: ``results[i]`` gets item i's result (or exception)."""
+        slots = self.prepare(items, results, progress)
+        if not slots.batches:
+            return
+        bcall = self._batch_call(len(slots.batches))
+        for outs in sync_outcomes(bcall, self.pairs(slots), Window(_UNBOUNDED)):
+            for b, ok, value, _ in outs:
+                done, failed = self.land(slots, b, ok, value)
+                if failed:
+                    done = self.bisect_sync(slots, failed)
+                self.finish(slots, done, results, progress)
+
+    async def run_async(
+        self,
+        items: list[Any],
+        results: list[Any],
+        progress: MapProgress,
+        batches: Callable[[MapCall, Iterator[tuple[int, Any]], Window], AsyncIterator[list[Outcome]]],
+    ) -> None:
+        """The whole map from async code (``batches``: the map's async outcome source)."""
+        slots = self.prepare(items, results, progress)
+        if not slots.batches:
+            return
+        bcall = self._batch_call(len(slots.batches))
+        async for outs in batches(bcall, self.pairs(slots), Window(_UNBOUNDED)):
+            for b, ok, value, _ in outs:
+                done, failed = self.land(slots, b, ok, value)
+                if failed:
+                    done = await self.bisect_async(slots, failed)
+                self.finish(slots, done, results, progress)
+
+    def _batch_call(self, total: int) -> MapCall:
+        # the executors see each batch as one item of the batch plan
+        c = self.call
+        return dataclasses.replace(c, plan=self.batches, total=total)
+
+
+def chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    """Consecutive segments of ``items`` (a streamed batch map runs one segment at a time)."""
+    while True:
+        seg: list[Any] = []
+        for item in items:
+            seg.append(item)
+            if len(seg) >= size:
+                break
+        if not seg:
+            return
+        yield seg
