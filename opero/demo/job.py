@@ -5,9 +5,10 @@ Run it with ``python -m opero.demo.job``. It starts the loopback demo API in thi
 function:
 
 * every call first checks its API key on ``/secure/<id>``. The first key in our list has
-  been revoked (401), so opero falls back to the next key: ``arg_fallback="api_key"``;
-  and it remembers (sticky candidates): later calls start from the good key, so the revoked
-  one is tried about once per worker, not once per call;
+  been revoked (401), so opero falls back to the next key: ``arg_fallback="api_key"``, on a
+  refused key only (``fallback_on=key_refused``: a 500 is the server's hiccup, retried with
+  the same key); and it remembers (sticky candidates): later calls start from the good key,
+  so the revoked one is tried about once per worker, not once per call;
 * then it reads ``/item/<id>``. About 20% of items fail with a 500 the first time they are
   asked for; opero retries them: ``retries=3``;
 * the API allows 200 requests/s; opero spaces every attempt (first tries, fallbacks and
@@ -62,12 +63,18 @@ def get_json(path: str, key: str) -> Any:
         return json.load(response)
 
 
+def key_refused(error: BaseException) -> bool:
+    """True for a refused key (HTTP 401 or 403): only these move on to the next key."""
+    return getattr(error, "code", None) in (401, 403)
+
+
 @opmap(
     mode="thread",
     workers=16,
     retries=3,
     min_delay=0.01,
     arg_fallback="api_key",
+    fallback_on=key_refused,
     rate_limit=OUR_RATE_LIMIT,
     cache=True,
     cache_backend="memory",
