@@ -170,9 +170,9 @@ def pushback() -> bool:
 # -- run 5: a language-model API, paced by tokens ---------------------------------------------
 
 N_PROMPTS = 2000
-#: the chat endpoint's limits per window: a provider's "500 RPM, 60,000 TPM", a minute scaled
+#: the chat endpoint's limits per window: a provider's "400 RPM, 50,000 TPM", a minute scaled
 #: to a second so the run takes seconds; the token limit is the one that binds
-LLM_REQUESTS, LLM_TOKENS, LLM_WINDOW = 500, 60000, 1.0
+LLM_REQUESTS, LLM_TOKENS, LLM_WINDOW = 400, 50000, 1.0
 MAX_TOKENS = 100  # the longest answer asked for
 
 
