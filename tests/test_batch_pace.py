@@ -91,12 +91,17 @@ def _texts(n: int) -> list[str]:
     return ["y" * (10 + (7 * i) % 40) for i in range(n)]
 
 
-def test_token_spacing_follows_the_summed_tokens_of_each_batch(embed_server: tuple[str, _Log]) -> None:
+@pytest.mark.parametrize("mode", ["thread", "async"])
+def test_token_spacing_follows_the_summed_tokens_of_each_batch(
+    mode: str, embed_server: tuple[str, _Log]
+) -> None:
     """token_limit=2000/s, batches of 5: each request starts its predecessor's summed tokens
     / 2000 s later, and tokens_used is the sum over every item."""
     url, log = embed_server
     texts = _texts(40)
-    fn = opmap(batch_size=5, workers=4, progress=False, token_limit="2000/s", tokens=text_tokens)(embed)
+    fn = opmap(mode=mode, batch_size=5, workers=4, progress=False, token_limit="2000/s", tokens=text_tokens)(
+        embed
+    )
     began = time.monotonic()
     out = fn(texts, url)
     took = time.monotonic() - began
