@@ -95,8 +95,7 @@ def _texts(n: int) -> list[str]:
 def test_token_spacing_follows_the_summed_tokens_of_each_batch(
     mode: str, embed_server: tuple[str, _Log]
 ) -> None:
-    """token_limit=2000/s, batches of 5: each request starts its predecessor's summed tokens
-    / 2000 s later, and tokens_used is the sum over every item."""
+    """token_limit=2000/s, batches of 5: requests are spaced by their summed tokens, all counted."""
     url, log = embed_server
     texts = _texts(40)
     fn = opmap(mode=mode, batch_size=5, workers=4, progress=False, token_limit="2000/s", tokens=text_tokens)(
@@ -134,8 +133,7 @@ def test_charge_in_a_batch_call_corrects_the_summed_estimate(embed_server: tuple
 def test_batch_calls_in_flight_never_exceed_max_concurrency(
     mode: str, embed_server: tuple[str, _Log]
 ) -> None:
-    """8 workers, max_concurrency=2, 12 batches of 4: one slot per request, at most 2 at the
-    server at once (and 2 reached), one request per batch."""
+    """8 workers, max_concurrency=2, 12 batches of 4: exactly 2 requests at most in flight."""
     url, log = embed_server
     fn = opmap(mode=mode, batch_size=4, workers=8, progress=False, max_concurrency=2)(embed)
     texts = _texts(48)
@@ -158,8 +156,7 @@ def test_process_workers_sum_the_tokens_of_their_batches(embed_server: tuple[str
 
 
 def test_token_budget_counts_summed_batch_estimates(embed_server: tuple[str, _Log]) -> None:
-    """token_budget covers 2 of 4 batches of 5 (each item 20 tokens): 10 items are answered,
-    the others hold BudgetExhausted; 2 requests reach the server."""
+    """token_budget=200 covers 2 batches of 5 items of 20 tokens: 10 answered, 10 BudgetExhausted."""
     url, log = embed_server
     texts = [f"{i:02d}" + "z" * 18 for i in range(20)]
     fn = opmap(batch_size=5, workers=1, progress=False, token_budget=200, tokens=text_tokens)(embed)

@@ -75,7 +75,7 @@ def test_slots_in_use_against_max_concurrency_while_a_map_runs() -> None:
         board = dashboard.Dashboard(title="t")
         during = _row(board, hold.stats.name)
         assert "3/3 slots" in str(during["chart_limit"])
-        assert "slots in use" in board.snapshot() and ">3/3</td>" in board.snapshot()
+        assert "concurrency in flight" in board.snapshot() and ">3/3</td>" in board.snapshot()
     finally:
         release.set()
         runner.join()
@@ -84,8 +84,7 @@ def test_slots_in_use_against_max_concurrency_while_a_map_runs() -> None:
 
 
 def test_all_columns_and_snapshot_carry_tokens_and_slots() -> None:
-    """The toggle's table has tokens used (of token_budget), the token limit and slots in use;
-    the default table stays without them; the saved snapshot holds both tables and the chart."""
+    """All columns (and the snapshot) show tokens used of the budget, token limit, concurrency."""
 
     @opero(token_limit="1000/s", token_budget=5000, max_concurrency=4, tokens=lambda n: n)
     def metered(n: int) -> int:
@@ -101,7 +100,7 @@ def test_all_columns_and_snapshot_carry_tokens_and_slots() -> None:
     assert '<td class="opero-token-limit">1,000/s</td>' in full
     assert '<td class="opero-concurrency-in-flight">0/4</td>' in full
     default = dashboard.render_table_html([row])
-    assert ">tokens used</th>" not in default and ">slots in use</th>" not in default
+    assert ">tokens used</th>" not in default and ">concurrency in flight</th>" not in default
     assert "opero-s-tokens" in default and "0/4 slots" in default  # in the limit-use column
     snapshot = board.snapshot()
     assert "600 of 5,000" in snapshot and "opero-s-tokens" in snapshot and "0/4 slots" in snapshot

@@ -100,9 +100,7 @@ def _percent(output: str, label: str) -> float:
 
 @pytest.mark.slow
 def test_llm_run_uses_the_token_limit_without_429s(job_output: str) -> None:
-    """Run 5: 2,000 prompts of mixed length, every one answered; the tokens served use at
-    least 90 % of the token limit (over the run and per window, on average) with at most 1 %
-    429 answers."""
+    """Run 5: 2,000 prompts answered, >= 90 % of the token limit used, <= 1 % 429s."""
     run5 = _section(job_output, "run 5")
     assert run5["ok"] == 2000
     assert run5["failed"] == 0

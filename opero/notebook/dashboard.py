@@ -88,7 +88,7 @@ MORE: tuple[tuple[str, str], ...] = (
     ("latency_p95", "latency p95"),
     ("tokens_used", "tokens used"),
     ("token_limit", "token limit"),
-    ("concurrency_in_flight", "slots in use"),
+    ("concurrency_in_flight", "concurrency in flight"),
 )
 #: The charts close the row: each carries its scale and hover values.
 CHARTS: tuple[tuple[str, str], ...] = (
