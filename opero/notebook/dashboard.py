@@ -177,9 +177,11 @@ class _Hub:
         """Append one sample of every function's counters to its history."""
         now = time.monotonic() if now is None else now
         changed = False
+        # the token counts are store reads (a file lock, a redis round trip): outside the lock
+        readings = [(s, _tokens_used(s)) for s in all_stats()]
         with self.lock:
-            for s in all_stats():
-                row = (now, s.successes + s.failures, s.failures, s.attempts, _tokens_used(s))
+            for s, tokens in readings:
+                row = (now, s.successes + s.failures, s.failures, s.attempts, tokens)
                 h = self.history.get(s.name)
                 if h is None or h.stats_id != id(s):
                     h = self.history[s.name] = _History(id(s), deque(maxlen=HISTORY + 1))
