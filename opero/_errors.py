@@ -369,7 +369,7 @@ def _rebuild_remote(
 def _http_details(exc: BaseException) -> tuple[int | None, dict[str, str] | None]:
     """Status code and headers of an HTTP-ish error, read by duck typing (no imports)."""
     response = getattr(exc, "response", None)
-    status = status_of(exc)  # the one reader: the retry policy and the summary agree
+    status = status_of(exc)  # the one status reader (also follows `raise ... from`)
     headers: dict[str, str] | None = None
     for source in (response, exc):
         raw = getattr(source, "headers", None) if source is not None else None

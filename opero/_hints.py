@@ -19,10 +19,21 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["THROTTLE_STATUSES", "is_throttle", "parse_retry_after", "server_wait", "status_of"]
+__all__ = [
+    "RETRYABLE_CLIENT_STATUSES",
+    "THROTTLE_STATUSES",
+    "is_client_error",
+    "is_throttle",
+    "is_throttled",
+    "parse_retry_after",
+    "server_wait",
+    "status_of",
+]
 
 #: Statuses that mean "slow down": too many requests, service unavailable.
 THROTTLE_STATUSES = frozenset({429, 503})
+#: Client errors (4xx) worth another round: request timeout, too early, too many requests.
+RETRYABLE_CLIENT_STATUSES = frozenset({408, 425, 429})
 #: How far down ``__cause__`` to look for the HTTP error (a wrapper of a wrapper).
 _CHAIN = 3
 
@@ -42,7 +53,8 @@ def _int_attr(source: Any, names: tuple[str, ...]) -> int | None:
             value = getattr(source, name, None)
         except Exception:  # a property that raises (e.g. on a closed response)
             continue
-        if isinstance(value, int) and not isinstance(value, bool):
+        # only a real HTTP status: an unrelated ``code`` attribute (an errno, an exit code) is not
+        if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
             return value
     return None
 
@@ -58,6 +70,11 @@ def _status(exc: BaseException) -> int | None:
 
 def status_of(exc: BaseException) -> int | None:
     """The HTTP status an error carries (its own or that of the error it was raised from).
+
+    The one reader of an HTTP status in opero: the retry policy, the error details of an
+    error that crossed a process boundary, ``fn.failures()`` and the dashboard all use it.
+    An :class:`~opero.AllFailedError` carries the status of its last attempt's error (its
+    ``__cause__``).
 
     Args:
         exc: any exception.
@@ -75,6 +92,26 @@ def status_of(exc: BaseException) -> int | None:
 def is_throttle(exc: BaseException) -> bool:
     """True when ``exc`` is an HTTP 429 (too many requests) or 503 (service unavailable)."""
     return status_of(exc) in THROTTLE_STATUSES
+
+
+def is_client_error(exc: BaseException) -> bool:
+    """True for an HTTP 4xx that asking again will not fix (not 408, 425 or 429).
+
+    A 404, 401 or 400 answers the same to the same request: the default ``retry_on`` ends
+    the rounds on it (the round's other fallback candidates are still tried).
+    """
+    status = status_of(exc)
+    return status is not None and 400 <= status <= 499 and status not in RETRYABLE_CLIENT_STATUSES
+
+
+def is_throttled(exc: BaseException) -> bool:
+    """True when the server paced us: a 429, or a 503 that says when to come back.
+
+    Such an attempt waits as the server asks and does not use up a retry (a 503 without
+    ``Retry-After`` is an outage, retried like any failure).
+    """
+    status = status_of(exc)
+    return status == 429 or (status == 503 and server_wait(exc) is not None)
 
 
 def _header(headers: Any, name: str) -> str | None:

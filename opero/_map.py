@@ -8,7 +8,6 @@ business; how one item runs is the Plan's (``_policy``).
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import functools
 import importlib
@@ -20,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar, Unpack, overload
 
 from ._batch import BatchMap, batch_plan, chunks
+from ._compat import mark_coroutine_function
 from ._decorator import build_plan, check_decoratable
 from ._errors import ConfigurationError, portable
 from ._map_flights import MapFlights
@@ -693,11 +693,7 @@ class _Mapped:
         self.cache_clear: Callable[[], None] = plan.cache.clear if plan.cache is not None else _no_cache
         self._opero_plan = plan
         if self._engine.is_async:
-            # asyncio.iscoroutinefunction(fn) is True, as for the function it wraps
-            self._is_coroutine = asyncio.coroutines._is_coroutine  # type: ignore[attr-defined]
-            mark = getattr(inspect, "markcoroutinefunction", None)
-            if mark is not None:
-                mark(self)
+            mark_coroutine_function(self)  # iscoroutinefunction(fn), as for the function it wraps
 
     def __call__(self, items: Any, /, *args: Any, **kwargs: Any) -> Any:
         __tracebackhide__ = True  # notebook (issue 21)

@@ -14,6 +14,7 @@ import os
 import threading
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal, TypedDict, Unpack
 
 from ._errors import ConfigurationError
@@ -29,9 +30,23 @@ __all__ = [
     "resolve_options",
 ]
 
-CACHE_BACKENDS = ("memory", "disk", "redis")
-LIMIT_BACKENDS = ("local", "redis")
-MODES = ("thread", "process", "async", "async_process", "dask")
+# The one table of each plug-in kind: a name users give -> the module (in ``stores/`` or
+# ``executors/``) that provides it, imported on first use. Adding a backend or a mode is one
+# file and one line here (plus the option's ``Literal`` in OperoOptions).
+#: ``cache_backend`` -> ``opero.stores.<module>`` providing ``make_cache(options, builder)``.
+CACHE_BACKENDS: Mapping[str, str] = MappingProxyType({"memory": "memory", "disk": "disk", "redis": "redis"})
+#: ``rate_limit_backend`` -> ``opero.stores.<module>`` providing ``limiter_store(...)``.
+LIMIT_BACKENDS: Mapping[str, str] = MappingProxyType({"local": "host", "redis": "redis"})
+#: ``mode`` -> ``opero.executors.<module>`` providing ``outcomes(call, source, window)``.
+MODES: Mapping[str, str] = MappingProxyType(
+    {
+        "thread": "local",
+        "process": "processes",
+        "async": "local",
+        "async_process": "processes",
+        "dask": "dask",
+    }
+)
 CALLBACKS = ("on_retry", "on_success", "on_failure", "on_cache_hit")
 #: Options that only ``@opmap`` uses; ``@opero`` accepts and ignores them.
 MAP_ONLY = frozenset({"mode", "workers", "ordered", "progress", "chunksize", "batch_size"})
@@ -289,7 +304,7 @@ def _error_filter(value: Any) -> bool:
     )
 
 
-def _one_of(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+def _one_of(name: str, value: Any, allowed: Mapping[str, str] | tuple[str, ...]) -> None:
     if value not in allowed:
         raise _bad(name, value, f"one of {', '.join(map(repr, allowed))}")
 
@@ -351,8 +366,13 @@ def _validate(o: Options) -> None:
         raise ConfigurationError(
             "adaptive=True needs a rate_limit (a ceiling in calls per second, or 'auto')"
         )
-    if o.rate_start is not None and rate is None:
-        raise ConfigurationError(f"rate_start={o.rate_start!r} needs rate_limit='auto' or a rate_limit")
+    if o.rate_start is not None and not o.is_adaptive:
+        # a fixed rate never moves: starting elsewhere than rate_limit would run at one rate
+        # while stats.budget shows the other
+        raise ConfigurationError(
+            f"rate_start={o.rate_start!r} needs an adaptive rate: rate_limit='auto', or adaptive=True "
+            f"with a rate_limit (got rate_limit={rate!r}, adaptive={o.adaptive!r})"
+        )
     if o.rate_start is not None and _is_number(rate) and o.rate_start > rate:
         raise ConfigurationError(
             f"rate_start={o.rate_start!r} is above rate_limit={rate!r}: an adaptive rate never exceeds it"

@@ -134,10 +134,13 @@ def test_auto_starts_from_rate_start_and_probes_upwards(free: DemoServer) -> Non
 
 
 def test_retry_after_holds_the_whole_budget(free: DemoServer) -> None:
-    """A 429 with Retry-After: 0.5 makes the next start of *any* caller of the budget wait it."""
+    """A 429 with Retry-After: 0.5 makes the next start of *any* caller of the budget wait it.
+
+    (The deadline ends the throttled call, which would otherwise wait as asked and try again.)
+    """
     import time
 
-    @opero_deco(rate_limit=100, retries=0)
+    @opero_deco(rate_limit=100, retries=0, deadline=0.3)
     def status(code: int) -> Any:
         return get(f"{free.url}/status/{code}?retry_after=0.5")
 
@@ -246,10 +249,11 @@ print(other._opero_plan.limiter.current_rate())
 
 def test_testing_mode_skips_waits_but_keeps_the_mechanism(free: DemoServer) -> None:
     """Under opero.testing() neither Retry-After, backoff nor the rate makes anyone wait;
-    429s still cut the rate."""
+    429s still cut the rate. Throttled attempts use up no retry: the call ends when the
+    throttle allowance (10 attempts, 10 minutes of skipped waits) runs out."""
     import time
 
-    @opero_deco(rate_limit="auto", rate_start=5, retries=2, min_delay=1.0)
+    @opero_deco(rate_limit="auto", rate_start=5, retries=2, min_delay=120.0, max_delay=120.0, jitter=0)
     def status(code: int) -> Any:
         return get(f"{free.url}/status/{code}?retry_after=5")
 
@@ -261,7 +265,7 @@ def test_testing_mode_skips_waits_but_keeps_the_mechanism(free: DemoServer) -> N
         for _ in range(10):
             status(200)
         elapsed = time.monotonic() - began
-    assert elapsed < 2.0  # 5 s of Retry-After, 2.5 s of backoff, 2 s of rate waits skipped
+    assert elapsed < 2.0  # 18 min of throttle waits and 4 s of rate waits skipped
     assert status.stats.rate_waits == 0
     assert limiter.current_rate() < 5 * 0.9  # cut by the 429s (then +1 per success)
-    assert free.stats["status"][429] == 3
+    assert free.stats["status"][429] == 10

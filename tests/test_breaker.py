@@ -138,7 +138,10 @@ def test_failed_probe_reopens_it(server: DemoServer, states: list[str]) -> None:
 def test_errors_that_are_not_failures_do_not_count(server: DemoServer) -> None:
     """A 404 (not retried) and a 429 (busy, not down) leave the breaker closed."""
 
-    @opero_deco(retries=0, retry_on=urllib.error.HTTPError, circuit_breaker={"failures": 2})
+    # a throttled call paces itself until its deadline (2 attempts here)
+    @opero_deco(
+        retries=0, retry_on=urllib.error.HTTPError, circuit_breaker={"failures": 2}, deadline=0.2, jitter=0
+    )
     def status(code: int) -> Any:
         return get(f"{server.url}/status/{code}")
 

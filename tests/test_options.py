@@ -256,7 +256,7 @@ def test_adaptive_rate_options() -> None:
     with pytest.raises(ConfigurationError, match="adaptive=True needs a rate_limit"):
         opero(adaptive=True)
     with pytest.raises(ConfigurationError, match="rate_start=50 is above rate_limit=20"):
-        opero(rate_limit=20, rate_start=50)
+        opero(rate_limit=20, adaptive=True, rate_start=50)
     with pytest.raises(ConfigurationError, match="rate_limit='fast'"):
         opero(rate_limit="fast")  # type: ignore[arg-type]
 

@@ -117,7 +117,8 @@ def test_pickle_keeps_cause_errors_message_name_and_notes(api: DemoServer) -> No
     assert again.func_name == err.func_name and again.func_name.endswith("fetch")
     assert str(again) == str(err) and again.args == err.args
     assert len(again.errors) == len(err.errors) == 1
-    assert again.__notes__ == ["opero: stopped: a note that must travel"]
+    assert again.__notes__ == err.__notes__
+    assert again.__notes__[-1] == "opero: stopped: a note that must travel"
     assert again.status == 404
     assert again.__suppress_context__ is True  # `raise ... from`: as the original
 

@@ -21,19 +21,11 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+from .._compat import joblib_config
+from .._options import MODES
 from ._chunks import MapCall, Outcome, Window
-from .dask import joblib_config
 
 __all__ = ["MODES", "async_outcomes", "default_workers", "sync_outcomes"]
-
-#: ``mode`` -> the module that runs it (its ``outcomes(call, source, window)``).
-MODES: dict[str, str] = {
-    "thread": "local",
-    "async": "local",
-    "process": "processes",
-    "async_process": "processes",
-    "dask": "dask",
-}
 
 
 def default_workers(mode: str) -> int:

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from .._policy import Plan
+from .._policy import ItemPlan, Plan
 
 __all__ = [
     "ChunkSizer",
@@ -80,23 +80,13 @@ def compose(
     return (*prefix, item, *args), kwargs
 
 
-def _fast(plan: Plan) -> bool:
-    rec = plan.recorder
-    return (
-        plan.keys is None
-        and plan.limiter is None
-        and plan.breaker is None
-        and plan.pace is None  # [pace]
-        and plan.timeout is None
-        and not rec.wants("start")
-        and plan.sticky is None  # sticky fallbacks pick the first attempt's candidates
-        and not rec.wants("success")
-        and not rec.wants("failure")
-    )
+def _fast(plan: ItemPlan) -> bool:
+    # the plan's one rule (Plan.fast_now): only "plain" plans run items straight through
+    return plan.fast_now() == "plain"
 
 
 def run_chunk_sync(
-    plan: Plan, chunk: Chunk, prefix: tuple[Any, ...], args: tuple[Any, ...], kwargs: dict[str, Any]
+    plan: ItemPlan, chunk: Chunk, prefix: tuple[Any, ...], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> list[Outcome]:
     """Run each item of ``chunk`` with the full policy; one outcome per item, in order."""
     out: list[Outcome] = []
@@ -148,7 +138,7 @@ _RUN_SEGMENT = 128
 _second = operator.itemgetter(1)
 
 
-def run_consecutive(plan: Plan, chunk: Chunk) -> Run | list[Outcome]:
+def run_consecutive(plan: ItemPlan, chunk: Chunk) -> Run | list[Outcome]:
     """A thread lane's chunk of consecutive ``(index, item)`` pairs, as a :class:`Run`.
 
     ``func(item)`` for each item with the full policy, like :func:`run_chunk_sync`; when
@@ -164,14 +154,16 @@ def run_consecutive(plan: Plan, chunk: Chunk) -> Run | list[Outcome]:
     lat: list[float] = []
     failed: dict[int, Any] = {}
     first = time.time()
+    plan.stats.started()  # the item this lane runs counts in flight (see _merge)
 
     def rescue(pos: int, exc: Exception) -> None:
         item = chunk[pos][1]
         try:
-            push(plan.finish_recovery(plan.recover((item,), {}, exc)))
+            push(plan.rescue_sync((item,), {}, exc))
         except Exception as final:
             failed[pos] = item
             push(final)
+            plan.recorder.emit("failure", error=final, duration=None)
 
     i = 0
     while i < n:
@@ -194,7 +186,7 @@ def run_consecutive(plan: Plan, chunk: Chunk) -> Run | list[Outcome]:
 
 
 def _run_items(
-    plan: Plan, chunk: Chunk, prefix: tuple[Any, ...], args: tuple[Any, ...], kwargs: dict[str, Any]
+    plan: ItemPlan, chunk: Chunk, prefix: tuple[Any, ...], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> list[Outcome]:
     """The fast loop for items with extra arguments or spread rows: one item at a time."""
     func = plan.func
@@ -203,6 +195,7 @@ def _run_items(
     lat: list[float] = []
     failures = 0
     first = time.time()
+    plan.stats.started()  # the item this lane runs counts in flight (see _merge)
     for k, (idx, item) in enumerate(chunk):
         t0 = _perf() if not k % _SEGMENT else None
         try:
@@ -212,10 +205,11 @@ def _run_items(
                 value = func(*prefix, item, *args, **kwargs)
         except Exception as exc:
             try:
-                value = plan.finish_recovery(plan.recover(*compose(prefix, item, args, kwargs), exc))
+                value = plan.rescue_sync(*compose(prefix, item, args, kwargs), exc)
             except Exception as final:
                 failures += 1
                 append((idx, False, final, item))
+                plan.recorder.emit("failure", error=final, duration=None)
                 continue
             finally:
                 if t0 is not None:
@@ -228,11 +222,13 @@ def _run_items(
     return out
 
 
-def _merge(plan: Plan, n: int, failures: int, lat: list[float], first: float) -> None:
-    # One lock round trip per chunk instead of two per item (begin/end).
+def _merge(plan: ItemPlan, n: int, failures: int, lat: list[float], first: float) -> None:
+    # One lock round trip per chunk instead of two per item (begin/end). The chunk counted
+    # one call when it began: while it runs, stats.in_flight shows one item per busy lane
+    # (the item running now), never more than the lanes; the other n - 1 are counted here.
     plan.stats.merge(
         {
-            "calls": n,
+            "calls": n - 1,
             "successes": n - failures,
             "failures": failures,
             "attempts": n,
@@ -244,7 +240,7 @@ def _merge(plan: Plan, n: int, failures: int, lat: list[float], first: float) ->
 
 
 async def run_chunk_async(
-    plan: Plan,
+    plan: ItemPlan,
     chunk: Chunk,
     prefix: tuple[Any, ...],
     args: tuple[Any, ...],

@@ -19,22 +19,9 @@ from ._chunks import ChunkSizer, Feed, MapCall, Outcome, Window, run_chunk_sync
 if TYPE_CHECKING:
     from ._worker import Sent
 
+from .._compat import joblib_config
+
 __all__ = ["joblib_config", "joblib_outcomes", "outcomes"]
-
-
-def joblib_config() -> tuple[Any, int | None] | None:
-    """The backend and n_jobs of an enclosing ``joblib.parallel_config``, if one is active."""
-    import sys
-
-    if "joblib.parallel" not in sys.modules:  # nobody configured joblib in this process
-        return None
-    from joblib.parallel import _backend, default_parallel_config
-
-    config = getattr(_backend, "config", None)
-    if not config or config["backend"] is default_parallel_config["backend"]:
-        return None
-    n_jobs = config["n_jobs"]
-    return config["backend"], n_jobs if isinstance(n_jobs, int) else None
 
 
 # -- joblib (an enclosing parallel_config) ---------------------------------------------------

@@ -196,21 +196,10 @@ async def async_outcomes(
             done.put_nowait(_DONE)
 
     tasks = [asyncio.ensure_future(lane()) for _ in range(n)]
-    running = n
+    running = [n]
     try:
-        while running:
-            got = await done.get()
-            batch: list[Outcome] = []
-            while True:
-                if got is _DONE:
-                    running -= 1
-                elif isinstance(got, BaseException):
-                    raise got
-                else:
-                    batch.append(got)
-                if done.empty():
-                    break
-                got = done.get_nowait()
+        while running[0]:
+            batch = _batch(await done.get(), done, running)
             if batch:
                 yield batch
     finally:
@@ -221,6 +210,21 @@ async def async_outcomes(
             await asyncio.gather(*tasks, return_exceptions=True)
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _batch(got: Any, done: asyncio.Queue[Any], running: list[int]) -> list[Outcome]:
+    """``got`` and every outcome already queued behind it; counts lanes that ended."""
+    batch: list[Outcome] = []
+    while True:
+        if got is _DONE:
+            running[0] -= 1
+        elif isinstance(got, BaseException):
+            raise got
+        else:
+            batch.append(got)
+        if done.empty():
+            return batch
+        got = done.get_nowait()
 
 
 def _async_in_thread(

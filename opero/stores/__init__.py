@@ -25,7 +25,7 @@ from .._breaker import initial as breaker_initial
 from .._errors import ConfigurationError
 from .._keys import KeyBuilder
 from .._limit import Adaptive, Limiter, Store
-from .._options import Options
+from .._options import CACHE_BACKENDS, LIMIT_BACKENDS, Options
 from ._base import MISS, CacheBackend
 
 __all__ = [
@@ -38,10 +38,8 @@ __all__ = [
     "namespace_clearers",
 ]
 
-#: ``cache_backend`` -> (module, class): the persistent ones take (options, key builder).
-CACHE_BACKENDS: dict[str, str] = {"memory": "memory", "disk": "disk", "redis": "redis"}
-#: ``rate_limit_backend`` -> module providing ``limiter_store(options, name, scoped)``.
-LIMITER_BACKENDS: dict[str, str] = {"local": "host", "redis": "redis"}
+#: The tables live in ``_options`` (one each, also what validation allows); named here too.
+LIMITER_BACKENDS = LIMIT_BACKENDS
 
 
 def _module(name: str) -> Any:
