@@ -3,13 +3,17 @@
 The map's items are looked up in the cache and deduplicated one by one first (only missing,
 distinct items are sent); the rest are cut into batches of up to N, and each batch is one
 call of the function, ``func(batch, *args, **kwargs)``, through its own plan: retries,
-fallbacks, timeout, rate limit and circuit breaker apply per batch call, in every mode (the
-executors see each batch as one item). The function returns a list of as many results, in
-order; an element that is an exception instance fails that item alone. A batch whose call
-still fails after its retries is split in halves and each half called again, down to single
-items, so one poison item fails alone (about 2·log2(N) extra calls); the halves run where the
-map's results arrive (the caller's thread or loop). A returned list of the wrong length
-fails the batch's items with a ``ConfigurationError`` naming both lengths.
+fallbacks, timeout, rate limit, ``max_concurrency`` and circuit breaker apply per batch call,
+in every mode (the executors see each batch as one item): one rate token and one
+concurrency slot per request. ``tokens=`` is called per item (the item in the batch's place)
+and summed for the batch call's estimate, on the function's own token budget.
+
+The function returns a list of as many results, in order; an element that is an exception
+instance fails that item alone. A batch whose call still fails after its retries is split in
+halves and each half called again, down to single items, so one poison item fails alone
+(about 2·log2(N) extra calls); the halves run where the map's results arrive (the caller's
+thread or loop). A returned list of the wrong length fails the batch's items with a
+``ConfigurationError`` naming both lengths.
 
 ``fn.stats`` counts requests: calls, attempts, retries and failures are batch calls; the
 items answered from the cache (or by a duplicate) are cache hits. Progress counts items.
@@ -19,11 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 import time
 from collections.abc import AsyncIterator, Callable, Hashable, Iterator
 from typing import Any
 
 from ._errors import ConfigurationError
+from ._pace import Pace
 from ._policy import Plan
 from ._progress import MapProgress
 from ._telemetry import _registry
@@ -32,14 +38,15 @@ from .executors import sync_outcomes
 from .executors._chunks import MapCall, Outcome, Spread, Window, compose
 from .stores import MISS
 
-__all__ = ["BatchMap", "batch_plan", "chunks"]
+__all__ = ["BatchMap", "SummedTokens", "batch_plan", "chunks"]
 
 _UNBOUNDED = 1 << 62
 
 
 def batch_plan(plan: Plan) -> Plan:
     """The plan of the batch calls: ``plan``'s function and options, without its cache (the
-    cache is per item), sharing its counters, rate budget, breaker and sticky fallbacks."""
+    cache is per item), sharing its counters, rate budget, breaker, sticky fallbacks, token
+    budget and concurrency slots (one rate token and one slot per request)."""
     opts = plan.options.replace(
         cache=False,
         rate_limit=None,
@@ -47,17 +54,78 @@ def batch_plan(plan: Plan) -> Plan:
         adaptive=False,
         rate_limit_scope=None,
         circuit_breaker=None,
+        **_NO_PACE,  # the batch plan builds no pace of its own: it draws on the item plan's
     )
-    # -- tokens / max_concurrency (the pace options), once they exist: the batch plan shares
-    # the function's token budget and concurrency slots like the limiter above (one slot per
-    # request), and its `tokens` estimate is the per-item `tokens(...)` summed over the batch
-    # (bind each item in the batch's place, call the user's `tokens`, add up). --
     batches = Plan(plan.func, opts, plan.name)
+    batches.pace = _batch_pace(plan)
     batches.limiter, batches.breaker, batches.in_map = plan.limiter, plan.breaker, True
     batches.sticky = plan.sticky
     batches.stats = batches.recorder.stats = plan.stats
+    batches._pick_fast_path()  # the fast path must see the pace (it skips it)
     _registry.put(plan.name, plan.stats)  # building the plan registered fresh counters
     return batches
+
+
+#: Options that would give the batch plan a pace (token record, slots) of its own.
+_NO_PACE: dict[str, Any] = {
+    "token_limit": None,
+    "tokens": None,
+    "token_budget": None,
+    "max_concurrency": None,
+}
+
+
+class SummedTokens:
+    """A batch call's ``tokens=`` estimate: the user's per-item ``tokens`` summed over the batch.
+
+    It receives the batch call's arguments by name, as ``tokens`` does; the batch (a list)
+    sits in the item's parameter, ``param``, and each item is put in its place in turn.
+
+    Args:
+        tokens: the user's per-item estimate.
+        param: the name of the parameter that receives the batch (set per map call).
+    """
+
+    __slots__ = ("param", "tokens")
+
+    def __init__(self, tokens: Callable[..., Any], param: str | None) -> None:
+        self.tokens = tokens
+        self.param = param
+
+    def __call__(self, /, **bound: Any) -> float:
+        param = self.param
+        batch = bound.get(param) if param is not None else None
+        if not isinstance(batch, list):
+            return float(self.tokens(**bound))  # not a batch call's arguments: as given
+        total = 0.0
+        for item in batch:
+            bound[param] = item  # type: ignore[index]
+            total += float(self.tokens(**bound))
+        bound[param] = batch  # type: ignore[index]
+        return total
+
+
+def _batch_pace(plan: Plan) -> Pace | None:
+    """The item plan's pace for batch calls: the same record and slots, ``tokens`` summed."""
+    pace = plan.pace
+    if pace is None:
+        return None
+    tokens = SummedTokens(pace.tokens, _item_param(plan.func, 0)) if pace.tokens is not None else None
+    return Pace(
+        pace.name, tokens, pace.token_rate, pace.budget, pace.max_delay, pace.record, pace.slots, pace.func
+    )
+
+
+def _item_param(func: Callable[..., Any], position: int) -> str | None:
+    """The name of the parameter at ``position`` (the one that receives a batch), or None."""
+    try:
+        params = list(inspect.signature(func).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    if position < len(params) and params[position].kind in positional:
+        return params[position].name
+    return None
 
 
 class _Slots:
@@ -94,6 +162,10 @@ class BatchMap:
         self.batches = batches
         self.size = size
         self.account = account
+        tokens = batches.pace.tokens if batches.pace is not None else None
+        if isinstance(tokens, SummedTokens) and call.prefix:
+            # a bound method's map: the batch goes after ``self`` (the prefix)
+            tokens.param = _item_param(self.plan.func, len(call.prefix))
 
     # -- before dispatch ---------------------------------------------------------------------
 

@@ -90,3 +90,33 @@ def test_job_prints_the_stats_table(job_output: str) -> None:
     assert "fetch_item" in table
     row = next(line for line in table.splitlines() if "fetch_item" in line).split()
     assert row[1:3] == [str(2 * N_ITEMS), str(2 * N_ITEMS)]  # calls, successes over both runs
+
+
+def _percent(output: str, label: str) -> float:
+    """The first percentage on run 5's ``label:`` line, as a fraction."""
+    block = output.split("== run 5")[1]
+    return float(re.search(rf"^{label}:\s+([\d.]+)%", block, re.MULTILINE)[1]) / 100
+
+
+@pytest.mark.slow
+def test_llm_run_uses_the_token_limit_without_429s(job_output: str) -> None:
+    """Run 5: 2,000 prompts answered, >= 90 % of the token limit used, <= 1 % 429s."""
+    run5 = _section(job_output, "run 5")
+    assert run5["ok"] == 2000
+    assert run5["failed"] == 0
+    assert _percent(job_output, "token use") >= 0.90
+    windows = re.search(r"^per window:\s+(.+)$", job_output.split("== run 5")[1], re.MULTILINE)[1]
+    shares = [float(s.rstrip("%")) / 100 for s in windows.split()]
+    assert len(shares) >= 3  # the run spans several windows
+    assert sum(shares) / len(shares) >= 0.90
+    assert max(shares) <= 1.10  # never far over the limit: the server would have said 429
+    throttled = int(re.search(r"^429s:\s+(\d+)", job_output.split("== run 5")[1], re.MULTILINE)[1])
+    assert throttled <= 0.01 * 2000
+
+
+@pytest.mark.slow
+def test_llm_run_charges_the_real_tokens(job_output: str) -> None:
+    """charge() made the budget follow the real usage: fewer tokens used than estimated."""
+    m = re.search(r"^tokens used:\s+(\d+) \(estimated (\d+)", job_output.split("== run 5")[1], re.MULTILINE)
+    used, estimated = int(m[1]), int(m[2])
+    assert 0.5 * estimated < used < estimated

@@ -101,7 +101,8 @@ def test_latency_is_time_in_the_function_not_the_rate_wait() -> None:
 def test_dashboard_columns_are_named_as_in_stats() -> None:
     """Every table column but the charts is a fn.stats key, and its header is that key."""
 
-    @opero
+    # paced, so the pace's keys (tokens used, concurrency in flight) are in its stats too
+    @opero(token_limit="1000/s", tokens=lambda: 1, max_concurrency=2)
     def named() -> int:
         return 1
 

@@ -86,6 +86,9 @@ MORE: tuple[tuple[str, str], ...] = (
     ("cancelled", "cancelled"),
     ("rate_wait_seconds", "rate wait seconds"),
     ("latency_p95", "latency p95"),
+    ("tokens_used", "tokens used"),
+    ("token_limit", "token limit"),
+    ("concurrency_in_flight", "concurrency in flight"),
 )
 #: The charts close the row: each carries its scale and hover values.
 CHARTS: tuple[tuple[str, str], ...] = (
@@ -100,7 +103,13 @@ _HELP = {
     "rate_waits": "attempts the rate limit held back (wall-clock seconds of waiting, now included)",
     "latency_p50": "median time in the function (the rate-limit wait is not included)",
     "in_flight": "calls under way now (never more than the map's workers)",
-    "chart_limit": "attempts per second as % of the rate limit (the current one when adaptive)",
+    "chart_limit": (
+        "attempts per second as % of the rate limit (the current one when adaptive); "
+        "with token_limit, tokens per second as % of it; with max_concurrency, slots in use"
+    ),
+    "tokens_used": "units spent so far (tokens= estimates corrected by opero.charge), of token_budget",
+    "token_limit": "the token budget's rate (token_limit), in units per second",
+    "concurrency_in_flight": "attempts holding a max_concurrency slot now, of max_concurrency",
 }
 
 
@@ -117,15 +126,34 @@ def widgets_available() -> bool:
 
 @dataclass
 class _History:
-    """A function's sampled counters, oldest first: (time, done, failures, attempts)."""
+    """A function's sampled counters, oldest first: (time, done, failures, attempts, tokens
+    used); ``tokens used`` stays 0 for a function without a token budget."""
 
     stats_id: int
-    samples: deque[tuple[float, int, int, int]]
+    samples: deque[tuple[float, ...]]
 
     def rates(self, key: int) -> list[float]:
         s = list(self.samples)
         # at least a sample's span: a burst right after the definition is not a spike to infinity
-        return [max(0.0, (b[key] - a[key]) / max(b[0] - a[0], SAMPLE)) for a, b in itertools.pairwise(s)]
+        return [
+            max(0.0, (_field(b, key) - _field(a, key)) / max(b[0] - a[0], SAMPLE))
+            for a, b in itertools.pairwise(s)
+        ]
+
+
+def _field(sample: tuple[float, ...], key: int) -> float:
+    # a sample taken without a field (older layout) counts 0 for it
+    return sample[key] if key < len(sample) else 0.0
+
+
+def _tokens_used(s: FunctionStats) -> float:
+    """The function's (or its scope's) units spent, 0 without a token budget."""
+    if s.pace is None:
+        return 0.0
+    try:
+        return float(s.pace().get("tokens_used") or 0.0)
+    except Exception:  # a store that cannot answer now: the chart shows no use
+        return 0.0
 
 
 class _Hub:
@@ -149,9 +177,11 @@ class _Hub:
         """Append one sample of every function's counters to its history."""
         now = time.monotonic() if now is None else now
         changed = False
+        # the token counts are store reads (a file lock, a redis round trip): outside the lock
+        readings = [(s, _tokens_used(s)) for s in all_stats()]
         with self.lock:
-            for s in all_stats():
-                row = (now, s.successes + s.failures, s.failures, s.attempts)
+            for s, tokens in readings:
+                row = (now, s.successes + s.failures, s.failures, s.attempts, tokens)
                 h = self.history.get(s.name)
                 if h is None or h.stats_id != id(s):
                     h = self.history[s.name] = _History(id(s), deque(maxlen=HISTORY + 1))
@@ -159,7 +189,7 @@ class _Hub:
                     # that came and went before this first sample still shows.
                     age = time.time() - s.defined
                     if 0 <= age < SAMPLE * HISTORY:
-                        h.samples.append((now - age, 0, 0, 0))
+                        h.samples.append((now - age, 0, 0, 0, 0.0))
                 if (h.samples and h.samples[-1][1:] != row[1:]) or (not h.samples and row[1]):
                     changed = True
                 h.samples.append(row)
@@ -181,6 +211,14 @@ class _Hub:
         budget = s.budget
         limit = [min(100.0, 100.0 * a / budget) for a in attempts] if budget else []
         return calls, fails, limit
+
+    def token_use(self, s: FunctionStats, token_limit: float) -> list[float]:
+        """Tokens spent per second as % of ``token_limit`` (units per second), oldest first."""
+        with self.lock:
+            h = self.history.get(s.name)
+            if h is None or h.stats_id != id(s) or token_limit <= 0:
+                return []
+            return [100.0 * t / token_limit for t in h.rates(4)]
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -253,6 +291,15 @@ def _fmt_cell(key: str, row: dict[str, Any]) -> str:
         return "–" if value is None else f"{1000 * value:,.1f} ms"
     if key in ("throughput", "recent_throughput"):
         return "–" if value is None else f"{value:,.1f}/s"
+    if key == "tokens_used":
+        if value is None:
+            return "–"
+        budget = row.get("token_budget")
+        return f"{value:,.0f}" + (f" of {budget:,.0f}" if budget else "")
+    if key == "token_limit":
+        return "–" if value is None else _fmt_rate(value)
+    if key == "concurrency_in_flight":
+        return "–" if value is None else f"{value:,}/{row.get('max_concurrency', 0):,}"
     if key == "function":
         return _short_name(str(value))
     if key.startswith("chart_"):
@@ -419,6 +466,43 @@ def _fmt_rate(rate: float) -> str:
     return f"{rate:,.0f}/s" if rate >= 1 else f"{rate * 60:,.3g}/min"
 
 
+def _limit_cell(s: FunctionStats, row: dict[str, Any], limit: list[float], tokens: list[float]) -> str:
+    """The limit-use cell: the request rate's chart, then (stacked, so the column stays
+    narrow) the tokens' use of ``token_limit`` and the slots in use of ``max_concurrency``."""
+    parts = []
+    if s.budget:
+        parts.append(sparkline(limit, "opero-s-limit", top=100.0, unit=" %", step=SAMPLE, what="limit use"))
+    token_limit = row.get("token_limit")
+    if token_limit:
+        what = f"token use of {_fmt_rate(float(token_limit))}"
+        parts.append(sparkline(tokens, "opero-s-tokens", top=100.0, unit=" %", step=SAMPLE, what=what))
+    slots = row.get("max_concurrency")
+    if slots:
+        held = int(row.get("concurrency_in_flight") or 0)
+        parts.append(
+            f'<span class="opero-slots" title="attempts in flight of max_concurrency={slots}">'
+            f"{held:,}/{slots:,} slots</span>"
+        )
+    if not parts:
+        return '<span class="opero-muted">–</span>'
+    if len(parts) == 1:
+        return parts[0]
+    return "".join(f'<div class="opero-chart-line">{p}</div>' for p in parts)
+
+
+def pace_line(row: dict[str, Any]) -> str | None:
+    """``complete: tokens 98 % of 60,000/s · 3/8 slots`` for a paced function, else None."""
+    bits = []
+    limit = row.get("token_limit")
+    if limit and row.get("token_use") is not None:
+        bits.append(f"tokens {row['token_use']:.0f} % of {_fmt_rate(float(limit))}")
+    if row.get("max_concurrency"):
+        bits.append(f"{row.get('concurrency_in_flight') or 0:,}/{row['max_concurrency']:,} slots")
+    if not bits:
+        return None
+    return f"{_short_name(str(row['function']))}: " + " · ".join(bits)
+
+
 class Dashboard:
     """A view of opero's counters, maps and failures; live while attached to the hub.
 
@@ -554,11 +638,12 @@ class Dashboard:
             row["chart_calls"] = sparkline(calls, "opero-s-calls", step=SAMPLE, what="calls finished")
             # failures share the calls' scale: one failure a second is not alarming at 100/s
             row["chart_failures"] = sparkline(fails, "opero-s-fail", top=top, step=SAMPLE, what="failures")
-            row["chart_limit"] = (
-                sparkline(limit, "opero-s-limit", top=100.0, unit=" %", step=SAMPLE, what="limit use")
-                if s.budget
-                else '<span class="opero-muted">–</span>'
-            )
+            tokens = hub.token_use(s, float(row["token_limit"])) if row.get("token_limit") else []
+            if row.get("token_limit"):
+                # tokens per second over the last RATE_WINDOW seconds, as % of the limit
+                recent = tokens[-int(RATE_WINDOW / SAMPLE) :]
+                row["token_use"] = sum(recent) / len(recent) if recent else 0.0
+            row["chart_limit"] = _limit_cell(s, row, limit, tokens)
             out.append(row)
         return out
 
@@ -576,7 +661,9 @@ class Dashboard:
 
     def text(self) -> str:
         """The dashboard as plain text."""
-        parts = [self.title, render_table_text(self.rows())]
+        rows = self.rows()
+        parts = [self.title, render_table_text(rows)]
+        parts.extend(line for line in map(pace_line, rows) if line)
         parts.extend(self.hints())
         parts.extend(m.summary() for m in self.maps())
         errors = render_errors_text(self._logs(), self.created if self.scope is not None else 0.0)
