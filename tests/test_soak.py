@@ -32,7 +32,8 @@ def test_soak_20000_items_with_failures_and_killed_workers() -> None:
     assert figures["kills"] == 3
     assert figures["stats"]["calls"] == 20_000
     assert figures["stats"]["successes"] == 19_800 and figures["stats"]["failures"] == 200
-    # every failing item ran twice (retries=1); killed workers cost their items one attempt each
+    # every failing item ran twice (retries=1); a killed worker charges only the item it was
+    # running (nobody when that item was in a sub-batch of fast items: docs/decisions.md)
     assert figures["stats"]["attempts"] == 20_000 + figures["stats"]["retries"]
-    assert figures["stats"]["retries"] > 200
+    assert 200 <= figures["stats"]["retries"] <= 200 + figures["kills"]
     assert figures["rss_growth_mb"] < 100
