@@ -14,7 +14,11 @@ waker cannot squeeze starts closer than decided. Sleeping is the driver's job
 (``time.sleep`` or ``asyncio.sleep``), so one limiter serves threads and every event loop.
 
 A server's ``Retry-After`` holds the whole budget (:meth:`Limiter.hold`): the next start of
-any caller sharing it is at least that far away.
+any caller sharing it is at least that far away, except after a *pacing* 429 (a short
+``Retry-After`` on an attempt that waited for its slot, :data:`PACING_WAIT`): then the budget
+skips one slot and a fixed rate widens its spacing a little (:data:`SLACK_STEP`); the
+throttled item itself still waits the server's time. A limiter's first grant in a process
+reserves two slots (a first call is slow to go out).
 
 **Adaptive rate** (``rate_limit="auto"`` or ``adaptive=True``): AIMD on a shared record
 (:func:`aimd_throttled`, :func:`aimd_succeeded`). A throttled attempt (429/503) cuts the rate
@@ -22,7 +26,10 @@ by ``CUT`` once per *epoch* (attempts granted before the cut do not cut again: 1
 429s are one congestion signal, not 16); each success adds ``CLIMB * base / rate``, i.e. the
 rate climbs by ``CLIMB * base`` per second of successes, ``base`` being the rate right after
 the last cut (scale-free). ``"auto"`` starts in slow start (+1 per success: doubling per
-second) until its first cut. The rate never exceeds ``rate_limit``.
+second) until its first cut. The rate at the last cut is a *soft ceiling*: within
+:data:`NEAR` of it a 429 cuts only to :data:`CUT_NEAR` and the climb is :data:`CLIMB_NEAR`
+times slower, so the rate lingers just below where the server last pushed back. The rate
+never exceeds ``rate_limit``.
 
 The state lives in a :class:`Store` (GCRA) and a :class:`Record` (adaptive rate, breaker):
 this module has the algorithms and the in-process kinds; the host-wide ones
