@@ -428,6 +428,29 @@ SLACK_DECAY = 200.0
 _paced: ContextVar[bool] = ContextVar("opero_limit_paced", default=False)
 
 
+def _sleep_until(target: float) -> None:
+    """Sleep until ``_EARLY`` before ``target`` (a wake-up is often late), then yield until it:
+    never past the slot by a late wake, never before it."""
+    delay = target - clock()
+    if delay > _SPIN:
+        time.sleep(delay - _EARLY)
+    while True:
+        time.sleep(0)
+        if clock() >= target:
+            return
+
+
+async def _sleep_until_async(target: float) -> None:
+    """:func:`_sleep_until` without blocking the event loop."""
+    delay = target - clock()
+    if delay > _SPIN:
+        await asyncio.sleep(delay - _EARLY)
+    while True:
+        await asyncio.sleep(0)
+        if clock() >= target:
+            return
+
+
 class Limiter:
     """A rate limit: ``rate`` starts per second, ``burst`` back to back.
 
@@ -604,7 +627,7 @@ class Limiter:
             stats.wait_begin()
         try:
             while True:
-                time.sleep(delay - _EARLY if delay > _SPIN else 0)
+                _sleep_until(clock() + delay)
                 delay = store.confirm(interval, burst)
                 if delay <= 0:
                     break
@@ -637,7 +660,7 @@ class Limiter:
             stats.wait_begin()
         try:
             while True:
-                await asyncio.sleep(delay - _EARLY if delay > _SPIN else 0)
+                await _sleep_until_async(clock() + delay)
                 delay = await store.confirm_async(interval, burst)
                 if delay <= 0:
                     break
