@@ -95,8 +95,8 @@ def test_rate_limit_20_threads_draws_at_most_1_percent_429s(nginx_limiter: Nginx
         f"{took:.2f} s = {took / IDEAL:.3f} x ideal"
     )
     assert results == [200] * REQUESTS
-    # Targets 1 % and 1.1x. Measured here at a load average of 2-8 on 2 cores: 0.5-2.3 %,
-    # 1.05-1.12x; beside two more busy loops 6.1-6.3 % and 1.34-1.38x. The 429s follow a request that
+    # Targets 1 % and 1.1x. Measured here at a load average of 2-8 on 2 cores: 0.5-2.9 %,
+    # 1.05-1.16x; beside two more busy loops 6.1-6.3 % and 1.34-1.38x. The 429s follow a request that
     # reached nginx 3-10 ms after it entered urlopen (the machine's load), not the grants
     # (all >= 52 ms apart); an item whose 429 comes late still waits nginx's Retry-After: 1.
     # The bounds are what the loaded machine needs (docs/decisions.md), not the target.
@@ -121,7 +121,7 @@ def test_rate_limit_20_process_workers_draw_few_429s(nginx_limiter: NginxLimiter
         f"(first to last request {span:.2f} s = {span / IDEAL:.3f} x ideal)"
     )
     assert results == [200] * REQUESTS
-    # Target 1 % and 1.1x; measured here 1.8-2.8 % and 1.08-1.11x at a load average of 2-8,
+    # Target 1 % and 1.1x; measured here 0.8-2.8 % and 1.06-1.16x at a load average of 2-8,
     # 5.2-6.7 % and 1.19-1.31x beside two more busy loops; each worker learns its own spacing
     # margin (see the thread test for the cause). The run is timed at the server, first to
     # last request: starting 4 interpreters (1.5-2 s here) is not rate-limit time.
@@ -148,7 +148,7 @@ def test_auto_from_100_settles_within_3_s(nginx_limiter: NginxLimiter) -> None:
         f"{throttled} x 429 / {len(settled)} ({share:.2%}), {accepted:.1f} accepted/s"
     )
     assert results == [200] * REQUESTS  # nothing lost
-    # Target 2 % after 3 s; measured here 1.2-1.9 % (18 accepted/s) at a load average of 2-8,
+    # Target 2 % after 3 s; measured here 1.2-2.0 % (18 accepted/s) at a load average of 2-8,
     # 1.7-2.0 % (16-17/s) beside two more busy loops.
     assert share <= 0.03
     assert accepted >= 0.7 * RATE  # settled near the server's rate, not collapsed below it
