@@ -14,7 +14,11 @@ waker cannot squeeze starts closer than decided. Sleeping is the driver's job
 (``time.sleep`` or ``asyncio.sleep``), so one limiter serves threads and every event loop.
 
 A server's ``Retry-After`` holds the whole budget (:meth:`Limiter.hold`): the next start of
-any caller sharing it is at least that far away.
+any caller sharing it is at least that far away, except after a *pacing* 429 (a short
+``Retry-After`` on an attempt that waited for its slot, :data:`PACING_WAIT`): then the budget
+skips one slot and a fixed rate widens its spacing a little (:data:`SLACK_STEP`); the
+throttled item itself still waits the server's time. A limiter's first grant in a process
+reserves two slots (a first call is slow to go out).
 
 **Adaptive rate** (``rate_limit="auto"`` or ``adaptive=True``): AIMD on a shared record
 (:func:`aimd_throttled`, :func:`aimd_succeeded`). A throttled attempt (429/503) cuts the rate
@@ -22,7 +26,10 @@ by ``CUT`` once per *epoch* (attempts granted before the cut do not cut again: 1
 429s are one congestion signal, not 16); each success adds ``CLIMB * base / rate``, i.e. the
 rate climbs by ``CLIMB * base`` per second of successes, ``base`` being the rate right after
 the last cut (scale-free). ``"auto"`` starts in slow start (+1 per success: doubling per
-second) until its first cut. The rate never exceeds ``rate_limit``.
+second) until its first cut. The rate at the last cut is a *soft ceiling*: within
+:data:`NEAR` of it a 429 cuts only to :data:`CUT_NEAR` and the climb is :data:`CLIMB_NEAR`
+times slower, so the rate lingers just below where the server last pushed back. The rate
+never exceeds ``rate_limit``.
 
 The state lives in a :class:`Store` (GCRA) and a :class:`Record` (adaptive rate, breaker):
 this module has the algorithms and the in-process kinds; the host-wide ones
@@ -38,6 +45,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ._testing import state as testing_state
@@ -65,8 +73,10 @@ __all__ = [
 ]
 
 #: Below this remaining wait, yield and re-check instead of sleeping: a sleep overshoots by
-#: ~0.1 ms, and with burst 1 each late start would push every later one back (drift).
+#: ~0.1 ms (1-2 ms on a loaded machine), and with burst 1 each late start would push every
+#: later one back (drift). A longer wait sleeps until ``_EARLY`` before the slot, then yields.
 _SPIN = 0.002
+_EARLY = 0.001
 #: The clock every store shares; CLOCK_MONOTONIC is system-wide on Linux, so processes agree.
 clock = time.monotonic
 #: The most starts a burst window remembers (a rate above this with ``rate_burst > 1`` is
@@ -311,12 +321,23 @@ class LocalRecord:
 
 #: The rate after a throttle is this fraction of the rate before it.
 CUT = 0.8
+#: A throttle near the soft ceiling (within :data:`NEAR` of the rate that last drew one) cuts
+#: only this deep: the rate is known to be close, a deep cut would only waste throughput.
+CUT_NEAR = 0.9
 #: After a cut the rate climbs by ``CLIMB * base`` per second of successes.
 CLIMB = 0.1
+#: Within this fraction around the soft ceiling the climb is slowed by :data:`CLIMB_NEAR`:
+#: the last rate that drew a 429 is where the next one is likely, so the rate approaches it
+#: carefully (fewer 429s per cycle), while below the zone it climbs at the full pace.
+NEAR = 0.1
+CLIMB_NEAR = 0.25
 #: An adaptive rate never drops below this many calls per second.
 FLOOR = 0.05
-#: Layout of an adaptive record.
-RATE, EPOCH, BASE, PROBING = range(4)
+#: Layout of an adaptive record: ``PEAK`` is the rate at the last cut (0: none yet).
+RATE, EPOCH, BASE, PROBING, PEAK = range(5)
+#: The constant arguments of the AIMD steps (also sent to the redis script).
+_CUT_ARGS = (CUT, FLOOR, CUT_NEAR, NEAR)
+_CLIMB_ARGS = (CLIMB, CLIMB_NEAR, NEAR)
 
 
 def aimd_read(now: float, v: list[float]) -> tuple[float, float]:
@@ -324,21 +345,40 @@ def aimd_read(now: float, v: list[float]) -> tuple[float, float]:
     return v[RATE], v[EPOCH]
 
 
-def aimd_throttled(now: float, v: list[float], epoch: float, cut: float, floor: float) -> float:
-    """A throttled attempt granted in ``epoch``: cut once per epoch; return the new rate or -1."""
+def aimd_throttled(
+    now: float, v: list[float], epoch: float, cut: float, floor: float, cut_near: float, near: float
+) -> float:
+    """A throttled attempt granted in ``epoch``: cut once per epoch; return the new rate or -1.
+
+    The cut is ``cut``, or ``cut_near`` when the rate is within the fraction ``near`` of the
+    soft ceiling (the last rate that drew a 429); the rate before the cut becomes the new soft
+    ceiling. ``stores/redis.py`` runs this same step in Lua.
+    """
     if epoch != v[EPOCH]:
         return -1.0
-    v[RATE] = max(floor, v[RATE] * cut)
+    rate, peak = v[RATE], v[PEAK]
+    close = peak > 0 and abs(rate - peak) <= near * peak
+    v[PEAK] = rate
+    v[RATE] = max(floor, rate * (cut_near if close else cut))
     v[BASE] = v[RATE]
     v[EPOCH] += 1.0
     v[PROBING] = 0.0
     return v[RATE]
 
 
-def aimd_succeeded(now: float, v: list[float], climb: float, ceiling: float) -> float:
-    """A success: climb additively (slow start before the first cut); ``ceiling`` 0 = none."""
-    rate = v[RATE]
-    rate = rate + 1.0 if v[PROBING] else rate + climb * v[BASE] / rate
+def aimd_succeeded(
+    now: float, v: list[float], climb: float, climb_near: float, near: float, ceiling: float
+) -> float:
+    """A success: climb additively (slow start before the first cut; ``climb_near`` times
+    slower within the fraction ``near`` of the soft ceiling); ``ceiling`` 0 = none."""
+    rate, peak = v[RATE], v[PEAK]
+    if v[PROBING]:
+        rate += 1.0
+    else:
+        gain = climb * v[BASE] / rate
+        if peak > 0 and abs(rate - peak) <= near * peak:
+            gain *= climb_near
+        rate += gain
     if ceiling > 0:
         rate = min(rate, ceiling)
     v[RATE] = rate
@@ -349,7 +389,7 @@ class Adaptive:
     """The adaptive side of a limiter: its shared AIMD record and its settings.
 
     Args:
-        record: the shared ``[rate, epoch, base, probing]`` record.
+        record: the shared ``[rate, epoch, base, probing, peak]`` record.
         ceiling: the highest rate (``rate_limit``), or None with ``"auto"``.
     """
 
@@ -362,10 +402,53 @@ class Adaptive:
     @staticmethod
     def initial(start: float, probing: bool) -> list[float]:
         """A fresh record's values."""
-        return [float(start), 0.0, float(start), 1.0 if probing else 0.0]
+        return [float(start), 0.0, float(start), 1.0 if probing else 0.0, 0.0]
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (Adaptive, (self.record, self.ceiling))
+
+
+#: A 429 whose attempt had to wait for its grant (the budget was busy, starts going out
+#: ``1/r`` apart) and whose ``Retry-After`` is at most this many seconds is a *pacing* 429:
+#: most likely the server judged one gap a hair short on its own clock. It does not stall
+#: every caller for the server's wait (docs/decisions.md): the throttled item waits it, the
+#: budget skips one slot, and (fixed rates) the spacing widens a little.
+PACING_WAIT = 1.0
+#: More pacing 429s than this within :data:`PACING_WAIT` seconds (this process) are no
+#: longer the spacing's noise: a fixed-rate budget is then held for the server's full wait.
+STRIKES = 2
+#: The learned extra spacing of a fixed rate, as a fraction of ``1/r``: each pacing 429
+#: widens it by ``SLACK_STEP``, up to ``SLACK_MAX``; each grant narrows it by
+#: ``SLACK_STEP / SLACK_DECAY`` (so about one 429 per ``SLACK_DECAY`` grants holds it).
+SLACK_STEP = 0.01
+SLACK_MAX = 0.04
+SLACK_DECAY = 200.0
+
+#: Whether the current thread's / task's last grant had to wait (set by ``take``).
+_paced: ContextVar[bool] = ContextVar("opero_limit_paced", default=False)
+
+
+def _sleep_until(target: float) -> None:
+    """Sleep until ``_EARLY`` before ``target`` (a wake-up is often late), then yield until it:
+    never past the slot by a late wake, never before it."""
+    delay = target - clock()
+    if delay > _SPIN:
+        time.sleep(delay - _EARLY)
+    while True:
+        time.sleep(0)
+        if clock() >= target:
+            return
+
+
+async def _sleep_until_async(target: float) -> None:
+    """:func:`_sleep_until` without blocking the event loop."""
+    delay = target - clock()
+    if delay > _SPIN:
+        await asyncio.sleep(delay - _EARLY)
+    while True:
+        await asyncio.sleep(0)
+        if clock() >= target:
+            return
 
 
 class Limiter:
@@ -380,9 +463,23 @@ class Limiter:
         burst: starts allowed back to back before spacing applies.
         store: where the shared GCRA state lives.
         adaptive: the shared AIMD state, or None for a fixed rate.
+        slack: the learned extra spacing (fraction of ``1/r``) of this process's grants.
     """
 
-    __slots__ = ("adaptive", "burst", "grants", "interval", "name", "rate", "store", "waited")
+    __slots__ = (
+        "_cold",
+        "_lock",
+        "_strikes",
+        "adaptive",
+        "burst",
+        "grants",
+        "interval",
+        "name",
+        "rate",
+        "slack",
+        "store",
+        "waited",
+    )
 
     def __init__(
         self,
@@ -402,6 +499,10 @@ class Limiter:
         #: grants made and seconds waited through this limiter object (this process)
         self.grants = 0
         self.waited = 0.0
+        self.slack = 0.0
+        self._strikes: deque[float] = deque()
+        self._lock = threading.Lock()
+        self._cold = True
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (Limiter, (self.name, self.rate, self.burst, self.store, self.adaptive))
@@ -419,37 +520,68 @@ class Limiter:
         return self.current()[0]
 
     def throttled(self, epoch: float, wait: float | None = None) -> float | None:
-        """An attempt granted in ``epoch`` was throttled (429/503): hold the budget for the
-        server's ``wait`` and, when adaptive, cut the rate. Return the new rate when it was cut."""
-        if wait is not None and wait > 0:
-            self.store.hold(self.interval, self.burst, wait)
-        if self.adaptive is None:
-            return None
-        rate = self.adaptive.record.apply("aimd_throttled", aimd_throttled, epoch, CUT, FLOOR)
-        return None if rate < 0 else float(rate)
+        """An attempt granted in ``epoch`` was throttled (429/503): when adaptive, cut the
+        rate; hold the budget for the server's ``wait`` (a pacing 429: one slot, see
+        :data:`PACING_WAIT`). Return the new rate when it was cut."""
+        rate = None
+        if self.adaptive is not None:
+            cut = self.adaptive.record.apply("aimd_throttled", aimd_throttled, epoch, *_CUT_ARGS)
+            rate = None if cut < 0 else float(cut)
+        hold = self._hold_for(wait)
+        if hold > 0:
+            self.store.hold(self.interval, self.burst, hold)
+        return rate
 
     def succeeded(self) -> float | None:
         """An attempt succeeded: an adaptive rate climbs; return the new rate (None when fixed)."""
         if self.adaptive is None:
             return None
         ceiling = self.adaptive.ceiling or 0.0
-        return float(self.adaptive.record.apply("aimd_succeeded", aimd_succeeded, CLIMB, ceiling))
+        return float(self.adaptive.record.apply("aimd_succeeded", aimd_succeeded, *_CLIMB_ARGS, ceiling))
 
     async def throttled_async(self, epoch: float, wait: float | None = None) -> float | None:
         """:meth:`throttled` without blocking the event loop."""
-        if wait is not None and wait > 0:
-            await self.store.hold_async(self.interval, self.burst, wait)
-        if self.adaptive is None:
-            return None
-        rate = await self.adaptive.record.apply_async("aimd_throttled", aimd_throttled, epoch, CUT, FLOOR)
-        return None if rate < 0 else float(rate)
+        rate = None
+        if self.adaptive is not None:
+            cut = await self.adaptive.record.apply_async("aimd_throttled", aimd_throttled, epoch, *_CUT_ARGS)
+            rate = None if cut < 0 else float(cut)
+        hold = self._hold_for(wait)
+        if hold > 0:
+            await self.store.hold_async(self.interval, self.burst, hold)
+        return rate
 
     async def succeeded_async(self) -> float | None:
         """:meth:`succeeded` without blocking the event loop."""
         if self.adaptive is None:
             return None
         ceiling = self.adaptive.ceiling or 0.0
-        return float(await self.adaptive.record.apply_async("aimd_succeeded", aimd_succeeded, CLIMB, ceiling))
+        return float(
+            await self.adaptive.record.apply_async("aimd_succeeded", aimd_succeeded, *_CLIMB_ARGS, ceiling)
+        )
+
+    def _hold_for(self, wait: float | None) -> float:
+        """How long a throttle with the server's ``wait`` holds the whole budget.
+
+        The full wait, unless it is a pacing 429 (:data:`PACING_WAIT`): then one slot, and a
+        fixed rate widens its spacing a little, unless more than :data:`STRIKES` such 429s
+        came within the last :data:`PACING_WAIT` seconds (then the full wait again). An
+        adaptive rate's answer to a pacing 429 is its cut, so it never counts strikes.
+        """
+        if wait is None or wait <= 0:
+            return 0.0
+        if wait > PACING_WAIT or not _paced.get():
+            return wait
+        if self.adaptive is not None:
+            return min(wait, self.interval)
+        now = clock()
+        with self._lock:
+            strikes = self._strikes
+            while strikes and strikes[0] <= now - PACING_WAIT:
+                strikes.popleft()
+            strikes.append(now)
+            self.slack = min(SLACK_MAX, self.slack + SLACK_STEP)
+            dense = len(strikes) > STRIKES
+        return wait if dense else min(wait, self.interval)
 
     def hold(self, wait: float) -> None:
         """Make the next start of every caller of this budget at least ``wait`` seconds away."""
@@ -480,18 +612,22 @@ class Limiter:
             interval = spacing(rate)
         if testing_state.active:
             return 0.0, epoch
+        if self.slack > 0:
+            interval = self._widened(interval)
         begin = clock()
         store, burst = self.store, self.burst
-        delay = store.reserve(interval, burst)
+        delay = store.reserve(self._first(interval) if self._cold else interval, burst)
         if delay <= 0:
             delay = store.confirm(interval, burst)
             if delay <= 0:
+                _paced.set(False)
                 return self._granted(clock() - begin), epoch
+        _paced.set(True)
         if stats is not None:
             stats.wait_begin()
         try:
             while True:
-                time.sleep(delay if delay > _SPIN else 0)
+                _sleep_until(clock() + delay)
                 delay = store.confirm(interval, burst)
                 if delay <= 0:
                     break
@@ -509,18 +645,22 @@ class Limiter:
             interval = spacing(rate)
         if testing_state.active:
             return 0.0, epoch
+        if self.slack > 0:
+            interval = self._widened(interval)
         begin = clock()
         store, burst = self.store, self.burst
-        delay = await store.reserve_async(interval, burst)
+        delay = await store.reserve_async(self._first(interval) if self._cold else interval, burst)
         if delay <= 0:
             delay = await store.confirm_async(interval, burst)
             if delay <= 0:
+                _paced.set(False)
                 return self._granted(clock() - begin), epoch
+        _paced.set(True)
         if stats is not None:
             stats.wait_begin()
         try:
             while True:
-                await asyncio.sleep(delay if delay > _SPIN else 0)
+                await _sleep_until_async(clock() + delay)
                 delay = await store.confirm_async(interval, burst)
                 if delay <= 0:
                     break
@@ -528,6 +668,20 @@ class Limiter:
             if stats is not None:
                 stats.wait_end()
         return self._granted(clock() - begin), epoch
+
+    def _first(self, interval: float) -> float:
+        """The first grant through this limiter object (in this process) reserves two slots
+        (``burst == 1``): a process's first call is slow to go out (imports, a new connection,
+        a TLS handshake), and the start after it must not be squeezed against its late arrival
+        at the server. Costs one interval per process."""
+        self._cold = False
+        return 2.0 * interval if self.burst == 1 else interval
+
+    def _widened(self, interval: float) -> float:
+        """``interval`` plus the learned slack; the slack narrows a little with each grant."""
+        slack = self.slack
+        self.slack = max(0.0, slack - SLACK_STEP / SLACK_DECAY)  # a lost race only loses a step
+        return interval * (1.0 + slack)
 
     def _granted(self, waited: float) -> float:
         self.grants += 1

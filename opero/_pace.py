@@ -95,7 +95,7 @@ def pace_read(now: float, v: list[float]) -> float:
 
 def aimd_publish(now: float, v: list[float], rate: float) -> float:
     """The server published its limit: the adaptive rate starts there (``_limit``'s layout:
-    rate, epoch, base, probing)."""
+    rate, epoch, base, probing, peak; the soft ceiling ``peak`` is left to the next cut)."""
     v[RATE] = rate
     v[2] = rate  # base: the climb after the next cut is scaled from here
     v[3] = 0.0  # no slow start: the limit is known

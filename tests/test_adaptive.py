@@ -269,3 +269,59 @@ def test_testing_mode_skips_waits_but_keeps_the_mechanism(free: DemoServer) -> N
     assert status.stats.rate_waits == 0
     assert limiter.current_rate() < 5 * 0.9  # cut by the 429s (then +1 per success)
     assert free.stats["status"][429] == 10
+
+
+def test_soft_ceiling_cuts_gently_and_climbs_carefully_near_it() -> None:
+    """The rate at the last cut is a soft ceiling: near it a 429 cuts to 90 % (not 80 %) and
+    successes climb 4x slower; far below it the climb is the usual one."""
+    from opero._limit import CLIMB, CLIMB_NEAR, CUT, CUT_NEAR, PEAK, RATE, Adaptive, Limiter, LocalRecord
+
+    record = LocalRecord(Adaptive.initial(20.0, probing=False))
+    limiter = Limiter("soft", 20.0, adaptive=Adaptive(record, None))
+    assert limiter.throttled(0.0) == pytest.approx(20.0 * CUT)  # no soft ceiling yet
+    assert record.values[PEAK] == 20.0
+    assert limiter.succeeded() == pytest.approx(16.0 + CLIMB)  # 16 is far below 20: full climb
+    record.values[RATE] = 19.0  # within 10 % of the soft ceiling
+    assert limiter.succeeded() == pytest.approx(19.0 + CLIMB * 16.0 / 19.0 * CLIMB_NEAR)
+    rate = record.values[RATE]
+    assert limiter.throttled(1.0) == pytest.approx(rate * CUT_NEAR)
+    assert record.values[PEAK] == pytest.approx(rate)  # the new soft ceiling
+    assert limiter.throttled(1.0) is None  # granted before that cut: one signal, one cut
+
+
+def test_a_pacing_429_skips_a_slot_instead_of_stalling_the_budget() -> None:
+    """A 429 with Retry-After: 1 on a grant that had to wait holds a fixed budget one slot,
+    not 1 s, and widens its spacing; the third within a second holds the whole budget 1 s."""
+    import time
+
+    from opero._limit import SLACK_STEP, Limiter
+
+    limiter = Limiter("pacing", 50.0)
+    limiter.take()
+    for strike in (1, 2):
+        limiter.take()  # waited for its slot: the budget is busy
+        limiter.throttled(0.0, 1.0)
+        assert limiter.slack == pytest.approx(strike * SLACK_STEP, abs=1e-3)
+        began = time.monotonic()
+        limiter.take()
+        assert time.monotonic() - began < 0.5  # one slot is 21 ms; not the server's 1 s
+    limiter.throttled(0.0, 1.0)  # the third within a second: no longer the spacing's noise
+    began = time.monotonic()
+    limiter.take()
+    assert time.monotonic() - began >= 0.95
+
+
+def test_the_first_grant_of_a_process_reserves_two_slots() -> None:
+    """With burst 1 the start after a limiter's first grant is two intervals later (a first
+    call is slow to go out); then the spacing is exact again."""
+    from opero._limit import Limiter, LocalStore
+    from tests._spacing import assert_exact_spacing
+
+    store = LocalStore()
+    store.grant_log = []
+    limiter = Limiter("cold", 40.0, store=store)
+    for _ in range(4):
+        limiter.take()
+    g = store.grant_log
+    assert g[1] - g[0] >= 2 * limiter.interval - 1e-5
+    assert_exact_spacing(g[1:], 40.0, count=3)

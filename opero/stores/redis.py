@@ -436,14 +436,24 @@ if op == 'aimd_read' then
   out = {v[1], v[2]}
 elseif op == 'aimd_throttled' then
   if a[1] == v[2] then
-    v[1] = math.max(a[3], v[1] * a[2]); v[3] = v[1]; v[2] = v[2] + 1; v[4] = 0
+    local rate, peak = v[1], v[5] or 0
+    local cut = a[2]
+    if peak > 0 and math.abs(rate - peak) <= a[5] * peak then cut = a[4] end
+    v[5] = rate
+    v[1] = math.max(a[3], rate * cut); v[3] = v[1]; v[2] = v[2] + 1; v[4] = 0
     out = {v[1]}
   end
 elseif op == 'aimd_succeeded' then
-  local rate = v[1]
-  if v[4] ~= 0 then rate = rate + 1 else rate = rate + a[1] * v[3] / rate end
-  if a[2] > 0 and rate > a[2] then rate = a[2] end
-  v[1] = rate
+  local rate, peak = v[1], v[5] or 0
+  if v[4] ~= 0 then
+    rate = rate + 1
+  else
+    local gain = a[1] * v[3] / rate
+    if peak > 0 and math.abs(rate - peak) <= a[3] * peak then gain = gain * a[2] end
+    rate = rate + gain
+  end
+  if a[4] > 0 and rate > a[4] then rate = a[4] end
+  v[1] = rate; v[5] = peak
   out = {rate}
 elseif op == 'pace_take' then
   if a[3] > 0 and (v[2] >= a[3] or v[2] + a[2] > a[3]) then
