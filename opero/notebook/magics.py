@@ -347,7 +347,7 @@ def run_cell(shell: Any, line: str, cell: str) -> Any:
 def _keep_stats(plan: Plan, stats: _telemetry.FunctionStats) -> None:
     plan.recorder.stats = stats
     plan.stats = stats
-    _telemetry._registry.put(stats.name, stats)
+    _telemetry.registry.put(stats.name, stats)
 
 
 _OPERO_DIR = str(Path(__file__).resolve().parents[1])
