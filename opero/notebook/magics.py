@@ -73,7 +73,7 @@ USAGE = """\
 _OPTION_START = re.compile(r"\s+(?=[A-Za-z_]\w*\s*=(?!=))")
 
 
-def _value(name: str, node: ast.expr, source: str, namespace: Mapping[str, Any]) -> Any:
+def _value(name: str, node: ast.expr, source: str, namespace: Mapping[str, object]) -> object:
     """A literal, or a plain name / dotted name looked up in the user namespace or builtins."""
     try:
         return ast.literal_eval(node)
@@ -98,7 +98,7 @@ def _value(name: str, node: ast.expr, source: str, namespace: Mapping[str, Any])
     )
 
 
-def parse_options(line: str, namespace: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def parse_options(line: str, namespace: Mapping[str, object] | None = None) -> dict[str, Any]:
     """Parse ``option=value ...`` (space- or comma-separated) into a dict.
 
     Args:
@@ -184,7 +184,7 @@ def _alarm(seconds: float | None) -> Iterator[None]:
         yield
         return
 
-    def expire(signum: int, frame: Any) -> None:
+    def expire(signum: int, frame: types.FrameType | None) -> None:
         raise TimeoutError(f"cell exceeded timeout={seconds}s")
 
     previous = signal.signal(signal.SIGALRM, expire)
@@ -527,7 +527,7 @@ def _store(
     store.set(key, entry.dumps())
 
 
-def after_cell(*_: Any) -> None:
+def after_cell(*_: object) -> None:
     """``post_run_cell`` hook: at the end of every cell, bring every dashboard up to date.
 
     A dashboard with no work running then holds its static snapshot alone, so a notebook
@@ -593,7 +593,7 @@ def _stats() -> Any:
         return None
 
 
-def _config(rest: str, user_ns: Mapping[str, Any]) -> None:
+def _config(rest: str, user_ns: Mapping[str, object]) -> None:
     if rest == "reset":
         configure()
         print("opero: notebook-wide defaults reset")
