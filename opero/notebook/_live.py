@@ -46,34 +46,13 @@ class LiveView:
         raise NotImplementedError
 
     def _update_bars(self, running: list[MapProgress]) -> None:
-        import ipywidgets as w
-
         # Rows of widgets are reused from map to map: creating widgets costs a comm round of
         # its own (~3 ms each), updating a value is a small message. A running map keeps its
         # row until it finishes: a click arrives with only the button's identity, so a row
         # that showed another map a moment later would stop the wrong one.
-        alive = {id(m) for m in running}
-        slots = [m if m is not None and id(m) in alive else None for m in self._bar_maps]
-        placed = {id(m) for m in slots if m is not None}
-        for m in running:
-            if id(m) not in placed:
-                free = next((i for i, s in enumerate(slots) if s is None), None)
-                if free is None:
-                    slots.append(m)
-                else:
-                    slots[free] = m
-        while slots and slots[-1] is None:
-            slots.pop()
+        slots = _place(self._bar_maps, running)
         while len(self._bars) < len(slots):
-            label = w.HTML()
-            button = w.Button(description="stop", tooltip="cancel the items not started yet", icon="stop")
-            button.layout = w.Layout(width="auto", height="22px")
-            button.add_class("opero-stop")
-            slot = len(self._bars)
-            button.on_click(lambda _b, slot=slot: self._stop_slot(slot))
-            # taken early, in the kernel's shell channel thread: the map may hold the main one
-            clicks.hook(button, functools.partial(self._stop_map, slot))
-            self._bars.append((label, button, w.HBox([label, button])))
+            self._bars.append(self._new_row(len(self._bars)))
         self._bar_maps = slots
         for (label, button, row), shown in zip(self._bars, slots):
             if shown is None:  # a free row between two running maps stays hidden until reused
@@ -93,6 +72,19 @@ class LiveView:
             )
         if len(self._maps_box.children) != len(slots):
             self._maps_box.children = [row for _, _, row in self._bars[: len(slots)]]
+
+    def _new_row(self, slot: int) -> tuple[Any, Any, Any]:
+        """A map's row: its bar and a stop button that stops whichever map holds ``slot``."""
+        import ipywidgets as w
+
+        label = w.HTML()
+        button = w.Button(description="stop", tooltip="cancel the items not started yet", icon="stop")
+        button.layout = w.Layout(width="auto", height="22px")
+        button.add_class("opero-stop")
+        button.on_click(lambda _b: self._stop_slot(slot))
+        # taken early, in the kernel's shell channel thread: the map may hold the main one
+        clicks.hook(button, functools.partial(self._stop_map, slot))
+        return label, button, w.HBox([label, button])
 
     def _stop_map(self, slot: int) -> None:
         # only the stop event: rendering from the shell channel thread is not safe
@@ -140,3 +132,20 @@ class LiveView:
 
         self._handle.update(display_bundle(self._widget, self.snapshot(), self.text()), raw=True)
         self._live_shown = True
+
+
+def _place(shown: list[MapProgress | None], running: list[MapProgress]) -> list[MapProgress | None]:
+    """Slots after an update: running maps keep theirs, a new one takes the first free slot."""
+    alive = {id(m) for m in running}
+    slots = [m if m is not None and id(m) in alive else None for m in shown]
+    placed = {id(m) for m in slots if m is not None}
+    for m in running:
+        if id(m) not in placed:
+            free = next((i for i, s in enumerate(slots) if s is None), None)
+            if free is None:
+                slots.append(m)
+            else:
+                slots[free] = m
+    while slots and slots[-1] is None:
+        slots.pop()
+    return slots
