@@ -136,7 +136,7 @@ class FunctionStats:
         self.hit = self._hits.__next__
         self.reset()
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[Callable[[str], FunctionStats], tuple[str]]:
         # Sent to another process (with a function pickled by value), stats become that
         # process's own counters of the same name; workers report them home per chunk.
         return (lookup, (self.name,))
@@ -363,7 +363,7 @@ class FunctionStats:
         return f"<table class='opero-stats'>{rows}</table>"
 
 
-def _fmt(value: Any) -> str:
+def _fmt(value: object) -> str:
     import html
 
     if isinstance(value, float):

@@ -219,7 +219,7 @@ class Options:
     mode: str | None = None
     workers: int | None = None
     ordered: bool = True
-    progress: Any = True
+    progress: bool | str | Mapping[str, Any] | type = True
     chunksize: int | str = "auto"
     #: opmap: items per call of a batch function (None: one item per call)
     batch_size: int | None = None
@@ -269,7 +269,7 @@ _overrides: dict[str, Any] = {}
 _overrides_lock = threading.Lock()
 
 
-def _check_names(options: Mapping[str, Any]) -> None:
+def _check_names(options: Mapping[str, object]) -> None:
     for name in options:
         if name not in OPTION_NAMES:
             close = _close_matches(name, OPTION_NAMES, n=1, cutoff=0.5)
@@ -601,7 +601,7 @@ def configure(**options: Unpack[OperoOptions]) -> None:
         _overrides.update(merged)
 
 
-def current_overrides() -> dict[str, Any]:
+def current_overrides() -> dict[str, object]:
     """Return a copy of the ``configure()`` overrides (used by the notebook magics)."""
     with _overrides_lock:
         return dict(_overrides)

@@ -80,7 +80,7 @@ _HELP = {
 }
 
 
-def _fmt_number(value: Any) -> str:
+def _fmt_number(value: object) -> str:
     if value is None:
         return "–"
     if isinstance(value, float):

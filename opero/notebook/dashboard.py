@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from .._progress import FailureLog, MapProgress, failure_logs, maps
@@ -98,7 +99,7 @@ class Dashboard(LiveView):
         self.always = always
         self.compact = compact
         self.created = time.time()
-        self._fingerprint: Any = None
+        self._fingerprint: object = None
         self._lock = threading.Lock()
         self._widget: Any = None
         self._body: Any = None
@@ -106,7 +107,7 @@ class Dashboard(LiveView):
         self._tail: Any = None
         self._rendered = 0.0
         self._busy_since: float | None = None
-        self._seen: Any = None
+        self._seen: object = None
         self._changed = time.monotonic()
         self._more = False
         self._toggle: Any = None
@@ -153,7 +154,7 @@ class Dashboard(LiveView):
         names = {s.name for s in self._selected()}
         return [log for log in failure_logs() if log.total and (self.scope is None or log.name in names)]
 
-    def _current_fingerprint(self) -> Any:
+    def _current_fingerprint(self) -> object:
         # Plain attribute reads, no locks and no sorting: this runs 10 times a second. The
         # throttled time and the recent rate move while a call waits and after work ends.
         return (
@@ -299,7 +300,7 @@ class Dashboard(LiveView):
             self.refresh(force=True)
         return self._widget
 
-    def _on_toggle(self, change: dict[str, Any]) -> None:
+    def _on_toggle(self, change: Mapping[str, object]) -> None:
         self._more = bool(change.get("new"))
         self.refresh(force=True)
 
