@@ -200,7 +200,7 @@ def _can_alarm() -> bool:
     return hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
 
 
-def _compile(shell: Any, tree: ast.Module, source: str, raw: str) -> Any:
+def _compile(shell: Any, tree: ast.Module, source: str, raw: str) -> types.CodeType:
     """Compile the cell; its last expression is stored so the magic can return it."""
     if tree.body and isinstance(tree.body[-1], ast.Expr):
         last = tree.body[-1]
@@ -212,13 +212,17 @@ def _compile(shell: Any, tree: ast.Module, source: str, raw: str) -> Any:
         flags = shell.compile.flags
     except AttributeError:  # a bare InteractiveShell stand-in
         filename, flags = "<opero cell>", 0
-    return compile(tree, filename, "exec", flags=flags | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
+    # a variable flag makes typeshed's compile() return Any (PyCF_ONLY_AST would give a tree)
+    code: types.CodeType = compile(
+        tree, filename, "exec", flags=flags | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True
+    )
+    return code
 
 
 class _CellFunction:
     """The cell as a function of no arguments, for :class:`Plan`: one call = one run."""
 
-    def __init__(self, shell: Any, code: Any, timeout: float | None) -> None:
+    def __init__(self, shell: Any, code: types.CodeType, timeout: float | None) -> None:
         self.shell = shell
         self.code = code
         self.timeout = timeout
@@ -252,7 +256,7 @@ def _on_retry(event: Event) -> None:
     _note(f"cell attempt {event.attempt} failed ({what}){delay}")
 
 
-def _cell_options(explicit: dict[str, Any]) -> tuple[Options, str]:
+def _cell_options(explicit: dict[str, object]) -> tuple[Options, str]:
     # A cell runs once unless retries= is given: re-running a whole cell (its side effects,
     # its prints) is a choice the user makes, not a default.
     if "retries" not in explicit and "retries" not in current_overrides():
@@ -308,7 +312,7 @@ def run_cell(shell: Any, line: str, cell: str) -> Any:
     plan = _cell_plan(function, opts, name, use_alarm)
 
     key = store = None
-    inputs: dict[str, Any] = {}
+    inputs: dict[str, object] = {}
     if names is not None and testing_state.cache:
         key, store, inputs = _lookup_key(shell, names, source, opts, request.backend)
         if key is not None and store is not None:
@@ -445,7 +449,7 @@ def install_interrupt_handler(shell: Any) -> bool:
 
 def _lookup_key(
     shell: Any, names: cellcache.CellNames, source: str, opts: Options, backend: str
-) -> tuple[str | None, cellcache.CellStore | None, dict[str, Any]]:
+) -> tuple[str | None, cellcache.CellStore | None, dict[str, object]]:
     if names.star_import:
         _note("cell not cached: it uses 'from ... import *', so its names cannot be known")
         return None, None, {}
@@ -500,11 +504,11 @@ def _age(seconds: float) -> str:
 def _store(
     shell: Any,
     names: cellcache.CellNames,
-    inputs: dict[str, Any],
+    inputs: dict[str, object],
     store: cellcache.CellStore,
     key: str,
     stdout: str,
-    result: Any,
+    result: object,
     elapsed: float,
 ) -> None:
     hidden = getattr(shell, "user_ns_hidden", {})
