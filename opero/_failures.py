@@ -148,7 +148,7 @@ def describe_error(error: BaseException) -> tuple[str, str, int]:
     return name, str(final), attempts
 
 
-def short_repr(value: Any, limit: int = 80) -> str:
+def short_repr(value: object, limit: int = 80) -> str:
     """A one-line repr cut at ``limit`` characters."""
     try:
         text = value if isinstance(value, str) else repr(value)

@@ -235,7 +235,7 @@ class MapProgress:
         self,
         name: str,
         total: int | None,
-        show: Any,
+        show: object,
         retries: Callable[[], int],
         stop: threading.Event | None = None,
         labels: list[Any] | None = None,
@@ -277,7 +277,7 @@ class MapProgress:
 
     # -- the bar -------------------------------------------------------------------------------
 
-    def _make_bar(self, show: Any) -> Any:
+    def _make_bar(self, show: object) -> Any:
         notebook = _in_notebook()
         if show == "auto" and not notebook and not _stderr_is_terminal():
             return None
@@ -338,7 +338,7 @@ class MapProgress:
         """``n`` more items were handed to the executor."""
         self._taken += n
 
-    def item_failed(self, index: int, item: Any, error: BaseException) -> None:
+    def item_failed(self, index: int, item: object, error: BaseException) -> None:
         """Record the failed item at position ``index`` with its own final error."""
         labels = self.labels
         value = _unspread(item)
@@ -478,7 +478,7 @@ class MapProgress:
 
 
 def keep_interrupted(
-    results: list[Any], missing: Any, progress: MapProgress, items: Any, ordered: bool
+    results: list[Any], missing: object, progress: MapProgress, items: object, ordered: bool
 ) -> int:
     """After a KeyboardInterrupt: keep what was done, mark the rest; returns the items in flight.
 
@@ -515,14 +515,14 @@ def keep_interrupted(
     return flagged
 
 
-def _item_at(items: Any, index: int) -> Any:
+def _item_at(items: object, index: int) -> object:
     try:
         return items[index] if isinstance(items, list | tuple | range) else f"#{index}"
     except IndexError:
         return f"#{index}"
 
 
-def _unspread(item: Any) -> Any:
+def _unspread(item: object) -> object:
     # A pandas row over several columns travels as Spread(args, kwargs): show its values.
     args = getattr(item, "args", None)
     kwargs = getattr(item, "kwargs", None)
@@ -567,7 +567,7 @@ class _TqdmBar:
 
     def close(self, p: MapProgress) -> None:
         self._sync(p)
-        postfix: dict[str, Any] = {"failed": p.failed, "retries": p._retries() - p._base}
+        postfix: dict[str, object] = {"failed": p.failed, "retries": p._retries() - p._base}
         if p.state != "done":
             postfix["state"] = p.state
         self.bar.set_postfix(postfix, refresh=False)
