@@ -12,7 +12,7 @@ import traceback
 from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from . import _telemetry
 from ._errors import AllFailedError
@@ -85,7 +85,7 @@ class Failure:
     #: True when ``item`` is a DataFrame row's index label ("row 275"), else an item
     row: bool = False
     #: the item itself (the row's values for a DataFrame), as the function received it
-    value: Any = None
+    value: object = None
     #: the final error's traceback, as text
     traceback: str = ""
 
@@ -188,7 +188,7 @@ class FailureLog:
         call: str,
         position: int | None = None,
         row: bool = False,
-        value: Any = None,
+        value: object = None,
     ) -> Failure:
         """Record one failed item with its own final error (and its traceback text)."""
         error_type, message, attempts = describe_error(error)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .._telemetry import ENDS, Event
 from ._hooks import add_hook
@@ -155,7 +155,7 @@ def enable_prometheus(registry: CollectorRegistry | None = None) -> PrometheusHo
     """
     import prometheus_client
 
-    reg: Any = prometheus_client.REGISTRY if registry is None else registry
+    reg: CollectorRegistry = prometheus_client.REGISTRY if registry is None else registry
     with _enabled_lock:
         hook = _enabled.get(id(reg))
         if hook is None or hook.registry is not reg:
