@@ -51,7 +51,12 @@ CALLBACKS = ("on_retry", "on_success", "on_failure", "on_cache_hit")
 #: Options that only ``@opmap`` uses; ``@opero`` accepts and ignores them.
 MAP_ONLY = frozenset({"mode", "workers", "ordered", "progress", "chunksize", "batch_size"})
 #: ``circuit_breaker=True`` means these; a dict overrides some of them.
-BREAKER_DEFAULTS: Mapping[str, Any] = {"failures": 5, "window": 10.0, "open": 30.0, "fail_fast": False}
+BREAKER_DEFAULTS: Mapping[str, float | bool] = {
+    "failures": 5,
+    "window": 10.0,
+    "open": 30.0,
+    "fail_fast": False,
+}
 #: The settings each backend reads from ``cache_backend_config``.
 BACKEND_SETTINGS: Mapping[str, frozenset[str]] = {
     "memory": frozenset({"max_size"}),

@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import _telemetry
@@ -238,7 +238,7 @@ class MapProgress:
         show: object,
         retries: Callable[[], int],
         stop: threading.Event | None = None,
-        labels: list[Any] | None = None,
+        labels: Sequence[object] | None = None,
         failures: FailureLog | None = None,
         workers: int | None = None,
     ) -> None:
