@@ -306,7 +306,7 @@ class FunctionStats:
     def export(self) -> dict[str, Any]:
         """Raw counters and latencies, to send from a worker to the parent."""
         with self._lock:
-            out: dict[str, Any] = {c: getattr(self, c) for c in _COUNTERS}
+            out: dict[str, object] = {c: getattr(self, c) for c in _COUNTERS}
             out["latencies"] = list(self._latencies)
             out["first"], out["last"] = self._first, self._last
             out["attempt_errors"] = dict(self.attempt_errors)

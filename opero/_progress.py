@@ -24,7 +24,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import _telemetry
 from ._failures import MAX_FAILURES as MAX_FAILURES
@@ -174,6 +174,16 @@ def _stderr_is_terminal() -> bool:
         return False
 
 
+class Bar(Protocol):
+    """What draws a map's progress: opero's notebook bar or a tqdm bar."""
+
+    def update(self, p: MapProgress) -> None:
+        """Show ``p``'s counts now."""
+
+    def close(self, p: MapProgress) -> None:
+        """Show ``p``'s final state and stop drawing."""
+
+
 def _label(name: str) -> str:
     """``"name #n"``: the function's short name and its call number in this process."""
     with _runs_lock:
@@ -269,7 +279,7 @@ class MapProgress:
         self._lock = threading.Lock()
         self._stop = stop if stop is not None else threading.Event()
         self._samples: deque[tuple[float, int]] = deque([(time.monotonic(), 0)], maxlen=128)
-        self._bar: Any = None if show is False or show is None else self._make_bar(show)
+        self._bar: Bar | None = None if show is False or show is None else self._make_bar(show)
         _keep(self)
         self._publish(False)
         if "IPython" in sys.modules and not _interrupts_shown:
@@ -277,7 +287,7 @@ class MapProgress:
 
     # -- the bar -------------------------------------------------------------------------------
 
-    def _make_bar(self, show: object) -> Any:
+    def _make_bar(self, show: object) -> Bar | None:
         notebook = _in_notebook()
         if show == "auto" and not notebook and not _stderr_is_terminal():
             return None
@@ -287,7 +297,8 @@ class MapProgress:
                 # that stays readable in saved notebooks. Loaded by name: the notebook layer
                 # sits above this one and is only imported inside a kernel.
                 bars = importlib.import_module("opero.notebook.bars")
-                return bars.NotebookBar(self)
+                bar: Bar = bars.NotebookBar(self)
+                return bar
             options: dict[str, Any] = {
                 "total": self.total,
                 "desc": self.label,

@@ -138,7 +138,7 @@ class Event:
         ``candidate``, ``delay``, ``duration``, ``state``, ``rate``, ``error_type``, ``error`` (the
         message), ``item`` (a short repr unless a plain scalar), ``pid``, ``call`` that apply.
         """
-        out: dict[str, Any] = {"event": self.kind, "function": self.func}
+        out: dict[str, object] = {"event": self.kind, "function": self.func}
         for name in ("attempt", "round", "candidate", "delay", "duration", "state", "rate"):
             value = getattr(self, name)
             if value is not None:
