@@ -12,10 +12,13 @@ from . import clicks
 from ._html import STYLE, bar_html
 from ._hub import hub
 
-__all__ = ["IN_VOILA", "LiveView"]
+__all__ = ["IN_VOILA", "LiveView", "MapRow"]
 
 #: Voila starts its kernels with ``SERVER_SOFTWARE=voila/<version>``.
 IN_VOILA = os.environ.get("SERVER_SOFTWARE", "").startswith("voila")
+
+#: A running map's row of widgets: its bar (``ipywidgets.HTML``), its stop button, their box.
+MapRow = tuple[Any, Any, Any]
 
 
 class LiveView:
@@ -25,7 +28,7 @@ class LiveView:
     _maps_box: Any
 
     def __init__(self) -> None:
-        self._bars: list[tuple[Any, Any, Any]] = []
+        self._bars: list[MapRow] = []
         #: slot -> the map its row shows (None: a free, hidden row); a map keeps its slot
         self._bar_maps: list[MapProgress | None] = []
         self._handle: Any = None
@@ -73,7 +76,7 @@ class LiveView:
         if len(self._maps_box.children) != len(slots):
             self._maps_box.children = [row for _, _, row in self._bars[: len(slots)]]
 
-    def _new_row(self, slot: int) -> tuple[Any, Any, Any]:
+    def _new_row(self, slot: int) -> MapRow:
         """A map's row: its bar and a stop button that stops whichever map holds ``slot``."""
         import ipywidgets as w
 

@@ -12,11 +12,15 @@ from .._telemetry import FunctionStats, lookup
 from ._html import esc, sparkline
 from ._hub import SAMPLE
 
+#: One function's row: its ``fn.stats.as_dict()`` plus the chart cells the dashboard adds.
+Row = dict[str, Any]
+
 __all__ = [
     "CHARTS",
     "COLUMNS",
     "MORE",
     "NAME_WIDTH",
+    "Row",
     "pace_line",
     "render_errors_html",
     "render_errors_text",
@@ -88,7 +92,7 @@ def _fmt_number(value: object) -> str:
     return f"{value:,}"
 
 
-def _fmt_cell(key: str, row: dict[str, Any]) -> str:
+def _fmt_cell(key: str, row: Row) -> str:
     value = row.get(key)
     if key == "cache_hit_rate":
         return "–" if value is None else f"{100 * value:.0f}% ({row['cache_hits']:,})"
@@ -122,7 +126,7 @@ def _columns(charts: bool, more: bool) -> tuple[tuple[str, str], ...]:
     return COLUMNS + (MORE if more else ()) + (CHARTS if charts else ())
 
 
-def render_table_html(rows: list[dict[str, Any]], charts: bool = True, more: bool = False) -> str:
+def render_table_html(rows: list[Row], charts: bool = True, more: bool = False) -> str:
     """The function table as HTML (one ``<tr class="opero-row">`` per function).
 
     The default columns fit a 1,000 px output; ``more`` adds the rest of ``fn.stats``.
@@ -153,7 +157,7 @@ def _header_title(key: str) -> str:
     return f'fn.stats["{key}"]' + (f": {help_text}" if help_text else "")
 
 
-def render_table_text(rows: list[dict[str, Any]], more: bool = False) -> str:
+def render_table_text(rows: list[Row], more: bool = False) -> str:
     """The function table as fixed-width text (terminals, logs)."""
     columns = _columns(False, more)
     table = [[label for _, label in columns]]
@@ -277,7 +281,7 @@ def _fmt_rate(rate: float) -> str:
     return f"{rate:,.0f}/s" if rate >= 1 else f"{rate * 60:,.3g}/min"
 
 
-def limit_cell(s: FunctionStats, row: dict[str, Any], limit: list[float], tokens: list[float]) -> str:
+def limit_cell(s: FunctionStats, row: Row, limit: list[float], tokens: list[float]) -> str:
     """The limit-use cell: the request rate's chart, then (stacked, so the column stays
     narrow) the tokens' use of ``token_limit`` and the slots in use of ``max_concurrency``."""
     parts = []
@@ -301,7 +305,7 @@ def limit_cell(s: FunctionStats, row: dict[str, Any], limit: list[float], tokens
     return "".join(f'<div class="opero-chart-line">{p}</div>' for p in parts)
 
 
-def pace_line(row: dict[str, Any]) -> str | None:
+def pace_line(row: Row) -> str | None:
     """``complete: tokens 98 % of 60,000/s · 3/8 slots`` for a paced function, else None."""
     bits = []
     limit = row.get("token_limit")
@@ -314,7 +318,7 @@ def pace_line(row: dict[str, Any]) -> str | None:
     return f"{short_name(str(row['function']))}: " + " · ".join(bits)
 
 
-def status_line(rows: list[dict[str, Any]], created: float) -> str:
+def status_line(rows: list[Row], created: float) -> str:
     """The ``%%opero`` cell's view: one line per cell, not a table."""
     parts = []
     for row in rows:

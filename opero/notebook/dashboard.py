@@ -33,6 +33,7 @@ from ._tables import (
     COLUMNS,
     MORE,
     NAME_WIDTH,
+    Row,
     limit_cell,
     pace_line,
     render_errors_html,
@@ -180,7 +181,7 @@ class Dashboard(LiveView):
             tuple((log.name, log.version) for log in failure_logs()),
         )
 
-    def rows(self) -> list[dict[str, Any]]:
+    def rows(self) -> list[Row]:
         """One ``FunctionStats.as_dict()`` per shown function, with its charts."""
         running: dict[str, int] = {}
         workers: dict[str, int] = {}
@@ -240,7 +241,7 @@ class Dashboard(LiveView):
     def __repr__(self) -> str:
         return self.text()
 
-    def _top_html(self, rows: list[dict[str, Any]], more: bool) -> str:
+    def _top_html(self, rows: list[Row], more: bool) -> str:
         """The title, the table (or the cell's status line) and the hints: live and saved alike."""
         if self.compact:
             return status_line(rows, self.created)
