@@ -280,6 +280,10 @@ class MapProgress:
         self._stop = stop if stop is not None else threading.Event()
         self._samples: deque[tuple[float, int]] = deque([(time.monotonic(), 0)], maxlen=128)
         self._bar: Bar | None = None if show is False or show is None else self._make_bar(show)
+        self._announce()
+
+    def _announce(self) -> None:
+        """The run starts: dashboards and progress subscribers see it."""
         _keep(self)
         self._publish(False)
         if "IPython" in sys.modules and not _interrupts_shown:
