@@ -371,7 +371,7 @@ def _fmt(value: object) -> str:
     return html.escape(str(value))
 
 
-#: Reads an error's HTTP status; set by a layer above (``_progress``: ``_hints.status_of``),
+#: Reads an error's HTTP status; set by a layer above (``_failures``: ``_hints.status_of``),
 #: which this one may not import.
 _status_reader: Callable[[BaseException], int | None] | None = None
 
@@ -388,7 +388,7 @@ _Named = TypeVar("_Named")
 class Registry(Generic[_Named]):
     """One object per function name, made by ``make(name)``, thread-safe.
 
-    The functions' stats here, their failure logs in ``_progress`` (a layer above).
+    The functions' stats here, their failure logs in ``_failures`` (a layer above).
     """
 
     __slots__ = ("_items", "_lock", "_make")

@@ -204,7 +204,7 @@ def _short(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-#: Records a plain call's failure in its function's failure log (set by ``_progress``).
+#: Records a plain call's failure in its function's failure log (set by ``_failures``).
 _failure_sink: Callable[[str, BaseException], None] | None = None
 
 

@@ -7,7 +7,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from .._progress import Failure, FailureLog, MapProgress, format_seconds
+from .._failures import Failure, FailureLog
+from .._progress import MapProgress, format_seconds
 from .._telemetry import FunctionStats, lookup
 from ._html import esc, sparkline
 from ._hub import SAMPLE

@@ -6,9 +6,10 @@ thread wakes 10 times a second; every ``SAMPLE`` seconds it samples each functio
 few seconds, not a lifetime) and the charts (inline SVG sparklines of throughput, failures
 and rate-limit use) are drawn. A dashboard re-renders only when its fingerprint changed.
 
-Failed map items come from each function's failure log (``opero._progress``): every item
-with its own final error, recorded where the map receives it. Running maps come from the
-same module, with a stop button each.
+Failed map items come from each function's failure log (``opero._failures``): every item
+with its own final error, recorded where the map receives it. Running maps come from
+``opero._progress``, with a stop button each (``_live``); the sampler and timer are ``_hub``'s,
+the tables ``_tables``'.
 
 The widget is displayed with a ``text/html`` snapshot in its mime bundle; once the work is
 idle the display is replaced by that snapshot alone (and back to the live widget when work
@@ -24,7 +25,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from .._progress import FailureLog, MapProgress, failure_logs, maps
+from .._failures import FailureLog, failure_logs
+from .._progress import MapProgress, maps
 from .._telemetry import FunctionStats, all_stats, logger, lookup
 from ._html import STYLE, bar_html, esc, sparkline
 from ._hub import SAMPLE, History, hub
