@@ -32,7 +32,7 @@ from ._errors import ConfigurationError
 from ._pace import Pace
 from ._policy import Plan
 from ._progress import MapProgress
-from ._telemetry import _registry
+from ._telemetry import registry
 from ._testing import state as testing_state
 from .executors import sync_outcomes
 from .executors._chunks import MapCall, Outcome, Spread, Window, compose
@@ -62,7 +62,7 @@ def batch_plan(plan: Plan) -> Plan:
     batches.sticky = plan.sticky
     batches.stats = batches.recorder.stats = plan.stats
     batches._pick_fast_path()  # the fast path must see the pace (it skips it)
-    _registry.put(plan.name, plan.stats)  # building the plan registered fresh counters
+    registry.put(plan.name, plan.stats)  # building the plan registered fresh counters
     return batches
 
 

@@ -7,7 +7,7 @@ entries themselves (:meth:`FastPath.sync_entry`, :meth:`FastPath.async_entry`);
 :meth:`FastPath.call_sync`/:meth:`FastPath.call_async` (executors, the cell magic) go
 through them, and the thread executors' chunk loops ask the same rule.
 
-A fast call is one whose latency is not sampled (see ``_telemetry._SAMPLE_MASK``) and that
+A fast call is one whose latency is not sampled (see ``_telemetry.SAMPLE_MASK``) and that
 the rule lets skip the driver: it runs the function at once or returns a memory-cache hit,
 counting itself lock-free. Anything else (a failure, a miss, a listener) goes through the
 general driver. The plan's fixed parts sit in the entries' closure cells; its mutable
@@ -30,7 +30,7 @@ from ._limit import Limiter
 from ._options import Options
 from ._pace import Pace
 from ._sticky import Sticky
-from ._telemetry import _SAMPLE_ALL, _SAMPLE_MASK, LEVELS, FunctionStats, Recorder, logger
+from ._telemetry import LEVELS, SAMPLE_ALL, SAMPLE_MASK, FunctionStats, Recorder, logger
 from ._testing import state as testing_state
 from .stores import MISS, CacheBackend
 
@@ -79,7 +79,7 @@ class FastPath:
 
     def _pick_fast_path(self) -> None:
         """Decide once which calls may skip the general driver (see ``call_sync``)."""
-        callbacks = self.recorder._callbacks
+        callbacks = self.recorder.callbacks
         #: "plain": no cache, limiter or timeout; "memory": a memory cache hit can return at
         #: once; None: every call takes the general path.
         self._fast: str | None = None
@@ -120,7 +120,7 @@ class FastPath:
         if (
             fast is not None
             and self.recorder.relay is None
-            and not _telemetry._subscribers
+            and not _telemetry.subscribers
             and (_cached_level(self._quiet_level) is False or not _enabled(self._quiet_level))
         ):
             return fast
@@ -139,13 +139,13 @@ class FastPath:
         def entry(*args: Any, **kwargs: Any) -> Any:
             stats = plan.stats
             n = stats.started()
-            # latency is timed for the first calls, then one call in 16 (_SAMPLE_MASK)
-            began = _perf() if not n & _SAMPLE_MASK or n < _SAMPLE_ALL else None
+            # latency is timed for the first calls, then one call in 16 (SAMPLE_MASK)
+            began = _perf() if not n & SAMPLE_MASK or n < SAMPLE_ALL else None
             # fast_now(), inlined (a method call costs a third of a fast call)
             fast = plan._fast
             if fast is not None and (
                 recorder.relay is not None
-                or tel._subscribers
+                or tel.subscribers
                 or (_cached_level(quiet) is not False and _enabled(quiet))
             ):
                 fast = None
@@ -193,12 +193,12 @@ class FastPath:
         async def entry(*args: Any, **kwargs: Any) -> Any:
             stats = plan.stats
             n = stats.started()
-            began = _perf() if not n & _SAMPLE_MASK or n < _SAMPLE_ALL else None
+            began = _perf() if not n & SAMPLE_MASK or n < SAMPLE_ALL else None
             # fast_now(), inlined (a method call costs a third of a fast call)
             fast = plan._fast
             if fast is not None and (
                 recorder.relay is not None
-                or tel._subscribers
+                or tel.subscribers
                 or (_cached_level(quiet) is not False and _enabled(quiet))
             ):
                 fast = None

@@ -12,10 +12,10 @@ import inspect
 import math
 import os
 import threading
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal, TypedDict, Unpack
+from typing import Any, Literal, TypedDict, TypeGuard, Unpack
 
 from ._errors import ConfigurationError
 
@@ -51,7 +51,12 @@ CALLBACKS = ("on_retry", "on_success", "on_failure", "on_cache_hit")
 #: Options that only ``@opmap`` uses; ``@opero`` accepts and ignores them.
 MAP_ONLY = frozenset({"mode", "workers", "ordered", "progress", "chunksize", "batch_size"})
 #: ``circuit_breaker=True`` means these; a dict overrides some of them.
-BREAKER_DEFAULTS: Mapping[str, Any] = {"failures": 5, "window": 10.0, "open": 30.0, "fail_fast": False}
+BREAKER_DEFAULTS: Mapping[str, float | bool] = {
+    "failures": 5,
+    "window": 10.0,
+    "open": 30.0,
+    "fail_fast": False,
+}
 #: The settings each backend reads from ``cache_backend_config``.
 BACKEND_SETTINGS: Mapping[str, frozenset[str]] = {
     "memory": frozenset({"max_size"}),
@@ -183,18 +188,18 @@ class Options:
     jitter: float = 0.1
     #: the default ``(Exception,)`` excludes programming errors (see ``_policy``); an explicit
     #: value is used as given.
-    retry_on: Any = (Exception,)
+    retry_on: ErrorFilter = (Exception,)
     reraise: bool = False
     wait: Callable[[Any], float] | None = None
     deadline: float | None = None
     arg_fallback: str | None = None
-    fallback_on: Any = None
+    fallback_on: ErrorFilter | None = None
     fallback_sticky: bool = True
     fallback_recheck: float = 60.0
     timeout: float | None = None
     cache: bool = False
     cache_ttl: float | Callable[[], float] | None = None
-    cache_key: Callable[..., Any] | None = None
+    cache_key: Callable[..., Hashable] | None = None
     cache_namespace: str = "opero"
     cache_backend: str = "memory"
     # repr=False: it may hold a redis password, and options end up in reprs and logs
@@ -207,19 +212,19 @@ class Options:
     rate_limit_backend: str = "local"
     # -- pace: tokens, concurrency (opero._pace) --
     token_limit: float | str | None = None
-    tokens: Callable[..., Any] | None = None
+    tokens: Callable[..., float] | None = None
     token_budget: float | None = None
     max_concurrency: int | None = None
     # -- end pace --
     circuit_breaker: bool | Mapping[str, Any] | None = None
-    on_retry: Callable[..., Any] | None = None
-    on_success: Callable[..., Any] | None = None
-    on_failure: Callable[..., Any] | None = None
-    on_cache_hit: Callable[..., Any] | None = None
+    on_retry: Callable[..., object] | None = None
+    on_success: Callable[..., object] | None = None
+    on_failure: Callable[..., object] | None = None
+    on_cache_hit: Callable[..., object] | None = None
     mode: str | None = None
     workers: int | None = None
     ordered: bool = True
-    progress: Any = True
+    progress: bool | str | Mapping[str, Any] | type = True
     chunksize: int | str = "auto"
     #: opmap: items per call of a batch function (None: one item per call)
     batch_size: int | None = None
@@ -269,7 +274,7 @@ _overrides: dict[str, Any] = {}
 _overrides_lock = threading.Lock()
 
 
-def _check_names(options: Mapping[str, Any]) -> None:
+def _check_names(options: Mapping[str, object]) -> None:
     for name in options:
         if name not in OPTION_NAMES:
             close = _close_matches(name, OPTION_NAMES, n=1, cutoff=0.5)
@@ -279,24 +284,24 @@ def _check_names(options: Mapping[str, Any]) -> None:
             )
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: object) -> TypeGuard[float]:
     # NaN and infinity are never valid: rate_limit=nan would silently mean "no limit".
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _bad(name: str, value: Any, allowed: str) -> ConfigurationError:
+def _bad(name: str, value: object, allowed: str) -> ConfigurationError:
     return ConfigurationError(f"{name}={value!r} is not valid: {name} must be {allowed}")
 
 
-def _is_exception_class(value: Any) -> bool:
+def _is_exception_class(value: object) -> bool:
     return isinstance(value, type) and issubclass(value, BaseException)
 
 
-def _error_filter(value: Any) -> bool:
+def _error_filter(value: object) -> bool:
     return (
         _is_exception_class(value)
         or (isinstance(value, tuple) and bool(value) and all(map(_is_exception_class, value)))
@@ -304,63 +309,114 @@ def _error_filter(value: Any) -> bool:
     )
 
 
-def _one_of(name: str, value: Any, allowed: Mapping[str, str] | tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise _bad(name, value, f"one of {', '.join(map(repr, allowed))}")
+#: Is an option's value valid?
+Check = Callable[[object], bool]
+#: One check of one or more options: (names, is the value valid?, what is allowed).
+Rule = tuple[tuple[str, ...], Check, str]
+
+
+def _int_from(low: int) -> Check:
+    return lambda v: _is_int(v) and v >= low
+
+
+def _number_from(low: float) -> Check:
+    return lambda v: _is_number(v) and v >= low
+
+
+def _positive(v: object) -> bool:
+    return _is_number(v) and v > 0
+
+
+def _optional(check: Check) -> Check:
+    return lambda v: v is None or check(v)
+
+
+def _flag(v: object) -> bool:
+    return isinstance(v, bool)
+
+
+def _name(v: object) -> bool:
+    return isinstance(v, str) and bool(v)
+
+
+def _apply(o: object, rules: tuple[Rule, ...]) -> None:
+    """Raise for the first value, in table order, that its rule rejects."""
+    for names, ok, allowed in rules:
+        for name in names:
+            value = getattr(o, name)
+            if not ok(value):
+                raise _bad(name, value, allowed)
+
+
+def _choices(table: Mapping[str, str] | tuple[str, ...]) -> str:
+    return f"one of {', '.join(map(repr, table))}"
+
+
+_FILTER = "an exception class, a non-empty tuple of exception classes or a predicate exc -> bool"
+_BACKOFF_RULES: tuple[Rule, ...] = (
+    (("retries",), _int_from(0), "an integer >= 0"),
+    (("backoff_factor",), _number_from(1), "a finite number >= 1"),
+    (("min_delay", "max_delay", "jitter"), _number_from(0), "a finite number >= 0"),
+)
+_CALL_RULES: tuple[Rule, ...] = (
+    (("retry_on",), _error_filter, f"{_FILTER} | seconds"),
+    (("fallback_on",), _optional(_error_filter), f"None, {_FILTER}"),
+    (("reraise", "cache", "adaptive", "fallback_sticky", "ordered"), _flag, "True or False"),
+    (("wait",), _optional(callable), "None or a tenacity wait strategy (e.g. wait_random_exponential())"),
+    (("deadline", "timeout", "rate_start"), _optional(_positive), "None or a finite number of seconds > 0"),
+    (("fallback_recheck",), _number_from(0), "a finite number of seconds >= 0"),
+    (("arg_fallback",), _optional(_name), "None or a parameter name"),
+)
+_CACHE_RULES: tuple[Rule, ...] = (
+    (
+        ("cache_ttl",),
+        lambda v: v is None or callable(v) or _positive(v),
+        "None, a finite number of seconds > 0 or a callable returning one",
+    ),
+    (("cache_key",), _optional(callable), "None or a callable receiving the arguments by name"),
+    (("cache_namespace",), _name, "a non-empty string"),
+    (("cache_backend",), lambda v: v in CACHE_BACKENDS, _choices(CACHE_BACKENDS)),
+    (("rate_limit_backend",), lambda v: v in LIMIT_BACKENDS, _choices(LIMIT_BACKENDS)),
+)
+_MAP_RULES: tuple[Rule, ...] = (
+    (CALLBACKS, _optional(callable), "None or a callable receiving an event"),
+    (("mode",), lambda v: v is None or v in MODES, _choices(MODES)),
+    (
+        ("workers",),
+        lambda v: v is None or (_is_int(v) and v != 0),
+        "None, an integer >= 1, or -1 for every CPU (-2: all but one)",
+    ),
+    (
+        ("progress",),
+        # a tqdm class: tqdm.tqdm, tqdm.notebook.tqdm, a subclass
+        lambda v: isinstance(v, bool | type | Mapping) or v == "auto",
+        "True, False, 'auto', a dict of tqdm options or a tqdm class",
+    ),
+    (("chunksize",), lambda v: v == "auto" or _int_from(1)(v), "'auto' or an integer >= 1"),
+    # -- batch_size (opero._batch) --
+    (("batch_size",), _optional(_int_from(1)), "None or an integer >= 1 (items per call)"),
+)
 
 
 def _validate(o: Options) -> None:
     _validate_pace(o)  # pace: first, it turns rate strings ("500/min") into numbers
-    if not _is_int(o.retries) or o.retries < 0:
-        raise _bad("retries", o.retries, "an integer >= 0")
-    if not _is_number(o.backoff_factor) or o.backoff_factor < 1:
-        raise _bad("backoff_factor", o.backoff_factor, "a finite number >= 1")
-    for name in ("min_delay", "max_delay", "jitter"):
-        value = getattr(o, name)
-        if not _is_number(value) or value < 0:
-            raise _bad(name, value, "a finite number >= 0")
+    _apply(o, _BACKOFF_RULES)
     if o.min_delay > o.max_delay:
         raise ConfigurationError(
             f"min_delay={o.min_delay!r} is greater than max_delay={o.max_delay!r}: "
             "min_delay must be <= max_delay"
         )
-    if not _error_filter(o.retry_on):
-        raise _bad(
-            "retry_on",
-            o.retry_on,
-            "an exception class, a non-empty tuple of exception classes or a predicate exc -> bool | seconds",
-        )
-    if o.fallback_on is not None and not _error_filter(o.fallback_on):
-        raise _bad(
-            "fallback_on",
-            o.fallback_on,
-            "None, an exception class, a non-empty tuple of exception classes or a predicate exc -> bool",
-        )
-    for name in ("reraise", "cache", "adaptive", "fallback_sticky", "ordered"):
-        if not isinstance(getattr(o, name), bool):
-            raise _bad(name, getattr(o, name), "True or False")
-    if o.wait is not None and not callable(o.wait):
-        raise _bad("wait", o.wait, "None or a tenacity wait strategy (e.g. wait_random_exponential())")
-    for name in ("deadline", "timeout", "rate_start"):
-        value = getattr(o, name)
-        if value is not None and (not _is_number(value) or value <= 0):
-            raise _bad(name, value, "None or a finite number of seconds > 0")
-    if not _is_number(o.fallback_recheck) or o.fallback_recheck < 0:
-        raise _bad("fallback_recheck", o.fallback_recheck, "a finite number of seconds >= 0")
-    if o.arg_fallback is not None and (not isinstance(o.arg_fallback, str) or not o.arg_fallback):
-        raise _bad("arg_fallback", o.arg_fallback, "None or a parameter name")
-    ttl = o.cache_ttl
-    if ttl is not None and not callable(ttl) and (not _is_number(ttl) or ttl <= 0):
-        raise _bad("cache_ttl", ttl, "None, a finite number of seconds > 0 or a callable returning one")
-    if o.cache_key is not None and not callable(o.cache_key):
-        raise _bad("cache_key", o.cache_key, "None or a callable receiving the arguments by name")
-    if not isinstance(o.cache_namespace, str) or not o.cache_namespace:
-        raise _bad("cache_namespace", o.cache_namespace, "a non-empty string")
-    _one_of("cache_backend", o.cache_backend, CACHE_BACKENDS)
-    _one_of("rate_limit_backend", o.rate_limit_backend, LIMIT_BACKENDS)
+    _apply(o, _CALL_RULES)
+    _apply(o, _CACHE_RULES)
     _validate_backend_config(o)
-    rate: Any = o.rate_limit
-    if rate is not None and rate != "auto" and (not _is_number(rate) or rate <= 0):
+    _validate_rate(o)
+    _validate_breaker(o.circuit_breaker)
+    _apply(o, _MAP_RULES)
+
+
+def _validate_rate(o: Options) -> None:
+    rate = o.rate_limit
+    if rate is not None and rate != "auto" and not _positive(rate):
         raise _bad("rate_limit", rate, "None, 'auto' or a finite number of calls per second > 0")
     if o.adaptive and rate is None:
         raise ConfigurationError(
@@ -377,31 +433,13 @@ def _validate(o: Options) -> None:
         raise ConfigurationError(
             f"rate_start={o.rate_start!r} is above rate_limit={rate!r}: an adaptive rate never exceeds it"
         )
-    if o.rate_limit_scope is not None and (not isinstance(o.rate_limit_scope, str) or not o.rate_limit_scope):
-        raise _bad("rate_limit_scope", o.rate_limit_scope, "None or a non-empty string")
+    _apply(o, ((("rate_limit_scope",), _optional(_name), "None or a non-empty string"),))
     if o.rate_limit_scope is not None and rate is None and not _paced(o):
         raise ConfigurationError(
             f"rate_limit_scope={o.rate_limit_scope!r} needs a rate_limit (calls per second > 0), "
             "a token_limit, a token_budget or a max_concurrency"
         )
-    if not _is_int(o.rate_burst) or o.rate_burst < 1:
-        raise _bad("rate_burst", o.rate_burst, "an integer >= 1")
-    _validate_breaker(o.circuit_breaker)
-    for name in CALLBACKS:
-        value = getattr(o, name)
-        if value is not None and not callable(value):
-            raise _bad(name, value, "None or a callable receiving an event")
-    if o.mode is not None:
-        _one_of("mode", o.mode, MODES)
-    if o.workers is not None and (not _is_int(o.workers) or o.workers == 0):
-        raise _bad("workers", o.workers, "None, an integer >= 1, or -1 for every CPU (-2: all but one)")
-    _validate_progress(o.progress)
-    cs: Any = o.chunksize
-    if cs != "auto" and (not _is_int(cs) or cs < 1):
-        raise _bad("chunksize", cs, "'auto' or an integer >= 1")
-    # -- batch_size (opero._batch) --
-    if o.batch_size is not None and (not _is_int(o.batch_size) or o.batch_size < 1):
-        raise _bad("batch_size", o.batch_size, "None or an integer >= 1 (items per call)")
+    _apply(o, ((("rate_burst",), _int_from(1), "an integer >= 1"),))
 
 
 # -- pace: rate strings, tokens, concurrency -------------------------------------------------
@@ -413,7 +451,7 @@ def _paced(o: Options) -> bool:
 
 def _rate_value(o: Options, name: str, auto: bool) -> None:
     """Turn a rate string into units per second in place (the options are frozen)."""
-    value: Any = getattr(o, name)
+    value: object = getattr(o, name)
     if not isinstance(value, str) or (auto and value == "auto"):
         return
     from ._rates import RATE_FORMS, parse_rate
@@ -428,11 +466,8 @@ def _rate_value(o: Options, name: str, auto: bool) -> None:
 def _validate_pace(o: Options) -> None:
     _rate_value(o, "rate_limit", auto=True)
     _rate_value(o, "token_limit", auto=False)
-    limit: Any = o.token_limit
-    if limit is not None and (not _is_number(limit) or limit <= 0):
-        raise _bad("token_limit", limit, "None, a finite number of units per second > 0, or e.g. '90000/min'")
-    if o.tokens is not None and not callable(o.tokens):
-        raise _bad("tokens", o.tokens, "None or a callable receiving the arguments by name")
+    _apply(o, _TOKEN_RULES)
+    limit = o.token_limit
     if limit is not None and o.tokens is None:
         raise ConfigurationError(
             f"token_limit={limit!r} needs tokens= (a callable receiving the call's arguments by name "
@@ -440,12 +475,21 @@ def _validate_pace(o: Options) -> None:
         )
     if o.tokens is not None and limit is None and o.token_budget is None:
         raise ConfigurationError("tokens= needs a token_limit (e.g. '90000/min') or a token_budget")
-    budget: Any = o.token_budget
-    if budget is not None and (not _is_number(budget) or budget <= 0):
-        raise _bad("token_budget", budget, "None or a finite number of units > 0")
-    conc: Any = o.max_concurrency
-    if conc is not None and (not _is_int(conc) or conc < 1):
-        raise _bad("max_concurrency", conc, "None or an integer >= 1")
+    _apply(o, _BUDGET_RULES)
+
+
+_TOKEN_RULES: tuple[Rule, ...] = (
+    (
+        ("token_limit",),
+        _optional(_positive),
+        "None, a finite number of units per second > 0, or e.g. '90000/min'",
+    ),
+    (("tokens",), _optional(callable), "None or a callable receiving the arguments by name"),
+)
+_BUDGET_RULES: tuple[Rule, ...] = (
+    (("token_budget",), _optional(_positive), "None or a finite number of units > 0"),
+    (("max_concurrency",), _optional(_int_from(1)), "None or an integer >= 1"),
+)
 
 
 # -- end pace ----------------------------------------------------------------------------------
@@ -457,6 +501,32 @@ def _did_you_mean(key: object, allowed: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+_SECONDS: tuple[Check, str] = (_positive, "a finite number of seconds > 0")
+#: ``cache_backend_config`` key -> (is the value valid?, what is allowed).
+_BACKEND_VALUES: Mapping[str, tuple[Check, str]] = {
+    "max_size": (_int_from(1), "an integer >= 1"),
+    "location": (lambda v: isinstance(v, str | os.PathLike), "a folder path (str or pathlib.Path)"),
+    **dict.fromkeys(("url", "host", "password", "username"), (lambda v: isinstance(v, str), "a string")),
+    **dict.fromkeys(("port", "db"), (_int_from(0), "an integer >= 0")),
+    **dict.fromkeys(("socket_timeout", "socket_connect_timeout"), _SECONDS),
+}
+#: ``circuit_breaker`` key -> (is the value valid?, what is allowed).
+_BREAKER_VALUES: Mapping[str, tuple[Check, str]] = {
+    "failures": (_int_from(1), "an integer >= 1"),
+    "window": _SECONDS,
+    "open": _SECONDS,
+    "fail_fast": (_flag, "True or False"),
+}
+
+
+def _check_keys(option: str, config: Mapping[str, object], rules: Mapping[str, tuple[Check, str]]) -> None:
+    """Check each ``config`` value of a known key (unknown keys are rejected before)."""
+    for key, value in config.items():
+        ok, allowed = rules[key]
+        if not ok(value):
+            raise _bad(f"{option}[{key!r}]", value, allowed)
+
+
 def _validate_backend_config(o: Options) -> None:
     config = o.cache_backend_config
     if not isinstance(config, Mapping):
@@ -465,52 +535,28 @@ def _validate_backend_config(o: Options) -> None:
     allowed = set(BACKEND_SETTINGS[o.cache_backend])
     if o.rate_limit_backend == "redis":
         allowed |= BACKEND_SETTINGS["redis"]
-    for key, value in config.items():
+    for key in config:
         if key not in allowed:
             hint = _did_you_mean(key, sorted(allowed))
             raise ConfigurationError(
                 f"cache_backend_config key {key!r} is not a setting of cache_backend="
                 f"{o.cache_backend!r}{hint}; allowed: {', '.join(sorted(allowed))}"
             )
-        name = f"cache_backend_config[{key!r}]"
-        if key == "max_size" and (not _is_int(value) or value < 1):
-            raise _bad(name, value, "an integer >= 1")
-        if key == "location" and not isinstance(value, str | os.PathLike):
-            raise _bad(name, value, "a folder path (str or pathlib.Path)")
-        if key in ("url", "host", "password", "username") and not isinstance(value, str):
-            raise _bad(name, value, "a string")
-        if key in ("port", "db") and (not _is_int(value) or value < 0):
-            raise _bad(name, value, "an integer >= 0")
-        if key in ("socket_timeout", "socket_connect_timeout") and (not _is_number(value) or value <= 0):
-            raise _bad(name, value, "a finite number of seconds > 0")
+    _check_keys("cache_backend_config", config, _BACKEND_VALUES)
 
 
-def _validate_breaker(cb: Any) -> None:
+def _validate_breaker(cb: object) -> None:
     if cb is None or isinstance(cb, bool):
         return
     if not isinstance(cb, Mapping):
         raise _bad("circuit_breaker", cb, "None, True/False or a dict of failures, window, open, fail_fast")
-    for key, value in cb.items():
+    for key in cb:
         if key not in BREAKER_DEFAULTS:
             hint = _did_you_mean(key, list(BREAKER_DEFAULTS))
             raise ConfigurationError(
                 f"circuit_breaker key {key!r} is unknown{hint}; allowed: {', '.join(BREAKER_DEFAULTS)}"
             )
-        name = f"circuit_breaker[{key!r}]"
-        if key == "failures" and (not _is_int(value) or value < 1):
-            raise _bad(name, value, "an integer >= 1")
-        if key in ("window", "open") and (not _is_number(value) or value <= 0):
-            raise _bad(name, value, "a finite number of seconds > 0")
-        if key == "fail_fast" and not isinstance(value, bool):
-            raise _bad(name, value, "True or False")
-
-
-def _validate_progress(progress: Any) -> None:
-    if isinstance(progress, bool) or progress == "auto" or isinstance(progress, Mapping):
-        return
-    if isinstance(progress, type):  # a tqdm class (tqdm.tqdm, tqdm.notebook.tqdm, a subclass)
-        return
-    raise _bad("progress", progress, "True, False, 'auto', a dict of tqdm options or a tqdm class")
+    _check_keys("circuit_breaker", cb, _BREAKER_VALUES)
 
 
 #: ``OPERO_*`` variable -> (option, converter, what is allowed), for error messages too.
@@ -560,13 +606,13 @@ def configure(**options: Unpack[OperoOptions]) -> None:
         _overrides.update(merged)
 
 
-def current_overrides() -> dict[str, Any]:
+def current_overrides() -> dict[str, object]:
     """Return a copy of the ``configure()`` overrides (used by the notebook magics)."""
     with _overrides_lock:
         return dict(_overrides)
 
 
-def resolve_options(explicit: Mapping[str, Any], func: Callable[..., Any] | None = None) -> Options:
+def resolve_options(explicit: Mapping[str, Any], func: Callable[..., object] | None = None) -> Options:
     """Merge defaults, environment, ``configure()`` and ``explicit``; validate the result.
 
     Args:
@@ -583,7 +629,7 @@ def resolve_options(explicit: Mapping[str, Any], func: Callable[..., Any] | None
     return opts
 
 
-def _check_fallback_parameter(func: Callable[..., Any], name: str) -> None:
+def _check_fallback_parameter(func: Callable[..., object], name: str) -> None:
     try:
         params = inspect.signature(func).parameters
     except (TypeError, ValueError):  # builtins without a signature: nothing to check
@@ -603,7 +649,7 @@ def _check_fallback_parameter(func: Callable[..., Any], name: str) -> None:
     )
 
 
-def _close_matches(word: str, possibilities: Any, n: int, cutoff: float) -> list[str]:
+def _close_matches(word: str, possibilities: Sequence[str], n: int, cutoff: float) -> list[str]:
     # difflib is imported only for a misspelled name: it costs ~2 ms at `import opero`.
     import difflib
 

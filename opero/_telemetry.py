@@ -16,12 +16,26 @@ import contextvars
 import itertools
 import logging
 import os
-import threading
 import time
-from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any
+
+# the counters' room; its names are re-exported here, where the layers above look for them
+from ._counters import RECENT_WINDOW as RECENT_WINDOW
+from ._counters import SAMPLE_ALL as SAMPLE_ALL
+from ._counters import SAMPLE_EVERY as SAMPLE_EVERY
+from ._counters import SAMPLE_MASK as SAMPLE_MASK
+from ._counters import FunctionStats as FunctionStats
+from ._counters import Registry as Registry
+from ._counters import all_stats as all_stats
+from ._counters import lookup as lookup
+from ._counters import register as register
+from ._counters import registry as registry
+from ._counters import set_status_reader as set_status_reader
+
+# the names tests written before the counters had a room of their own import
+_SAMPLE_ALL, _SAMPLE_EVERY = SAMPLE_ALL, SAMPLE_EVERY
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -124,7 +138,7 @@ class Event:
         ``candidate``, ``delay``, ``duration``, ``state``, ``rate``, ``error_type``, ``error`` (the
         message), ``item`` (a short repr unless a plain scalar), ``pid``, ``call`` that apply.
         """
-        out: dict[str, Any] = {"event": self.kind, "function": self.func}
+        out: dict[str, object] = {"event": self.kind, "function": self.func}
         for name in ("attempt", "round", "candidate", "delay", "duration", "state", "rate"):
             value = getattr(self, name)
             if value is not None:
@@ -190,361 +204,7 @@ def _short(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-_COUNTERS = (
-    "calls",
-    "successes",
-    "failures",
-    "attempts",
-    "retries",
-    "fallbacks",
-    "cache_hits",
-    "cache_misses",
-    "rate_waits",
-    "rate_wait_seconds",
-    "rate_wait_wall",
-    "timeouts",
-    "cancelled",
-)
-_LATENCY_WINDOW = 4096
-#: ``recent_throughput`` counts the calls that finished over the last this many seconds.
-RECENT_WINDOW = 5.0
-#: Least seconds between two samples of the finished count kept for ``recent_throughput``.
-_RECENT_STEP = 0.25
-#: The rate-limit wait of the call under way in this thread or task: (id of its stats,
-#: seconds waited so far, start of the current wait). Latency is time in the function: the
-#: wait is taken off when the call ends.
-_call_wait: contextvars.ContextVar[tuple[int, float, float]] = contextvars.ContextVar(
-    "opero_call_wait", default=(0, 0.0, 0.0)
-)
-#: Latency sampling: every call of the first ``_SAMPLE_ALL``, then one call in ``_SAMPLE_EVERY``
-#: (the calls whose number ``n & _SAMPLE_MASK == 0``). Timing every call would cost two clock
-#: reads, more than a whole cache hit; a systematic 1-in-16 sample gives the same p50/p95.
-_SAMPLE_ALL = 16
-_SAMPLE_EVERY = 16
-_SAMPLE_MASK = _SAMPLE_EVERY - 1
-#: Counters that the hot path bumps without a lock (see FunctionStats); the rest are locked.
-_HOT = {"calls": "_calls", "successes": "_successes", "attempts": "_attempts", "cache_hits": "_cache_hits"}
-
-
-def _value(counter: itertools.count[int]) -> int:
-    # itertools.count has no public read; its repr is "count(N)" in every CPython version.
-    return int(repr(counter)[6:-1])
-
-
-class FunctionStats:
-    """Thread-safe counters of one decorated function (``fn.stats``).
-
-    Counters are attributes (``fn.stats.retries``) and keys (``fn.stats["retries"]``);
-    :meth:`as_dict` adds latency (mean, p50, p95 over the last 4096 sampled calls) and
-    throughput.
-
-    The four counters every call touches (calls, successes, attempts, cache hits) are
-    ``itertools.count`` objects on the hot path: ``next()`` on one is a single C call, atomic
-    under the GIL (CPython numbers its threads the same way), so a call pays no lock for
-    them. Reads add them to the locked part; ``in_flight`` is calls minus finished calls.
-    """
-
-    __slots__ = (
-        *(c for c in _COUNTERS if c not in _HOT),
-        *_HOT.values(),
-        "name",
-        "budget",
-        "pace",
-        "_waiting",
-        "_wait_since",
-        "_wait_starts",
-        "_recent",
-        "defined",
-        "attempt_errors",
-        "_lock",
-        "_latencies",
-        "_first",
-        "_last",
-        "_started",
-        "_quick",
-        "_hits",
-        "started",
-        "quick",
-        "hit",
-    )
-
-    failures: int
-    retries: int
-    fallbacks: int
-    cache_misses: int
-    rate_waits: int
-    rate_wait_seconds: float
-    #: wall-clock seconds during which at least one call waited for the rate limit
-    #: (rate_wait_seconds adds every thread's wait: 16 threads waiting 1 s count 16 s)
-    rate_wait_wall: float
-    timeouts: int
-    #: items of an interrupted map that were running at that moment (they count as cancelled)
-    cancelled: int
-    #: the rate limit (attempts per second), the current one of an adaptive limit, else None
-    budget: float | None
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.budget = None
-        #: [pace] a callable adding tokens used / slots in use to as_dict (None: not paced)
-        self.pace: Callable[[], dict[str, Any]] | None = None
-        self._lock = threading.Lock()
-        self._started = itertools.count()  # every call, when it starts
-        self._quick = itertools.count()  # succeeded at the first attempt: a success, an attempt
-        self._hits = itertools.count()  # answered from the cache: a success, a cache hit
-        #: ``next()`` of the counters, for the hot path: ``started()`` returns the call's number.
-        self.started = self._started.__next__
-        self.quick = self._quick.__next__
-        self.hit = self._hits.__next__
-        self.reset()
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Sent to another process (with a function pickled by value), stats become that
-        # process's own counters of the same name; workers report them home per chunk.
-        return (lookup, (self.name,))
-
-    def reset(self) -> None:
-        """Zero every counter."""
-        with self._lock:
-            for c in _COUNTERS:
-                if c not in _HOT:
-                    setattr(self, c, 0)
-            self.rate_wait_seconds = 0.0
-            self.rate_wait_wall = 0.0
-            self._waiting = 0
-            self._wait_since = 0.0
-            self._wait_starts = 0.0  # sum of the monotonic start times of the waits under way
-            #: when the history starts (the definition, or this reset): zero calls then
-            self.defined = time.time()
-            #: (time.time(), finished calls) samples for recent_throughput, oldest first
-            self._recent: deque[tuple[float, int]] = deque([(self.defined, 0)], maxlen=64)
-            #: failed attempts per HTTP status (None: not an HTTP error), recovered or not
-            self.attempt_errors: Counter[int | None] = Counter()
-            # The lock-free counters cannot be rewound: the locked parts start below zero.
-            quick, hits = _value(self._quick), _value(self._hits)
-            self._calls = -_value(self._started)
-            self._successes = -(quick + hits)
-            self._attempts = -quick
-            self._cache_hits = -hits
-            self._latencies: deque[float] = deque(maxlen=_LATENCY_WINDOW)
-            self._first = 0.0
-            self._last = 0.0
-
-    @property
-    def calls(self) -> int:
-        """Calls started."""
-        return self._calls + _value(self._started)
-
-    @property
-    def successes(self) -> int:
-        """Calls that returned a value (cache hits included)."""
-        return self._successes + _value(self._quick) + _value(self._hits)
-
-    @property
-    def attempts(self) -> int:
-        """Times the function itself ran."""
-        return self._attempts + _value(self._quick)
-
-    @property
-    def cache_hits(self) -> int:
-        """Calls answered from the cache."""
-        return self._cache_hits + _value(self._hits)
-
-    @property
-    def in_flight(self) -> int:
-        """Calls started and not finished yet."""
-        done = self.successes + self.failures  # read before calls: never below zero
-        return self.calls - done
-
-    def __getitem__(self, key: str) -> Any:
-        return self.as_dict()[key]
-
-    def add(self, **deltas: float) -> None:
-        """Add to counters, e.g. ``add(retries=1)``."""
-        with self._lock:
-            for k, v in deltas.items():
-                k = _HOT.get(k, k)
-                setattr(self, k, getattr(self, k) + v)
-
-    def wait_begin(self) -> None:
-        """A call starts waiting for the rate limit (``rate_wait_wall`` counts the time during
-        which at least one call waits)."""
-        now = time.monotonic()
-        with self._lock:
-            if not self._waiting:
-                self._wait_since = now
-            self._waiting += 1
-            self._wait_starts += now
-        mine, waited, _ = _call_wait.get()
-        _call_wait.set((id(self), waited if mine == id(self) else 0.0, now))
-
-    def wait_end(self) -> None:
-        """A call stops waiting for the rate limit."""
-        now = time.monotonic()
-        mine, waited, since = _call_wait.get()
-        if mine != id(self):  # begun in another context (should not happen): count from now
-            since = now
-        with self._lock:
-            self._waiting -= 1
-            self._wait_starts -= since
-            if not self._waiting:
-                self.rate_wait_wall += now - self._wait_since
-                self._wait_starts = 0.0
-        _call_wait.set((id(self), waited + now - since, now))
-
-    def attempt_failed(self, error: BaseException | None) -> None:
-        """Count one failed attempt by its HTTP status (the dashboard's recovered errors)."""
-        reader = _status_reader
-        status = reader(error) if reader is not None and error is not None else None
-        with self._lock:
-            self.attempt_errors[status] += 1
-
-    def waits_now(self) -> tuple[float, float]:
-        """``(rate_wait_seconds, rate_wait_wall)`` including the waits under way now."""
-        now = time.monotonic()
-        with self._lock:
-            seconds, wall = self.rate_wait_seconds, self.rate_wait_wall
-            if self._waiting:
-                wall += now - self._wait_since
-                seconds += self._waiting * now - self._wait_starts
-        return seconds, wall
-
-    def begin(self) -> None:
-        """A call starts (the drivers call ``started()`` directly)."""
-        self.started()
-        if not self._first:
-            self._first = time.time()
-
-    def end(self, ok: bool, latency: float | None, attempts: int = 0) -> None:
-        """A call ends, successfully or not, after ``latency`` seconds (None: not sampled)."""
-        mine, waited, _ = _call_wait.get()
-        if mine == id(self):
-            _call_wait.set((0, 0.0, 0.0))
-        else:
-            waited = 0.0
-        with self._lock:
-            self._attempts += attempts
-            if ok:
-                self._successes += 1
-            else:
-                self.failures += 1
-        if latency is not None:
-            # latency is time in the function: the call's rate-limit wait is reported apart
-            self.mark(max(0.0, latency - waited))
-        elif self._first:
-            self._last = time.time()  # when the function was last busy (recent_throughput)
-
-    def mark(self, latency: float) -> None:
-        """Record one sampled call's latency (and when it ended, for throughput)."""
-        now = time.time()
-        if not self._first:
-            self._first = now - latency
-        self._latencies.append(latency)  # deque.append is atomic: no lock
-        self._last = now
-
-    def recent_throughput(self, now: float | None = None) -> float:
-        """Calls finished per second over the last ``RECENT_WINDOW`` seconds (0 when idle).
-
-        Measured from samples of the finished count taken when the stats are read (the
-        dashboard reads them ten times a second) and the function's definition (zero calls).
-        """
-        now = time.time() if now is None else now
-        done = self.successes + self.failures
-        with self._lock:
-            samples = self._recent
-            if now - samples[-1][0] >= _RECENT_STEP:
-                samples.append((now, done))
-            base = samples[0]
-            for sample in samples:
-                if sample[0] > now - RECENT_WINDOW:
-                    break
-                base = sample
-            last = self._last
-        if done <= base[1] or (last and now - last > RECENT_WINDOW and base[0] <= now - RECENT_WINDOW):
-            return 0.0
-        # at least a second: one call right after the definition is not thousands per second
-        return (done - base[1]) / max(now - base[0], 1.0)
-
-    def export(self) -> dict[str, Any]:
-        """Raw counters and latencies, to send from a worker to the parent."""
-        with self._lock:
-            out: dict[str, Any] = {c: getattr(self, c) for c in _COUNTERS}
-            out["latencies"] = list(self._latencies)
-            out["first"], out["last"] = self._first, self._last
-            out["attempt_errors"] = dict(self.attempt_errors)
-        return out
-
-    def merge(self, exported: dict[str, Any]) -> None:
-        """Add counters exported by a worker (see :meth:`export`)."""
-        with self._lock:
-            for c in _COUNTERS:
-                k = _HOT.get(c, c)
-                setattr(self, k, getattr(self, k) + exported.get(c, 0))
-            self._latencies.extend(exported.get("latencies", ()))
-            self.attempt_errors.update(exported.get("attempt_errors", {}))
-            first, last = exported.get("first", 0.0), exported.get("last", 0.0)
-            if first and (not self._first or first < self._first):
-                self._first = first
-            self._last = max(self._last, last)
-
-    def as_dict(self) -> dict[str, Any]:
-        """Every counter plus latency mean/p50/p95 (seconds) and throughput (calls/s)."""
-        with self._lock:
-            out: dict[str, Any] = {"function": self.name}
-            # finished calls before started ones: a concurrent call never makes in_flight < 0
-            snap = {c: getattr(self, c) for c in reversed(_COUNTERS)}
-            out.update({c: snap[c] for c in _COUNTERS})
-            out["in_flight"] = out["calls"] - out["successes"] - out["failures"]
-            lat = sorted(self._latencies)
-            span = self._last - self._first
-            done = self.successes + self.failures
-        out["rate_wait_seconds"], out["rate_wait_wall"] = self.waits_now()
-        out["latency_mean"] = sum(lat) / len(lat) if lat else None
-        out["latency_p50"] = lat[len(lat) // 2] if lat else None
-        out["latency_p95"] = lat[min(len(lat) - 1, int(len(lat) * 0.95))] if lat else None
-        out["throughput"] = done / span if span > 0 else None
-        out["recent_throughput"] = self.recent_throughput()
-        lookups = out["cache_hits"] + out["cache_misses"]
-        out["cache_hit_rate"] = out["cache_hits"] / lookups if lookups else None
-        if self.pace is not None:  # [pace]
-            out.update(self.pace())
-        return out
-
-    def __repr__(self) -> str:
-        d = self.as_dict()
-        keys = ("calls", "successes", "failures", "retries", "cache_hits", "rate_waits", "in_flight")
-        return f"<FunctionStats {self.name}: " + ", ".join(f"{k}={d[k]}" for k in keys) + ">"
-
-    def _repr_html_(self) -> str:
-        import html
-
-        rows = "".join(
-            f"<tr><th style='text-align:left'>{html.escape(k)}</th><td>{_fmt(v)}</td></tr>"
-            for k, v in self.as_dict().items()
-        )
-        return f"<table class='opero-stats'>{rows}</table>"
-
-
-def _fmt(value: Any) -> str:
-    import html
-
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return html.escape(str(value))
-
-
-#: Reads an error's HTTP status; set by a layer above (``_progress``: ``_hints.status_of``),
-#: which this one may not import.
-_status_reader: Callable[[BaseException], int | None] | None = None
-
-
-def set_status_reader(reader: Callable[[BaseException], int | None]) -> None:
-    """Install the HTTP status reader used to count failed attempts per status."""
-    global _status_reader
-    _status_reader = reader
-
-
-#: Records a plain call's failure in its function's failure log (set by ``_progress``).
+#: Records a plain call's failure in its function's failure log (set by ``_failures``).
 _failure_sink: Callable[[str, BaseException], None] | None = None
 
 
@@ -554,47 +214,7 @@ def set_failure_sink(sink: Callable[[str, BaseException], None]) -> None:
     _failure_sink = sink
 
 
-_Named = TypeVar("_Named")
-
-
-class Registry(Generic[_Named]):
-    """One object per function name, made by ``make(name)``, thread-safe.
-
-    The functions' stats here, their failure logs in ``_progress`` (a layer above).
-    """
-
-    __slots__ = ("_items", "_lock", "_make")
-
-    def __init__(self, make: Callable[[str], _Named]) -> None:
-        self._items: dict[str, _Named] = {}
-        self._lock = threading.Lock()
-        self._make = make
-
-    def fresh(self, name: str) -> _Named:
-        """A new object for a newly decorated function: the latest definition wins."""
-        return self.put(name, self._make(name))
-
-    def put(self, name: str, item: _Named) -> _Named:
-        """Register ``item`` under ``name`` (replacing any) and return it."""
-        with self._lock:
-            self._items[name] = item
-        return item
-
-    def get(self, name: str) -> _Named:
-        """The object registered under ``name``, created when missing."""
-        with self._lock:
-            item = self._items.get(name)
-            if item is None:
-                item = self._items[name] = self._make(name)
-            return item
-
-    def values(self) -> list[_Named]:
-        """Every registered object."""
-        with self._lock:
-            return list(self._items.values())
-
-
-_subscribers: list[tuple[Callable[[Event], object], frozenset[str] | None]] = []
+subscribers: list[tuple[Callable[[Event], object], frozenset[str] | None]] = []
 # What the subscribers want, kept up to date by subscribe(): a subscriber that only asks for
 # failures (the notebook dashboard) must not make every successful call build an Event.
 _wanted_all = False
@@ -603,40 +223,20 @@ _wanted_kinds: frozenset[str] = frozenset()
 
 def _update_wanted() -> None:
     global _wanted_all, _wanted_kinds
-    entries = list(_subscribers)
+    entries = list(subscribers)
     _wanted_all = any(kinds is None for _, kinds in entries)
     _wanted_kinds = frozenset().union(*(kinds for _, kinds in entries if kinds is not None))
-
-
-# name -> stats of every decorated function in this process (the latest definition wins,
-# so re-running a notebook cell does not leave a stale row behind).
-_registry: Registry[FunctionStats] = Registry(FunctionStats)
-
-
-def register(name: str) -> FunctionStats:
-    """Create the stats of a newly decorated function."""
-    return _registry.fresh(name)
-
-
-def lookup(name: str) -> FunctionStats:
-    """The stats registered under ``name``, created when missing (used by worker relays)."""
-    return _registry.get(name)
-
-
-def all_stats() -> list[FunctionStats]:
-    """Every registered function's stats."""
-    return _registry.values()
 
 
 def subscribe(callback: Callable[[Event], object], kinds: Iterable[str] | None = None) -> Callable[[], None]:
     """Call ``callback(event)`` for every event (of ``kinds``); returns an unsubscribe function."""
     entry = (callback, frozenset(kinds) if kinds is not None else None)
-    _subscribers.append(entry)
+    subscribers.append(entry)
     _update_wanted()
 
     def unsubscribe() -> None:
         try:
-            _subscribers.remove(entry)
+            subscribers.remove(entry)
         except ValueError:
             pass
         _update_wanted()
@@ -649,7 +249,7 @@ def dispatch(event: Event) -> None:
     level = LEVELS.get(event.kind, logging.INFO)
     if logger.isEnabledFor(level):
         logger.log(level, "%s", event.message(), extra=event.fields())
-    for callback, kinds in list(_subscribers):
+    for callback, kinds in list(subscribers):
         if kinds is None or event.kind in kinds:
             _safe(callback, event)
 
@@ -674,14 +274,14 @@ _COUNTED = frozenset({"attempt_failed", "failure", "rate"})
 class Recorder:
     """Reports one decorated function's events: counters always, events when listened to."""
 
-    __slots__ = ("_callbacks", "log_failures", "name", "relay", "relay_kinds", "stats")
+    __slots__ = ("callbacks", "log_failures", "name", "relay", "relay_kinds", "stats")
 
     def __init__(self, name: str, options: Options) -> None:
         self.name = name
         self.stats = register(name)
         # the rate limit (an adaptive one: where it starts; "rate" events move it)
         self.stats.budget = options.start_rate
-        self._callbacks = {
+        self.callbacks = {
             kind: cb for kind, attr in _CALLBACK_OF.items() if (cb := getattr(options, attr)) is not None
         }
         #: When set (inside a process worker), events are appended here to travel home
@@ -698,7 +298,7 @@ class Recorder:
         if self.relay is not None:
             return self.relay_kinds is None or kind in self.relay_kinds
         return (
-            kind in self._callbacks
+            kind in self.callbacks
             or _wanted_all
             or kind in _wanted_kinds
             or logger.isEnabledFor(LEVELS.get(kind, logging.INFO))
@@ -734,7 +334,7 @@ class Recorder:
             self.relay.append(event)
             return
         dispatch(event)
-        cb = self._callbacks.get(kind)
+        cb = self.callbacks.get(kind)
         if cb is not None:
             _safe(cb, event)
 
@@ -751,7 +351,7 @@ class Recorder:
     def replay(self, event: Event) -> None:
         """Deliver an event relayed from a worker process: listeners, log and callback."""
         dispatch(event)
-        cb = self._callbacks.get(event.kind)
+        cb = self.callbacks.get(event.kind)
         if cb is not None:
             _safe(cb, event)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from .._telemetry import ENDS, Event
+from .._telemetry import ENDS, Event, error_type
 from ._hooks import add_hook
 
 if TYPE_CHECKING:
@@ -140,14 +140,14 @@ class OpenTelemetryHook:
 _KNOWN = frozenset({"start", "success", "failure", "attempt_failed", "item_failed", *SPAN_EVENTS})
 
 
-def _attributes(event: Event) -> dict[str, Any]:
-    out: dict[str, Any] = {"opero.function": event.func, "opero.event": event.kind}
+def _attributes(event: Event) -> dict[str, str | bool | int | float]:
+    out: dict[str, str | bool | int | float] = {"opero.function": event.func, "opero.event": event.kind}
     for name in ("attempt", "round", "candidate", "delay", "state", "rate"):
         value = getattr(event, name)
         if value is not None:
             out[f"opero.{name}"] = value
     if event.error is not None:
-        out["exception.type"] = event.error_type
+        out["exception.type"] = error_type(event.error)
         out["exception.message"] = str(event.error)[:1000]
     return out
 

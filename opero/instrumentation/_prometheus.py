@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .._telemetry import ENDS, Event
 from ._hooks import add_hook
@@ -44,6 +44,9 @@ class PrometheusHook:
         def counter(name: str, doc: str, *labels: str) -> Counter:
             return Counter(name, doc, ["function", *labels], registry=registry)
 
+        def gauge(name: str, doc: str, *labels: str) -> Gauge:
+            return Gauge(name, doc, ["function", *labels], registry=registry)
+
         self.registry = registry
         self.calls = counter("opero_calls", "Finished calls of opero functions", "outcome")
         self.retries = counter("opero_retries", "Retry rounds scheduled", "error_type")
@@ -62,21 +65,9 @@ class PrometheusHook:
             registry=registry,
             buckets=BUCKETS,
         )
-        self.in_flight = Gauge(
-            "opero_in_flight", "Calls started and not finished", ["function"], registry=registry
-        )
-        self.breaker = Gauge(
-            "opero_breaker_state",
-            "1 for the circuit breaker's current state",
-            ["function", "state"],
-            registry=registry,
-        )
-        self.rate = Gauge(
-            "opero_rate_limit",
-            "An adaptive rate limit's current calls per second",
-            ["function"],
-            registry=registry,
-        )
+        self.in_flight = gauge("opero_in_flight", "Calls started and not finished")
+        self.breaker = gauge("opero_breaker_state", "1 for the circuit breaker's current state", "state")
+        self.rate = gauge("opero_rate_limit", "An adaptive rate limit's current calls per second")
         self._lock = threading.Lock()
         # calls whose start this hook saw, so a call that began before it was enabled never
         # drives the in-flight gauge below zero
@@ -164,7 +155,7 @@ def enable_prometheus(registry: CollectorRegistry | None = None) -> PrometheusHo
     """
     import prometheus_client
 
-    reg: Any = prometheus_client.REGISTRY if registry is None else registry
+    reg: CollectorRegistry = prometheus_client.REGISTRY if registry is None else registry
     with _enabled_lock:
         hook = _enabled.get(id(reg))
         if hook is None or hook.registry is not reg:

@@ -83,25 +83,14 @@ def sparkline(
     corner with ``unit``; hovering shows each sample's value (an SVG ``<title>`` per sample)
     and the whole chart's (``<title>`` of the chart).
     """
-    n = len(values)
     peak = top if top is not None else max(values, default=0.0)
     peak = peak if peak > 0 else 1.0
     low, high = height - 1, 8  # the top 8 px hold the scale label
-    span = low - high
-
-    def y(v: float) -> float:
-        return low - span * min(max(v, 0.0), peak) / peak
-
-    if n < 2:
-        points = f"0,{low} {width},{low}"
-        dx = float(width)
-    else:
-        dx = width / (n - 1)
-        points = " ".join(f"{i * dx:.1f},{y(v):.1f}" for i, v in enumerate(values))
+    points, dx = _points(values, width, low, low - high, peak)
     last = values[-1] if values else 0.0
     hovers = "".join(
         f'<rect x="{max(0.0, i * dx - dx / 2):.1f}" y="0" width="{dx:.1f}" height="{height}">'
-        f"<title>{(i - n + 1) * step:.1f} s: {_num(v)}{esc(unit)}</title></rect>"
+        f"<title>{(i - len(values) + 1) * step:.1f} s: {_num(v)}{esc(unit)}</title></rect>"
         for i, v in enumerate(values)
     )
     label = f"{_num(peak)}{unit}"
@@ -114,6 +103,17 @@ def sparkline(
         f'<text x="{width - 1}" y="7" text-anchor="end">{esc(label)}</text>'
         f'<polyline class="{css}" points="{points}"/><g class="opero-s-hover">{hovers}</g></svg>'
     )
+
+
+def _points(values: Sequence[float], width: int, low: int, span: int, peak: float) -> tuple[str, float]:
+    """The polyline's points (a flat line below two samples) and the step between them."""
+    if len(values) < 2:
+        return f"0,{low} {width},{low}", float(width)
+    dx = width / (len(values) - 1)
+    points = " ".join(
+        f"{i * dx:.1f},{low - span * min(max(v, 0.0), peak) / peak:.1f}" for i, v in enumerate(values)
+    )
+    return points, dx
 
 
 def bar_html(p: MapProgress) -> str:

@@ -26,7 +26,7 @@ __all__ = ["DELAY", "NotebookBar", "display_bundle"]
 DELAY = 0.2
 
 
-def display_bundle(widget: Any, snapshot: str, text: str) -> dict[str, Any]:
+def display_bundle(widget: Any, snapshot: str, text: str) -> dict[str, object]:
     """The mime bundle of a live widget with a static ``text/html`` snapshot beside it."""
     bundle = dict(widget._repr_mimebundle_() or {})
     bundle["text/html"] = snapshot

@@ -243,6 +243,10 @@ def analyse(tree: ast.Module) -> CellNames:
 # -- keys ----------------------------------------------------------------------------------------
 
 
+#: A hashable stand-in for an input's value: ("module", name), ("code", name, hash), ("value", hash).
+Fingerprint = tuple[str, ...]
+
+
 def _callable_fingerprint(value: Any) -> str:
     """Functions and classes defined in the notebook are hashed by their source code."""
     target = inspect.unwrap(value) if callable(value) else value
@@ -258,7 +262,7 @@ def _callable_fingerprint(value: Any) -> str:
     return hashlib.sha256(source.encode()).hexdigest()
 
 
-def value_fingerprint(name: str, value: Any) -> Any:
+def value_fingerprint(name: str, value: object) -> Fingerprint:
     """A hashable stand-in for an input's value (raises :class:`Uncacheable`)."""
     if isinstance(value, types.ModuleType):
         return ("module", value.__name__)
@@ -277,13 +281,15 @@ def value_fingerprint(name: str, value: Any) -> Any:
         ) from exc
 
 
-_ABSENT = ("absent",)
+_ABSENT: Fingerprint = ("absent",)
 
 
-def input_fingerprints(names: CellNames, user_ns: Mapping[str, Any], hidden: Iterable[str] = ()) -> list[Any]:
+def input_fingerprints(
+    names: CellNames, user_ns: Mapping[str, object], hidden: Iterable[str] = ()
+) -> list[tuple[str, Fingerprint]]:
     """Fingerprints of the cell's inputs as they are now in ``user_ns``."""
     hidden = set(hidden)
-    out: list[Any] = []
+    out: list[tuple[str, Fingerprint]] = []
     for name in names.inputs:
         if name in hidden:
             out.append((name, ("hidden",)))
@@ -294,7 +300,7 @@ def input_fingerprints(names: CellNames, user_ns: Mapping[str, Any], hidden: Ite
     return out
 
 
-def cell_key(source: str, namespace: str, fingerprints: list[Any]) -> str:
+def cell_key(source: str, namespace: str, fingerprints: list[tuple[str, Fingerprint]]) -> str:
     """The cache key of a cell run: its source and its inputs' fingerprints."""
     import joblib
 
@@ -351,14 +357,14 @@ class CellEntry:
         )
 
 
-def _pickle(value: Any) -> bytes:
+def _pickle(value: object) -> bytes:
     import cloudpickle
 
     return bytes(cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def capture_outputs(
-    names: CellNames, user_ns: Mapping[str, Any], stdout: str, result: Any, elapsed: float
+    names: CellNames, user_ns: Mapping[str, object], stdout: str, result: object, elapsed: float
 ) -> CellEntry:
     """Pickle what the cell bound; raises :class:`Uncacheable` naming the first bad name."""
     entry = CellEntry(stdout=stdout, created=time.time(), elapsed=elapsed, imports=names.imports)

@@ -41,7 +41,7 @@ def supported() -> bool:
     )
 
 
-def _is_click(data: Any) -> bool:
+def _is_click(data: object) -> bool:
     if not isinstance(data, dict) or data.get("method") != "custom":
         return False
     content = data.get("content")

@@ -20,7 +20,7 @@ import types
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
@@ -73,7 +73,7 @@ USAGE = """\
 _OPTION_START = re.compile(r"\s+(?=[A-Za-z_]\w*\s*=(?!=))")
 
 
-def _value(name: str, node: ast.expr, source: str, namespace: Mapping[str, Any]) -> Any:
+def _value(name: str, node: ast.expr, source: str, namespace: Mapping[str, object]) -> object:
     """A literal, or a plain name / dotted name looked up in the user namespace or builtins."""
     try:
         return ast.literal_eval(node)
@@ -98,7 +98,7 @@ def _value(name: str, node: ast.expr, source: str, namespace: Mapping[str, Any])
     )
 
 
-def parse_options(line: str, namespace: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def parse_options(line: str, namespace: Mapping[str, object] | None = None) -> dict[str, Any]:
     """Parse ``option=value ...`` (space- or comma-separated) into a dict.
 
     Args:
@@ -109,37 +109,40 @@ def parse_options(line: str, namespace: Mapping[str, Any] | None = None) -> dict
         ConfigurationError: a chunk that is not ``name=value`` or a value that is not a literal.
     """
     namespace = namespace if namespace is not None else {}
-    line = line.strip()
+    out: dict[str, Any] = {}
+    for name, node, source in _option_nodes(line.strip()):
+        if name in out:
+            raise ConfigurationError(f"option {name!r} given twice")
+        out[name] = _value(name, node, source, namespace)
+    return out
+
+
+def _option_nodes(line: str) -> list[tuple[str, ast.expr, str]]:
+    """``(name, value's expression, its source)`` of each option: keyword syntax, else chunks."""
     if not line:
-        return {}
-    pairs: list[tuple[str, ast.expr, str]] = []
+        return []
     try:
         call = ast.parse(f"_({line})", mode="eval").body
     except SyntaxError:
         call = None
     if isinstance(call, ast.Call) and not call.args and all(kw.arg for kw in call.keywords):
         source = f"_({line})"
-        pairs = [(str(kw.arg), kw.value, source) for kw in call.keywords]
-    else:
-        for chunk in _OPTION_START.split(line):
-            chunk = chunk.strip().rstrip(",").strip()
-            if not chunk:
-                continue
-            name, eq, text = chunk.partition("=")
-            name = name.strip()
-            if not eq or not name.isidentifier():
-                raise ConfigurationError(f"expected option=value, got {chunk!r}")
-            try:
-                node = ast.parse(text.strip(), mode="eval").body
-            except SyntaxError:
-                raise ConfigurationError(f"option {name}: {text.strip()!r} is not a Python literal") from None
-            pairs.append((name, node, text.strip()))
-    out: dict[str, Any] = {}
-    for name, node, source in pairs:
-        if name in out:
-            raise ConfigurationError(f"option {name!r} given twice")
-        out[name] = _value(name, node, source, namespace)
-    return out
+        return [(str(kw.arg), kw.value, source) for kw in call.keywords]
+    pairs: list[tuple[str, ast.expr, str]] = []
+    for chunk in _OPTION_START.split(line):
+        chunk = chunk.strip().rstrip(",").strip()
+        if not chunk:
+            continue
+        name, eq, text = chunk.partition("=")
+        name = name.strip()
+        if not eq or not name.isidentifier():
+            raise ConfigurationError(f"expected option=value, got {chunk!r}")
+        try:
+            node = ast.parse(text.strip(), mode="eval").body
+        except SyntaxError:
+            raise ConfigurationError(f"option {name}: {text.strip()!r} is not a Python literal") from None
+        pairs.append((name, node, text.strip()))
+    return pairs
 
 
 def _note(text: str) -> None:
@@ -181,7 +184,7 @@ def _alarm(seconds: float | None) -> Iterator[None]:
         yield
         return
 
-    def expire(signum: int, frame: Any) -> None:
+    def expire(signum: int, frame: types.FrameType | None) -> None:
         raise TimeoutError(f"cell exceeded timeout={seconds}s")
 
     previous = signal.signal(signal.SIGALRM, expire)
@@ -197,7 +200,7 @@ def _can_alarm() -> bool:
     return hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
 
 
-def _compile(shell: Any, tree: ast.Module, source: str, raw: str) -> Any:
+def _compile(shell: Any, tree: ast.Module, source: str, raw: str) -> types.CodeType:
     """Compile the cell; its last expression is stored so the magic can return it."""
     if tree.body and isinstance(tree.body[-1], ast.Expr):
         last = tree.body[-1]
@@ -209,13 +212,17 @@ def _compile(shell: Any, tree: ast.Module, source: str, raw: str) -> Any:
         flags = shell.compile.flags
     except AttributeError:  # a bare InteractiveShell stand-in
         filename, flags = "<opero cell>", 0
-    return compile(tree, filename, "exec", flags=flags | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
+    # a variable flag makes typeshed's compile() return Any (PyCF_ONLY_AST would give a tree)
+    code: types.CodeType = compile(
+        tree, filename, "exec", flags=flags | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True
+    )
+    return code
 
 
 class _CellFunction:
     """The cell as a function of no arguments, for :class:`Plan`: one call = one run."""
 
-    def __init__(self, shell: Any, code: Any, timeout: float | None) -> None:
+    def __init__(self, shell: Any, code: types.CodeType, timeout: float | None) -> None:
         self.shell = shell
         self.code = code
         self.timeout = timeout
@@ -249,7 +256,7 @@ def _on_retry(event: Event) -> None:
     _note(f"cell attempt {event.attempt} failed ({what}){delay}")
 
 
-def _cell_options(explicit: dict[str, Any]) -> tuple[Options, str]:
+def _cell_options(explicit: dict[str, object]) -> tuple[Options, str]:
     # A cell runs once unless retries= is given: re-running a whole cell (its side effects,
     # its prints) is a choice the user makes, not a default.
     if "retries" not in explicit and "retries" not in current_overrides():
@@ -265,29 +272,67 @@ def _cell_options(explicit: dict[str, Any]) -> tuple[Options, str]:
     return resolve_options(explicit), backend
 
 
+class _Request(NamedTuple):
+    """What a ``%%opero`` line asks for."""
+
+    opts: Options
+    backend: str
+    dashboard: object
+    name: object
+    retries_given: bool
+
+
+def _request(shell: Any, line: str) -> _Request:
+    try:
+        explicit = parse_options(line, shell.user_ns)
+        show_dashboard = explicit.pop("dashboard", True)
+        cell_name = explicit.pop("name", None)
+        retries_given = "retries" in explicit
+        opts, backend = _cell_options(explicit)
+    except ConfigurationError as exc:
+        raise UsageError(f"ConfigurationError: {exc}") from None
+    return _Request(opts, backend, show_dashboard, cell_name, retries_given)
+
+
 def run_cell(shell: Any, line: str, cell: str) -> Any:
     """Run ``%%opero line`` on ``cell`` in ``shell``; return the value to display (or None).
 
     Raises:
         UsageError: invalid options (the ConfigurationError's message, without traceback).
     """
-    try:
-        explicit = parse_options(line, shell.user_ns)
-        show_dashboard = explicit.pop("dashboard", True)
-        cell_name = explicit.pop("name", None)
-        explicit_retries = {k for k in ("retries",) if k in explicit}
-        opts, backend = _cell_options(explicit)
-    except ConfigurationError as exc:
-        raise UsageError(f"ConfigurationError: {exc}") from None
+    request = _request(shell, line)
+    opts = request.opts
     source = shell.transform_cell(cell)
     tree = ast.parse(source)
     names = cellcache.analyse(tree) if opts.cache else None
     silent = source.rstrip().endswith(";")
-    summary = _summary(cell)
-    name = str(cell_name) if cell_name else f"%%opero {summary}"
-
+    name = str(request.name) if request.name else f"%%opero {_summary(cell)}"
     use_alarm = opts.timeout is not None and _can_alarm()
     function = _CellFunction(shell, _compile(shell, tree, source, cell), opts.timeout if use_alarm else None)
+    plan = _cell_plan(function, opts, name, use_alarm)
+
+    key = store = None
+    inputs: dict[str, object] = {}
+    if names is not None and testing_state.cache:
+        key, store, inputs = _lookup_key(shell, names, source, opts, request.backend)
+        if key is not None and store is not None:
+            hit = _try_restore(shell, plan, store, key, opts)
+            if hit is not None:
+                return None if silent else hit[0]
+            plan.stats.add(cache_misses=1)
+            plan.recorder.emit("cache_miss")
+
+    dashboard = _open_dashboard(name) if request.dashboard else None
+    began = time.perf_counter()
+    __tracebackhide__ = True
+    result = _call_cell(plan, dashboard, request.retries_given)
+    if key is not None and store is not None and names is not None:
+        _store(shell, names, inputs, store, key, function.stdout, result, time.perf_counter() - began)
+    return None if silent else result
+
+
+def _cell_plan(function: _CellFunction, opts: Options, name: str, use_alarm: bool) -> Plan:
+    """The cell's plan; a cell run before under this name adds to the same stats."""
     user_retry = opts.on_retry
 
     def on_retry(event: Event) -> None:
@@ -304,30 +349,26 @@ def run_cell(shell: Any, line: str, cell: str) -> Any:
     if previous is not None:
         # Every run of the same cell adds to one row: two runs (cached or not) are two calls.
         _keep_stats(plan, previous)
+    return plan
 
-    key = store = None
-    inputs: dict[str, Any] = {}
-    if names is not None and testing_state.cache:
-        key, store, inputs = _lookup_key(shell, names, source, opts, backend)
-        if key is not None and store is not None:
-            hit = _try_restore(shell, plan, store, key, opts)
-            if hit is not None:
-                return None if silent else hit[0]
-            plan.stats.add(cache_misses=1)
-            plan.recorder.emit("cache_miss")
 
-    dashboard = None
-    if show_dashboard and widgets_available():
-        dashboard = Dashboard.for_new_work(title=name, always=(name,), compact=True)
-        dashboard.display()
-        dashboard.attach()
-    began = time.perf_counter()
+def _open_dashboard(name: str) -> Dashboard | None:
+    if not widgets_available():
+        return None
+    dashboard = Dashboard.for_new_work(title=name, always=(name,), compact=True)
+    dashboard.display()
+    dashboard.attach()
+    return dashboard
+
+
+def _call_cell(plan: Plan, dashboard: Dashboard | None, retries_given: bool) -> Any:
+    """Run the plan once; one failed run with no retries asked for raises the user's error."""
     __tracebackhide__ = True
     try:
-        result = plan.call_sync((), {})
+        return plan.call_sync((), {})
     except AllFailedError as exc:
         _hide_opero_frames(exc)
-        if len(exc.errors) != 1 or "retries" in explicit_retries:
+        if len(exc.errors) != 1 or retries_given:
             raise
         # One run, no retries asked for: the user's own error, not a wrapper of one attempt.
         own = exc.errors[0]
@@ -339,15 +380,12 @@ def run_cell(shell: Any, line: str, cell: str) -> Any:
     finally:
         if dashboard is not None:
             dashboard.detach()
-    if key is not None and store is not None and names is not None:
-        _store(shell, names, inputs, store, key, function.stdout, result, time.perf_counter() - began)
-    return None if silent else result
 
 
 def _keep_stats(plan: Plan, stats: _telemetry.FunctionStats) -> None:
     plan.recorder.stats = stats
     plan.stats = stats
-    _telemetry._registry.put(stats.name, stats)
+    _telemetry.registry.put(stats.name, stats)
 
 
 _OPERO_DIR = str(Path(__file__).resolve().parents[1])
@@ -411,7 +449,7 @@ def install_interrupt_handler(shell: Any) -> bool:
 
 def _lookup_key(
     shell: Any, names: cellcache.CellNames, source: str, opts: Options, backend: str
-) -> tuple[str | None, cellcache.CellStore | None, dict[str, Any]]:
+) -> tuple[str | None, cellcache.CellStore | None, dict[str, object]]:
     if names.star_import:
         _note("cell not cached: it uses 'from ... import *', so its names cannot be known")
         return None, None, {}
@@ -466,11 +504,11 @@ def _age(seconds: float) -> str:
 def _store(
     shell: Any,
     names: cellcache.CellNames,
-    inputs: dict[str, Any],
+    inputs: dict[str, object],
     store: cellcache.CellStore,
     key: str,
     stdout: str,
-    result: Any,
+    result: object,
     elapsed: float,
 ) -> None:
     hidden = getattr(shell, "user_ns_hidden", {})
@@ -493,7 +531,7 @@ def _store(
     store.set(key, entry.dumps())
 
 
-def after_cell(*_: Any) -> None:
+def after_cell(*_: object) -> None:
     """``post_run_cell`` hook: at the end of every cell, bring every dashboard up to date.
 
     A dashboard with no work running then holds its static snapshot alone, so a notebook
@@ -559,7 +597,7 @@ def _stats() -> Any:
         return None
 
 
-def _config(rest: str, user_ns: Mapping[str, Any]) -> None:
+def _config(rest: str, user_ns: Mapping[str, object]) -> None:
     if rest == "reset":
         configure()
         print("opero: notebook-wide defaults reset")
