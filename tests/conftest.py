@@ -16,6 +16,7 @@ pytest_plugins = [
     "tests._fixtures_browser",
     "tests._fixtures_nginx",
     # fixtures shared by a module's unit and integration halves (tests/shared/<module>.py)
+    "tests.shared.core",
     "tests.shared.instrumentation",
     "tests.shared.notebook_magics",
 ]
