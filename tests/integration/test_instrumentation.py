@@ -7,12 +7,15 @@ travel home and reach the hooks in this process.
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 import pytest
 from prometheus_client import CollectorRegistry
 
 from opero import AllFailedError, opmap
 from tests._fixtures_redis import run_python
-from tests.shared.instrumentation import _value
+from tests.shared.instrumentation import _finished, _value
 
 
 @pytest.mark.dask
@@ -41,3 +44,46 @@ def test_importing_the_hooks_imports_neither_package() -> None:
         "print([m for m in ('prometheus_client', 'opentelemetry') if m in sys.modules])"
     )
     assert run_python(code).strip() == "[]"
+
+
+def test_prometheus_sees_process_workers(registry: CollectorRegistry) -> None:
+    """Events of a real process map reach the parent's registry: every call and retry."""
+
+    @opmap(mode="process", workers=2, retries=1, min_delay=0.001, progress=False)
+    def odd_fails_once(x: int) -> tuple[int, int]:
+        if x == 5:
+            raise ConnectionError("worker side")
+        return x, os.getpid()
+
+    out = odd_fails_once(range(12))
+    assert isinstance(out[5], AllFailedError)
+    assert os.getpid() not in {v[1] for i, v in enumerate(out) if i != 5}
+    name = odd_fails_once.stats.name
+    assert _value(registry, "opero_calls_total", function=name, outcome="success") == 11
+    assert _value(registry, "opero_calls_total", function=name, outcome="failure") == 1
+    assert _value(registry, "opero_retries_total", function=name, error_type="ConnectionError") == 1
+    assert _value(registry, "opero_call_duration_seconds_count", function=name) == 12
+    assert _value(registry, "opero_in_flight", function=name) == 0
+
+
+def test_spans_of_process_workers_reach_the_parent(spans: Any) -> None:
+    """A process map's calls become spans in the parent with the workers' pids and retries."""
+    exporter, _ = spans
+    marker: dict[str, int] = {}
+
+    @opmap(mode="process", workers=2, retries=2, min_delay=0.001, progress=False)
+    def item(x: int) -> int:
+        if x == 2 and not marker:
+            marker["x"] = 1  # per worker process: each worker fails item 2 once
+            raise ConnectionError("first try")
+        return x
+
+    assert item(range(6)) == list(range(6))
+    got = _finished(exporter, item.stats.name)
+    assert len(got) == 6
+    pids = {s.attributes["opero.pid"] for s in got if s.attributes}
+    assert os.getpid() not in pids
+    attempts = sorted(int(s.attributes["opero.attempts"]) for s in got if s.attributes)  # type: ignore[arg-type]
+    assert attempts == [1, 1, 1, 1, 1, 2]
+    (retried,) = [s for s in got if s.attributes and s.attributes["opero.attempts"] == 2]
+    assert [e.name for e in retried.events] == ["retry"]

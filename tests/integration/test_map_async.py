@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import time
 from typing import Any
 
 import aiohttp
@@ -83,3 +86,33 @@ async def test_seed_async_method_batch(demo_server: Any) -> None:
     """An opmap'd async method called as self.method(items) maps over the items."""
     users = await UserService(demo_server.url).get_users_batch(["1", "2", "3"])
     assert [u["id"] for u in users] == ["1", "2", "3"]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("mode", ["thread", "process", "async_process"])
+async def test_async_function_in_thread_and_process_modes(mode: str) -> None:
+    """An async def function also runs in thread, process and async_process modes."""
+
+    @opmap(mode=mode, workers=2, progress=False)
+    async def who(x: int) -> tuple[int, int]:
+        await asyncio.sleep(0.01)
+        return x, os.getpid()
+
+    out = await who(range(10))
+    assert [x for x, _ in out] == list(range(10))
+    pids = {p for _, p in out}
+    assert (pids == {os.getpid()}) == (mode == "thread")
+
+
+def test_async_process_runs_a_chunk_concurrently() -> None:
+    """async_process: each worker's event loop runs its chunk's coroutines concurrently."""
+
+    @opmap(mode="async_process", workers=2, progress=False)
+    async def nap(x: int) -> int:
+        await asyncio.sleep(0.2)
+        return x
+
+    opero.run(nap([0, 1]))  # start the workers
+    t0 = time.perf_counter()
+    assert opero.run(nap(range(40))) == list(range(40))
+    assert time.perf_counter() - t0 < 1.0  # sequential would be 4 s per worker

@@ -6,17 +6,20 @@ timeouts, exact counters and a warm pool that does not leak. Real worker process
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from opero import AllFailedError, WorkerLostError, opmap
+from opero._errors import RemoteError, portable
 from tests.shared.map_seams import _api_failure, _check_failures
 
 
@@ -202,3 +205,156 @@ def test_joblib_backend_unpicklable_exceptions_fail_only_their_items() -> None:
     with joblib.parallel_config(backend="loky", n_jobs=2):
         out = fn(range(8))
     _check_failures(out)
+
+
+def test_portable_reads_response_status_and_headers_of_requests_and_httpx_errors() -> None:
+    import httpx
+    import requests
+
+    resp = requests.Response()
+    resp.status_code = 503
+    resp.headers["Retry-After"] = "2"
+    resp.raw = io.BytesIO(b"")
+    r_err = requests.HTTPError("503 Server Error", response=resp)
+    r_err.lock = threading.Lock()  # type: ignore[attr-defined]  # now it cannot pickle
+    out = portable(r_err)
+    assert isinstance(out, RemoteError)
+    assert (out.status, out.headers) == (503, {"Retry-After": "2"})
+
+    request = httpx.Request("GET", "http://127.0.0.1/x")
+    response = httpx.Response(429, headers={"Retry-After": "3"}, request=request)
+    h_err = httpx.HTTPStatusError("429", request=request, response=response)
+    h_out = portable(h_err)
+    h_out = h_out if isinstance(h_out, RemoteError) else RemoteError.from_exception(h_err)
+    assert h_out.status == 429
+    assert h_out.headers is not None and h_out.headers["retry-after"] == "3"
+
+
+# -- maps ------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_process_map_unpicklable_exceptions_fail_only_their_items() -> None:
+    """An exception that cannot be rebuilt (or pickled) in a worker costs only its item."""
+    fn = opmap(mode="process", workers=2, retries=0, progress=False)(_api_failure)
+    _check_failures(fn(range(8)))
+    assert fn.stats.successes == 6 and fn.stats.failures == 2
+
+
+@pytest.mark.timeout(60)
+def test_process_map_non_retryable_unpicklable_exception_is_the_stand_in() -> None:
+    fn = opmap(mode="process", workers=2, retry_on=KeyError, progress=False)(_api_failure)
+    out = fn(range(8))
+    assert isinstance(out[3], RemoteError) and out[3].message == "503: busy backend"
+    assert isinstance(out[5], RemoteError) and out[5].type_name.endswith("HoldsSocket")
+    assert out[7] == 14
+
+
+async def _api_failure_async(x: int) -> int:
+    return _api_failure(x)
+
+
+@pytest.mark.timeout(60)
+def test_async_process_map_unpicklable_exceptions_fail_only_their_items() -> None:
+    import opero
+
+    fn = opmap(mode="async_process", workers=2, retries=0, progress=False)(_api_failure_async)
+    out = opero.run(fn(range(8)))
+    for bad in (3, 5):
+        assert isinstance(out[bad], AllFailedError)
+        assert isinstance(out[bad].errors[0], RemoteError)
+        assert "_api_failure" in out[bad].errors[0].traceback_text
+    assert out[3].errors[0].message == "503: busy backend"
+    assert [out[i] for i in (0, 1, 2, 4, 6, 7)] == [0, 2, 4, 8, 12, 14]
+
+
+def _rebuild_outside(message: str, parent: int) -> Exception:
+    import os
+
+    if os.getpid() == parent:
+        raise RuntimeError("this exception cannot be rebuilt in the parent")
+    return OnlyInWorker(message, parent)
+
+
+class OnlyInWorker(Exception):
+    """Pickles and unpickles in the worker, but its unpickling fails in the parent."""
+
+    def __init__(self, message: str, parent: int) -> None:
+        super().__init__(message)
+        self.parent = parent
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_outside, (str(self), self.parent))
+
+
+def _fails_in_parent(x: int) -> int:
+    import os
+
+    if x == 2:
+        raise OnlyInWorker("made in the worker", os.getppid())
+    return x
+
+
+@pytest.mark.timeout(60)
+def test_process_map_payload_that_cannot_unpickle_in_the_parent_fails_alone() -> None:
+    """The parent side: only the item whose payload fails to load gets the stand-in."""
+    fn = opmap(mode="process", workers=2, retry_on=KeyError, progress=False)(_fails_in_parent)
+    out = fn(range(6))
+    assert [out[i] for i in (0, 1, 3, 4, 5)] == [0, 1, 3, 4, 5]
+    err = out[2]
+    assert isinstance(err, RemoteError)
+    assert err.type_name == f"{__name__}.OnlyInWorker"
+    assert err.message == "made in the worker"
+    assert "_fails_in_parent" in err.traceback_text
+
+
+def test_local_class_items_and_lambdas_in_a_process_map() -> None:
+    class Box:
+        def __init__(self, v: int) -> None:
+            self.v = v
+
+    @opmap(mode="process", workers=2, progress=False)
+    def open_box(item: object) -> int:
+        return item(3) if callable(item) else item.v  # type: ignore[attr-defined,operator]
+
+    t0 = time.monotonic()
+    out = open_box([Box(1), lambda v: v * 5, Box(4), threading.Lock()])
+    assert out[:3] == [1, 15, 4]
+    assert isinstance(out[3], TypeError)
+    assert not isinstance(out[3], WorkerLostError)
+    assert time.monotonic() - t0 < 5.0
+    assert open_box.stats.failures == 1 and open_box.stats.successes == 3
+
+
+def _rebuild_only_here(parent: int, value: int) -> Fragile:
+    if os.getpid() != parent:
+        raise ImportError("this item's module exists only in the parent")
+    return Fragile(parent, value)
+
+
+class Fragile:
+    """Pickles in the parent, but cannot be unpickled in a worker."""
+
+    def __init__(self, parent: int, value: int) -> None:
+        self.parent = parent
+        self.value = value
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_only_here, (self.parent, self.value))
+
+
+def _value(item: object) -> object:
+    return item if isinstance(item, int) else item.value  # type: ignore[attr-defined]
+
+
+@pytest.mark.timeout(60)
+def test_item_that_cannot_be_unpickled_in_the_worker_fails_alone_at_once() -> None:
+    fn = opmap(mode="process", workers=2, chunksize=4, progress=False)(_value)
+    t0 = time.monotonic()
+    out = fn([0, 1, Fragile(os.getpid(), 2), 3, 4, 5, 6, 7])
+    assert time.monotonic() - t0 < 5.0
+    assert [out[i] for i in (0, 1, 3, 4, 5, 6, 7)] == [0, 1, 3, 4, 5, 6, 7]
+    assert isinstance(out[2], ImportError)
+    assert "only in the parent" in str(out[2])
+    assert any("cannot be unpickled in the worker" in n for n in out[2].__notes__)
+    assert fn.stats.failures == 1 and fn.stats.successes == 7

@@ -301,3 +301,28 @@ def test_token_limit_with_charge_uses_the_demo_token_limit() -> None:
     assert all(isinstance(r, int) for r in results)
     assert use["throttled"] <= 3
     assert use["token_use"] >= 0.8
+
+
+@opero.opmap(mode="process", workers=3, progress=False, token_budget=1000, tokens=lambda text: len(text))
+def _budgeted_in_workers(text: str) -> str:
+    return text
+
+
+def test_threads_share_the_token_budget() -> None:
+    """8 threads x 5 calls of 100 units at 2000/s take at least 39 x 0.05 s."""
+
+    @opero.opero(token_limit=2000, tokens=lambda: 100)
+    def call() -> None:
+        pass
+
+    began = time.monotonic()
+    run_threads(8, lambda: [call() for _ in range(5)])
+    assert time.monotonic() - began >= 39 * 0.05 - 0.01
+
+
+def test_token_budget_caps_total_spend_and_map_items_hold_it() -> None:
+    """token_budget=1000 with 100-unit items across process workers: exactly 10 run."""
+    results = _budgeted_in_workers(["z" * 100] * 16)
+    done = [r for r in results if r == "z" * 100]
+    held = [r for r in results if isinstance(r, opero.BudgetExhausted)]
+    assert (len(done), len(held)) == (10, 6)

@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 from prometheus_client import CollectorRegistry
 
-from opero import AllFailedError, CircuitOpenError, opero, opmap
+from opero import AllFailedError, CircuitOpenError, opero
 from opero.instrumentation import (
     Event,
     OpenTelemetryHook,
@@ -33,17 +31,7 @@ from opero.instrumentation import (
     hooks,
     remove_hook,
 )
-from tests.shared.instrumentation import _value
-
-
-@pytest.fixture
-def spans() -> Iterator[tuple[InMemorySpanExporter, TracerProvider]]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    hook = enable_opentelemetry(provider)
-    yield exporter, provider
-    remove_hook(hook)
+from tests.shared.instrumentation import _finished, _value
 
 
 def _flaky(failures: int) -> Any:
@@ -210,33 +198,6 @@ def test_enable_prometheus_twice_is_one_hook() -> None:
         remove_hook(first)
 
 
-def test_prometheus_sees_process_workers(registry: CollectorRegistry) -> None:
-    """Events of a real process map reach the parent's registry: every call and retry."""
-
-    @opmap(mode="process", workers=2, retries=1, min_delay=0.001, progress=False)
-    def odd_fails_once(x: int) -> tuple[int, int]:
-        if x == 5:
-            raise ConnectionError("worker side")
-        return x, os.getpid()
-
-    out = odd_fails_once(range(12))
-    assert isinstance(out[5], AllFailedError)
-    assert os.getpid() not in {v[1] for i, v in enumerate(out) if i != 5}
-    name = odd_fails_once.stats.name
-    assert _value(registry, "opero_calls_total", function=name, outcome="success") == 11
-    assert _value(registry, "opero_calls_total", function=name, outcome="failure") == 1
-    assert _value(registry, "opero_retries_total", function=name, error_type="ConnectionError") == 1
-    assert _value(registry, "opero_call_duration_seconds_count", function=name) == 12
-    assert _value(registry, "opero_in_flight", function=name) == 0
-
-
-# -- OpenTelemetry ---------------------------------------------------------------------------
-
-
-def _finished(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
-    return [s for s in exporter.get_finished_spans() if s.name == name]
-
-
 def test_a_span_per_call_with_an_event_per_retry(spans: Any) -> None:
     """One span per call; each retry is a span event; attempts is an attribute."""
     exporter, _ = spans
@@ -308,29 +269,6 @@ def test_async_calls_get_their_own_spans(spans: Any) -> None:
     for i in range(3):
         (inner,) = _finished(exporter, f"inner-{i}")
         assert inner.parent is not None and inner.parent.span_id in outer
-
-
-def test_spans_of_process_workers_reach_the_parent(spans: Any) -> None:
-    """A process map's calls become spans in the parent with the workers' pids and retries."""
-    exporter, _ = spans
-    marker: dict[str, int] = {}
-
-    @opmap(mode="process", workers=2, retries=2, min_delay=0.001, progress=False)
-    def item(x: int) -> int:
-        if x == 2 and not marker:
-            marker["x"] = 1  # per worker process: each worker fails item 2 once
-            raise ConnectionError("first try")
-        return x
-
-    assert item(range(6)) == list(range(6))
-    got = _finished(exporter, item.stats.name)
-    assert len(got) == 6
-    pids = {s.attributes["opero.pid"] for s in got if s.attributes}
-    assert os.getpid() not in pids
-    attempts = sorted(int(s.attributes["opero.attempts"]) for s in got if s.attributes)  # type: ignore[arg-type]
-    assert attempts == [1, 1, 1, 1, 1, 2]
-    (retried,) = [s for s in got if s.attributes and s.attributes["opero.attempts"] == 2]
-    assert [e.name for e in retried.events] == ["retry"]
 
 
 def test_enable_opentelemetry_returns_a_removable_hook() -> None:
