@@ -10,6 +10,7 @@ import pytest
 from tenacity import wait_exception, wait_fixed, wait_random, wait_random_exponential
 
 from opero import AllFailedError, opero
+from tests.shared.core import Driver, flaky
 
 PROGRAMMING = [
     TypeError,
@@ -39,30 +40,16 @@ def failing(times: int, exc: type[Exception] = ConnectionError):
 # -- reraise ---------------------------------------------------------------------------------
 
 
-def test_reraise_raises_the_last_error_with_earlier_ones_in_notes() -> None:
-    """reraise=True: `except ConnectionError` works; the notes list the earlier attempts."""
-    f, calls = failing(10)
+def test_reraise_raises_the_last_error_with_earlier_ones_in_notes(driver: Driver) -> None:
+    """reraise=True, sync and async: `except ConnectionError` works; the notes list the earlier attempts."""
+    f, calls = flaky(driver, 10)
     with pytest.raises(ConnectionError, match="failure 3") as info:
-        opero(retries=2, min_delay=0.001, reraise=True)(f)()
+        driver.call(opero(retries=2, min_delay=0.001, reraise=True)(f))
     assert len(calls) == 3
     notes = info.value.__notes__
     assert notes[0] == "opero: attempt 1 of 3 failed: ConnectionError: failure 1"
     assert notes[1] == "opero: attempt 2 of 3 failed: ConnectionError: failure 2"
     assert len(notes) == 2
-
-
-def test_reraise_async() -> None:
-    """The async driver raises the error itself too."""
-    calls: list[int] = []
-
-    @opero(retries=1, min_delay=0.001, reraise=True)
-    async def f() -> None:
-        calls.append(1)
-        raise TimeoutError(f"slow {len(calls)}")
-
-    with pytest.raises(TimeoutError, match="slow 2") as info:
-        asyncio.run(f())
-    assert info.value.__notes__ == ["opero: attempt 1 of 2 failed: TimeoutError: slow 1"]
 
 
 def test_without_reraise_all_failed_error_stays() -> None:
