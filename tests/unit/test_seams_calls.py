@@ -68,8 +68,8 @@ def test_partial_and_callable_objects_work(backend: str | None) -> None:
     assert [g3(2), g4(2), g3(2), g4(2)] == [6, 8, 6, 8]
     assert (s3.calls, s4.calls) == ((1, 1) if backend else (2, 2))
     assert g3.stats.calls == 2
-    assert f1._opero_plan.name == f"{__name__}._add.partial"  # type: ignore[attr-defined]
-    assert g3._opero_plan.name == f"{__name__}._Scale"  # type: ignore[attr-defined]
+    assert f1.stats.name == f"{__name__}._add.partial"
+    assert g3.stats.name == f"{__name__}._Scale"
     mapped = opmap(**options)(functools.partial(_add, 5))
     assert list(mapped([1, 2])) == [6, 7]
     assert list(opmap(**options)(_Scale(2))([1, 2])) == [2, 4]
