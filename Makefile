@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 APT := DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300
 
-.PHONY: demo test venv system lint typecheck unit browser bench bench-quick bench-scripts docs clean
+.PHONY: demo test venv system lint typecheck unit quick integration browser bench bench-quick bench-scripts docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -42,16 +42,24 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-## Everything except the browser tests (those run in a loopback-only network namespace below).
-unit: $(STAMP) system
-	$(BIN)/python -m pytest -m "not browser" -q
+## The maintainer's minute: tests/unit alone (no server, subprocess, socket, kernel or worker
+## process; under 60 s), no system service needed. `make quick` is the same.
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit -q
+
+quick: unit
+
+## The rest except the browser tests: servers, subprocesses, worker processes, redis, nginx,
+## dask, kernels (the browser tests run in a loopback-only network namespace below).
+integration: $(STAMP) system
+	$(BIN)/python -m pytest tests/integration -m "not browser" -q
 
 browser: $(STAMP) system
 	@if unshare -n true 2>/dev/null; then \
-	  unshare -n sh -c 'ip link set lo up && exec "$$@"' sh $(BIN)/python -m pytest -m browser -q -p no:cacheprovider; \
-	else $(BIN)/python -m pytest -m browser -q -p no:cacheprovider; fi
+	  unshare -n sh -c 'ip link set lo up && exec "$$@"' sh $(BIN)/python -m pytest tests/integration -m browser -q -p no:cacheprovider; \
+	else $(BIN)/python -m pytest tests/integration -m browser -q -p no:cacheprovider; fi
 
-test: lint typecheck unit browser bench-quick
+test: lint typecheck unit integration browser bench-quick
 
 ## Every shape beside every peer in one run: JSON in benchmarks/results/, one chart per shape
 ## in docs/assets/bench/ (docs/performance.md shows them). A few minutes.

@@ -11,7 +11,15 @@ import pytest
 import opero
 
 # Each area keeps its fixtures in its own module (one owner each); pytest loads them here.
-pytest_plugins = ["tests._fixtures_redis", "tests._fixtures_browser", "tests._fixtures_nginx"]
+pytest_plugins = [
+    "tests._fixtures_redis",
+    "tests._fixtures_browser",
+    "tests._fixtures_nginx",
+    # fixtures shared by a module's unit and integration halves (tests/shared/<module>.py)
+    "tests.shared.core",
+    "tests.shared.instrumentation",
+    "tests.shared.notebook_magics",
+]
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

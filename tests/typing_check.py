@@ -1,6 +1,6 @@
 """Type-checked, never run: what mypy --strict and pyright see of opero's public API.
 
-Every line that must be rejected carries ``type: ignore[<mypy code>]``. tests/test_typing.py
+Every line that must be rejected carries ``type: ignore[<mypy code>]``. tests/integration/test_typing.py
 runs mypy with ``--warn-unused-ignores`` (so each expected error must really occur, and
 nothing else may) and pyright with ignore comments disabled, asserting that it reports
 errors on exactly those lines.

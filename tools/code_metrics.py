@@ -12,7 +12,9 @@ import pathlib
 import re
 import sys
 
-_BRANCHES = (ast.If, ast.For, ast.AsyncFor, ast.While, ast.Try, ast.ExceptHandler, ast.With, ast.AsyncWith, ast.IfExp)
+_BRANCHES = (
+    ast.If, ast.For, ast.AsyncFor, ast.While, ast.Try, ast.ExceptHandler, ast.With, ast.AsyncWith, ast.IfExp,
+)  # fmt: skip
 
 
 def _branches(func: ast.AST) -> int:
