@@ -111,6 +111,28 @@ async def _dispatch_async(
     return job.finish(results)
 
 
+def _pop_columns(name: str, kwargs: dict[str, Any]) -> tuple[Hashable, Hashable, bool, bool]:
+    """Pop and check ``result_column=``, ``error_column=`` and ``expand=``.
+
+    Returns ``(result_column, error_column, error_column given, expand)``.
+    """
+    result_column: Hashable = kwargs.pop("result_column", None)
+    error_column: Hashable = kwargs.pop("error_column", None)
+    error_given = error_column is not None
+    expand = kwargs.pop("expand", False)
+    if not isinstance(expand, bool):
+        raise ConfigurationError(f"{name}: expand must be True or False, got {expand!r}")
+    if result_column is None:
+        result_column = name
+    if error_column is None:
+        error_column = f"{result_column}_error"
+    if result_column == error_column:
+        raise ConfigurationError(
+            f"{name}: result_column and error_column are both {result_column!r}; give them different names"
+        )
+    return result_column, error_column, error_given, expand
+
+
 @dataclass(slots=True)
 class _Job:
     """One validated pandas call: what to run and how to put the answers back."""
@@ -141,26 +163,11 @@ class _Job:
     ) -> _Job:
         """Validate a call and build its items; nothing runs yet."""
         kwargs = dict(kwargs)  # the caller's dict is not ours to change
-        result_column: Hashable = kwargs.pop("result_column", None)
-        error_column: Hashable = kwargs.pop("error_column", None)
-        error_given = error_column is not None
-        expand = kwargs.pop("expand", False)
-        if not isinstance(expand, bool):
-            raise ConfigurationError(f"{name}: expand must be True or False, got {expand!r}")
+        result_column, error_column, error_given, expand = _pop_columns(name, kwargs)
         signature = _signature(func)
         resume: Any = None
         if "resume" in kwargs and (signature is None or "resume" not in signature.parameters):
             resume = kwargs.pop("resume")
-        if result_column is None:
-            result_column = name
-        if error_column is None:
-            error_column = f"{result_column}_error"
-        if result_column == error_column:
-            raise ConfigurationError(
-                f"{name}: result_column and error_column are both {result_column!r}; "
-                "give them different names"
-            )
-
         if isinstance(data, pd.Series):
             if error_given and not expand:
                 raise ConfigurationError(
