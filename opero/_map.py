@@ -209,28 +209,17 @@ class _Engine:
         __tracebackhide__ = True  # notebook (issue 21): IPython shows an interrupt without opero frames
         if self.batched is not None:
             return self.batched.run_sync(call, items, labels)
-        window = Window(_UNBOUNDED)
-        progress = self._progress(call, labels)
-        results: list[Any] = []
-        self.last_results = results  # notebook (issue 21): fn.last_results()
-        ordered = self.options.ordered
-        source, flights = self._source(call, items, progress, window)
+        progress, results, source, flights, window = self._begin_list(call, items, labels)
         try:
             for batch in sync_outcomes(call, source, window):
-                if flights is not None:
-                    batch = flights.expand(batch)
-                self._account(batch, progress)
-                place(results, batch, ordered)
+                self._land(batch, flights, progress, results)
         except BaseException as exc:  # notebook (issue 21): keep what was done (last_results)
             call.stop.set()
-            keep_interrupted(results, MISSING, progress, items, ordered)
+            keep_interrupted(results, MISSING, progress, items, self.options.ordered)
             if isinstance(exc, KeyboardInterrupt):
                 raise exc.with_traceback(None) from None  # no executor frames
             raise
-        call.stop.set()
-        cancelled = finish(results, progress, call.total)
-        progress.close(cancelled=cancelled)
-        return results
+        return self._end_list(call, progress, results)
 
     async def _list_async(
         self, call: MapCall, items: Iterable[Any], labels: list[Any] | None = None
@@ -238,27 +227,44 @@ class _Engine:
         __tracebackhide__ = True  # notebook (issue 21): IPython shows an interrupt without opero frames
         if self.batched is not None:
             return await self.batched.run_async(call, items, labels)
-        progress = self._progress(call, labels)
-        results: list[Any] = []
-        self.last_results = results  # notebook (issue 21): fn.last_results()
-        ordered = self.options.ordered
-        window = Window(_UNBOUNDED)
-        source, flights = self._source(call, items, progress, window)
+        progress, results, source, flights, window = self._begin_list(call, items, labels)
         try:
             async for batch in self._batches_async(call, source, window):
-                if flights is not None:
-                    batch = flights.expand(batch)
-                self._account(batch, progress)
-                place(results, batch, ordered)
+                self._land(batch, flights, progress, results)
         except BaseException as exc:  # notebook (issue 21): keep what was done (last_results)
             call.stop.set()
-            keep_interrupted(results, MISSING, progress, items, ordered)
+            keep_interrupted(results, MISSING, progress, items, self.options.ordered)
             if isinstance(exc, KeyboardInterrupt):
                 raise exc.with_traceback(None) from None  # no executor frames
             raise
+        return self._end_list(call, progress, results)
+
+    def _begin_list(
+        self, call: MapCall, items: Iterable[Any], labels: list[Any] | None
+    ) -> tuple[MapProgress, list[Any], Iterator[tuple[int, Any]], MapFlights | None, Window]:
+        window = Window(_UNBOUNDED)
+        progress = self._progress(call, labels)
+        results: list[Any] = []
+        self.last_results = results  # notebook (issue 21): fn.last_results()
+        source, flights = self._source(call, items, progress, window)
+        return progress, results, source, flights, window
+
+    def _land(
+        self,
+        batch: list[Outcome],
+        flights: MapFlights | None,
+        progress: MapProgress,
+        results: list[Any],
+    ) -> None:
+        if flights is not None:
+            batch = flights.expand(batch)
+        self._account(batch, progress)
+        place(results, batch, self.options.ordered)
+
+    @staticmethod
+    def _end_list(call: MapCall, progress: MapProgress, results: list[Any]) -> list[Any]:
         call.stop.set()
-        cancelled = finish(results, progress, call.total)
-        progress.close(cancelled=cancelled)
+        progress.close(cancelled=finish(results, progress, call.total))
         return results
 
     def _batches_async(

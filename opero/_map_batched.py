@@ -7,6 +7,7 @@ runs them under the map's progress bar, and streams a batch map one segment at a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
@@ -101,30 +102,33 @@ class BatchedRuns:
     def stream_sync(self, call: MapCall, items: Iterable[Any], window: int) -> Iterator[Any]:
         """Stream a batch map from sync code; a stop request is honoured between segments."""
         progress = self.progress(call, None)
-        interrupted = True
-        try:
+        with _streaming(call, progress):
             for part, segment, results in self._segments(call, items, window):
                 self._runner(part).run_sync(segment, results, progress)
                 yield from unstarted(results, progress)
                 if progress.stop_requested:
                     break
-            interrupted = False
-        finally:
-            call.stop.set()
-            progress.close(interrupted=interrupted)
 
     async def stream_async(self, call: MapCall, items: Iterable[Any], window: int) -> AsyncIterator[Any]:
         """Stream a batch map from async code; a stop request is honoured between segments."""
         progress = self.progress(call, None)
-        interrupted = True
-        try:
+        with _streaming(call, progress):
             for part, segment, results in self._segments(call, items, window):
                 await self._runner(part).run_async(segment, results, progress, self.drive_async)
                 for value in unstarted(results, progress):
                     yield value
                 if progress.stop_requested:
                     break
-            interrupted = False
-        finally:
-            call.stop.set()
-            progress.close(interrupted=interrupted)
+
+
+@contextlib.contextmanager
+def _streaming(call: MapCall, progress: MapProgress) -> Iterator[None]:
+    """A stream's life: when it ends, stop the map and close the bar (interrupted unless
+    the stream ran to its end or stopped on request)."""
+    interrupted = True
+    try:
+        yield
+        interrupted = False
+    finally:
+        call.stop.set()
+        progress.close(interrupted=interrupted)
