@@ -41,7 +41,7 @@ _STREAM_WINDOW = 4096
 _UNBOUNDED = 1 << 62
 
 
-def _is_pandas(items: Any) -> bool:
+def _is_pandas(items: object) -> bool:
     # Detect without importing pandas (import opero stays light).
     return type(items).__module__.startswith("pandas")
 
@@ -177,7 +177,7 @@ class _Engine:
         self,
         prefix: tuple[Any, ...],
         items: Any,
-        previous: Any,
+        previous: Iterable[Any] | None,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
@@ -416,7 +416,7 @@ class _Mapped:
         """
         return self._engine.failures.frame()
 
-    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+    def __get__(self, obj: object, owner: type | None = None) -> _Mapped | _Bound:
         if self._kind == "staticmethod":
             return self
         if self._kind == "classmethod":
@@ -428,7 +428,7 @@ class _Mapped:
     def __repr__(self) -> str:
         return f"<opmap {self._engine.name} mode={self._engine.mode}>"
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         # A class defined in a notebook travels by value to process workers, with its
         # opmap'd methods: rebuild them there rather than pickle locks.
         return (_Mapped, (self.__wrapped__, self._engine.options, self._kind))  # type: ignore[attr-defined]
@@ -439,7 +439,7 @@ class _Bound:
 
     __slots__ = ("__wrapped__", "_mapped", "_self")
 
-    def __init__(self, mapped: _Mapped, bound: Any) -> None:
+    def __init__(self, mapped: _Mapped, bound: object) -> None:
         self._mapped = mapped
         self._self = bound
         self.__wrapped__ = functools.partial(mapped.__wrapped__, bound)  # type: ignore[attr-defined]

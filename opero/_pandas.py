@@ -28,6 +28,7 @@ import difflib
 import inspect
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, Literal
 
 import pandas as pd
@@ -165,7 +166,7 @@ class _Job:
         kwargs = dict(kwargs)  # the caller's dict is not ours to change
         result_column, error_column, error_given, expand = _pop_columns(name, kwargs)
         signature = _signature(func)
-        resume: Any = None
+        resume: object = None
         if "resume" in kwargs and (signature is None or "resume" not in signature.parameters):
             resume = kwargs.pop("resume")
         if isinstance(data, pd.Series):
@@ -271,7 +272,7 @@ class _Job:
         return out
 
 
-def _resuming(name: str, resume: Any, expand: bool) -> bool:
+def _resuming(name: str, resume: object, expand: bool) -> bool:
     """Whether a DataFrame call resumes an earlier output frame (``resume=True``)."""
     if resume is None or resume is False:
         return False
@@ -331,7 +332,7 @@ def resume_rows(errors: Sequence[Any]) -> list[int]:
     ]
 
 
-def _cow(pd: Any) -> bool:
+def _cow(pd: ModuleType) -> bool:
     """Whether pandas copies on write (always from pandas 3, opt-in before)."""
     return int(pd.__version__.split(".")[0]) >= 3 or bool(pd.get_option("mode.copy_on_write"))
 
@@ -361,7 +362,7 @@ def _expanded(
     other than a mapping cannot be spread; rather than drop its answer silently, its error
     cell gets a ``TypeError`` saying so (the row shows up with the failed ones).
     """
-    keys: dict[Any, None] = {}
+    keys: dict[Hashable, None] = {}
     rows: list[Mapping[Any, Any] | None] = []
     for i, (result, error) in enumerate(zip(results, errors)):
         if error is not None or result is None:
@@ -382,7 +383,7 @@ def _expanded(
     }
 
 
-def _column(name: str, df: pd.DataFrame, key: Any) -> list[Any]:
+def _column(name: str, df: pd.DataFrame, key: Hashable) -> list[Any]:
     """One column's values as a plain list (Python scalars, fast, no per-row objects)."""
     try:
         hash(key)
@@ -498,14 +499,14 @@ def _example(df: pd.DataFrame) -> Any:
     return df.columns[0] if len(df.columns) else "column"
 
 
-def _listing(columns: Iterable[Any]) -> str:
+def _listing(columns: Iterable[object]) -> str:
     names = list(columns)
     if len(names) <= _MAX_LISTED:
         return repr(names)
     return f"{names[:_MAX_LISTED]!r} and {len(names) - _MAX_LISTED} more"
 
 
-def _closest(key: Any, candidates: Iterable[Any]) -> str:
+def _closest(key: object, candidates: Iterable[object]) -> str:
     if not isinstance(key, str):
         return ""
     names = [c for c in candidates if isinstance(c, str)]
