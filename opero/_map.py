@@ -214,8 +214,7 @@ class _Engine:
             for batch in sync_outcomes(call, source, window):
                 self._land(batch, flights, progress, results)
         except BaseException as exc:  # notebook (issue 21): keep what was done (last_results)
-            call.stop.set()
-            keep_interrupted(results, MISSING, progress, items, self.options.ordered)
+            self._keep(call, results, progress, items)
             if isinstance(exc, KeyboardInterrupt):
                 raise exc.with_traceback(None) from None  # no executor frames
             raise
@@ -232,8 +231,7 @@ class _Engine:
             async for batch in self._batches_async(call, source, window):
                 self._land(batch, flights, progress, results)
         except BaseException as exc:  # notebook (issue 21): keep what was done (last_results)
-            call.stop.set()
-            keep_interrupted(results, MISSING, progress, items, self.options.ordered)
+            self._keep(call, results, progress, items)
             if isinstance(exc, KeyboardInterrupt):
                 raise exc.with_traceback(None) from None  # no executor frames
             raise
@@ -260,6 +258,11 @@ class _Engine:
             batch = flights.expand(batch)
         self._account(batch, progress)
         place(results, batch, self.options.ordered)
+
+    def _keep(self, call: MapCall, results: list[Any], progress: MapProgress, items: Iterable[Any]) -> None:
+        """An interrupted list map: stop it and keep what was done (``fn.last_results()``)."""
+        call.stop.set()
+        keep_interrupted(results, MISSING, progress, items, self.options.ordered)
 
     @staticmethod
     def _end_list(call: MapCall, progress: MapProgress, results: list[Any]) -> list[Any]:
