@@ -433,14 +433,7 @@ class Decisions:
         error: Exception = first
         try:
             while True:
-                verdict = self._judge(walk, error)
-                pause: float | None = None
-                if is_throttled(error):
-                    pause = self._pace(walk, error, verdict)
-                elif (moving := self._moves_on(walk, error)) and walk.i + 1 < walk.count:
-                    self._next_candidate(walk, error)
-                else:
-                    pause = self._round_over(walk, error, verdict, moving)
+                pause = self._after(walk, error, self._judge(walk, error))
                 if walk.stop is not None:
                     break
                 if pause is not None:
@@ -454,6 +447,16 @@ class Decisions:
             self._demote_pending(walk)
             raise
         raise self._exhausted(walk, error)
+
+    def _after(self, walk: _Walk, error: Exception, verdict: bool | float) -> float | None:
+        """After a failed attempt: the pause before the next (throttled, or the round is over),
+        or None when the next candidate of this round runs at once."""
+        if is_throttled(error):
+            return self._pace(walk, error, verdict)
+        if (moving := self._moves_on(walk, error)) and walk.i + 1 < walk.count:
+            self._next_candidate(walk, error)
+            return None
+        return self._round_over(walk, error, verdict, moving)
 
     def _judge(self, walk: _Walk, error: Exception) -> bool | float:
         """Record a failed attempt; raise ``error`` when it is not to be retried."""

@@ -131,16 +131,20 @@ class KeyBuilder:
                 return ("#", tuple(map(_memory_part, values)))
             return (values, tuple(map(type, values)))
         except _Unhashable as exc:
-            if not self._warned:
-                self._warned = True
-                warnings.warn(
-                    f"opero: {self.name} received an argument that cannot be hashed ({exc}); "
-                    "such calls run uncached",
-                    RuntimeWarning,
-                    stacklevel=4,
-                )
-            logger.info("%s: unhashable arguments, call runs uncached", self.name)
+            self._uncached(exc)
             return None
+
+    def _uncached(self, exc: _Unhashable) -> None:
+        """Say (a warning once, then a log line per call) that an unhashable call runs uncached."""
+        if not self._warned:
+            self._warned = True
+            warnings.warn(
+                f"opero: {self.name} received an argument that cannot be hashed ({exc}); "
+                "such calls run uncached",
+                RuntimeWarning,
+                stacklevel=5,  # the caller of the decorated function (one frame deeper than key)
+            )
+        logger.info("%s: unhashable arguments, call runs uncached", self.name)
 
 
 def _hashable(value: Any) -> bool:

@@ -8,180 +8,40 @@ business; how one item runs is the Plan's (``_policy``).
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import importlib
 import inspect
 import itertools
 import os
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar, Unpack, overload
+from typing import TYPE_CHECKING, Any, Concatenate, Unpack, overload
 
-from ._batch import BatchMap, batch_plan, chunks
+from ._batch import batch_plan
 from ._compat import mark_coroutine_function
 from ._decorator import build_plan, check_decoratable
 from ._errors import ConfigurationError, portable
+from ._map_batched import BatchedRuns
 from ._map_flights import MapFlights
+from ._map_results import MISSING, Release, finish, from_thread, place, then
+from ._map_types import AsyncMapFunction, MapFunction, OpmapDecorator, P, R, T
 from ._options import OperoOptions, Options, resolve_options
 from ._policy import Plan
 from ._progress import FailureLog, MapProgress, keep_interrupted, new_failure_log
-from ._telemetry import FunctionStats
-from ._threads import iterate_in_thread
 from .executors import async_outcomes, default_workers, sync_outcomes
 from .executors._chunks import MapCall, Outcome, Run, Spread, Window
 from .executors.dask import joblib_config
 
 if TYPE_CHECKING:  # the types only: `import opero` never imports pandas
-    import pandas as pd
+    pass
 
 __all__ = ["AsyncMapFunction", "MapFunction", "opmap"]
-
-T = TypeVar("T")
-R = TypeVar("R")
-P = ParamSpec("P")
-T_contra = TypeVar("T_contra", contravariant=True)
-S = TypeVar("S")
-T2 = TypeVar("T2")
-P2 = ParamSpec("P2")
-S_contra = TypeVar("S_contra", contravariant=True)
-T2_contra = TypeVar("T2_contra", contravariant=True)
-R_co = TypeVar("R_co", covariant=True)
 
 #: items a streamed map may hold between the input and the caller (bounded memory)
 _STREAM_WINDOW = 4096
 _UNBOUNDED = 1 << 62
 
 
-class _UnboundMap(Protocol[S_contra, T2_contra, P2, R_co]):
-    # An opmap'd method before binding: self, then the item, then the rest. Matching it pulls
-    # the item type out of the signature (a ParamSpec cannot be split otherwise); it matches
-    # on imap because __call__ is overloaded (pandas).
-    def imap(
-        self, items: Iterable[S_contra], item: T2_contra, /, *args: P2.args, **kwargs: P2.kwargs
-    ) -> Iterator[R_co | BaseException]: ...
-
-
-class _UnboundAsyncMap(Protocol[S_contra, T2_contra, P2, R_co]):
-    def imap(
-        self, items: Iterable[S_contra], item: T2_contra, /, *args: P2.args, **kwargs: P2.kwargs
-    ) -> AsyncIterator[R_co | BaseException]: ...
-
-
-class MapFunction(Protocol[T_contra, P, R]):
-    """What ``@opmap`` returns for a sync function: a map over items, plus ``imap``.
-
-    ``fn(items, *args, **kwargs)`` returns a list with one result (or exception) per item;
-    ``fn(series)`` a Series and ``fn(df, column, ...)`` (so ``df.pipe(fn, column)``) a
-    DataFrame (see the pandas guide). On a method, the items come after ``self``.
-    """
-
-    @property
-    def stats(self) -> FunctionStats:
-        """Live counters of the mapped function."""
-        ...
-
-    def cache_clear(self) -> None:
-        """Drop the function's cached results."""
-        ...
-
-    def failures(self) -> Any:
-        """Every failed item (the last 10,000) as a pandas DataFrame."""
-        ...
-
-    def last_results(self) -> list[Any] | None:
-        """The last map's results, also after a KeyboardInterrupt (notebook, issue 21)."""
-        ...
-
-    # pandas first: a DataFrame or Series is also an Iterable, and wins over the list form
-    @overload
-    def __call__(  # type: ignore[overload-overlap]
-        self, items: pd.DataFrame, column: Any, /, *args: Any, **kwargs: Any
-    ) -> pd.DataFrame: ...
-
-    @overload
-    def __call__(self, items: pd.Series[Any], /, *args: Any, **kwargs: Any) -> pd.Series[Any]: ...  # type: ignore[overload-overlap]
-
-    @overload
-    def __call__(
-        self, items: Iterable[T_contra], /, *args: P.args, **kwargs: P.kwargs
-    ) -> list[R | BaseException]: ...
-
-    def __call__(self, items: Any, /, *args: Any, **kwargs: Any) -> Any: ...
-
-    def imap(
-        self, items: Iterable[T_contra], /, *args: P.args, **kwargs: P.kwargs
-    ) -> Iterator[R | BaseException]:
-        """Stream the results (bounded memory)."""
-        ...
-
-    # Methods: on an instance, ``self`` is bound and the items are the next parameter.
-    @overload
-    def __get__(self, obj: None, owner: type | None = None) -> MapFunction[T_contra, P, R]: ...
-
-    @overload
-    def __get__(
-        self: _UnboundMap[S, T2, P2, R], obj: S, owner: type | None = None
-    ) -> MapFunction[T2, P2, R]: ...
-
-    def __get__(self, obj: Any, owner: type | None = None) -> Any: ...
-
-
-class AsyncMapFunction(Protocol[T_contra, P, R]):
-    """What ``@opmap`` returns for an ``async def`` function: the same, awaited."""
-
-    @property
-    def stats(self) -> FunctionStats:
-        """Live counters of the mapped function."""
-        ...
-
-    def cache_clear(self) -> None:
-        """Drop the function's cached results."""
-        ...
-
-    def failures(self) -> Any:
-        """Every failed item (the last 10,000) as a pandas DataFrame."""
-        ...
-
-    def last_results(self) -> list[Any] | None:
-        """The last map's results, also after a KeyboardInterrupt (notebook, issue 21)."""
-        ...
-
-    @overload
-    def __call__(  # type: ignore[overload-overlap]
-        self, items: pd.DataFrame, column: Any, /, *args: Any, **kwargs: Any
-    ) -> Awaitable[pd.DataFrame]: ...
-
-    @overload
-    def __call__(  # type: ignore[overload-overlap]
-        self, items: pd.Series[Any], /, *args: Any, **kwargs: Any
-    ) -> Awaitable[pd.Series[Any]]: ...
-
-    @overload
-    def __call__(
-        self, items: Iterable[T_contra], /, *args: P.args, **kwargs: P.kwargs
-    ) -> Awaitable[list[R | BaseException]]: ...
-
-    def __call__(self, items: Any, /, *args: Any, **kwargs: Any) -> Any: ...
-
-    def imap(
-        self, items: Iterable[T_contra], /, *args: P.args, **kwargs: P.kwargs
-    ) -> AsyncIterator[R | BaseException]:
-        """Stream the results as an async generator (bounded memory)."""
-        ...
-
-    @overload
-    def __get__(self, obj: None, owner: type | None = None) -> AsyncMapFunction[T_contra, P, R]: ...
-
-    @overload
-    def __get__(
-        self: _UnboundAsyncMap[S, T2, P2, R], obj: S, owner: type | None = None
-    ) -> AsyncMapFunction[T2, P2, R]: ...
-
-    def __get__(self, obj: Any, owner: type | None = None) -> Any: ...
-
-
-def _is_pandas(items: Any) -> bool:
+def _is_pandas(items: object) -> bool:
     # Detect without importing pandas (import opero stays light).
     return type(items).__module__.startswith("pandas")
 
@@ -199,8 +59,12 @@ class _Engine:
         self.mode = options.mode or ("async" if self.is_async else "thread")
         #: every failed item of this function (``fn.failures()``)
         self.failures: FailureLog = new_failure_log(self.name)
-        #: with ``batch_size``: the plan of the batch calls (``opero._batch``)
-        self.batches: Plan | None = batch_plan(self.plan) if options.batch_size is not None else None
+        #: with ``batch_size``: the batch maps (``opero._batch``)
+        self.batched: BatchedRuns | None = None
+        if options.batch_size is not None:
+            self.batched = BatchedRuns(
+                batch_plan(self.plan), options.batch_size, self._progress, self._account, self._batches_async
+            )
         #: the last list map's results, also when interrupted (``fn.last_results()``)
         self.last_results: list[Any] | None = None
 
@@ -313,7 +177,7 @@ class _Engine:
         self,
         prefix: tuple[Any, ...],
         items: Any,
-        previous: Any,
+        previous: Iterable[Any] | None,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
@@ -338,143 +202,72 @@ class _Engine:
             return earlier
 
         if self.is_async:
-            return _then(out, merge)
+            return then(out, merge)
         return merge(out)
-
-    # -- batches (opero._batch) ------------------------------------------------------------------
-
-    def _batch_runner(self, call: MapCall) -> BatchMap:
-        assert self.batches is not None and self.options.batch_size is not None
-        return BatchMap(call, self.batches, self.options.batch_size, self._account)  # type: ignore[arg-type]
-
-    def _batched_sync(
-        self, call: MapCall, items: Iterable[Any], labels: list[Any] | None = None
-    ) -> list[Any]:
-        items = list(items)
-        call.total = len(items)
-        progress = self._progress(call, labels)
-        results: list[Any] = [_MISSING] * len(items)
-        try:
-            self._batch_runner(call).run_sync(items, results, progress)
-        except BaseException:
-            call.stop.set()
-            progress.close(interrupted=True)
-            raise
-        call.stop.set()
-        progress.close(cancelled=_finish(results, progress, call.total))
-        return results
-
-    async def _batched_async(
-        self, call: MapCall, items: Iterable[Any], labels: list[Any] | None = None
-    ) -> list[Any]:
-        items = list(items)
-        call.total = len(items)
-        progress = self._progress(call, labels)
-        results: list[Any] = [_MISSING] * len(items)
-        try:
-            await self._batch_runner(call).run_async(items, results, progress, self._batches_async)
-        except BaseException:
-            call.stop.set()
-            progress.close(interrupted=True)
-            raise
-        call.stop.set()
-        progress.close(cancelled=_finish(results, progress, call.total))
-        return results
-
-    def _segment(self, call: MapCall) -> int:
-        # items per segment of a streamed batch map: whole batches, a few per worker
-        n = self.options.batch_size or 1
-        return n * max(-(-_STREAM_WINDOW // n), 4 * call.workers)
-
-    def _imap_batched_sync(self, call: MapCall, items: Iterable[Any]) -> Iterator[Any]:
-        # One segment at a time (bounded memory; batches and dedupe within each segment),
-        # under one progress bar; a stop request is honoured between segments.
-        progress = self._progress(call)
-        interrupted = True
-        try:
-            for segment in chunks(iter(items), self._segment(call)):
-                part = dataclasses.replace(call, total=None, stop=threading.Event())
-                results: list[Any] = [_MISSING] * len(segment)
-                self._batch_runner(part).run_sync(segment, results, progress)
-                yield from _unstarted(results, progress)
-                if progress.stop_requested:
-                    break
-            interrupted = False
-        finally:
-            call.stop.set()
-            progress.close(interrupted=interrupted)
-
-    async def _imap_batched_async(self, call: MapCall, items: Iterable[Any]) -> AsyncIterator[Any]:
-        progress = self._progress(call)
-        interrupted = True
-        try:
-            for segment in chunks(iter(items), self._segment(call)):
-                part = dataclasses.replace(call, total=None, stop=threading.Event())
-                results: list[Any] = [_MISSING] * len(segment)
-                await self._batch_runner(part).run_async(segment, results, progress, self._batches_async)
-                for value in _unstarted(results, progress):
-                    yield value
-                if progress.stop_requested:
-                    break
-            interrupted = False
-        finally:
-            call.stop.set()
-            progress.close(interrupted=interrupted)
 
     def _list_sync(self, call: MapCall, items: Iterable[Any], labels: list[Any] | None = None) -> list[Any]:
         __tracebackhide__ = True  # notebook (issue 21): IPython shows an interrupt without opero frames
-        if self.batches is not None:
-            return self._batched_sync(call, items, labels)
-        window = Window(_UNBOUNDED)
-        progress = self._progress(call, labels)
-        results: list[Any] = []
-        self.last_results = results  # notebook (issue 21): fn.last_results()
-        ordered = self.options.ordered
-        source, flights = self._source(call, items, progress, window)
+        if self.batched is not None:
+            return self.batched.run_sync(call, items, labels)
+        progress, results, source, flights, window = self._begin_list(call, items, labels)
         try:
             for batch in sync_outcomes(call, source, window):
-                if flights is not None:
-                    batch = flights.expand(batch)
-                self._account(batch, progress)
-                _place(results, batch, ordered)
+                self._land(batch, flights, progress, results)
         except BaseException as exc:  # notebook (issue 21): keep what was done (last_results)
-            call.stop.set()
-            keep_interrupted(results, _MISSING, progress, items, ordered)
+            self._keep(call, results, progress, items)
             if isinstance(exc, KeyboardInterrupt):
                 raise exc.with_traceback(None) from None  # no executor frames
             raise
-        call.stop.set()
-        cancelled = _finish(results, progress, call.total)
-        progress.close(cancelled=cancelled)
-        return results
+        return self._end_list(call, progress, results)
 
     async def _list_async(
         self, call: MapCall, items: Iterable[Any], labels: list[Any] | None = None
     ) -> list[Any]:
         __tracebackhide__ = True  # notebook (issue 21): IPython shows an interrupt without opero frames
-        if self.batches is not None:
-            return await self._batched_async(call, items, labels)
-        progress = self._progress(call, labels)
-        results: list[Any] = []
-        self.last_results = results  # notebook (issue 21): fn.last_results()
-        ordered = self.options.ordered
-        window = Window(_UNBOUNDED)
-        source, flights = self._source(call, items, progress, window)
+        if self.batched is not None:
+            return await self.batched.run_async(call, items, labels)
+        progress, results, source, flights, window = self._begin_list(call, items, labels)
         try:
             async for batch in self._batches_async(call, source, window):
-                if flights is not None:
-                    batch = flights.expand(batch)
-                self._account(batch, progress)
-                _place(results, batch, ordered)
+                self._land(batch, flights, progress, results)
         except BaseException as exc:  # notebook (issue 21): keep what was done (last_results)
-            call.stop.set()
-            keep_interrupted(results, _MISSING, progress, items, ordered)
+            self._keep(call, results, progress, items)
             if isinstance(exc, KeyboardInterrupt):
                 raise exc.with_traceback(None) from None  # no executor frames
             raise
+        return self._end_list(call, progress, results)
+
+    def _begin_list(
+        self, call: MapCall, items: Iterable[Any], labels: list[Any] | None
+    ) -> tuple[MapProgress, list[Any], Iterator[tuple[int, Any]], MapFlights | None, Window]:
+        window = Window(_UNBOUNDED)
+        progress = self._progress(call, labels)
+        results: list[Any] = []
+        self.last_results = results  # notebook (issue 21): fn.last_results()
+        source, flights = self._source(call, items, progress, window)
+        return progress, results, source, flights, window
+
+    def _land(
+        self,
+        batch: list[Outcome],
+        flights: MapFlights | None,
+        progress: MapProgress,
+        results: list[Any],
+    ) -> None:
+        if flights is not None:
+            batch = flights.expand(batch)
+        self._account(batch, progress)
+        place(results, batch, self.options.ordered)
+
+    def _keep(self, call: MapCall, results: list[Any], progress: MapProgress, items: Iterable[Any]) -> None:
+        """An interrupted list map: stop it and keep what was done (``fn.last_results()``)."""
         call.stop.set()
-        cancelled = _finish(results, progress, call.total)
-        progress.close(cancelled=cancelled)
+        keep_interrupted(results, MISSING, progress, items, self.options.ordered)
+
+    @staticmethod
+    def _end_list(call: MapCall, progress: MapProgress, results: list[Any]) -> list[Any]:
+        call.stop.set()
+        progress.close(cancelled=finish(results, progress, call.total))
         return results
 
     def _batches_async(
@@ -483,16 +276,16 @@ class _Engine:
         if call.mode == "async":
             return async_outcomes(call, source, window)
         # thread/process/dask from async code: the blocking driver runs in a helper thread
-        return _from_thread(lambda: sync_outcomes(call, source, window), call)
+        return from_thread(lambda: sync_outcomes(call, source, window), call)
 
     # -- streaming ---------------------------------------------------------------------------
 
     def imap(self, prefix: tuple[Any, ...], items: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Stream results: a generator (an async generator for ``async def``)."""
         call = self._call(prefix, items, args, kwargs)
-        if self.batches is not None:
-            batched = self._imap_batched_async if self.is_async else self._imap_batched_sync
-            return batched(call, items)
+        if self.batched is not None:
+            stream = self.batched.stream_async if self.is_async else self.batched.stream_sync
+            return stream(call, items, _STREAM_WINDOW)
         if self.is_async:
             return self._imap_async(call, items)
         return self._imap_sync(call, items)
@@ -502,7 +295,7 @@ class _Engine:
         progress = self._progress(call)
         pairs, flights = self._source(call, items, progress, window)
         source = sync_outcomes(call, pairs, window)
-        release = _Release(window, self.options.ordered)
+        release = Release(window, self.options.ordered)
         interrupted = True
         try:
             for batch in source:
@@ -522,7 +315,7 @@ class _Engine:
         progress = self._progress(call)
         pairs, flights = self._source(call, items, progress, window)
         batches = self._batches_async(call, pairs, window)
-        release = _Release(window, self.options.ordered)
+        release = Release(window, self.options.ordered)
         interrupted = True
         try:
             async for batch in batches:
@@ -581,106 +374,6 @@ class _Engine:
         )
 
 
-class _Release:
-    """Turns batches of outcomes into the values to stream, freeing a window slot for each.
-
-    Ordered streams hold early finishers back until every earlier item has been yielded.
-    """
-
-    __slots__ = ("buffer", "ordered", "want", "window")
-
-    def __init__(self, window: Window, ordered: bool) -> None:
-        self.window = window
-        self.ordered = ordered
-        self.buffer: dict[int, Any] = {}
-        self.want = 0
-
-    def __call__(self, batch: list[Outcome] | Run) -> list[Any]:
-        if isinstance(batch, Run) and (not self.ordered or (batch.start == self.want and not self.buffer)):
-            out = list(batch.values)  # the next consecutive items: released as they are
-            self.want += len(out) if self.ordered else 0
-            self.window.release(len(out))
-            return out
-        if not self.ordered:
-            out = [value for _, _, value, _ in batch]
-        else:
-            for idx, _, value, _ in batch:
-                self.buffer[idx] = value
-            out = []
-            while self.want in self.buffer:
-                out.append(self.buffer.pop(self.want))
-                self.want += 1
-        self.window.release(len(out))
-        return out
-
-
-#: A slot whose item has not finished (yet); a stopped map turns it into ``Cancelled``.
-_MISSING: Any = object()
-
-
-def _place(results: list[Any], batch: list[Outcome] | Run, ordered: bool) -> None:
-    if isinstance(batch, Run):  # consecutive items: one slice assignment (values hold failures too)
-        if not ordered:
-            results.extend(batch.values)
-            return
-        start, end = batch.start, batch.start + len(batch.values)
-        if end > len(results):
-            results.extend([_MISSING] * (end - len(results)))
-        results[start:end] = batch.values
-        return
-    if not ordered:
-        results.extend(value for _, _, value, _ in batch)
-        return
-    size = len(results)
-    for idx, _, value, _ in batch:
-        if idx >= size:
-            results.extend([_MISSING] * (idx + 1 - size))
-            size = idx + 1
-        results[idx] = value
-
-
-def _unstarted(results: list[Any], progress: MapProgress) -> list[Any]:
-    """A finished segment's results; items a stop left unstarted hold ``Cancelled``."""
-    if any(v is _MISSING for v in results):
-        _finish(results, progress, len(results))
-    return results
-
-
-async def _then(pending: Any, merge: Callable[[list[Any]], list[Any]]) -> list[Any]:
-    return merge(await pending if inspect.isawaitable(pending) else pending)
-
-
-def _finish(results: list[Any], progress: MapProgress, total: int | None) -> int:
-    """After a stopped map: every item that did not run holds a ``Cancelled`` marker."""
-    if not progress.stop_requested:
-        return 0
-    from ._errors import Cancelled
-
-    if total is not None and len(results) < total:
-        results.extend([_MISSING] * (total - len(results)))
-    cancelled = 0
-    for i, value in enumerate(results):
-        if value is _MISSING:
-            results[i] = Cancelled(f"{progress.label}: stopped before this item started")
-            cancelled += 1
-    return cancelled
-
-
-async def _from_thread(
-    make: Callable[[], Iterator[list[Outcome]]], call: MapCall
-) -> AsyncIterator[list[Outcome]]:
-    """Iterate a blocking batch generator in a helper thread without blocking the loop."""
-    inner = iterate_in_thread(make, "opero-map-driver")
-    try:
-        async for batch in inner:
-            yield batch
-            if call.stop.is_set():
-                break
-    finally:
-        call.stop.set()
-        await inner.aclose()  # type: ignore[attr-defined]
-
-
 class _Mapped:
     """The object ``@opmap`` returns; binds like a function when it is a method."""
 
@@ -726,7 +419,7 @@ class _Mapped:
         """
         return self._engine.failures.frame()
 
-    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+    def __get__(self, obj: object, owner: type | None = None) -> _Mapped | _Bound:
         if self._kind == "staticmethod":
             return self
         if self._kind == "classmethod":
@@ -738,7 +431,7 @@ class _Mapped:
     def __repr__(self) -> str:
         return f"<opmap {self._engine.name} mode={self._engine.mode}>"
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         # A class defined in a notebook travels by value to process workers, with its
         # opmap'd methods: rebuild them there rather than pickle locks.
         return (_Mapped, (self.__wrapped__, self._engine.options, self._kind))  # type: ignore[attr-defined]
@@ -749,7 +442,7 @@ class _Bound:
 
     __slots__ = ("__wrapped__", "_mapped", "_self")
 
-    def __init__(self, mapped: _Mapped, bound: Any) -> None:
+    def __init__(self, mapped: _Mapped, bound: object) -> None:
         self._mapped = mapped
         self._self = bound
         self.__wrapped__ = functools.partial(mapped.__wrapped__, bound)  # type: ignore[attr-defined]
@@ -781,7 +474,7 @@ def opmap(func: Callable[Concatenate[T, P], R], /) -> MapFunction[T, P, R]: ...
 
 
 @overload
-def opmap(func: None = None, /, **options: Unpack[OperoOptions]) -> _OpmapDecorator: ...
+def opmap(func: None = None, /, **options: Unpack[OperoOptions]) -> OpmapDecorator: ...
 
 
 def opmap(func: Callable[..., Any] | None = None, /, **options: Unpack[OperoOptions]) -> Any:
@@ -814,27 +507,18 @@ def opmap(func: Callable[..., Any] | None = None, /, **options: Unpack[OperoOpti
             ``str``/``bytes`` passed as items, at call time.
     """
 
-    def decorate(f: Callable[..., Any]) -> Any:
-        check_decoratable(f, "opmap")
-        kind: str | None = None
-        target: Any = f
-        if isinstance(f, classmethod):
-            kind, target = "classmethod", f.__func__
-        elif isinstance(f, staticmethod):
-            kind, target = "staticmethod", f.__func__
-        return _Mapped(target, resolve_options(options, target), kind)
-
     if func is not None:
-        return decorate(func)
+        return _decorate(func, options)
     resolve_options(options)  # fail at decoration time even before the function is known
-    return decorate
+    return functools.partial(_decorate, options=options)
 
 
-class _OpmapDecorator(Protocol):
-    @overload
-    def __call__(self, func: Callable[Concatenate[T, P], Awaitable[R]], /) -> AsyncMapFunction[T, P, R]: ...  # type: ignore[overload-overlap]
-
-    @overload
-    def __call__(self, func: Callable[Concatenate[T, P], R], /) -> MapFunction[T, P, R]: ...
-
-    def __call__(self, func: Callable[..., Any], /) -> Any: ...
+def _decorate(f: Callable[..., Any], options: OperoOptions) -> _Mapped:
+    check_decoratable(f, "opmap")
+    kind: str | None = None
+    target: Any = f
+    if isinstance(f, classmethod):
+        kind, target = "classmethod", f.__func__
+    elif isinstance(f, staticmethod):
+        kind, target = "staticmethod", f.__func__
+    return _Mapped(target, resolve_options(options, target), kind)

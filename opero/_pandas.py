@@ -28,6 +28,7 @@ import difflib
 import inspect
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, Literal
 
 import pandas as pd
@@ -111,6 +112,28 @@ async def _dispatch_async(
     return job.finish(results)
 
 
+def _pop_columns(name: str, kwargs: dict[str, Any]) -> tuple[Hashable, Hashable, bool, bool]:
+    """Pop and check ``result_column=``, ``error_column=`` and ``expand=``.
+
+    Returns ``(result_column, error_column, error_column given, expand)``.
+    """
+    result_column: Hashable = kwargs.pop("result_column", None)
+    error_column: Hashable = kwargs.pop("error_column", None)
+    error_given = error_column is not None
+    expand = kwargs.pop("expand", False)
+    if not isinstance(expand, bool):
+        raise ConfigurationError(f"{name}: expand must be True or False, got {expand!r}")
+    if result_column is None:
+        result_column = name
+    if error_column is None:
+        error_column = f"{result_column}_error"
+    if result_column == error_column:
+        raise ConfigurationError(
+            f"{name}: result_column and error_column are both {result_column!r}; give them different names"
+        )
+    return result_column, error_column, error_given, expand
+
+
 @dataclass(slots=True)
 class _Job:
     """One validated pandas call: what to run and how to put the answers back."""
@@ -141,26 +164,11 @@ class _Job:
     ) -> _Job:
         """Validate a call and build its items; nothing runs yet."""
         kwargs = dict(kwargs)  # the caller's dict is not ours to change
-        result_column: Hashable = kwargs.pop("result_column", None)
-        error_column: Hashable = kwargs.pop("error_column", None)
-        error_given = error_column is not None
-        expand = kwargs.pop("expand", False)
-        if not isinstance(expand, bool):
-            raise ConfigurationError(f"{name}: expand must be True or False, got {expand!r}")
+        result_column, error_column, error_given, expand = _pop_columns(name, kwargs)
         signature = _signature(func)
-        resume: Any = None
+        resume: object = None
         if "resume" in kwargs and (signature is None or "resume" not in signature.parameters):
             resume = kwargs.pop("resume")
-        if result_column is None:
-            result_column = name
-        if error_column is None:
-            error_column = f"{result_column}_error"
-        if result_column == error_column:
-            raise ConfigurationError(
-                f"{name}: result_column and error_column are both {result_column!r}; "
-                "give them different names"
-            )
-
         if isinstance(data, pd.Series):
             if error_given and not expand:
                 raise ConfigurationError(
@@ -264,7 +272,7 @@ class _Job:
         return out
 
 
-def _resuming(name: str, resume: Any, expand: bool) -> bool:
+def _resuming(name: str, resume: object, expand: bool) -> bool:
     """Whether a DataFrame call resumes an earlier output frame (``resume=True``)."""
     if resume is None or resume is False:
         return False
@@ -324,7 +332,7 @@ def resume_rows(errors: Sequence[Any]) -> list[int]:
     ]
 
 
-def _cow(pd: Any) -> bool:
+def _cow(pd: ModuleType) -> bool:
     """Whether pandas copies on write (always from pandas 3, opt-in before)."""
     return int(pd.__version__.split(".")[0]) >= 3 or bool(pd.get_option("mode.copy_on_write"))
 
@@ -354,7 +362,7 @@ def _expanded(
     other than a mapping cannot be spread; rather than drop its answer silently, its error
     cell gets a ``TypeError`` saying so (the row shows up with the failed ones).
     """
-    keys: dict[Any, None] = {}
+    keys: dict[Hashable, None] = {}
     rows: list[Mapping[Any, Any] | None] = []
     for i, (result, error) in enumerate(zip(results, errors)):
         if error is not None or result is None:
@@ -375,7 +383,7 @@ def _expanded(
     }
 
 
-def _column(name: str, df: pd.DataFrame, key: Any) -> list[Any]:
+def _column(name: str, df: pd.DataFrame, key: Hashable) -> list[Any]:
     """One column's values as a plain list (Python scalars, fast, no per-row objects)."""
     try:
         hash(key)
@@ -491,14 +499,14 @@ def _example(df: pd.DataFrame) -> Any:
     return df.columns[0] if len(df.columns) else "column"
 
 
-def _listing(columns: Iterable[Any]) -> str:
+def _listing(columns: Iterable[object]) -> str:
     names = list(columns)
     if len(names) <= _MAX_LISTED:
         return repr(names)
     return f"{names[:_MAX_LISTED]!r} and {len(names) - _MAX_LISTED} more"
 
 
-def _closest(key: Any, candidates: Iterable[Any]) -> str:
+def _closest(key: object, candidates: Iterable[object]) -> str:
     if not isinstance(key, str):
         return ""
     names = [c for c in candidates if isinstance(c, str)]

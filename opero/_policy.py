@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import operator
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, Self, TypeVar, overload
 
 from ._attempt import Gate
 from ._breaker import Breaker
@@ -62,6 +63,41 @@ class ItemPlan(Protocol):
         ...
 
 
+V = TypeVar("V")
+
+
+class _InRoom(Generic[V]):
+    """A plan attribute kept in one of its rooms (``gate``, ``decisions``), read and set there.
+
+    With ``repick``, setting it picks the fast path again (it depends on the value).
+    """
+
+    def __init__(self, room: str, doc: str, *, repick: bool = False) -> None:
+        self.room = room
+        self.repick = repick
+        self.__doc__ = doc
+        self.name = ""
+        self._get: Callable[[Plan], V] = operator.attrgetter("")
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+        self._get = operator.attrgetter(f"{self.room}.{name}")
+
+    @overload
+    def __get__(self, plan: None, owner: type | None = None) -> Self: ...
+
+    @overload
+    def __get__(self, plan: Plan, owner: type | None = None) -> V: ...
+
+    def __get__(self, plan: Plan | None, owner: type | None = None) -> V | Self:
+        return self if plan is None else self._get(plan)
+
+    def __set__(self, plan: Plan, value: V) -> None:
+        setattr(getattr(plan, self.room), self.name, value)
+        if self.repick:
+            plan._pick_fast_path()
+
+
 class Plan(FastPath):
     """Everything one decorated function needs at call time, built once at decoration.
 
@@ -109,57 +145,20 @@ class Plan(FastPath):
         self._entry_async: Callable[..., Any] | None = None
         self._pick_fast_path()
 
-    @property
-    def sticky(self) -> Sticky | None:
-        """Demoted fallback candidates shared by every call (None: fallback_sticky=False)."""
-        return self.decisions.sticky
-
-    @sticky.setter
-    def sticky(self, value: Sticky | None) -> None:
-        # Process workers share the parent's demotions.
-        self.decisions.sticky = value
-
-    @property
-    def limiter(self) -> Limiter | None:
-        """The rate limiter of every attempt, or None."""
-        return self.gate.limiter
-
-    @limiter.setter
-    def limiter(self, value: Limiter | None) -> None:
-        # Process workers swap in their share of the budget: the fast path must see it.
-        self.gate.limiter = value
-        self._pick_fast_path()
-
-    @property
-    def breaker(self) -> Breaker | None:
-        """The circuit breaker of every attempt, or None."""
-        return self.gate.breaker
-
-    @breaker.setter
-    def breaker(self, value: Breaker | None) -> None:
-        # Process workers swap in the parent's breaker: the fast path must see it.
-        self.gate.breaker = value
-        self._pick_fast_path()
-
-    @property
-    def pace(self) -> Pace | None:
-        """Concurrency slots, the token budget and the server's headers, or None."""
-        return self.gate.pace
-
-    @pace.setter
-    def pace(self, value: Pace | None) -> None:
-        # Process workers take the parent's pace (shared slots and budget).
-        self.gate.pace = value
-        self._pick_fast_path()
-
-    @property
-    def in_map(self) -> bool:
-        """Items of a map wait for a half-open probe instead of failing fast (set by opmap)."""
-        return self.gate.in_map
-
-    @in_map.setter
-    def in_map(self, value: bool) -> None:
-        self.gate.in_map = value
+    #: Process workers swap in the parent's limiter (their share of the budget), breaker,
+    #: pace (shared slots and budget) and sticky demotions: the fast path must see the first
+    #: three, so setting them picks it again.
+    sticky = _InRoom[Sticky | None](
+        "decisions", "Demoted fallback candidates shared by every call (None: fallback_sticky=False)."
+    )
+    limiter = _InRoom[Limiter | None]("gate", "The rate limiter of every attempt, or None.", repick=True)
+    breaker = _InRoom[Breaker | None]("gate", "The circuit breaker of every attempt, or None.", repick=True)
+    pace = _InRoom[Pace | None](
+        "gate", "Concurrency slots, the token budget and the server's headers, or None.", repick=True
+    )
+    in_map = _InRoom[bool](
+        "gate", "Items of a map wait for a half-open probe instead of failing fast (set by opmap)."
+    )
 
     def __reduce__(self) -> Args:
         # A decorated function defined in __main__ or a notebook travels to process workers by

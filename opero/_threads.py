@@ -18,7 +18,7 @@ import contextvars
 import queue
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 __all__ = ["call_with_timeout", "iterate_async_in_thread", "iterate_in_thread", "run", "spawn"]
 
@@ -55,39 +55,54 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     """
     if _running_loop() is None:
         return asyncio.run(coro)
-    outcome: list[tuple[bool, Any]] = []
-    context = contextvars.copy_context()
-    holder: dict[str, asyncio.AbstractEventLoop] = {}
-    task_ref: dict[str, asyncio.Task[T]] = {}
-
-    async def main() -> T:
-        task_ref["task"] = asyncio.current_task()  # type: ignore[assignment]
-        return await coro
-
-    def target() -> None:
-        loop = asyncio.new_event_loop()
-        holder["loop"] = loop
-        try:
-            outcome.append((True, loop.run_until_complete(main())))
-        except BaseException as exc:  # handed to the caller
-            outcome.append((False, exc))
-        finally:
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-
-    thread = spawn(target, "opero-run", context)
+    runner = _Runner(coro)
+    thread = spawn(runner.target, "opero-run", contextvars.copy_context())
     try:
         while thread.is_alive():
             thread.join(0.1)
     except KeyboardInterrupt:
-        loop, task = holder.get("loop"), task_ref.get("task")
-        if loop is not None and task is not None:
-            loop.call_soon_threadsafe(task.cancel)
+        runner.cancel()
         thread.join(5)
         raise
-    ok, value = outcome[0]
+    return _unwrap(runner.outcome[0])  # type: ignore[no-any-return]
+
+
+class _Runner(Generic[T]):
+    """A coroutine on a fresh loop in a helper thread, cancellable from the caller's thread."""
+
+    def __init__(self, coro: Coroutine[Any, Any, T]) -> None:
+        self.coro = coro
+        self.outcome: list[tuple[bool, Any]] = []
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.task: asyncio.Task[T] | None = None
+
+    async def _main(self) -> T:
+        self.task = asyncio.current_task()  # type: ignore[assignment]
+        return await self.coro
+
+    def target(self) -> None:
+        """The helper thread's body: run the coroutine, keep its result or exception."""
+        loop = self.loop = asyncio.new_event_loop()
+        try:
+            self.outcome.append((True, loop.run_until_complete(self._main())))
+        except BaseException as exc:  # handed to the caller
+            self.outcome.append((False, exc))
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    def cancel(self) -> None:
+        """Cancel the coroutine (Ctrl-C in the caller), if it has started."""
+        loop, task = self.loop, self.task
+        if loop is not None and task is not None:
+            loop.call_soon_threadsafe(task.cancel)
+
+
+def _unwrap(outcome: tuple[bool, Any]) -> Any:
+    """``(True, value)`` gives the value; ``(False, exc)`` raises the exception."""
+    ok, value = outcome
     if ok:
-        return value  # type: ignore[no-any-return]
+        return value
     raise value
 
 
@@ -127,10 +142,7 @@ def call_with_timeout(
     spawn(target, f"opero-timeout:{name}")
     if not done.wait(timeout):
         raise TimeoutError(f"{name}: attempt exceeded timeout={timeout}s")
-    ok, value = outcome[0]
-    if ok:
-        return value  # type: ignore[no-any-return]
-    raise value
+    return _unwrap(outcome[0])  # type: ignore[no-any-return]
 
 
 _DONE = object()
@@ -161,10 +173,7 @@ def iterate_async_in_thread(
             got = out.get()
             if got is _DONE:
                 break
-            ok, value = got
-            if not ok:
-                raise value
-            yield value
+            yield _unwrap(got)
     finally:
         if on_close is not None:
             on_close()
@@ -205,10 +214,7 @@ async def iterate_in_thread(make: Callable[[], Iterator[T]], name: str) -> Async
             got = await inbox.get()
             if got is _DONE:
                 break
-            ok, value = got
-            if not ok:
-                raise value
-            yield value
+            yield _unwrap(got)
             go_on.put(True)
     finally:
         go_on.put(False)

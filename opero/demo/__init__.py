@@ -8,14 +8,8 @@ Example:
     >>> server.stop()
 """
 
-from opero.demo._server import (
-    DEFAULT_VALID_KEYS,
-    DemoServer,
-    first_attempt_fails,
-    geocode,
-    item_value,
-    start_demo_server,
-)
+from opero.demo._endpoints import first_attempt_fails, geocode, item_value
+from opero.demo._server import DEFAULT_VALID_KEYS, DemoServer, start_demo_server
 
 __all__ = [
     "DEFAULT_VALID_KEYS",

@@ -31,8 +31,7 @@ _ENDPOINTS = (
 def _parser() -> argparse.ArgumentParser:
     """Build the command-line parser."""
     parser = argparse.ArgumentParser(
-        prog="python -m opero.demo",
-        description="Serve the opero demo API on 127.0.0.1 until Ctrl-C.",
+        prog="python -m opero.demo", description="Serve the opero demo API on 127.0.0.1 until Ctrl-C."
     )
     parser.add_argument(
         "--port",
@@ -48,10 +47,7 @@ def _parser() -> argparse.ArgumentParser:
         help="fraction of /item ids whose first attempt fails (default 0.2)",
     )
     parser.add_argument(
-        "--rate-limit",
-        type=float,
-        default=5.0,
-        help="requests/s allowed on /limited before 429 (default 5)",
+        "--rate-limit", type=float, default=5.0, help="requests/s allowed on /limited before 429 (default 5)"
     )
     parser.add_argument(
         "--limit-all",
@@ -66,10 +62,7 @@ def _parser() -> argparse.ArgumentParser:
         help="be down (503) for SECONDS, beginning START seconds after start-up",
     )
     parser.add_argument(
-        "--latency",
-        type=float,
-        default=0.0,
-        help="extra seconds slept before every response (default 0)",
+        "--latency", type=float, default=0.0, help="extra seconds slept before every response (default 0)"
     )
     return parser
 

@@ -13,10 +13,12 @@ runs against a loopback :class:`~opero.demo.DemoServer`:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
 import urllib.request
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from opero import opmap
@@ -31,6 +33,44 @@ def _get(url: str) -> Any:
         return json.load(response)
 
 
+def _tally(results: Sequence[object]) -> dict[str, int]:
+    """``ok`` and ``failed``: how many results are values and how many exceptions."""
+    failed = sum(isinstance(r, BaseException) for r in results)
+    return {"ok": len(results) - failed, "failed": failed}
+
+
+@contextlib.contextmanager
+def _sampling(read: Callable[[], float], t0: float) -> Iterator[list[tuple[float, float]]]:
+    """Sample ``read()`` every 0.5 s, as ``[(seconds since t0, value), ...]``, while inside."""
+    path: list[tuple[float, float]] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while True:
+            path.append((time.monotonic() - t0, read()))
+            if done.wait(0.5):
+                return
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield path
+    finally:
+        done.set()
+        sampler.join()
+
+
+@contextlib.contextmanager
+def _recording(kind: str, value: Callable[[Any], Any], t0: float) -> Iterator[list[Any]]:
+    """Collect ``(seconds since t0, value(event))`` of every ``kind`` event while inside."""
+    events: list[Any] = []
+    stop = subscribe(lambda e: events.append((time.monotonic() - t0, value(e))), kinds=[kind])
+    try:
+        yield events
+    finally:
+        stop()
+
+
 def adaptive_run(
     n_items: int = 1000, server_rate: float = 200.0, start: float = 800.0, workers: int = 16
 ) -> dict[str, Any]:
@@ -41,7 +81,6 @@ def adaptive_run(
         shared rate every 0.5 s: ``[(seconds, rate), ...]``), ``final_rate`` and ``events``
         (the ``rate`` events: ``[(seconds, rate), ...]``).
     """
-    events: list[tuple[float, float]] = []
     with DemoServer(fail_rate=0.0, rate_limit=server_rate, limit_all=True) as api:
         url = api.url
 
@@ -60,31 +99,16 @@ def adaptive_run(
             return int(_get(f"{url}/item/{item}")["value"])
 
         limiter = fetch_limited._opero_plan.limiter  # type: ignore[attr-defined]
-        path: list[tuple[float, float]] = []
-        done = threading.Event()
         t0 = time.monotonic()
-
-        def sample() -> None:
-            while True:
-                path.append((time.monotonic() - t0, limiter.current_rate()))
-                if done.wait(0.5):
-                    return
-
-        stop = subscribe(lambda e: events.append((time.monotonic() - t0, float(e.rate or 0))), kinds=["rate"])
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        try:
+        with (
+            _recording("rate", lambda e: float(e.rate or 0), t0) as events,
+            _sampling(limiter.current_rate, t0) as path,
+        ):
             results = fetch_limited(list(range(n_items)))
-        finally:
-            done.set()
-            sampler.join()
-            stop()
         elapsed = time.monotonic() - t0
         rejected = api.stats["rate_limited"]
-    failed = sum(isinstance(r, BaseException) for r in results)
     return {
-        "ok": len(results) - failed,
-        "failed": failed,
+        **_tally(results),
         "rejected": rejected,
         "elapsed": elapsed,
         "path": path,
@@ -111,7 +135,6 @@ def outage_run(
         ``ok``, ``failed``, ``outage_requests`` (requests the server answered while down),
         ``events`` (breaker state changes: ``[(seconds, state), ...]``), ``elapsed``.
     """
-    events: list[tuple[float, str]] = []
     with DemoServer(fail_rate=0.0) as api:
         url = api.url
 
@@ -129,19 +152,9 @@ def outage_run(
             return int(_get(f"{url}/item/{item}")["value"])
 
         t0 = time.monotonic()
-        stop = subscribe(lambda e: events.append((time.monotonic() - t0, str(e.state))), kinds=["breaker"])
-        api.outage(down, start=down_at)
-        try:
+        with _recording("breaker", lambda e: str(e.state), t0) as events:
+            api.outage(down, start=down_at)
             results = fetch_or_wait(list(range(n_items)))
-        finally:
-            stop()
         elapsed = time.monotonic() - t0
         during = api.stats["outage"]
-    failed = sum(isinstance(r, BaseException) for r in results)
-    return {
-        "ok": len(results) - failed,
-        "failed": failed,
-        "outage_requests": during,
-        "events": events,
-        "elapsed": elapsed,
-    }
+    return {**_tally(results), "outage_requests": during, "events": events, "elapsed": elapsed}

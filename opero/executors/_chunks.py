@@ -18,7 +18,7 @@ import itertools
 import operator
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -152,19 +152,9 @@ def run_consecutive(plan: ItemPlan, chunk: Chunk) -> Run | list[Outcome]:
     values: list[Any] = []
     extend, push = values.extend, values.append
     lat: list[float] = []
-    failed: dict[int, Any] = {}
+    rescue = _Rescue(plan, chunk, push)
     first = time.time()
     plan.stats.started()  # the item this lane runs counts in flight (see _merge)
-
-    def rescue(pos: int, exc: Exception) -> None:
-        item = chunk[pos][1]
-        try:
-            push(plan.rescue_sync((item,), {}, exc))
-        except Exception as final:
-            failed[pos] = item
-            push(final)
-            plan.recorder.emit("failure", error=final, duration=None)
-
     i = 0
     while i < n:
         t0 = _perf()
@@ -181,8 +171,30 @@ def run_consecutive(plan: ItemPlan, chunk: Chunk) -> Run | list[Outcome]:
             except Exception as exc:  # items before the failing one are in values already
                 rescue(len(values), exc)
             i = len(values)
-    _merge(plan, n, len(failed), lat, first)
-    return Run(chunk[0][0], values, failed)
+    _merge(plan, n, len(rescue.failed), lat, first)
+    return Run(chunk[0][0], values, rescue.failed)
+
+
+class _Rescue:
+    """A failed item of a run: the plan's recovery (retries, fallbacks) appends its outcome."""
+
+    __slots__ = ("chunk", "failed", "plan", "push")
+
+    def __init__(self, plan: ItemPlan, chunk: Chunk, push: Callable[[Any], None]) -> None:
+        self.plan = plan
+        self.chunk = chunk
+        self.push = push
+        #: position in the chunk -> item, of the items that failed for good
+        self.failed: dict[int, Any] = {}
+
+    def __call__(self, pos: int, exc: Exception) -> None:
+        item = self.chunk[pos][1]
+        try:
+            self.push(self.plan.rescue_sync((item,), {}, exc))
+        except Exception as final:
+            self.failed[pos] = item
+            self.push(final)
+            self.plan.recorder.emit("failure", error=final, duration=None)
 
 
 def _run_items(

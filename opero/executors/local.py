@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import itertools
 import queue
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import Executor
 from typing import Any
 
 from .._threads import iterate_async_in_thread
@@ -96,43 +98,12 @@ _lanes = _LanePool()
 def _thread_outcomes(
     call: MapCall, source: Iterator[tuple[int, Any]], window: Window
 ) -> Iterator[list[Outcome]]:
-    plan = call.plan
     n = call.workers if call.total is None else max(1, min(call.workers, call.total))
     sizer = ChunkSizer(0.002, 1024, call.total, n, call.chunksize)
     results: queue.SimpleQueue[Any] = queue.SimpleQueue()
     feed = Feed(source, window, sizer)
-    stop = call.stop
-    prefix, args, kwargs = call.prefix, call.args, call.kwargs
-    plain = not (prefix or args or kwargs)
-
-    def lane() -> None:
-        loop: asyncio.AbstractEventLoop | None = None
-        try:
-            while not stop.is_set():
-                chunk = feed.next()
-                if not chunk:
-                    break
-                t0 = time.perf_counter()
-                outs: list[Outcome] | Run
-                if plan.is_async:
-                    if loop is None:
-                        loop = asyncio.new_event_loop()
-                    outs = loop.run_until_complete(run_chunk_async(plan, chunk, prefix, args, kwargs))
-                elif plain:  # consecutive items from the feed: one Run, placed by slices
-                    outs = run_consecutive(plan, chunk)
-                else:
-                    outs = run_chunk_sync(plan, chunk, prefix, args, kwargs)
-                sizer.observe(len(chunk), time.perf_counter() - t0)
-                results.put(outs)
-        except BaseException as exc:  # the input iterator raised: the caller sees it
-            results.put(exc)
-        finally:
-            if loop is not None:
-                loop.close()
-            results.put(_DONE)
-
     for _ in range(n):
-        _lanes.submit(lane)
+        _lanes.submit(functools.partial(_lane, call, feed, sizer, results))
     running = n
     try:
         while running:
@@ -144,8 +115,39 @@ def _thread_outcomes(
             else:
                 yield got
     finally:
-        stop.set()
+        call.stop.set()
         window.close()
+
+
+def _lane(call: MapCall, feed: Feed, sizer: ChunkSizer, results: queue.SimpleQueue[Any]) -> None:
+    """One thread-mode lane: run chunks from ``feed`` until it is empty or the map stops."""
+    plan, stop = call.plan, call.stop
+    prefix, args, kwargs = call.prefix, call.args, call.kwargs
+    plain = not (prefix or args or kwargs)
+    loop: asyncio.AbstractEventLoop | None = None
+    try:
+        while not stop.is_set():
+            chunk = feed.next()
+            if not chunk:
+                break
+            t0 = time.perf_counter()
+            outs: list[Outcome] | Run
+            if plan.is_async:
+                if loop is None:
+                    loop = asyncio.new_event_loop()
+                outs = loop.run_until_complete(run_chunk_async(plan, chunk, prefix, args, kwargs))
+            elif plain:  # consecutive items from the feed: one Run, placed by slices
+                outs = run_consecutive(plan, chunk)
+            else:
+                outs = run_chunk_sync(plan, chunk, prefix, args, kwargs)
+            sizer.observe(len(chunk), time.perf_counter() - t0)
+            results.put(outs)
+    except BaseException as exc:  # the input iterator raised: the caller sees it
+        results.put(exc)
+    finally:
+        if loop is not None:
+            loop.close()
+        results.put(_DONE)
 
 
 # -- async --------------------------------------------------------------------------------
@@ -155,47 +157,14 @@ async def async_outcomes(
     call: MapCall, source: Iterator[tuple[int, Any]], window: Window
 ) -> AsyncIterator[list[Outcome]]:
     """``workers`` lanes on the running loop pulling one item at a time."""
-    plan = call.plan
     n = call.workers if call.total is None else max(1, min(call.workers, call.total))
     done: asyncio.Queue[Any] = asyncio.Queue()
-    prefix, args, kwargs = call.prefix, call.args, call.kwargs
-    loop = asyncio.get_running_loop()
     pool = None
-    if not plan.is_async:
+    if not call.plan.is_async:
         from concurrent.futures import ThreadPoolExecutor
 
         pool = ThreadPoolExecutor(n, thread_name_prefix="opero-async")
-
-    async def lane() -> None:
-        try:
-            while not call.stop.is_set():
-                while not window.try_acquire(1):
-                    if window.closed:
-                        return
-                    # backpressure: the consumer has not taken enough results yet
-                    await asyncio.sleep(0.002)
-                pair = next(source, None)
-                if pair is None:
-                    window.release(1)
-                    return
-                idx, item = pair
-                try:
-                    if pool is not None:
-                        value = await loop.run_in_executor(
-                            pool, plan.call_sync, *compose(prefix, item, args, kwargs)
-                        )
-                    else:
-                        value = await plan.call_async(*compose(prefix, item, args, kwargs))
-                    done.put_nowait((idx, True, value, None))
-                except Exception as exc:
-                    done.put_nowait((idx, False, exc, item))
-        except BaseException as exc:
-            done.put_nowait(exc)
-            raise
-        finally:
-            done.put_nowait(_DONE)
-
-    tasks = [asyncio.ensure_future(lane()) for _ in range(n)]
+    tasks = [asyncio.ensure_future(_async_lane(call, source, window, done, pool)) for _ in range(n)]
     running = [n]
     try:
         while running[0]:
@@ -210,6 +179,46 @@ async def async_outcomes(
             await asyncio.gather(*tasks, return_exceptions=True)
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
+
+
+async def _async_lane(
+    call: MapCall,
+    source: Iterator[tuple[int, Any]],
+    window: Window,
+    done: asyncio.Queue[Any],
+    pool: Executor | None,
+) -> None:
+    """One async-mode lane: items one at a time (in ``pool`` for a sync function)."""
+    plan = call.plan
+    prefix, args, kwargs = call.prefix, call.args, call.kwargs
+    loop = asyncio.get_running_loop()
+    try:
+        while not call.stop.is_set():
+            while not window.try_acquire(1):
+                if window.closed:
+                    return
+                # backpressure: the consumer has not taken enough results yet
+                await asyncio.sleep(0.002)
+            pair = next(source, None)
+            if pair is None:
+                window.release(1)
+                return
+            idx, item = pair
+            try:
+                if pool is not None:
+                    value = await loop.run_in_executor(
+                        pool, plan.call_sync, *compose(prefix, item, args, kwargs)
+                    )
+                else:
+                    value = await plan.call_async(*compose(prefix, item, args, kwargs))
+                done.put_nowait((idx, True, value, None))
+            except Exception as exc:
+                done.put_nowait((idx, False, exc, item))
+    except BaseException as exc:
+        done.put_nowait(exc)
+        raise
+    finally:
+        done.put_nowait(_DONE)
 
 
 def _batch(got: Any, done: asyncio.Queue[Any], running: list[int]) -> list[Outcome]:
