@@ -62,11 +62,15 @@ def text_outputs(nb: nbformat.NotebookNode) -> str:
     """Everything the notebook printed or displayed as text."""
     parts = []
     for cell in nb.cells:
+        # one stream's chunks read as the cell shows them: a progress line or widget update
+        # written by another thread between two chunks of one print must not split its line
+        streams: dict[str, str] = {}
         for out in cell.get("outputs", []):
             if out.get("output_type") == "stream":
-                parts.append(out["text"])
+                streams[out["name"]] = streams.get(out["name"], "") + out["text"]
             elif "data" in out and "text/plain" in out["data"]:
                 parts.append(out["data"]["text/plain"])
+        parts.extend(streams.values())
     return "\n".join(parts)
 
 
