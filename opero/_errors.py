@@ -230,7 +230,7 @@ class RemoteError(OperoError):
         except Exception:
             text = ""
         status, headers = _http_details(exc)
-        return _make_remote(kind if cls is RemoteError else None, type_name, message, text, status, headers)
+        return _make_remote(kind if cls is RemoteError else None, (type_name, message, text, status, headers))
 
 
 class _Response:
@@ -321,25 +321,22 @@ def _typed_class(kind: type[BaseException]) -> type[RemoteError]:
     return cls
 
 
-def _make_remote(
-    kind: type[BaseException] | None,
-    type_name: str,
-    message: str,
-    traceback_text: str,
-    status: int | None,
-    headers: dict[str, str] | None,
-) -> RemoteError:
+#: A stand-in's fields: type name, message, traceback text, HTTP status, headers.
+_Fields = tuple[str, str, str, int | None, dict[str, str] | None]
+
+
+def _make_remote(kind: type[BaseException] | None, fields: _Fields) -> RemoteError:
     cls = _typed_class(kind) if kind is not None else RemoteError
     if cls is RemoteError:
-        return RemoteError(type_name, message, traceback_text, status, headers)
+        return RemoteError(*fields)
     try:
         # the original's __new__ without arguments (OSError and friends need their own);
         # its __init__ is skipped: it wants the original constructor's arguments
         err = cls.__new__(cls)
-        _fill(err, type_name, message, traceback_text, status, headers)
+        _fill(err, *fields)
         return err
     except Exception:
-        return RemoteError(type_name, message, traceback_text, status, headers)
+        return RemoteError(*fields)
 
 
 def _rebuild_remote(
@@ -363,7 +360,7 @@ def _rebuild_remote(
             kind = None
     if not (isinstance(kind, type) and issubclass(kind, BaseException)):
         kind = None
-    return _make_remote(kind, type_name, message, traceback_text, status, headers)
+    return _make_remote(kind, (type_name, message, traceback_text, status, headers))
 
 
 def _http_details(exc: BaseException) -> tuple[int | None, dict[str, str] | None]:
