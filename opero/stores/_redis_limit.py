@@ -88,33 +88,28 @@ class RedisRecord:
 
     def apply(self, name: str, op: Any, *args: float) -> Any:
         """Run the Lua twin of ``op`` on the server (the Python ``op`` while it is down)."""
-        client = self._link.client()
-        exc: BaseException | None = None
-        if client is not None:
-            try:
-                reply = self._link.script(RECORD_LUA)(keys=[self.key], args=self._args(name, args))
-            except Exception as e:
-                exc = e
-                self._link.failed(e)
-            else:
-                return self._answered(reply)
-        return self._local(exc).apply(name, op, *args)
+        if self._link.client() is None:
+            return self._local(None).apply(name, op, *args)
+        try:
+            reply = self._link.script(RECORD_LUA)(keys=[self.key], args=self._args(name, args))
+        except Exception as exc:
+            return self._down(exc).apply(name, op, *args)
+        return self._answered(reply)
 
     async def apply_async(self, name: str, op: Any, *args: float) -> Any:
         """:meth:`apply` through ``redis.asyncio``: the event loop keeps running meanwhile."""
-        client = self._link.async_client()
-        exc: BaseException | None = None
-        if client is not None:
-            try:
-                reply = await self._link.async_script(RECORD_LUA)(
-                    keys=[self.key], args=self._args(name, args)
-                )
-            except Exception as e:
-                exc = e
-                self._link.failed(e)
-            else:
-                return self._answered(reply)
-        return self._local(exc).apply(name, op, *args)
+        if self._link.async_client() is None:
+            return self._local(None).apply(name, op, *args)
+        try:
+            reply = await self._link.async_script(RECORD_LUA)(keys=[self.key], args=self._args(name, args))
+        except Exception as exc:
+            return self._down(exc).apply(name, op, *args)
+        return self._answered(reply)
+
+    def _down(self, exc: Exception) -> HostRecord:
+        """The server failed just now: mark the link down, use this host's record."""
+        self._link.failed(exc)
+        return self._local(exc)
 
     def __repr__(self) -> str:
         return f"<RedisRecord {self.key} on {self._link.url}>"
@@ -195,8 +190,10 @@ class RedisStore:
                 f"rate_burst={self.burst}. Functions sharing a scope must give the same rate."
             )
 
-    def _args(self, mode: str, interval: float, burst: int, wait: float = 0.0) -> list[Any]:
-        return [mode, repr(interval), burst, repr(self.rate), window_cap(interval, burst), repr(wait)]
+    def _call(self, mode: str, interval: float, burst: int, wait: float) -> dict[str, list[Any]]:
+        """The GCRA script's keys (the state and its ring of recent starts) and arguments."""
+        args = [mode, repr(interval), burst, repr(self.rate), window_cap(interval, burst), repr(wait)]
+        return {"keys": [self.key, self.key + ":ring"], "args": args}
 
     def _local(self) -> HostStore:
         with self._fallback_lock:
@@ -208,23 +205,13 @@ class RedisStore:
             return self._fallback
 
     def _step(self, mode: str, interval: float, burst: int, wait: float = 0.0) -> float:
-        client = self._link.client()
-        if client is not None:
-            try:
-                reply = self._link.script(GCRA_LUA)(
-                    keys=[self.key, self.key + ":ring"], args=self._args(mode, interval, burst, wait)
-                )
-            except Exception as exc:
-                self._unreachable(exc)
-            else:
-                return self._granted(mode, reply)
-        else:
-            self._warn(None)
-        return self._fall_back(mode, interval, burst, wait)
-
-    def _unreachable(self, exc: Exception) -> None:
-        self._link.failed(exc)
-        self._warn(exc)
+        if self._link.client() is None:
+            return self._fall_back(None, mode, interval, burst, wait)
+        try:
+            reply = self._link.script(GCRA_LUA)(**self._call(mode, interval, burst, wait))
+        except Exception as exc:
+            return self._fall_back(exc, mode, interval, burst, wait)
+        return self._granted(mode, reply)
 
     def _granted(self, mode: str, reply: Any) -> float:
         # a reply: the server is reachable (again)
@@ -235,7 +222,11 @@ class RedisStore:
             self.grant_log.append(now)
         return float(delay)
 
-    def _fall_back(self, mode: str, interval: float, burst: int, wait: float) -> float:
+    def _fall_back(self, exc: Exception | None, mode: str, interval: float, burst: int, wait: float) -> float:
+        """The step on this host's store: the server is down (``exc``: it failed just now)."""
+        if exc is not None:
+            self._link.failed(exc)
+        self._warn(exc)
         local = self._local()
         if mode == "reserve":
             return local.reserve(interval, burst)
@@ -245,19 +236,13 @@ class RedisStore:
         return local.confirm(interval, burst)
 
     async def _step_async(self, mode: str, interval: float, burst: int, wait: float = 0.0) -> float:
-        client = self._link.async_client()
-        if client is not None:
-            try:
-                reply = await self._link.async_script(GCRA_LUA)(
-                    keys=[self.key, self.key + ":ring"], args=self._args(mode, interval, burst, wait)
-                )
-            except Exception as exc:
-                self._unreachable(exc)
-            else:
-                return self._granted(mode, reply)
-        else:
-            self._warn(None)
-        return self._fall_back(mode, interval, burst, wait)
+        if self._link.async_client() is None:
+            return self._fall_back(None, mode, interval, burst, wait)
+        try:
+            reply = await self._link.async_script(GCRA_LUA)(**self._call(mode, interval, burst, wait))
+        except Exception as exc:
+            return self._fall_back(exc, mode, interval, burst, wait)
+        return self._granted(mode, reply)
 
     def _warn(self, exc: BaseException | None) -> None:
         if self._warned:

@@ -102,6 +102,17 @@ class RedisLink:
         # finished loop (asyncio.run) drops its client.
         self._async: weakref.WeakKeyDictionary[Any, tuple[Any, dict[str, Any]]] = weakref.WeakKeyDictionary()
 
+    def _keywords(self, retry: Any) -> dict[str, Any]:
+        """A client's settings: short timeouts, no retries or health checks of its own."""
+        return {
+            "socket_timeout": self.settings.get("socket_timeout", _TIMEOUT),
+            "socket_connect_timeout": self.settings.get("socket_connect_timeout", _TIMEOUT),
+            "retry": retry,
+            "retry_on_timeout": False,
+            "health_check_interval": 0,
+            **{k: v for k, v in self.settings.items() if k in ("password", "username")},
+        }
+
     def client(self) -> Any:
         """The redis client, or None while the server is in its back-off window."""
         if self._down_until and time.monotonic() < self._down_until:
@@ -114,15 +125,7 @@ class RedisLink:
                     from redis.backoff import NoBackoff
                     from redis.retry import Retry
 
-                    self._client = redis.Redis.from_url(
-                        self.url,
-                        socket_timeout=self.settings.get("socket_timeout", _TIMEOUT),
-                        socket_connect_timeout=self.settings.get("socket_connect_timeout", _TIMEOUT),
-                        retry=Retry(NoBackoff(), 0),
-                        retry_on_timeout=False,
-                        health_check_interval=0,
-                        **{k: v for k, v in self.settings.items() if k in ("password", "username")},
-                    )
+                    self._client = redis.Redis.from_url(self.url, **self._keywords(Retry(NoBackoff(), 0)))
                 client = self._client
         return client
 
@@ -141,15 +144,7 @@ class RedisLink:
             from redis.asyncio.retry import Retry
             from redis.backoff import NoBackoff
 
-            client = redis.asyncio.Redis.from_url(
-                self.url,
-                socket_timeout=self.settings.get("socket_timeout", _TIMEOUT),
-                socket_connect_timeout=self.settings.get("socket_connect_timeout", _TIMEOUT),
-                retry=Retry(NoBackoff(), 0),
-                retry_on_timeout=False,
-                health_check_interval=0,
-                **{k: v for k, v in self.settings.items() if k in ("password", "username")},
-            )
+            client = redis.asyncio.Redis.from_url(self.url, **self._keywords(Retry(NoBackoff(), 0)))
             entry = self._async[loop] = (client, {})
         return entry[0]
 
