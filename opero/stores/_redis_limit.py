@@ -14,7 +14,7 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 from .._errors import ConfigurationError
-from .._limit import window_cap
+from .._limit import RecordOp, window_cap
 from .._telemetry import logger
 from ._redis_scripts import GCRA_LUA, RECORD_LUA
 from .host import HostRecord, HostStore, function_path, scope_path
@@ -32,7 +32,7 @@ def _get_link(config: dict[str, Any]) -> RedisLink:
     return get_link(config)
 
 
-def _numbers(reply: Any) -> Any:
+def _numbers(reply: bytes | str) -> Any:
     values = [float(x) for x in (reply.decode() if isinstance(reply, bytes) else reply).split()]
     return values[0] if len(values) == 1 else tuple(values)
 
@@ -80,13 +80,13 @@ class RedisRecord:
                 self._fallback = HostRecord(self.local_path, self.initial, owner=owner)
             return self._fallback
 
-    def _answered(self, reply: Any) -> Any:
+    def _answered(self, reply: bytes | str) -> Any:
         # a reply: the server is reachable (again)
         self._link.succeeded()
         self._warned = False
         return _numbers(reply)
 
-    def apply(self, name: str, op: Any, *args: float) -> Any:
+    def apply(self, name: str, op: RecordOp, *args: float) -> Any:
         """Run the Lua twin of ``op`` on the server (the Python ``op`` while it is down)."""
         if self._link.client() is None:
             return self._local(None).apply(name, op, *args)
@@ -96,7 +96,7 @@ class RedisRecord:
             return self._down(exc).apply(name, op, *args)
         return self._answered(reply)
 
-    async def apply_async(self, name: str, op: Any, *args: float) -> Any:
+    async def apply_async(self, name: str, op: RecordOp, *args: float) -> Any:
         """:meth:`apply` through ``redis.asyncio``: the event loop keeps running meanwhile."""
         if self._link.async_client() is None:
             return self._local(None).apply(name, op, *args)
@@ -190,9 +190,16 @@ class RedisStore:
                 f"rate_burst={self.burst}. Functions sharing a scope must give the same rate."
             )
 
-    def _call(self, mode: str, interval: float, burst: int, wait: float) -> dict[str, list[Any]]:
+    def _call(self, mode: str, interval: float, burst: int, wait: float) -> dict[str, list[str | float]]:
         """The GCRA script's keys (the state and its ring of recent starts) and arguments."""
-        args = [mode, repr(interval), burst, repr(self.rate), window_cap(interval, burst), repr(wait)]
+        args: list[str | float] = [
+            mode,
+            repr(interval),
+            burst,
+            repr(self.rate),
+            window_cap(interval, burst),
+            repr(wait),
+        ]
         return {"keys": [self.key, self.key + ":ring"], "args": args}
 
     def _local(self) -> HostStore:
@@ -213,7 +220,7 @@ class RedisStore:
             return self._fall_back(exc, mode, interval, burst, wait)
         return self._granted(mode, reply)
 
-    def _granted(self, mode: str, reply: Any) -> float:
+    def _granted(self, mode: str, reply: bytes | str) -> float:
         # a reply: the server is reachable (again)
         self._link.succeeded()
         self._warned = False

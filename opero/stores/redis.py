@@ -102,7 +102,7 @@ class RedisLink:
         # finished loop (asyncio.run) drops its client.
         self._async: weakref.WeakKeyDictionary[Any, tuple[Any, dict[str, Any]]] = weakref.WeakKeyDictionary()
 
-    def _keywords(self, retry: Any) -> dict[str, Any]:
+    def _keywords(self, retry: object) -> dict[str, Any]:
         """A client's settings: short timeouts, no retries or health checks of its own."""
         return {
             "socket_timeout": self.settings.get("socket_timeout", _TIMEOUT),
@@ -446,7 +446,7 @@ class RedisSlots:
             self._fallback = HostSlots(self.local_base, self.limit)
         return self._fallback
 
-    def try_acquire(self) -> Any:
+    def try_acquire(self) -> str | int | None:
         """Take a lease without waiting: its member name (or a host slot), or None."""
         member = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}:{next(self._members)}"
         got = self._run("acquire", member)
@@ -454,7 +454,7 @@ class RedisSlots:
             return self._local().try_acquire()
         return member if got else None
 
-    def release(self, held: Any) -> None:
+    def release(self, held: str | int) -> None:
         """Give a lease (or a host slot) back."""
         if isinstance(held, int):
             self._local().release(held)
