@@ -64,7 +64,7 @@ class AllFailedError(OperoError):
         # a DataFrame error cell shows the repr cut at ~50 characters: type and status first
         return str(self)
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         # Exceptions cross process boundaries (maps) and go into caches: keep the cause
         # (BaseException's own reduce drops it), the message and the notes on unpickle.
         state = dict(self.__dict__)
@@ -200,7 +200,7 @@ class RemoteError(OperoError):
     def __str__(self) -> str:
         return f"{self.type_name}: {self.message}" if self.message else self.type_name
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         original = type(self).__dict__.get("_opero_original")
         where = (original.__module__, original.__qualname__) if original is not None else None
         return (
@@ -246,7 +246,7 @@ class _Response:
     def status(self) -> int | None:
         return self.status_code
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         return (_Response, (self.status_code, self.headers))
 
 
@@ -348,7 +348,7 @@ def _rebuild_remote(
     headers: dict[str, str] | None,
 ) -> RemoteError:
     """Unpickle a stand-in: typed again when the original class can be imported here."""
-    kind: Any = None
+    kind: object = None
     if where is not None:
         import importlib
 

@@ -267,7 +267,7 @@ class LocalStore(TransactStore):
     def _ring_push(self, when: float) -> None:
         self._ring.append(when)
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         return (LocalStore, ())
 
 
@@ -314,7 +314,7 @@ class LocalRecord:
         """:meth:`apply` (microseconds under a lock)."""
         return self.apply(name, op, *args)
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         return (LocalRecord, (self.initial,))
 
 
@@ -405,7 +405,7 @@ class Adaptive:
         """A fresh record's values."""
         return [float(start), 0.0, float(start), 1.0 if probing else 0.0, 0.0]
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         return (Adaptive, (self.record, self.ceiling))
 
 
@@ -518,7 +518,7 @@ class Limiter:
         self._lock = threading.Lock()
         self._cold = True
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         return (Limiter, (self.name, self.rate, self.burst, self.store, self.adaptive))
 
     # -- the adaptive rate -----------------------------------------------------------------

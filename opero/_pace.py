@@ -219,7 +219,7 @@ class Pace:
         self._binder: Any = None
         self._published = 0.0
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         return (
             Pace,
             (

@@ -59,7 +59,7 @@ class RedisRecord:
         self._fallback_lock = threading.Lock()
         self._warned = False
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         return (RedisRecord, (self.config, self.key, self.initial, self.local_path))
 
     def _args(self, name: str, args: tuple[float, ...]) -> list[str]:
@@ -171,7 +171,7 @@ class RedisStore:
         tail = os.path.basename(local).removeprefix("fn-").removesuffix(".gcra")
         return cls(config, f"opero:limit:fn:{socket.gethostname()}:{tail}", rate, burst, local)
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         return (RedisStore, (self.config, self.key, self.rate, self.burst, self.local_path))
 
     def _check_scope(self) -> None:

@@ -305,7 +305,7 @@ class RedisCache:
         self._link = get_link(config)
         self._warned = False
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         return (RedisCache, (self.config, self.namespace, self.func_name))
 
     def _down(self, exc: BaseException | None) -> None:
@@ -427,7 +427,7 @@ class RedisSlots:
         self._fallback: HostSlots | None = None
         self._members = itertools.count()
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         return (RedisSlots, (self.config, self.key, self.limit, self.local_base))
 
     def _run(self, op: str, member: str) -> int | None:
