@@ -47,6 +47,8 @@ _perf = time.perf_counter
 #: a call's positional and keyword arguments, as every driver passes them on
 Args = tuple[Any, ...]
 Kwargs = dict[str, Any]
+#: What a ``wait=`` strategy is told of the call so far: ``(args, kwargs, started, slept)``.
+Walked = tuple[Args, Kwargs, float, float]
 
 #: A throttled call (no ``deadline``) gives up only after at least this many throttled
 #: attempts AND at least :data:`THROTTLE_SECONDS` since it began (waits skipped by
@@ -342,13 +344,7 @@ class Decisions:
         jitter = o.jitter
         return base * (1.0 + _jitter() * jitter) if jitter else base
 
-    def wanted(
-        self,
-        round_number: int,
-        error: BaseException,
-        verdict: bool | float,
-        state: tuple[Args, Kwargs, float, float],
-    ) -> float:
+    def wanted(self, round_number: int, error: BaseException, verdict: bool | float, state: Walked) -> float:
         """Seconds to wait after round ``round_number`` failed with ``error`` (testing or not).
 
         A number returned by a ``retry_on`` predicate wins over the ``wait=`` strategy,
@@ -366,13 +362,7 @@ class Decisions:
         hint = server_wait(error)
         return pause if hint is None or hint <= pause else hint
 
-    def pause(
-        self,
-        round_number: int,
-        error: BaseException,
-        verdict: bool | float,
-        state: tuple[Args, Kwargs, float, float],
-    ) -> float:
+    def pause(self, round_number: int, error: BaseException, verdict: bool | float, state: Walked) -> float:
         """Seconds to sleep after round ``round_number`` failed (0 under ``opero.testing()``)."""
         return 0.0 if testing_state.active else self.wanted(round_number, error, verdict, state)
 

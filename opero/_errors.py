@@ -64,7 +64,7 @@ class AllFailedError(OperoError):
         # a DataFrame error cell shows the repr cut at ~50 characters: type and status first
         return str(self)
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         # Exceptions cross process boundaries (maps) and go into caches: keep the cause
         # (BaseException's own reduce drops it), the message and the notes on unpickle.
         state = dict(self.__dict__)
@@ -200,7 +200,7 @@ class RemoteError(OperoError):
     def __str__(self) -> str:
         return f"{self.type_name}: {self.message}" if self.message else self.type_name
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         original = type(self).__dict__.get("_opero_original")
         where = (original.__module__, original.__qualname__) if original is not None else None
         return (
@@ -230,7 +230,7 @@ class RemoteError(OperoError):
         except Exception:
             text = ""
         status, headers = _http_details(exc)
-        return _make_remote(kind if cls is RemoteError else None, type_name, message, text, status, headers)
+        return _make_remote(kind if cls is RemoteError else None, (type_name, message, text, status, headers))
 
 
 class _Response:
@@ -246,7 +246,7 @@ class _Response:
     def status(self) -> int | None:
         return self.status_code
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         return (_Response, (self.status_code, self.headers))
 
 
@@ -321,25 +321,22 @@ def _typed_class(kind: type[BaseException]) -> type[RemoteError]:
     return cls
 
 
-def _make_remote(
-    kind: type[BaseException] | None,
-    type_name: str,
-    message: str,
-    traceback_text: str,
-    status: int | None,
-    headers: dict[str, str] | None,
-) -> RemoteError:
+#: A stand-in's fields: type name, message, traceback text, HTTP status, headers.
+_Fields = tuple[str, str, str, int | None, dict[str, str] | None]
+
+
+def _make_remote(kind: type[BaseException] | None, fields: _Fields) -> RemoteError:
     cls = _typed_class(kind) if kind is not None else RemoteError
     if cls is RemoteError:
-        return RemoteError(type_name, message, traceback_text, status, headers)
+        return RemoteError(*fields)
     try:
         # the original's __new__ without arguments (OSError and friends need their own);
         # its __init__ is skipped: it wants the original constructor's arguments
         err = cls.__new__(cls)
-        _fill(err, type_name, message, traceback_text, status, headers)
+        _fill(err, *fields)
         return err
     except Exception:
-        return RemoteError(type_name, message, traceback_text, status, headers)
+        return RemoteError(*fields)
 
 
 def _rebuild_remote(
@@ -351,7 +348,7 @@ def _rebuild_remote(
     headers: dict[str, str] | None,
 ) -> RemoteError:
     """Unpickle a stand-in: typed again when the original class can be imported here."""
-    kind: Any = None
+    kind: object = None
     if where is not None:
         import importlib
 
@@ -363,7 +360,7 @@ def _rebuild_remote(
             kind = None
     if not (isinstance(kind, type) and issubclass(kind, BaseException)):
         kind = None
-    return _make_remote(kind, type_name, message, traceback_text, status, headers)
+    return _make_remote(kind, (type_name, message, traceback_text, status, headers))
 
 
 def _http_details(exc: BaseException) -> tuple[int | None, dict[str, str] | None]:

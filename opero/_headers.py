@@ -123,8 +123,8 @@ def headers_of(source: Any) -> dict[str, str] | None:
     """
     if isinstance(source, Mapping):
         return _lower(source)
-    seen: list[Any] = []
-    current: Any = source
+    seen: list[object] = []
+    current: object = source
     while current is not None and len(seen) < _CHAIN and current not in seen:
         seen.append(current)
         for holder in (getattr(current, "response", None), current):

@@ -44,7 +44,8 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -266,7 +267,7 @@ class LocalStore(TransactStore):
     def _ring_push(self, when: float) -> None:
         self._ring.append(when)
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         return (LocalStore, ())
 
 
@@ -313,7 +314,7 @@ class LocalRecord:
         """:meth:`apply` (microseconds under a lock)."""
         return self.apply(name, op, *args)
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         return (LocalRecord, (self.initial,))
 
 
@@ -404,7 +405,7 @@ class Adaptive:
         """A fresh record's values."""
         return [float(start), 0.0, float(start), 1.0 if probing else 0.0, 0.0]
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         return (Adaptive, (self.record, self.ceiling))
 
 
@@ -426,6 +427,19 @@ SLACK_DECAY = 200.0
 
 #: Whether the current thread's / task's last grant had to wait (set by ``take``).
 _paced: ContextVar[bool] = ContextVar("opero_limit_paced", default=False)
+
+
+@contextmanager
+def _waiting(stats: FunctionStats | None) -> Iterator[None]:
+    """A grant that waits: mark the call paced and count the wait in ``stats`` meanwhile."""
+    _paced.set(True)
+    if stats is not None:
+        stats.wait_begin()
+    try:
+        yield
+    finally:
+        if stats is not None:
+            stats.wait_end()
 
 
 def _sleep_until(target: float) -> None:
@@ -504,7 +518,7 @@ class Limiter:
         self._lock = threading.Lock()
         self._cold = True
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         return (Limiter, (self.name, self.rate, self.burst, self.store, self.adaptive))
 
     # -- the adaptive rate -----------------------------------------------------------------
@@ -612,28 +626,18 @@ class Limiter:
             interval = spacing(rate)
         if testing_state.active:
             return 0.0, epoch
-        if self.slack > 0:
-            interval = self._widened(interval)
         begin = clock()
-        store, burst = self.store, self.burst
-        delay = store.reserve(self._first(interval) if self._cold else interval, burst)
+        interval = self._widened(interval) if self.slack > 0 else interval
+        delay = self.store.reserve(self._first(interval) if self._cold else interval, self.burst)
         if delay <= 0:
-            delay = store.confirm(interval, burst)
-            if delay <= 0:
-                _paced.set(False)
-                return self._granted(clock() - begin), epoch
-        _paced.set(True)
-        if stats is not None:
-            stats.wait_begin()
-        try:
-            while True:
-                _sleep_until(clock() + delay)
-                delay = store.confirm(interval, burst)
-                if delay <= 0:
-                    break
-        finally:
-            if stats is not None:
-                stats.wait_end()
+            delay = self.store.confirm(interval, self.burst)
+        if delay <= 0:
+            _paced.set(False)
+        else:
+            with _waiting(stats):
+                while delay > 0:
+                    _sleep_until(clock() + delay)
+                    delay = self.store.confirm(interval, self.burst)
         return self._granted(clock() - begin), epoch
 
     async def take_async(self, stats: FunctionStats | None = None) -> tuple[float, float]:
@@ -645,28 +649,18 @@ class Limiter:
             interval = spacing(rate)
         if testing_state.active:
             return 0.0, epoch
-        if self.slack > 0:
-            interval = self._widened(interval)
         begin = clock()
-        store, burst = self.store, self.burst
-        delay = await store.reserve_async(self._first(interval) if self._cold else interval, burst)
+        interval = self._widened(interval) if self.slack > 0 else interval
+        delay = await self.store.reserve_async(self._first(interval) if self._cold else interval, self.burst)
         if delay <= 0:
-            delay = await store.confirm_async(interval, burst)
-            if delay <= 0:
-                _paced.set(False)
-                return self._granted(clock() - begin), epoch
-        _paced.set(True)
-        if stats is not None:
-            stats.wait_begin()
-        try:
-            while True:
-                await _sleep_until_async(clock() + delay)
-                delay = await store.confirm_async(interval, burst)
-                if delay <= 0:
-                    break
-        finally:
-            if stats is not None:
-                stats.wait_end()
+            delay = await self.store.confirm_async(interval, self.burst)
+        if delay <= 0:
+            _paced.set(False)
+        else:
+            with _waiting(stats):
+                while delay > 0:
+                    await _sleep_until_async(clock() + delay)
+                    delay = await self.store.confirm_async(interval, self.burst)
         return self._granted(clock() - begin), epoch
 
     def _first(self, interval: float) -> float:

@@ -214,9 +214,7 @@ class _Engine:
             for batch in sync_outcomes(call, source, window):
                 self._land(batch, flights, progress, results)
         except BaseException as exc:  # notebook (issue 21): keep what was done (last_results)
-            self._keep(call, results, progress, items)
-            if isinstance(exc, KeyboardInterrupt):
-                raise exc.with_traceback(None) from None  # no executor frames
+            self._keep(call, results, progress, items, exc)
             raise
         return self._end_list(call, progress, results)
 
@@ -231,9 +229,7 @@ class _Engine:
             async for batch in self._batches_async(call, source, window):
                 self._land(batch, flights, progress, results)
         except BaseException as exc:  # notebook (issue 21): keep what was done (last_results)
-            self._keep(call, results, progress, items)
-            if isinstance(exc, KeyboardInterrupt):
-                raise exc.with_traceback(None) from None  # no executor frames
+            self._keep(call, results, progress, items, exc)
             raise
         return self._end_list(call, progress, results)
 
@@ -259,10 +255,23 @@ class _Engine:
         self._account(batch, progress)
         place(results, batch, self.options.ordered)
 
-    def _keep(self, call: MapCall, results: list[Any], progress: MapProgress, items: Iterable[Any]) -> None:
-        """An interrupted list map: stop it and keep what was done (``fn.last_results()``)."""
+    def _keep(
+        self,
+        call: MapCall,
+        results: list[Any],
+        progress: MapProgress,
+        items: Iterable[Any],
+        exc: BaseException,
+    ) -> None:
+        """An interrupted list map: stop it and keep what was done (``fn.last_results()``).
+
+        An interrupt is raised again here without its executor frames.
+        """
+        __tracebackhide__ = True  # notebook (issue 21): IPython shows an interrupt without opero frames
         call.stop.set()
         keep_interrupted(results, MISSING, progress, items, self.options.ordered)
+        if isinstance(exc, KeyboardInterrupt):
+            raise exc.with_traceback(None) from None
 
     @staticmethod
     def _end_list(call: MapCall, progress: MapProgress, results: list[Any]) -> list[Any]:

@@ -32,14 +32,17 @@ import importlib
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._errors import BudgetExhausted, ConfigurationError
 from ._headers import Limits, Reading, read_headers
 from ._hints import status_of
-from ._limit import RATE, Record
+from ._limit import RATE, Limiter, Record
 from ._options import Options
 from ._testing import state as testing_state
+
+if TYPE_CHECKING:
+    from ._telemetry import FunctionStats
 
 __all__ = [
     "Pace",
@@ -110,7 +113,7 @@ class Ticket:
 
     __slots__ = ("charged", "estimate", "held", "limiter", "pace", "token")
 
-    def __init__(self, pace: Pace, estimate: float, limiter: Any) -> None:
+    def __init__(self, pace: Pace, estimate: float, limiter: Limiter | None) -> None:
         self.pace = pace
         self.estimate = estimate
         self.limiter = limiter
@@ -216,7 +219,7 @@ class Pace:
         self._binder: Any = None
         self._published = 0.0
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         return (
             Pace,
             (
@@ -276,7 +279,9 @@ class Pace:
         spent = float(self.record.apply("pace_read", pace_read))
         raise BudgetExhausted(self.name, spent, self.budget)
 
-    def enter(self, args: tuple[Any, ...], kwargs: dict[str, Any], limiter: Any, stats: Any) -> Ticket:
+    def enter(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], limiter: Limiter | None, stats: FunctionStats
+    ) -> Ticket:
         """Before an attempt: a concurrency slot, then the token reservation (sleeping the
         calling thread while either is not available).
 
@@ -297,7 +302,7 @@ class Pace:
         return ticket
 
     async def enter_async(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any], limiter: Any, stats: Any
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], limiter: Limiter | None, stats: FunctionStats
     ) -> Ticket:
         """:meth:`enter` without blocking the event loop."""
         ticket = Ticket(self, self.estimate(args, kwargs), limiter)
@@ -370,7 +375,7 @@ class Pace:
 
     # -- concurrency slots ----------------------------------------------------------------
 
-    def _slot(self, stats: Any) -> Any:
+    def _slot(self, stats: FunctionStats) -> Any:
         held = self.slots.try_acquire()
         if held is not None:
             return held
@@ -388,7 +393,7 @@ class Pace:
                 stats.wait_end()
         return held
 
-    async def _slot_async(self, stats: Any) -> Any:
+    async def _slot_async(self, stats: FunctionStats) -> Any:
         held = self.slots.try_acquire()
         if held is not None:
             return held
@@ -405,7 +410,7 @@ class Pace:
 
     # -- the server's numbers ------------------------------------------------------------------
 
-    def follow(self, reading: Reading, limiter: Any) -> None:
+    def follow(self, reading: Reading, limiter: Limiter | None) -> None:
         """Let the shared budgets follow what the server said (see :func:`observe`)."""
         requests, tokens = reading.requests, reading.tokens
         if requests is not None:
@@ -427,7 +432,7 @@ class Pace:
             return 0.0
         return min(limits.reset, self.max_delay)
 
-    def _publish(self, requests: Limits, limiter: Any) -> None:
+    def _publish(self, requests: Limits, limiter: Limiter | None) -> None:
         rate = requests.rate
         adaptive = getattr(limiter, "adaptive", None)
         if rate is None or adaptive is None or rate == self._published:
@@ -464,7 +469,7 @@ class Pace:
         return f"<Pace {self.name!r}: {', '.join(parts) or 'headers only'}>"
 
 
-def _wait(stats: Any, delay: float, sleep: Callable[[float], Any]) -> None:
+def _wait(stats: FunctionStats, delay: float, sleep: Callable[[float], None]) -> None:
     stats.wait_begin()
     try:
         sleep(delay)

@@ -12,7 +12,7 @@ import asyncio
 import inspect
 import operator
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Hashable
 from typing import Any, Generic, Protocol, Self, TypeVar, overload
 
 from ._attempt import Gate
@@ -256,19 +256,13 @@ class Plan(FastPath):
         if self.recorder.wants("start"):
             began = self._announce(began)
         flight: Flight | None = None  # single-flight: the key this call leads
-        ran = 1  # single-flight: 0 while this call waits for another one's outcome
+        key, value, args, kwargs = self._opening(args, kwargs, began)
+        if value is MISS and key is not None and self.flights is not None:  # a call of this key runs?
+            flight, value = self._follow_sync(key, began)
+        if value is not MISS:  # a cache hit, or the outcome of the call this one waited for
+            return value
+        start = began if began is not None else _perf()  # the deadline counts from here
         try:
-            key, value, args, kwargs = self._opening(args, kwargs, began)
-            if value is not MISS:
-                return value
-            if key is not None and self.flights is not None:  # a call of this key is running?
-                ran = 0
-                flight, value = self.flights.enter_sync(key)  # raises the other call's error
-                if value is not MISS:
-                    self._finish(True, began, 0)
-                    return value
-                ran = 1
-            start = began if began is not None else _perf()  # the deadline counts from here
             try:
                 if (
                     self.limiter is None
@@ -284,28 +278,51 @@ class Plan(FastPath):
             if key is not None:
                 self._store(key, value)
         except BaseException as exc:
-            self._landed(flight, False, exc)
-            self._finish(False, began, ran, exc)
+            self._landed(flight, began, exc)
             raise
-        self._landed(flight, True, value)
-        self._finish(True, began, 1)
-        return value
+        return self._landed(flight, began, value, ok=True)
 
-    def _landed(self, flight: Flight | None, ok: bool, outcome: Any) -> None:
-        """Single-flight: hand this call's outcome to the calls that waited for it."""
+    def _follow_sync(self, key: Hashable, began: float | None) -> tuple[Flight | None, Any]:
+        """Single-flight: lead ``key`` (a flight, MISS) or wait for the call leading it."""
+        assert self.flights is not None
+        try:
+            flight, value = self.flights.enter_sync(key)  # raises the other call's error
+        except BaseException as exc:
+            self._finish(False, began, 0, exc)
+            raise
+        return self._joined(flight, value, began)
+
+    def _joined(self, flight: Flight | None, value: Any, began: float | None) -> tuple[Flight | None, Any]:
+        """Finish a call that got another one's value (it ran nothing itself)."""
+        if value is not MISS:
+            self._finish(True, began, 0)
+        return flight, value
+
+    def _landed(self, flight: Flight | None, began: float | None, outcome: Any, ok: bool = False) -> Any:
+        """End a call that ran: hand its outcome to the calls that waited for it, finish it."""
         if flight is not None and self.flights is not None:
             self.flights.land(flight, ok, outcome)
+        if ok:
+            self._finish(True, began, 1)
+        else:
+            self._finish(False, began, 1, outcome)
+        return outcome
 
     def _opening(self, args: Args, kwargs: Kwargs, began: float | None) -> tuple[Any, Any, Args, Kwargs]:
         """Both general drivers' first steps: ``(key, cached value or MISS, args, kwargs)``.
 
-        A cache hit is finished here; on a miss, sticky fallback arguments replace the caller's.
+        A cache hit, or a failure of these steps, is finished here; on a miss, sticky fallback
+        arguments replace the caller's.
         """
-        key, value = self._lookup(args, kwargs) if self.keys is not None else (None, MISS)
-        if value is not MISS:
-            self._finish(True, began, 0)
-        elif self.sticky is not None:
-            args, kwargs = self.sticky_start(args, kwargs)
+        try:
+            key, value = self._lookup(args, kwargs) if self.keys is not None else (None, MISS)
+            if value is not MISS:
+                self._finish(True, began, 0)
+            elif self.sticky is not None:
+                args, kwargs = self.sticky_start(args, kwargs)
+        except BaseException as exc:
+            self._finish(False, began, 1, exc)
+            raise
         return key, value, args, kwargs
 
     def _announce(self, began: float | None) -> float:
@@ -352,31 +369,32 @@ class Plan(FastPath):
         if self.recorder.wants("start"):
             began = self._announce(began)
         flight: Flight | None = None  # single-flight: the key this call leads
-        ran = 1  # single-flight: 0 while this call waits for another one's outcome
+        key, value, args, kwargs = self._opening(args, kwargs, began)
+        if value is MISS and key is not None and self.flights is not None:  # a call of this key runs?
+            flight, value = await self._follow_async(key, began)
+        if value is not MISS:  # a cache hit, or the outcome of the call this one waited for
+            return value
+        start = began if began is not None else _perf()  # the deadline counts from here
         try:
-            key, value, args, kwargs = self._opening(args, kwargs, began)
-            if value is not MISS:
-                return value
-            if key is not None and self.flights is not None:  # a call of this key is running?
-                ran = 0
-                flight, value = await self.flights.enter_async(key)  # raises the other call's error
-                if value is not MISS:
-                    self._finish(True, began, 0)
-                    return value
-                ran = 1
-            start = began if began is not None else _perf()  # the deadline counts from here
             try:
                 value = await self.attempt_async(args, kwargs)
             except Exception as exc:
                 value = await self._drive_async(self.recover(args, kwargs, exc, start))
             self._store(key, value)
         except BaseException as exc:
-            self._landed(flight, False, exc)
-            self._finish(False, began, ran, exc)
+            self._landed(flight, began, exc)
             raise
-        self._landed(flight, True, value)
-        self._finish(True, began, 1)
-        return value
+        return self._landed(flight, began, value, ok=True)
+
+    async def _follow_async(self, key: Hashable, began: float | None) -> tuple[Flight | None, Any]:
+        """:meth:`_follow_sync` without blocking the event loop."""
+        assert self.flights is not None
+        try:
+            flight, value = await self.flights.enter_async(key)  # raises the other call's error
+        except BaseException as exc:
+            self._finish(False, began, 0, exc)
+            raise
+        return self._joined(flight, value, began)
 
     async def _drive_async(self, steps: Steps) -> Any:
         step = next(steps)

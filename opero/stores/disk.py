@@ -155,7 +155,7 @@ class DiskCache:
         _register(location)
         self._gen = _generation(location, namespace)
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         # A worker process gets the same folder and an empty memory tier of its own.
         return (DiskCache, self._args)
 

@@ -44,7 +44,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._errors import ConfigurationError
-from .._limit import RING, TransactStore, clock
+from .._limit import RING, RecordOp, TransactStore, clock
 from .._options import Options
 from .._telemetry import logger
 from ._base import safe_name
@@ -300,7 +300,7 @@ class HostStore(TransactStore):
         weakref.finalize(self, self._handle.close)
         self._open(register=scoped, reset=owner, owner=owner)
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         # The copy opens the same file: another process on this host shares the budget.
         return (HostStore, (self.path, self.rate, self.burst, self.scoped))
 
@@ -447,7 +447,7 @@ class HostRecord:
         weakref.finalize(self, self._handle.close)
         self._open(owner)
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         return (HostRecord, (self.path, self.initial))
 
     def _open(self, owner: bool) -> None:
@@ -481,7 +481,7 @@ class HostRecord:
         if owner:
             handle.owner_pid = os.getpid()
 
-    def apply(self, name: str, op: Callable[..., Any], *args: float) -> Any:
+    def apply(self, name: str, op: RecordOp, *args: float) -> Any:
         """Run ``op(now, values, *args)`` under the thread lock and the file lock."""
         handle = self._handle
         if handle.pid != os.getpid():
@@ -501,7 +501,7 @@ class HostRecord:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         return result
 
-    async def apply_async(self, name: str, op: Callable[..., Any], *args: float) -> Any:
+    async def apply_async(self, name: str, op: RecordOp, *args: float) -> Any:
         """:meth:`apply` (microseconds under a lock: no need to leave the loop)."""
         return self.apply(name, op, *args)
 
@@ -559,7 +559,7 @@ class HostSlots:
         if owner:
             weakref.finalize(self, _unlink_all, paths, os.getpid())
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         return (HostSlots, (self.base, self.limit))
 
     def path(self, i: int) -> str:

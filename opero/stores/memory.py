@@ -26,7 +26,7 @@ class MemoryCache:
         self._data: OrderedDict[Hashable, tuple[Any, float | None]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         # A memory cache is private to its process: another process gets an empty one.
         return (MemoryCache, (self.namespace, self.max_size))
 

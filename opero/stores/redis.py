@@ -32,14 +32,14 @@ import weakref
 from collections.abc import Hashable, Mapping
 from typing import Any
 
-from .._errors import ConfigurationError
 from .._keys import KeyBuilder
-from .._limit import window_cap
 from .._options import Options
 from .._telemetry import logger
 from ._base import MISS, redact
+from ._redis_limit import RedisRecord, RedisStore
+from ._redis_scripts import SLOTS_LUA
 from ._signed import decode, encode
-from .host import HostRecord, HostSlots, HostStore, function_path, record_path, scope_path, slot_base
+from .host import HostSlots, record_path, slot_base
 
 __all__ = [
     "BACKOFF",
@@ -102,6 +102,17 @@ class RedisLink:
         # finished loop (asyncio.run) drops its client.
         self._async: weakref.WeakKeyDictionary[Any, tuple[Any, dict[str, Any]]] = weakref.WeakKeyDictionary()
 
+    def _keywords(self, retry: object) -> dict[str, Any]:
+        """A client's settings: short timeouts, no retries or health checks of its own."""
+        return {
+            "socket_timeout": self.settings.get("socket_timeout", _TIMEOUT),
+            "socket_connect_timeout": self.settings.get("socket_connect_timeout", _TIMEOUT),
+            "retry": retry,
+            "retry_on_timeout": False,
+            "health_check_interval": 0,
+            **{k: v for k, v in self.settings.items() if k in ("password", "username")},
+        }
+
     def client(self) -> Any:
         """The redis client, or None while the server is in its back-off window."""
         if self._down_until and time.monotonic() < self._down_until:
@@ -114,15 +125,7 @@ class RedisLink:
                     from redis.backoff import NoBackoff
                     from redis.retry import Retry
 
-                    self._client = redis.Redis.from_url(
-                        self.url,
-                        socket_timeout=self.settings.get("socket_timeout", _TIMEOUT),
-                        socket_connect_timeout=self.settings.get("socket_connect_timeout", _TIMEOUT),
-                        retry=Retry(NoBackoff(), 0),
-                        retry_on_timeout=False,
-                        health_check_interval=0,
-                        **{k: v for k, v in self.settings.items() if k in ("password", "username")},
-                    )
+                    self._client = redis.Redis.from_url(self.url, **self._keywords(Retry(NoBackoff(), 0)))
                 client = self._client
         return client
 
@@ -141,15 +144,7 @@ class RedisLink:
             from redis.asyncio.retry import Retry
             from redis.backoff import NoBackoff
 
-            client = redis.asyncio.Redis.from_url(
-                self.url,
-                socket_timeout=self.settings.get("socket_timeout", _TIMEOUT),
-                socket_connect_timeout=self.settings.get("socket_connect_timeout", _TIMEOUT),
-                retry=Retry(NoBackoff(), 0),
-                retry_on_timeout=False,
-                health_check_interval=0,
-                **{k: v for k, v in self.settings.items() if k in ("password", "username")},
-            )
+            client = redis.asyncio.Redis.from_url(self.url, **self._keywords(Retry(NoBackoff(), 0)))
             entry = self._async[loop] = (client, {})
         return entry[0]
 
@@ -310,7 +305,7 @@ class RedisCache:
         self._link = get_link(config)
         self._warned = False
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         return (RedisCache, (self.config, self.namespace, self.func_name))
 
     def _down(self, exc: BaseException | None) -> None:
@@ -380,412 +375,6 @@ def clear_namespace(namespace: str | None) -> None:
         _delete_matching(link, key_prefix(namespace))
 
 
-GCRA_LUA = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local interval = tonumber(ARGV[2])
-local burst = tonumber(ARGV[3])
-local cap = tonumber(ARGV[5])
-local state = redis.call('HMGET', KEYS[1], 'tat', 'last')
-local tat = tonumber(state[1]) or 0
-local last = tonumber(state[2]) or (now - 1e6)
-local oldest = -1e300
-if burst > 1 and redis.call('LLEN', KEYS[2]) >= cap then
-  oldest = tonumber(redis.call('LINDEX', KEYS[2], -cap))
-end
-local delay = 0
-if ARGV[1] == 'reserve' then
-  if tat < now then tat = now end
-  local start = math.max(now, tat - (burst - 1) * interval, oldest + 1)
-  delay = start - now
-  tat = tat + interval
-elseif ARGV[1] == 'hold' then
-  tat = math.max(tat, now + tonumber(ARGV[6]) + (burst - 1) * interval)
-elseif burst == 1 and now < last + interval then
-  delay = last + interval - now
-elseif burst > 1 and now < oldest + 1 then
-  delay = oldest + 1 - now
-else
-  if now > last then last = now end
-  if burst > 1 then
-    redis.call('RPUSH', KEYS[2], string.format('%.6f', now))
-    redis.call('LTRIM', KEYS[2], -cap, -1)
-    redis.call('PEXPIRE', KEYS[2], 60000)
-  end
-end
-redis.call('HSET', KEYS[1], 'tat', string.format('%.6f', tat), 'last', string.format('%.6f', last),
-           'rate', ARGV[4], 'burst', ARGV[3])
-redis.call('PEXPIRE', KEYS[1], math.ceil((tat - now + 60) * 1000))
-return string.format('%.9f %.6f', delay, now)
-"""
-
-#: The shared records of ``opero._limit`` (adaptive rate) and ``opero._breaker`` as one Lua
-#: script: ARGV = op name, initial values, op arguments. Values are kept as one string of
-#: numbers (``%.17g``), so nothing is rounded; the clock is the server's (``TIME``).
-RECORD_LUA = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local raw = redis.call('GET', KEYS[1]) or ARGV[2]
-local v = {}
-for x in string.gmatch(raw, '%S+') do v[#v + 1] = tonumber(x) end
-local op = ARGV[1]
-local a = {}
-for i = 3, #ARGV do a[#a + 1] = tonumber(ARGV[i]) end
-local out = {-1}
-if op == 'aimd_read' then
-  out = {v[1], v[2]}
-elseif op == 'aimd_throttled' then
-  if a[1] == v[2] then
-    local rate, peak = v[1], v[5] or 0
-    local cut = a[2]
-    if peak > 0 and math.abs(rate - peak) <= a[5] * peak then cut = a[4] end
-    v[5] = rate
-    v[1] = math.max(a[3], rate * cut); v[3] = v[1]; v[2] = v[2] + 1; v[4] = 0
-    out = {v[1]}
-  end
-elseif op == 'aimd_succeeded' then
-  local rate, peak = v[1], v[5] or 0
-  if v[4] ~= 0 then
-    rate = rate + 1
-  else
-    local gain = a[1] * v[3] / rate
-    if peak > 0 and math.abs(rate - peak) <= a[3] * peak then gain = gain * a[2] end
-    rate = rate + gain
-  end
-  if a[4] > 0 and rate > a[4] then rate = a[4] end
-  v[1] = rate; v[5] = peak
-  out = {rate}
-elseif op == 'pace_take' then
-  if a[3] > 0 and (v[2] >= a[3] or v[2] + a[2] > a[3]) then
-    out = {-1}
-  else
-    v[2] = v[2] + a[2]
-    local start = math.max(v[1], now)
-    if a[1] > 0 then v[1] = start + a[1] end
-    out = {start - now}
-  end
-elseif op == 'pace_adjust' then
-  v[1] = v[1] + a[1]; v[2] = v[2] + a[2]
-  out = {v[2]}
-elseif op == 'pace_hold' then
-  v[1] = math.max(v[1], now + a[1])
-  out = {0}
-elseif op == 'pace_read' then
-  out = {v[2]}
-elseif op == 'aimd_publish' then
-  v[1] = a[1]; v[3] = a[1]; v[4] = 0
-  out = {a[1]}
-elseif op == 'breaker_state' then
-  out = {v[1]}
-elseif op == 'breaker_before' then
-  if v[1] == 0 then
-    out = {0, 0, -1}
-  elseif v[1] == 1 then
-    if now < v[2] and a[2] == 0 then
-      out = {2, v[2] - now, -1}
-    else
-      v[1] = 2; v[3] = now + a[1]
-      out = {1, 0, 2}
-    end
-  elseif now >= v[3] or a[2] ~= 0 then
-    v[3] = now + a[1]
-    out = {1, 0, -1}
-  else
-    out = {3, v[3] - now, -1}
-  end
-elseif op == 'breaker_success' then
-  if v[1] ~= 0 then
-    v[1] = 0; v[4] = 0
-    for i = 5, #v do v[i] = -1e300 end
-    out = {0}
-  end
-elseif op == 'breaker_failure' then
-  local n = a[1]
-  if v[1] == 2 then
-    if a[4] ~= 0 then v[1] = 1; v[2] = now + a[3]; out = {1} end
-  elseif v[1] == 0 then
-    local head = v[4]
-    v[5 + head % n] = now
-    v[4] = (head + 1) % n
-    if v[5 + (head + 1) % n] >= now - a[2] then v[1] = 1; v[2] = now + a[3]; out = {1} end
-  end
-end
-local parts = {}
-for i = 1, #v do parts[i] = string.format('%.17g', v[i]) end
-redis.call('SET', KEYS[1], table.concat(parts, ' '), 'PX', 86400000)
-local res = {}
-for i = 1, #out do res[i] = string.format('%.17g', out[i]) end
-return table.concat(res, ' ')
-"""
-
-
-def _numbers(reply: Any) -> Any:
-    values = [float(x) for x in (reply.decode() if isinstance(reply, bytes) else reply).split()]
-    return values[0] if len(values) == 1 else tuple(values)
-
-
-class RedisRecord:
-    """A shared record (adaptive rate, breaker) in one redis key, changed by Lua.
-
-    Args:
-        config: ``cache_backend_config`` (``url`` or host/port/db).
-        key: the redis key.
-        initial: the values of a fresh record.
-        local_path: the host-wide file used while the server is unreachable.
-    """
-
-    __slots__ = ("_fallback", "_fallback_lock", "_link", "_warned", "config", "initial", "key", "local_path")
-
-    def __init__(self, config: dict[str, Any], key: str, initial: list[float], local_path: str) -> None:
-        self.config = config
-        self.key = key
-        self.initial = [max(x, -1e300) for x in initial]
-        self.local_path = local_path
-        self._link = get_link(config)
-        self._fallback: HostRecord | None = None
-        self._fallback_lock = threading.Lock()
-        self._warned = False
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (RedisRecord, (self.config, self.key, self.initial, self.local_path))
-
-    def _args(self, name: str, args: tuple[float, ...]) -> list[str]:
-        return [name, " ".join(repr(float(x)) for x in self.initial), *(repr(float(x)) for x in args)]
-
-    def _local(self, exc: BaseException | None) -> HostRecord:
-        if not self._warned:
-            self._warned = True
-            logger.warning(
-                "opero: redis state %r at %s unavailable (%s); shared on this machine only until it is back",
-                self.key,
-                self._link.shown,  # never the URL itself: it may hold the password
-                self._link.reason(exc),
-            )
-        with self._fallback_lock:
-            if self._fallback is None:
-                owner = f"-fn-{os.getpid()}-" in os.path.basename(self.local_path)
-                self._fallback = HostRecord(self.local_path, self.initial, owner=owner)
-            return self._fallback
-
-    def _answered(self, reply: Any) -> Any:
-        # a reply: the server is reachable (again)
-        self._link.succeeded()
-        self._warned = False
-        return _numbers(reply)
-
-    def apply(self, name: str, op: Any, *args: float) -> Any:
-        """Run the Lua twin of ``op`` on the server (the Python ``op`` while it is down)."""
-        client = self._link.client()
-        exc: BaseException | None = None
-        if client is not None:
-            try:
-                reply = self._link.script(RECORD_LUA)(keys=[self.key], args=self._args(name, args))
-            except Exception as e:
-                exc = e
-                self._link.failed(e)
-            else:
-                return self._answered(reply)
-        return self._local(exc).apply(name, op, *args)
-
-    async def apply_async(self, name: str, op: Any, *args: float) -> Any:
-        """:meth:`apply` through ``redis.asyncio``: the event loop keeps running meanwhile."""
-        client = self._link.async_client()
-        exc: BaseException | None = None
-        if client is not None:
-            try:
-                reply = await self._link.async_script(RECORD_LUA)(
-                    keys=[self.key], args=self._args(name, args)
-                )
-            except Exception as e:
-                exc = e
-                self._link.failed(e)
-            else:
-                return self._answered(reply)
-        return self._local(exc).apply(name, op, *args)
-
-    def __repr__(self) -> str:
-        return f"<RedisRecord {self.key} on {self._link.url}>"
-
-
-class RedisStore:
-    """GCRA state in one redis hash, shared by every process and machine using ``key``.
-
-    Args:
-        config: ``cache_backend_config`` (``url`` or host/port/db).
-        key: the hash's key (see :meth:`for_limit`).
-        rate: starts per second (stored with the state, checked for scopes).
-        burst: burst size.
-        local_path: the machine-wide file used while the server is unreachable.
-    """
-
-    __slots__ = (
-        "_fallback",
-        "_fallback_lock",
-        "_link",
-        "_warned",
-        "burst",
-        "config",
-        "grant_log",
-        "key",
-        "local_path",
-        "rate",
-    )
-
-    def __init__(self, config: dict[str, Any], key: str, rate: float, burst: int, local_path: str) -> None:
-        self.config = config
-        self.key = key
-        self.rate = float(rate)
-        self.burst = int(burst)
-        self.local_path = local_path
-        self._link = get_link(config)
-        self._fallback: HostStore | None = None
-        # Threads that find the server down together must share one fallback store.
-        self._fallback_lock = threading.Lock()
-        self._warned = False
-        #: see ``opero._limit.Store.grant_log``; times are the server's clock (``TIME``), or
-        #: this host's monotonic clock for grants made while the server was unreachable.
-        self.grant_log: list[float] | None = None
-
-    @classmethod
-    def for_limit(
-        cls, config: dict[str, Any], name: str, rate: float, burst: int, scoped: bool
-    ) -> RedisStore:
-        """The store of a scope (key from its name) or of one function (host, pid, name, id).
-
-        Raises:
-            ConfigurationError: the scope is live on the server with another rate or burst.
-        """
-        if scoped:
-            store = cls(config, f"opero:limit:scope:{name}", rate, burst, scope_path(name))
-            store._check_scope()
-            return store
-        local = function_path(name)
-        tail = os.path.basename(local).removeprefix("fn-").removesuffix(".gcra")
-        return cls(config, f"opero:limit:fn:{socket.gethostname()}:{tail}", rate, burst, local)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (RedisStore, (self.config, self.key, self.rate, self.burst, self.local_path))
-
-    def _check_scope(self) -> None:
-        client = self._link.client()
-        if client is None:
-            return
-        try:
-            rate, burst = client.hmget(self.key, "rate", "burst")
-        except Exception as exc:  # checked again on use; a down server must not fail decoration
-            self._link.failed(exc)
-            return
-        if rate is not None and (float(rate), int(burst)) != (self.rate, self.burst):
-            raise ConfigurationError(
-                f"rate_limit_scope key {self.key!r} on {self._link.shown} is in use with "
-                f"rate_limit={float(rate):g}, rate_burst={int(burst)}; got rate_limit={self.rate:g}, "
-                f"rate_burst={self.burst}. Functions sharing a scope must give the same rate."
-            )
-
-    def _args(self, mode: str, interval: float, burst: int, wait: float = 0.0) -> list[Any]:
-        return [mode, repr(interval), burst, repr(self.rate), window_cap(interval, burst), repr(wait)]
-
-    def _local(self) -> HostStore:
-        with self._fallback_lock:
-            if self._fallback is None:
-                # The decorating process owns (and at exit removes) a function budget's file.
-                owner = os.path.basename(self.local_path).startswith(f"fn-{os.getpid()}-")
-                self._fallback = HostStore(self.local_path, self.rate, self.burst, scoped=False, owner=owner)
-            self._fallback.grant_log = self.grant_log
-            return self._fallback
-
-    def _step(self, mode: str, interval: float, burst: int, wait: float = 0.0) -> float:
-        client = self._link.client()
-        if client is not None:
-            try:
-                reply = self._link.script(GCRA_LUA)(
-                    keys=[self.key, self.key + ":ring"], args=self._args(mode, interval, burst, wait)
-                )
-            except Exception as exc:
-                self._unreachable(exc)
-            else:
-                return self._granted(mode, reply)
-        else:
-            self._warn(None)
-        return self._fall_back(mode, interval, burst, wait)
-
-    def _unreachable(self, exc: Exception) -> None:
-        self._link.failed(exc)
-        self._warn(exc)
-
-    def _granted(self, mode: str, reply: Any) -> float:
-        # a reply: the server is reachable (again)
-        self._link.succeeded()
-        self._warned = False
-        delay, now = _numbers(reply)
-        if self.grant_log is not None and mode == "confirm" and delay <= 0:
-            self.grant_log.append(now)
-        return float(delay)
-
-    def _fall_back(self, mode: str, interval: float, burst: int, wait: float) -> float:
-        local = self._local()
-        if mode == "reserve":
-            return local.reserve(interval, burst)
-        if mode == "hold":
-            local.hold(interval, burst, wait)
-            return 0.0
-        return local.confirm(interval, burst)
-
-    async def _step_async(self, mode: str, interval: float, burst: int, wait: float = 0.0) -> float:
-        client = self._link.async_client()
-        if client is not None:
-            try:
-                reply = await self._link.async_script(GCRA_LUA)(
-                    keys=[self.key, self.key + ":ring"], args=self._args(mode, interval, burst, wait)
-                )
-            except Exception as exc:
-                self._unreachable(exc)
-            else:
-                return self._granted(mode, reply)
-        else:
-            self._warn(None)
-        return self._fall_back(mode, interval, burst, wait)
-
-    def _warn(self, exc: BaseException | None) -> None:
-        if self._warned:
-            return
-        self._warned = True
-        reason = self._link.reason(exc)
-        message = (
-            f"opero: redis rate limit {self.key!r} at {self._link.shown} unavailable ({reason}); "
-            "limiting on this machine only until it is back"
-        )
-        logger.warning(message)
-        warnings.warn(message, RuntimeWarning, stacklevel=6)
-
-    def reserve(self, interval: float, burst: int) -> float:
-        """One atomic GCRA reserve step on the server."""
-        return self._step("reserve", interval, burst)
-
-    def confirm(self, interval: float, burst: int) -> float:
-        """One atomic GCRA confirm step on the server."""
-        return self._step("confirm", interval, burst)
-
-    def hold(self, interval: float, burst: int, wait: float) -> None:
-        """Push the budget's next start ``wait`` seconds away, on the server."""
-        self._step("hold", interval, burst, wait)
-
-    async def reserve_async(self, interval: float, burst: int) -> float:
-        """The reserve step through ``redis.asyncio`` (never blocks the event loop)."""
-        return await self._step_async("reserve", interval, burst)
-
-    async def confirm_async(self, interval: float, burst: int) -> float:
-        """The confirm step through ``redis.asyncio`` (never blocks the event loop)."""
-        return await self._step_async("confirm", interval, burst)
-
-    async def hold_async(self, interval: float, burst: int, wait: float) -> None:
-        """:meth:`hold` through ``redis.asyncio``."""
-        await self._step_async("hold", interval, burst, wait)
-
-    def __repr__(self) -> str:
-        return f"<RedisStore {self.key} on {self._link.shown}>"
-
-
 def make_cache(options: Options, builder: KeyBuilder) -> RedisCache:
     """The redis cache of one function (its key prefix is its qualified name)."""
     return RedisCache(options.cache_backend_config, options.cache_namespace, builder.name)
@@ -809,26 +398,6 @@ def record_store(options: Options, kind: str, name: str, scoped: bool, initial: 
     return RedisRecord(dict(options.cache_backend_config), key, initial, local)
 
 
-#: ``max_concurrency`` slots as a sorted set of leases (member -> expiry on the server's
-#: clock). ARGV = op, member, limit, lease seconds.
-SLOTS_LUA = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local op = ARGV[1]
-if op == 'release' then
-  redis.call('ZREM', KEYS[1], ARGV[2])
-  return 1
-end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.6f', now))
-local n = redis.call('ZCARD', KEYS[1])
-if op == 'count' then return n end
-if n < tonumber(ARGV[3]) then
-  redis.call('ZADD', KEYS[1], string.format('%.6f', now + tonumber(ARGV[4])), ARGV[2])
-  redis.call('PEXPIRE', KEYS[1], math.floor(tonumber(ARGV[4]) * 1000) + 1000)
-  return 1
-end
-return 0
-"""
 #: Longest a slot is held without its holder: a worker that died frees it within this.
 LEASE = 30.0
 
@@ -858,7 +427,7 @@ class RedisSlots:
         self._fallback: HostSlots | None = None
         self._members = itertools.count()
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         return (RedisSlots, (self.config, self.key, self.limit, self.local_base))
 
     def _run(self, op: str, member: str) -> int | None:
@@ -877,7 +446,7 @@ class RedisSlots:
             self._fallback = HostSlots(self.local_base, self.limit)
         return self._fallback
 
-    def try_acquire(self) -> Any:
+    def try_acquire(self) -> str | int | None:
         """Take a lease without waiting: its member name (or a host slot), or None."""
         member = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}:{next(self._members)}"
         got = self._run("acquire", member)
@@ -885,7 +454,7 @@ class RedisSlots:
             return self._local().try_acquire()
         return member if got else None
 
-    def release(self, held: Any) -> None:
+    def release(self, held: str | int) -> None:
         """Give a lease (or a host slot) back."""
         if isinstance(held, int):
             self._local().release(held)
