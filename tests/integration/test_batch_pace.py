@@ -8,13 +8,14 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
 
 import opero
 from opero import BudgetExhausted, opmap
+from tests._helpers import serve_loopback
 
 
 class _Log:
@@ -54,15 +55,8 @@ def embed_server() -> Iterator[tuple[str, _Log]]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", log
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_loopback(Handler) as url:
+        yield f"{url}", log
 
 
 def embed(texts: list[str], url: str) -> list[list[float]]:

@@ -10,14 +10,14 @@ import textwrap
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import opero
-from tests._helpers import remove_scope_files, run_threads, wiped_redis_server  # noqa: F401
+from tests._helpers import remove_scope_files, run_threads, serve_loopback, wiped_redis_server  # noqa: F401
 from tests._redis import RedisServer
 
 ROOT = str(Path(__file__).resolve().parents[2])
@@ -122,15 +122,8 @@ def peak_server() -> Iterator[tuple[str, _Peak]]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/", peak
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_loopback(Handler) as url:
+        yield f"{url}/", peak
 
 
 def _fetch(url: str) -> str:
