@@ -1,13 +1,6 @@
-"""Every ```python block of the user's seed guides runs against opero, unchanged.
-
-The guides (copied into ``tests/seeds/``; the suite reads nothing outside the repository) are
-the user's own design documents; SPEC says their examples must run as written. Each block runs
-as its own script in a subprocess, after ``tests/seeds/prelude.py`` (names the guides use
-without defining them, like ``expensive_operation`` or ``requests``). Only two things change:
-URLs of the public internet point at a loopback :class:`~opero.demo.DemoServer`, and where a
-guide defines functions without calling them, a short epilogue calls them the way the guide
-describes.
-"""
+"""The seed guides' bookkeeping, without running them: every ```python block is collected by
+the integration suite (tests/integration/test_seeds.py runs each one in a subprocess), the
+prelude shadows nothing a block defines, and only syntax templates are left out."""
 
 from __future__ import annotations
 
