@@ -7,10 +7,11 @@ kill the run. ``%load_ext opero`` adds cell magics and a live dashboard in Jupyt
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
+from . import _errors
 from ._decorator import opero
-from ._errors import (
+from ._errors import (  # noqa: F401  (public through _errors.__all__, below)
     AllFailedError,
     BudgetExhausted,
     Cancelled,
@@ -22,19 +23,16 @@ from ._errors import (
 from ._map import opmap
 from ._options import configure
 from ._pace import charge, observe
+from ._parts import parts
 from ._telemetry import configure_logging, stats
 from ._testing import testing
 from ._threads import run
 from .stores import clear_cache
 
+if TYPE_CHECKING:
+    from .notebook._shell import ExtensionShell
+
 __all__ = [
-    "AllFailedError",
-    "BudgetExhausted",
-    "Cancelled",
-    "CircuitOpenError",
-    "ConfigurationError",
-    "OperoError",
-    "WorkerLostError",
     "__version__",
     "charge",
     "clear_cache",
@@ -43,13 +41,19 @@ __all__ = [
     "opero",
     "observe",
     "opmap",
+    "parts",
     "run",
     "stats",
     "testing",
 ]
+# The exceptions: their names are listed once, in _errors.__all__, less the two that
+# only opero's executors use.
+__all__ += _errors.__all__
+__all__.remove("RemoteError")
+__all__.remove("portable")
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> str:
     # Resolved on first use: importlib.metadata is slow to import.
     if name == "__version__":
         from importlib.metadata import PackageNotFoundError, version
@@ -61,14 +65,14 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'opero' has no attribute {name!r}")
 
 
-def load_ipython_extension(ipython: Any) -> None:
+def load_ipython_extension(ipython: ExtensionShell) -> None:
     """``%load_ext opero``: register the ``%opero``/``%%opero`` magics."""
     from .notebook import load_ipython_extension as load
 
     load(ipython)
 
 
-def unload_ipython_extension(ipython: Any) -> None:
+def unload_ipython_extension(ipython: ExtensionShell) -> None:
     """``%unload_ext opero``."""
     from .notebook import unload_ipython_extension as unload
 

@@ -7,6 +7,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -52,24 +53,15 @@ def error(status: int, message: str, **extra: object) -> Response:
     return Response(status, {"error": message, **extra})
 
 
+@dataclass(frozen=True, slots=True)
 class Request:
     """The parts of an HTTP request that routes look at."""
 
-    __slots__ = ("body", "headers", "method", "path", "query")
-
-    def __init__(
-        self,
-        method: str,
-        path: str,
-        query: dict[str, list[str]],
-        headers: dict[str, str],
-        body: bytes,
-    ) -> None:
-        self.method = method
-        self.path = path
-        self.query = query
-        self.headers = headers
-        self.body = body
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: bytes
 
     def arg(self, name: str) -> str | None:
         """Return the first value of query parameter ``name``, if any."""

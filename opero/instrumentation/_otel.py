@@ -168,13 +168,17 @@ def enable_opentelemetry(tracer_provider: TracerProvider | None = None) -> OpenT
         >>> provider = TracerProvider()
         >>> provider.add_span_processor(SimpleSpanProcessor(exporter))
         >>> hook = enable_opentelemetry(provider)
-        >>> @opero
-        ... def ping() -> str:
-        ...     return "pong"
-        >>> ping()
-        'pong'
+        >>> tries = []
+        >>> @opero(retries=2, min_delay=0, jitter=0)
+        ... def flaky() -> str:
+        ...     tries.append(1)
+        ...     if len(tries) < 2:
+        ...         raise ConnectionError("first try fails")
+        ...     return "ok"
+        >>> flaky()
+        'ok'
         >>> [span.attributes["opero.attempts"] for span in exporter.get_finished_spans()]
-        [1]
+        [2]
         >>> remove_hook(hook)
         True
 

@@ -134,14 +134,15 @@ def enable_prometheus(registry: CollectorRegistry | None = None) -> PrometheusHo
         >>> from opero.instrumentation import enable_prometheus, remove_hook
         >>> registry = CollectorRegistry()
         >>> hook = enable_prometheus(registry)
-        >>> @opero
-        ... def ping() -> str:
-        ...     return "pong"
-        >>> ping()
-        'pong'
-        >>> registry.get_sample_value(
-        ...     "opero_calls_total", {"function": ping.stats.name, "outcome": "success"}
-        ... )
+        >>> @opero(cache=True)
+        ... def square(x: int) -> int:
+        ...     return x * x
+        >>> [square(x) for x in (2, 3, 2)]
+        [4, 9, 4]
+        >>> name = square.stats.name
+        >>> registry.get_sample_value("opero_calls_total", {"function": name, "outcome": "success"})
+        3.0
+        >>> registry.get_sample_value("opero_cache_hits_total", {"function": name})
         1.0
         >>> remove_hook(hook)
         True

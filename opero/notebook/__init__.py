@@ -6,12 +6,15 @@ are imported only here, when the extension loads, never by ``import opero``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._shell import ExtensionShell
 
 __all__ = ["load_ipython_extension", "unload_ipython_extension"]
 
 
-def load_ipython_extension(ipython: Any) -> None:
+def load_ipython_extension(ipython: ExtensionShell) -> None:
     """Register the magics, the end-of-cell dashboard flush and the cell-cache clearer."""
     from ..stores import namespace_clearers
     from .cellcache import clear_cells
@@ -26,7 +29,7 @@ def load_ipython_extension(ipython: Any) -> None:
         namespace_clearers.append(clear_cells)
 
 
-def unload_ipython_extension(ipython: Any) -> None:
+def unload_ipython_extension(ipython: ExtensionShell) -> None:
     """Remove the magics and hooks that :func:`load_ipython_extension` added."""
     from ..stores import namespace_clearers
     from .cellcache import clear_cells

@@ -20,7 +20,7 @@ import types
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
@@ -34,6 +34,9 @@ from .._testing import state as testing_state
 from .._threads import run
 from . import cellcache
 from .dashboard import Dashboard, hub, show, widgets_available
+
+if TYPE_CHECKING:
+    from ._shell import CellCompiler, Shell
 
 __all__ = ["MAGIC_ONLY", "OperoMagics", "after_cell", "parse_options", "run_cell"]
 
@@ -200,19 +203,21 @@ def _can_alarm() -> bool:
     return hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
 
 
-def _compile(shell: Any, tree: ast.Module, source: str, raw: str) -> types.CodeType:
+def _compile(shell: Shell, tree: ast.Module, source: str, raw: str) -> types.CodeType:
     """Compile the cell; its last expression is stored so the magic can return it."""
     if tree.body and isinstance(tree.body[-1], ast.Expr):
         last = tree.body[-1]
         assign = ast.Assign(targets=[ast.Name(id=_RESULT, ctx=ast.Store())], value=last.value)
         tree.body[-1] = ast.copy_location(assign, last)
         ast.fix_missing_locations(tree)
-    try:
-        filename = shell.compile.cache(source, shell.execution_count, raw_code=raw)
-        flags = shell.compile.flags
-    except AttributeError:  # a bare InteractiveShell stand-in
+    # a bare InteractiveShell stand-in has no compiler: the cell's code is named plainly
+    compiler: CellCompiler | None = getattr(shell, "compile", None)
+    if compiler is not None:
+        filename = compiler.cache(source, getattr(shell, "execution_count", 0), raw_code=raw)
+        flags = compiler.flags
+    else:
         filename, flags = "<opero cell>", 0
-    # a variable flag makes typeshed's compile() return Any (PyCF_ONLY_AST would give a tree)
+    # a variable flag leaves typeshed's compile() untyped (PyCF_ONLY_AST would give a tree)
     code: types.CodeType = compile(
         tree, filename, "exec", flags=flags | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True
     )
@@ -222,7 +227,7 @@ def _compile(shell: Any, tree: ast.Module, source: str, raw: str) -> types.CodeT
 class _CellFunction:
     """The cell as a function of no arguments, for :class:`Plan`: one call = one run."""
 
-    def __init__(self, shell: Any, code: types.CodeType, timeout: float | None) -> None:
+    def __init__(self, shell: Shell, code: types.CodeType, timeout: float | None) -> None:
         self.shell = shell
         self.code = code
         self.timeout = timeout
@@ -231,7 +236,7 @@ class _CellFunction:
         #: the stdout of the last (successful) run
         self.stdout = ""
 
-    def __call__(self) -> Any:
+    def __call__(self) -> object:
         __tracebackhide__ = True  # the user's error shows without opero's frames
         ns = self.shell.user_ns
         ns.pop(_RESULT, None)
@@ -282,7 +287,7 @@ class _Request(NamedTuple):
     retries_given: bool
 
 
-def _request(shell: Any, line: str) -> _Request:
+def _request(shell: Shell, line: str) -> _Request:
     try:
         explicit = parse_options(line, shell.user_ns)
         show_dashboard = explicit.pop("dashboard", True)
@@ -294,7 +299,7 @@ def _request(shell: Any, line: str) -> _Request:
     return _Request(opts, backend, show_dashboard, cell_name, retries_given)
 
 
-def run_cell(shell: Any, line: str, cell: str) -> Any:
+def run_cell(shell: Shell, line: str, cell: str) -> object:
     """Run ``%%opero line`` on ``cell`` in ``shell``; return the value to display (or None).
 
     Raises:
@@ -361,7 +366,7 @@ def _open_dashboard(name: str) -> Dashboard | None:
     return dashboard
 
 
-def _call_cell(plan: Plan, dashboard: Dashboard | None, retries_given: bool) -> Any:
+def _call_cell(plan: Plan, dashboard: Dashboard | None, retries_given: bool) -> object:
     """Run the plan once; one failed run with no retries asked for raises the user's error."""
     __tracebackhide__ = True
     try:
@@ -419,7 +424,13 @@ def _hide_opero_frames(exc: BaseException) -> None:
             todo.extend(e.errors)
 
 
-def _show_interrupt(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: Any = None) -> Any:
+def _show_interrupt(
+    shell: Shell,
+    etype: type[BaseException],
+    value: BaseException,
+    tb: types.TracebackType | None,
+    tb_offset: int | None = None,
+) -> None:
     """IPython's handler of KeyboardInterrupt: the traceback without opero's frames.
 
     IPython always shows the innermost frame, even one marked ``__tracebackhide__``; an
@@ -428,10 +439,10 @@ def _show_interrupt(shell: Any, etype: type, value: BaseException, tb: Any, tb_o
     """
     value.__traceback__ = tb
     _hide_opero_frames(value)
-    return shell.showtraceback((etype, value, value.__traceback__), tb_offset=tb_offset)
+    shell.showtraceback((etype, value, value.__traceback__), tb_offset=tb_offset)
 
 
-def install_interrupt_handler(shell: Any) -> bool:
+def install_interrupt_handler(shell: Shell | None) -> bool:
     """Show interrupted maps without opero's frames in ``shell``; True when installed.
 
     A custom exception handler the user (or another extension) installed is left alone.
@@ -448,7 +459,7 @@ def install_interrupt_handler(shell: Any) -> bool:
 
 
 def _lookup_key(
-    shell: Any, names: cellcache.CellNames, source: str, opts: Options, backend: str
+    shell: Shell, names: cellcache.CellNames, source: str, opts: Options, backend: str
 ) -> tuple[str | None, cellcache.CellStore | None, dict[str, object]]:
     if names.star_import:
         _note("cell not cached: it uses 'from ... import *', so its names cannot be known")
@@ -465,8 +476,8 @@ def _lookup_key(
 
 
 def _try_restore(
-    shell: Any, plan: Plan, store: cellcache.CellStore, key: str, opts: Options
-) -> tuple[Any] | None:
+    shell: Shell, plan: Plan, store: cellcache.CellStore, key: str, opts: Options
+) -> tuple[object] | None:
     began = time.perf_counter()
     entry = cellcache.load_entry(store, key, opts.cache_ttl)
     if entry is None:
@@ -502,7 +513,7 @@ def _age(seconds: float) -> str:
 
 
 def _store(
-    shell: Any,
+    shell: Shell,
     names: cellcache.CellNames,
     inputs: dict[str, object],
     store: cellcache.CellStore,
@@ -549,14 +560,16 @@ class OperoMagics(Magics):
     """The ``%opero`` line magic and the ``%%opero`` cell magic."""
 
     @line_cell_magic
-    def opero(self, line: str, cell: str | None = None) -> Any:
+    def opero(self, line: str, cell: str | None = None) -> object:
         """``%%opero [option=value ...]`` runs a cell resiliently; ``%opero help`` lists commands."""
         __tracebackhide__ = True
         if cell is not None:
+            if self.shell is None:  # a Magics made without a shell: nowhere to run the cell
+                raise UsageError("%%opero runs inside an IPython shell")
             return run_cell(self.shell, line, cell)
         return self._line(line)
 
-    def _line(self, line: str) -> Any:
+    def _line(self, line: str) -> object:
         command, _, rest = line.strip().partition(" ")
         rest = rest.strip()
         if command in ("", "help", "-h", "--help"):
@@ -577,7 +590,8 @@ class OperoMagics(Magics):
             print(f"opero: cleared {'namespace ' + repr(rest) if rest else 'all caches'}")
             return None
         if command == "config":
-            return _config(rest, self.shell.user_ns if self.shell is not None else {})
+            _config(rest, self.shell.user_ns if self.shell is not None else {})
+            return None
         if command == "nest":
             import nest_asyncio2
 
@@ -587,7 +601,7 @@ class OperoMagics(Magics):
         raise UsageError(f"unknown %opero command {command!r}\n{USAGE}")
 
 
-def _stats() -> Any:
+def _stats() -> object:
     try:
         from .._telemetry import stats
 

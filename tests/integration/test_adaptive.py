@@ -54,7 +54,7 @@ def free() -> Iterator[DemoServer]:
 
 
 def _limiter(fn: Any) -> Any:
-    return fn._opero_plan.limiter
+    return opero.parts(fn).limiter
 
 
 def _cut_below_start(fetch: Any) -> float:
@@ -202,10 +202,10 @@ import opero
 @opero.opero(rate_limit="auto", rate_start=80, rate_limit_scope={scope!r})
 def other():
     return 1
-limiter = other._opero_plan.limiter
+limiter = opero.parts(other).limiter
 print(limiter.current_rate())
 for _ in range(5):
-    other._opero_plan.limiter.succeeded()
+    opero.parts(other).limiter.succeeded()
 print(limiter.current_rate())
 """
     seen, after = (float(x) for x in run_python(code).split())
@@ -241,7 +241,7 @@ import opero
              cache_backend_config={config!r})
 def other():
     return 1
-print(other._opero_plan.limiter.current_rate())
+print(opero.parts(other).limiter.current_rate())
 """
     assert float(run_python(code)) == pytest.approx(cut)
     assert type(_limiter(fetch).adaptive.record).__name__ == "RedisRecord"

@@ -202,12 +202,12 @@ def test_silent_server_times_out_within_a_second() -> None:
 def _limit_script(url: str, scope: str, rate: float, out: Path, n: int) -> str:
     return f"""
 import threading, time
-from opero import opero
+from opero import opero, parts
 @opero(rate_limit={rate}, rate_limit_scope={scope!r}, rate_limit_backend="redis",
        cache_backend_config={{"url": {url!r}}})
 def hit():
     pass
-store = hit._opero_plan.limiter.store
+store = parts(hit).limiter.store
 store.grant_log = []  # grant times on the server's clock, as the Lua script decided them
 threads = [threading.Thread(target=lambda: [hit() for _ in range({n})]) for _ in range(2)]
 for t in threads: t.start()
@@ -280,7 +280,7 @@ def test_redis_limiter_falls_back_when_down() -> None:
     def f() -> None:
         stamps.append(time.monotonic())
 
-    store = f._opero_plan.limiter.store  # type: ignore[attr-defined]
+    store = opero.parts(f).limiter.store
     store.grant_log = grants = []  # handed on to the host-wide fallback store
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

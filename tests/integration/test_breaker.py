@@ -80,7 +80,7 @@ def test_failures_open_it_and_calls_fail_fast_without_a_request(
     assert isinstance(caught.value, opero.OperoError)
     assert 25 < caught.value.retry_in <= 30
     assert server.stats["outage"] == 3  # the fourth call never reached the server
-    assert fetch._opero_plan.breaker.state() == "open"
+    assert opero.parts(fetch).breaker.state() == "open"
 
 
 def test_circuit_open_is_never_retried(server: DemoServer) -> None:
@@ -112,7 +112,7 @@ def test_half_open_probe_closes_it(server: DemoServer, states: list[str]) -> Non
     time.sleep(0.6)
     assert fetch(3)["id"] == "3"
     assert states == ["open", "half_open", "closed"]
-    assert fetch._opero_plan.breaker.state() == "closed"
+    assert opero.parts(fetch).breaker.state() == "closed"
     assert server.stats["outage"] == 2
 
 
@@ -155,8 +155,8 @@ def test_errors_that_are_not_failures_do_not_count(server: DemoServer) -> None:
     for _ in range(4):
         with pytest.raises(urllib.error.HTTPError):
             strict(404)
-    assert status._opero_plan.breaker.state() == "closed"
-    assert strict._opero_plan.breaker.state() == "closed"
+    assert opero.parts(status).breaker.state() == "closed"
+    assert opero.parts(strict).breaker.state() == "closed"
 
 
 def test_map_items_wait_for_the_probe_and_all_succeed(server: DemoServer, states: list[str]) -> None:
@@ -257,7 +257,7 @@ def test_process_map_workers_share_the_parent_breaker(server: DemoServer, states
     # events travel home in batches, so their order across workers is not kept
     assert "open" in states and "closed" in states
     assert server.stats["outage"] <= 4 + 1.2 / 0.4 + 2 + 4
-    assert fetch._opero_plan.breaker.state() == "closed"
+    assert opero.parts(fetch).breaker.state() == "closed"
 
 
 @pytest.mark.redis
@@ -279,7 +279,7 @@ def test_breaker_shared_through_redis(redis_server: RedisServer, server: DemoSer
     def fetch(item: int) -> Any:
         return get(f"{server.url}/item/{item}")
 
-    assert type(fetch._opero_plan.breaker.record).__name__ == "RedisRecord"
+    assert type(opero.parts(fetch).breaker.record).__name__ == "RedisRecord"
     for i in range(3):
         with pytest.raises(opero.AllFailedError):
             fetch(i)
@@ -289,7 +289,7 @@ import urllib.request, opero
              cache_backend_config={config!r}, circuit_breaker={settings!r})
 def other():
     return urllib.request.urlopen({server.url!r} + "/item/1").read()
-print(other._opero_plan.breaker.state())
+print(opero.parts(other).breaker.state())
 try:
     other()
 except opero.CircuitOpenError:
@@ -346,7 +346,7 @@ def test_retry_on_returning_seconds_counts_as_a_failure(server: DemoServer) -> N
         return get(f"{server.url}/item/{item}")
 
     fail_twice(fetch)
-    assert fetch._opero_plan.breaker.state() == "open"
+    assert opero.parts(fetch).breaker.state() == "open"
 
 
 def test_redis_down_keeps_the_breaker_on_this_machine(server: DemoServer) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from opero import opero, opmap
+from opero import opero, opmap, parts
 from opero._hints import status_of
 from opero.demo import DemoServer
 
@@ -158,7 +158,7 @@ def test_sticky_across_process_workers(api: DemoServer) -> None:
     assert [k for k, _ in again] == ["key-good"] * 60
     assert api.stats["unauthorized"] == first
     # the demotion came home: the parent's table has it
-    assert fn._opero_plan.sticky.demoted(KEYS) == [True, False]
+    assert parts(fn).sticky.demoted(KEYS) == [True, False]
 
 
 def test_parent_demotion_reaches_process_workers(api: DemoServer) -> None:
@@ -168,7 +168,7 @@ def test_parent_demotion_reaches_process_workers(api: DemoServer) -> None:
         fallback_on=unauthorized, progress=False,
     )  # fmt: skip
     mapped = fn(_get_in_worker)
-    mapped._opero_plan.sticky.demote("key-revoked")
+    parts(mapped).sticky.demote("key-revoked")
     out = mapped(range(40), api.url)
     assert [k for k, _ in out] == ["key-good"] * 40
     assert api.stats["unauthorized"] == 0
@@ -188,7 +188,7 @@ def test_candidates_never_logged(api: DemoServer, caplog: pytest.LogCaptureFixtu
         get(2)
     text = "\n".join(r.getMessage() + repr(r.__dict__) for r in caplog.records)
     assert secret not in text.replace("Bearer", "")
-    sticky = get._opero_plan.sticky
+    sticky = parts(get).sticky
     import pickle
 
     pickle.loads(pickle.dumps(sticky))  # moves the table to its shared file

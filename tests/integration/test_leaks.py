@@ -9,7 +9,7 @@ from tests._fixtures_redis import run_python
 _REDECORATE = """
 import gc, os, resource
 resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
-from opero import opero, opmap
+from opero import opero, opmap, parts
 from opero.stores import host
 
 def fds():
@@ -56,14 +56,14 @@ def test_function_budget_file_removed_when_function_is_collected() -> None:
     out = run_python(
         """
 import gc, os
-from opero import opero
+from opero import opero, parts
 
 @opero(rate_limit=100)
 def f():
     return 1
 
 f()
-store = f._opero_plan.limiter.store
+store = parts(f).limiter.store
 path, fd = store.path, store._handle.fd
 assert os.path.exists(path) and os.fstat(fd)
 del f, store
@@ -84,13 +84,13 @@ def test_worker_copy_does_not_remove_the_owners_file() -> None:
     out = run_python(
         """
 import gc, os, pickle
-from opero import opero
+from opero import opero, parts
 
 @opero(rate_limit=100)
 def f():
     return 1
 
-store = f._opero_plan.limiter.store
+store = parts(f).limiter.store
 copy = pickle.loads(pickle.dumps(store))
 assert copy.path == store.path and copy._handle.fd != store._handle.fd
 copy.reserve(0.01, 1)
@@ -116,9 +116,9 @@ def test_budgets_of_killed_processes_are_swept() -> None:
 
     root = str(Path(__file__).resolve().parents[2])
     code = (
-        "import time\nfrom opero import opero\n"
+        "import time\nfrom opero import opero, parts\n"
         "@opero(rate_limit=10)\ndef f(): pass\nf()\n"
-        "print(f._opero_plan.limiter.store.path, flush=True)\ntime.sleep(60)\n"
+        "print(parts(f).limiter.store.path, flush=True)\ntime.sleep(60)\n"
     )
     env = {**os.environ, "PYTHONPATH": root}
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)

@@ -74,11 +74,11 @@ def test_unrelated_processes_do_not_share_a_function_budget() -> None:
     start_at = time.monotonic() + 3  # both begin together, whenever each one got started
     code = f"""
 import time
-from opero import opero
+from opero import opero, parts
 @opero(rate_limit=2)
 def hit():
     pass
-store = hit._opero_plan.limiter.store
+store = parts(hit).limiter.store
 store.grant_log = []
 time.sleep(max(0.0, {start_at!r} - time.monotonic()))
 for _ in range(3):
@@ -102,11 +102,11 @@ def test_two_processes_naming_one_scope_share_it() -> None:
     scope = f"test-{uuid.uuid4().hex}"
     code = f"""
 import threading, time
-from opero import opero
+from opero import opero, parts
 @opero(rate_limit=30, rate_limit_scope={scope!r})
 def hit():
     pass
-store = hit._opero_plan.limiter.store
+store = parts(hit).limiter.store
 store.grant_log = []
 threads = [threading.Thread(target=lambda: [hit() for _ in range(4)]) for _ in range(3)]
 for t in threads: t.start()
@@ -161,12 +161,12 @@ def test_function_budget_file_removed_at_exit() -> None:
     scope = f"test-{uuid.uuid4().hex}"
     out = run_python(
         f"""
-from opero import opero
+from opero import opero, parts
 @opero(rate_limit=10)
 def f(): pass
 @opero(rate_limit=10, rate_limit_scope={scope!r})
 def g(): pass
-print(f._opero_plan.limiter.store.path, g._opero_plan.limiter.store.path)
+print(parts(f).limiter.store.path, parts(g).limiter.store.path)
 """
     )
     fn_path, scope_path = out.split()

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from opero import opero
+from opero import opero, parts
 from tests._helpers import (
     run_threads,
     wiped_redis_server,  # noqa: F401  (overrides redis_server here)
@@ -114,7 +114,7 @@ def test_burst_is_inside_the_rate_not_on_top(backend: str) -> None:
     if backend == "memory":  # the in-process store runs the same steps
         from opero._limit import LocalStore
 
-        hit._opero_plan.limiter.store = LocalStore()
+        parts(hit).limiter.store = LocalStore()
     grants = _grants(hit)
     began = time.monotonic()
     for _ in range(25):

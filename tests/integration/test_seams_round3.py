@@ -248,7 +248,7 @@ def test_demoted_candidate_is_tried_last_when_the_healthy_ones_fail(api: DemoSer
             raise
 
     assert call(["A", "B"]) == "B"  # A demoted
-    assert call._opero_plan.sticky.demoted(["A", "B"]) == [True, False]  # type: ignore[attr-defined]
+    assert opero.parts(call).sticky.demoted(["A", "B"]) == [True, False]
     codes.update(A=200, B=401)
     assert call(["A", "B"]) == "A"  # B failed: A, demoted, is the last resort
     assert seen == [["A", "B"], ["B"], ["B", "A"], ["A"]]

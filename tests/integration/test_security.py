@@ -81,8 +81,8 @@ def test_redis_password_never_printed(caplog: pytest.LogCaptureFixture) -> None:
         cached.cache_clear()
         opero.clear_cache()
         shown = [
-            repr(cached._opero_plan.cache),  # type: ignore[attr-defined]
-            repr(limited._opero_plan.limiter.store),  # type: ignore[attr-defined]
+            repr(opero.parts(cached).cache),
+            repr(opero.parts(limited).limiter.store),
         ]
     texts = [r.getMessage() for r in caplog.records] + [str(w.message) for w in caught] + shown
     assert any("redis" in t for t in texts)  # the outage was reported...

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from opero import parts
 from tests._helpers import (
     wiped_redis_server,  # noqa: F401  (overrides redis_server here)
 )
@@ -13,7 +14,7 @@ from tests._spacing import EXACT, max_starts_in
 def _grants(fn: Any) -> list[float]:
     """Switch on the grant log of a decorated function's limiter store and return it."""
     log: list[float] = []
-    fn._opero_plan.limiter.store.grant_log = log
+    parts(fn).limiter.store.grant_log = log
     return log
 
 

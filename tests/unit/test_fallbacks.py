@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from opero import AllFailedError, opero
+from opero import AllFailedError, opero, parts
 
 
 def test_fallback_on_moves_only_on_its_errors() -> None:
@@ -73,7 +73,7 @@ def test_shared_table_file_goes_with_its_function() -> None:
     def get(keys: list[str]) -> str:
         return keys[0]
 
-    sticky = get._opero_plan.sticky
+    sticky = parts(get).sticky
     pickle.dumps(sticky)
     path = sticky._path
     assert path is not None and os.path.exists(path)
@@ -98,4 +98,4 @@ def test_default_fallback_on_demotes_only_earlier_candidates() -> None:
     assert call(["a", "b"]) == "a"
     assert call(["a", "b"]) == "a"
     assert seen == ["a", "b", "a", "a"]
-    assert call._opero_plan.sticky.demoted(["a", "b"]) == [False, False]
+    assert parts(call).sticky.demoted(["a", "b"]) == [False, False]

@@ -22,6 +22,7 @@ PUBLIC = {
     "stats",
     "run",
     "testing",
+    "parts",
     "__version__",
 }
 

@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 from prometheus_client import CollectorRegistry
 
-from opero import AllFailedError, CircuitOpenError, opero
+from opero import AllFailedError, CircuitOpenError, opero, parts
 from opero.instrumentation import (
     Event,
     OpenTelemetryHook,
@@ -104,7 +104,7 @@ def test_unknown_event_kinds_flow_through(registry: CollectorRegistry, spans: An
     def guarded() -> None:
         pass
 
-    recorder = guarded._opero_plan.recorder  # type: ignore[attr-defined]
+    recorder = parts(guarded).recorder
     try:
         recorder.emit("breaker", state="open")
         recorder.emit("breaker", state="half_open")

@@ -65,7 +65,7 @@ def test_limiter_folder_is_private(shm: Path) -> None:
         pass
 
     f()
-    store = f._opero_plan.limiter.store  # type: ignore[attr-defined]
+    store = opero.parts(f).limiter.store
     folder = shm / f"opero-{os.getuid()}"
     assert Path(store.path).parent == folder
     st = os.lstat(folder)
@@ -108,7 +108,7 @@ def test_planted_folder_is_not_trusted(shm: Path, tmp_path: Path, planted: str) 
     assert str(folder) in message
     if planted == "other owner":
         assert f"uid {OTHER}" in message
-    store = f._opero_plan.limiter.store  # type: ignore[attr-defined]
+    store = opero.parts(f).limiter.store
     private = Path(store.path).parent
     assert private != folder and private.parent == shm
     assert os.lstat(private).st_uid == os.getuid()
@@ -153,7 +153,7 @@ def test_planted_scope_file_is_not_trusted(shm: Path, tmp_path: Path, planted: s
             pass
 
     assert str(path) in str(caught[0].message)
-    store = f._opero_plan.limiter.store  # type: ignore[attr-defined]
+    store = opero.parts(f).limiter.store
     assert store.path != str(path) and Path(store.path).parent == folder
     st = os.lstat(store.path)
     assert stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid()
@@ -172,7 +172,7 @@ def test_planted_function_budget_is_not_trusted(shm: Path) -> None:
         def f() -> None:
             pass
 
-    store = f._opero_plan.limiter.store  # type: ignore[attr-defined]
+    store = opero.parts(f).limiter.store
     os.unlink(store.path)
     Path(store.path).symlink_to("/etc/hostname")
     import pickle
