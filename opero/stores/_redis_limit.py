@@ -11,7 +11,7 @@ import os
 import socket
 import threading
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .._errors import ConfigurationError
 from .._limit import RecordOp, window_cap
@@ -25,16 +25,16 @@ if TYPE_CHECKING:
 __all__ = ["RedisRecord", "RedisStore"]
 
 
-def _get_link(config: dict[str, Any]) -> RedisLink:
+def _get_link(config: dict[str, object]) -> RedisLink:
     # The link lives with the connection in .redis, which imports this module: import it late.
     from .redis import get_link
 
     return get_link(config)
 
 
-def _numbers(reply: bytes | str) -> Any:
-    values = [float(x) for x in (reply.decode() if isinstance(reply, bytes) else reply).split()]
-    return values[0] if len(values) == 1 else tuple(values)
+def _numbers(reply: object) -> list[float]:
+    """The numbers of a script's reply (a string of them: Lua numbers would lose fractions)."""
+    return [float(x) for x in (reply.decode() if isinstance(reply, bytes) else str(reply)).split()]
 
 
 class RedisRecord:
@@ -49,7 +49,7 @@ class RedisRecord:
 
     __slots__ = ("_fallback", "_fallback_lock", "_link", "_warned", "config", "initial", "key", "local_path")
 
-    def __init__(self, config: dict[str, Any], key: str, initial: list[float], local_path: str) -> None:
+    def __init__(self, config: dict[str, object], key: str, initial: list[float], local_path: str) -> None:
         self.config = config
         self.key = key
         self.initial = [max(x, -1e300) for x in initial]
@@ -80,13 +80,14 @@ class RedisRecord:
                 self._fallback = HostRecord(self.local_path, self.initial, owner=owner)
             return self._fallback
 
-    def _answered(self, reply: bytes | str) -> Any:
+    def _answered(self, reply: object) -> float | tuple[float, ...]:
         # a reply: the server is reachable (again)
         self._link.succeeded()
         self._warned = False
-        return _numbers(reply)
+        values = _numbers(reply)
+        return values[0] if len(values) == 1 else tuple(values)
 
-    def apply(self, name: str, op: RecordOp, *args: float) -> Any:
+    def apply(self, name: str, op: RecordOp, *args: float) -> object:
         """Run the Lua twin of ``op`` on the server (the Python ``op`` while it is down)."""
         if self._link.client() is None:
             return self._local(None).apply(name, op, *args)
@@ -96,7 +97,7 @@ class RedisRecord:
             return self._down(exc).apply(name, op, *args)
         return self._answered(reply)
 
-    async def apply_async(self, name: str, op: RecordOp, *args: float) -> Any:
+    async def apply_async(self, name: str, op: RecordOp, *args: float) -> object:
         """:meth:`apply` through ``redis.asyncio``: the event loop keeps running meanwhile."""
         if self._link.async_client() is None:
             return self._local(None).apply(name, op, *args)
@@ -139,7 +140,7 @@ class RedisStore:
         "rate",
     )
 
-    def __init__(self, config: dict[str, Any], key: str, rate: float, burst: int, local_path: str) -> None:
+    def __init__(self, config: dict[str, object], key: str, rate: float, burst: int, local_path: str) -> None:
         self.config = config
         self.key = key
         self.rate = float(rate)
@@ -156,7 +157,7 @@ class RedisStore:
 
     @classmethod
     def for_limit(
-        cls, config: dict[str, Any], name: str, rate: float, burst: int, scoped: bool
+        cls, config: dict[str, object], name: str, rate: float, burst: int, scoped: bool
     ) -> RedisStore:
         """The store of a scope (key from its name) or of one function (host, pid, name, id).
 
@@ -179,18 +180,24 @@ class RedisStore:
         if client is None:
             return
         try:
-            rate, burst = client.hmget(self.key, "rate", "burst")
+            reply = client.hmget(self.key, ["rate", "burst"])
         except Exception as exc:  # checked again on use; a down server must not fail decoration
             self._link.failed(exc)
             return
-        if rate is not None and (float(rate), int(burst)) != (self.rate, self.burst):
+        values = reply if isinstance(reply, list) else []
+        if len(values) != 2 or values[0] is None:  # a scope nobody uses yet
+            return
+        rate, burst = float(values[0]), int(values[1])
+        if (rate, burst) != (self.rate, self.burst):
             raise ConfigurationError(
                 f"rate_limit_scope key {self.key!r} on {self._link.shown} is in use with "
-                f"rate_limit={float(rate):g}, rate_burst={int(burst)}; got rate_limit={self.rate:g}, "
+                f"rate_limit={rate:g}, rate_burst={burst}; got rate_limit={self.rate:g}, "
                 f"rate_burst={self.burst}. Functions sharing a scope must give the same rate."
             )
 
-    def _call(self, mode: str, interval: float, burst: int, wait: float) -> dict[str, list[str | float]]:
+    def _call(
+        self, mode: str, interval: float, burst: int, wait: float
+    ) -> tuple[list[str], list[str | float]]:
         """The GCRA script's keys (the state and its ring of recent starts) and arguments."""
         args: list[str | float] = [
             mode,
@@ -200,7 +207,7 @@ class RedisStore:
             window_cap(interval, burst),
             repr(wait),
         ]
-        return {"keys": [self.key, self.key + ":ring"], "args": args}
+        return [self.key, self.key + ":ring"], args
 
     def _local(self) -> HostStore:
         with self._fallback_lock:
@@ -215,12 +222,13 @@ class RedisStore:
         if self._link.client() is None:
             return self._fall_back(None, mode, interval, burst, wait)
         try:
-            reply = self._link.script(GCRA_LUA)(**self._call(mode, interval, burst, wait))
+            keys, args = self._call(mode, interval, burst, wait)
+            reply = self._link.script(GCRA_LUA)(keys=keys, args=args)
         except Exception as exc:
             return self._fall_back(exc, mode, interval, burst, wait)
         return self._granted(mode, reply)
 
-    def _granted(self, mode: str, reply: bytes | str) -> float:
+    def _granted(self, mode: str, reply: object) -> float:
         # a reply: the server is reachable (again)
         self._link.succeeded()
         self._warned = False
@@ -246,7 +254,8 @@ class RedisStore:
         if self._link.async_client() is None:
             return self._fall_back(None, mode, interval, burst, wait)
         try:
-            reply = await self._link.async_script(GCRA_LUA)(**self._call(mode, interval, burst, wait))
+            keys, args = self._call(mode, interval, burst, wait)
+            reply = await self._link.async_script(GCRA_LUA)(keys=keys, args=args)
         except Exception as exc:
             return self._fall_back(exc, mode, interval, burst, wait)
         return self._granted(mode, reply)

@@ -29,8 +29,8 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Hashable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Hashable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .._keys import KeyBuilder
 from .._options import Options
@@ -66,15 +66,91 @@ BACKOFF = 1.5
 _TIMEOUT = 0.5
 _SETTINGS = ("socket_timeout", "socket_connect_timeout", "password", "username")
 
+if TYPE_CHECKING:
+    import asyncio
 
-def redis_url(config: Mapping[str, Any]) -> str:
+#: What a Lua script takes: the redis keys, and its arguments (numbers go as strings).
+ScriptArgs = Sequence[str | float]
+
+
+class Script(Protocol):
+    """A registered Lua script (redis-py's ``Script``), run by EVALSHA."""
+
+    def __call__(self, keys: Sequence[str] | None = None, args: ScriptArgs | None = None) -> object:
+        """Run the script; its reply as redis sent it."""
+        ...
+
+
+class AsyncScript(Protocol):
+    """A Lua script registered on a ``redis.asyncio`` client."""
+
+    def __call__(
+        self, keys: Sequence[str] | None = None, args: ScriptArgs | None = None
+    ) -> Awaitable[object]:
+        """Run the script; await its reply."""
+        ...
+
+
+class Client(Protocol):
+    """The commands opero sends through a ``redis.Redis`` client.
+
+    redis-py types every reply as "a value or an awaitable", so replies are ``object`` here
+    and narrowed where they are read.
+    """
+
+    def get(self, name: str) -> object:
+        """``GET name``: the stored bytes, or None."""
+        ...
+
+    def set(self, name: str, value: bytes, *, px: int | None = None) -> object:
+        """``SET name value [PX px]``."""
+        ...
+
+    def hmget(self, name: str, keys: list[str]) -> object:
+        """``HMGET name keys...``: a list of values (None where absent)."""
+        ...
+
+    def scan_iter(self, match: str | None = None, count: int | None = None) -> Iterator[bytes]:
+        """The keys matching ``match``, by ``SCAN`` (never ``KEYS``)."""
+        ...
+
+    def unlink(self, *names: bytes) -> object:
+        """``UNLINK names...``: how many keys went."""
+        ...
+
+    def register_script(self, script: str) -> Script:
+        """A script run by EVALSHA, loaded on first use."""
+        ...
+
+
+class AsyncClient(Protocol):
+    """What opero asks of a ``redis.asyncio.Redis`` client: its scripts."""
+
+    def register_script(self, script: str) -> AsyncScript:
+        """A script run by EVALSHA, loaded on first use."""
+        ...
+
+
+def redis_url(config: Mapping[str, object]) -> str:
     """``config["url"]``, else host/port/db from ``config``, else ``OPERO_REDIS_URL``, else local."""
     if config.get("url"):
         return str(config["url"])
     if any(k in config for k in ("host", "port", "db")):
         host = config.get("host", "127.0.0.1")
-        return f"redis://{host}:{int(config.get('port', 6379))}/{int(config.get('db', 0))}"
+        return f"redis://{host}:{_whole(config.get('port', 6379))}/{_whole(config.get('db', 0))}"
     return os.environ.get("OPERO_REDIS_URL") or DEFAULT_URL
+
+
+def _whole(value: object) -> int:
+    """A port or database number given as an int, a float or a string."""
+    if isinstance(value, (int, float, str)):
+        return int(value)
+    raise TypeError(f"a redis port or db must be a number, got {value!r}")
+
+
+def _count(reply: object) -> int:
+    """An integer reply (``UNLINK``'s count); 0 for anything else."""
+    return reply if isinstance(reply, int) else 0
 
 
 class RedisLink:
@@ -87,23 +163,28 @@ class RedisLink:
 
     __slots__ = ("_async", "_client", "_down_until", "_lock", "_scripts", "_why", "settings", "shown", "url")
 
-    def __init__(self, url: str, settings: Mapping[str, Any]) -> None:
+    def __init__(self, url: str, settings: Mapping[str, object]) -> None:
         self.url = url
         #: the URL as printed in warnings, logs and reprs: credentials masked
         self.shown = redact(url)
         self.settings = dict(settings)
-        self._client: Any = None
+        self._client: Client | None = None
         self._down_until = 0.0
         #: why the last failure happened (credentials masked), told while the link backs off
         self._why: str | None = None
         self._lock = threading.Lock()
-        self._scripts: dict[str, Any] = {}
+        self._scripts: dict[str, Script] = {}
         # event loop -> (its redis.asyncio client, its registered scripts); weak, so a
         # finished loop (asyncio.run) drops its client.
-        self._async: weakref.WeakKeyDictionary[Any, tuple[Any, dict[str, Any]]] = weakref.WeakKeyDictionary()
+        self._async: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[AsyncClient, dict[str, AsyncScript]]
+        ] = weakref.WeakKeyDictionary()
 
     def _keywords(self, retry: object) -> dict[str, Any]:
-        """A client's settings: short timeouts, no retries or health checks of its own."""
+        """A client's settings: short timeouts, no retries or health checks of its own.
+
+        The values are the user's settings, handed to redis-py's many typed keywords as given.
+        """
         return {
             "socket_timeout": self.settings.get("socket_timeout", _TIMEOUT),
             "socket_connect_timeout": self.settings.get("socket_connect_timeout", _TIMEOUT),
@@ -113,7 +194,7 @@ class RedisLink:
             **{k: v for k, v in self.settings.items() if k in ("password", "username")},
         }
 
-    def client(self) -> Any:
+    def client(self) -> Client | None:
         """The redis client, or None while the server is in its back-off window."""
         if self._down_until and time.monotonic() < self._down_until:
             return None
@@ -129,7 +210,7 @@ class RedisLink:
                 client = self._client
         return client
 
-    def async_client(self) -> Any:
+    def async_client(self) -> AsyncClient | None:
         """A ``redis.asyncio`` client for the running event loop (one per loop: a client is
         bound to the loop it was made in, and a notebook may run several in turn), or None
         while the server is in its back-off window."""
@@ -148,7 +229,7 @@ class RedisLink:
             entry = self._async[loop] = (client, {})
         return entry[0]
 
-    def async_script(self, source: str) -> Any:
+    def async_script(self, source: str) -> AsyncScript:
         """A Lua script registered on the running loop's async client."""
         import asyncio
 
@@ -158,11 +239,14 @@ class RedisLink:
             script = scripts[source] = client.register_script(source)
         return script
 
-    def script(self, source: str) -> Any:
+    def script(self, source: str) -> Script:
         """A registered Lua script (redis-py runs it by EVALSHA, loading it when needed)."""
         script = self._scripts.get(source)
         if script is None:
-            script = self._scripts[source] = self.client().register_script(source)
+            client = self.client()
+            if client is None:  # the callers check first; the window may have begun since
+                raise ConnectionError(f"redis at {self.shown} is down")
+            script = self._scripts[source] = client.register_script(source)
         return script
 
     def failed(self, exc: BaseException) -> bool:
@@ -227,11 +311,11 @@ def _url_password(url: str) -> str | None:
     return unquote(password) if password else None
 
 
-_links: dict[tuple[str, tuple[tuple[str, Any], ...]], RedisLink] = {}
+_links: dict[tuple[str, tuple[tuple[str, object], ...]], RedisLink] = {}
 _links_lock = threading.Lock()
 
 
-def get_link(config: Mapping[str, Any]) -> RedisLink:
+def get_link(config: Mapping[str, object]) -> RedisLink:
     """The shared link for a ``cache_backend_config`` (one client per URL and settings)."""
     url = redis_url(config)
     settings = {k: config[k] for k in _SETTINGS if k in config}
@@ -276,10 +360,10 @@ def _delete_matching(link: RedisLink, prefix: str) -> int:
         for key in client.scan_iter(match=prefix.translate(_GLOB) + "*", count=1000):
             batch.append(key)
             if len(batch) >= 500:
-                deleted += client.unlink(*batch)
+                deleted += _count(client.unlink(*batch))
                 batch.clear()
         if batch:
-            deleted += client.unlink(*batch)
+            deleted += _count(client.unlink(*batch))
     except Exception as exc:  # redis errors, timeouts: clearing must not raise either
         link.failed(exc)
         logger.warning("opero cache: clearing %s* on %s failed: %s", prefix, link.shown, link.reason(exc))
@@ -297,7 +381,7 @@ class RedisCache:
 
     __slots__ = ("__weakref__", "_link", "_warned", "config", "func_name", "namespace", "prefix")
 
-    def __init__(self, config: Mapping[str, Any], namespace: str, func_name: str) -> None:
+    def __init__(self, config: Mapping[str, object], namespace: str, func_name: str) -> None:
         self.namespace = namespace
         self.func_name = func_name
         self.config = dict(config)
@@ -325,7 +409,7 @@ class RedisCache:
         self._link.succeeded()
         self._warned = False
 
-    def get(self, key: Hashable) -> Any:
+    def get(self, key: Hashable) -> object:
         """The stored value, or ``MISS`` (absent, corrupt, tampered, or server unavailable)."""
         client = self._link.client()
         if client is None:
@@ -338,12 +422,12 @@ class RedisCache:
             self._down(exc)
             return MISS
         self._up()
-        if raw is None:
+        if not isinstance(raw, bytes):  # None: absent
             return MISS
         value, _ = decode(raw, time.time(), f"redis {name}")
         return value
 
-    def set(self, key: Hashable, value: Any, ttl: float | None) -> None:
+    def set(self, key: Hashable, value: object, ttl: float | None) -> None:
         """Store ``value``, expiring after ``ttl`` seconds through redis (``PX``)."""
         client = self._link.client()
         if client is None:
@@ -418,7 +502,7 @@ class RedisSlots:
 
     __slots__ = ("_fallback", "_link", "_members", "config", "key", "limit", "local_base")
 
-    def __init__(self, config: dict[str, Any], key: str, limit: int, local_base: str) -> None:
+    def __init__(self, config: dict[str, object], key: str, limit: int, local_base: str) -> None:
         self.config = config
         self.key = key
         self.limit = int(limit)
@@ -439,7 +523,7 @@ class RedisSlots:
             self._link.failed(exc)
             return None
         self._link.succeeded()
-        return int(reply)
+        return int(reply) if isinstance(reply, (int, bytes, str)) else None
 
     def _local(self) -> HostSlots:
         if self._fallback is None:
