@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any
 
 from .._progress import MapProgress
 from . import clicks
 from ._html import STYLE, bar_html
 from ._hub import hub
+from ._widgets import HTML, Box, Button, DisplayHandle
 
 __all__ = ["IN_VOILA", "LiveView", "MapRow"]
 
@@ -18,25 +18,25 @@ __all__ = ["IN_VOILA", "LiveView", "MapRow"]
 IN_VOILA = os.environ.get("SERVER_SOFTWARE", "").startswith("voila")
 
 #: A running map's row of widgets: its bar (``ipywidgets.HTML``), its stop button, their box.
-MapRow = tuple[Any, Any, Any]
+MapRow = tuple[HTML, Button, Box]
 
 
 class LiveView:
     """The map rows and the display handle of a :class:`~opero.notebook.dashboard.Dashboard`."""
 
-    _widget: Any
-    _maps_box: Any
+    _widget: Box | None
+    _maps_box: Box | None
 
     def __init__(self) -> None:
         self._bars: list[MapRow] = []
         #: slot -> the map its row shows (None: a free, hidden row); a map keeps its slot
         self._bar_maps: list[MapProgress | None] = []
-        self._handle: Any = None
+        self._handle: DisplayHandle | None = None
         self._live_shown = True
         self._shown_snapshot = ""
 
     @property
-    def widget(self) -> Any:
+    def widget(self) -> Box:
         """The ipywidgets box shown live."""
         raise NotImplementedError
 
@@ -73,8 +73,9 @@ class LiveView:
                 if shown.background
                 else "this map holds the kernel: interrupt the kernel (■) to stop it"
             )
-        if len(self._maps_box.children) != len(slots):
-            self._maps_box.children = [row for _, _, row in self._bars[: len(slots)]]
+        box = self._maps_box
+        if box is not None and len(box.children) != len(slots):
+            box.children = [row for _, _, row in self._bars[: len(slots)]]
 
     def _new_row(self, slot: int) -> MapRow:
         """A map's row: its bar and a stop button that stops whichever map holds ``slot``."""
@@ -129,7 +130,7 @@ class LiveView:
         self._live_shown = False
 
     def _show_live(self) -> None:
-        if self._handle is None:
+        if self._handle is None or self._widget is None:
             return
         from .bars import display_bundle
 

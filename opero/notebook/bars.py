@@ -12,13 +12,14 @@ it leaves its one-line summary only.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from . import clicks
 from ._html import STYLE, bar_html, esc
 
 if TYPE_CHECKING:
     from .._progress import MapProgress
+    from ._widgets import HTML, Box, DisplayHandle, Widget
 
 __all__ = ["DELAY", "NotebookBar", "display_bundle"]
 
@@ -26,7 +27,7 @@ __all__ = ["DELAY", "NotebookBar", "display_bundle"]
 DELAY = 0.2
 
 
-def display_bundle(widget: Any, snapshot: str, text: str) -> dict[str, object]:
+def display_bundle(widget: Widget, snapshot: str, text: str) -> dict[str, object]:
     """The mime bundle of a live widget with a static ``text/html`` snapshot beside it."""
     bundle = dict(widget._repr_mimebundle_() or {})
     bundle["text/html"] = snapshot
@@ -40,9 +41,9 @@ class NotebookBar:
     def __init__(self, progress: MapProgress) -> None:
         self.progress = progress
         self.began = time.monotonic()
-        self.html: Any = None
-        self.box: Any = None
-        self.handle: Any = None
+        self.html: HTML | None = None
+        self.box: Box | None = None
+        self.handle: DisplayHandle | None = None
 
     def _build(self, p: MapProgress) -> None:
         import ipywidgets as w

@@ -26,8 +26,9 @@ import types
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol, TextIO
 
+from .._errors import ConfigurationError
 from .._telemetry import logger
 
 __all__ = [
@@ -246,10 +247,13 @@ def analyse(tree: ast.Module) -> CellNames:
 #: A hashable stand-in for an input's value: ("module", name), ("code", name, hash), ("value", hash).
 Fingerprint = tuple[str, ...]
 
+#: How an output name is kept: ("module", its name), ("value", pickled bytes) or ("deleted",).
+NameSpec = tuple[str | bytes, ...]
 
-def _callable_fingerprint(value: Any) -> str:
+
+def _callable_fingerprint(value: Callable[..., object]) -> str:
     """Functions and classes defined in the notebook are hashed by their source code."""
-    target = inspect.unwrap(value) if callable(value) else value
+    target = inspect.unwrap(value)
     try:
         source = inspect.getsource(target)
     except (OSError, TypeError):
@@ -324,7 +328,7 @@ class CellEntry:
         imports: dotted module names to import before the names are bound.
     """
 
-    names: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    names: dict[str, NameSpec] = field(default_factory=dict)
     stdout: str = ""
     result: bytes | None = None
     created: float = 0.0
@@ -392,7 +396,7 @@ def capture_outputs(
     return entry
 
 
-def _rebind(value: Any, user_ns: dict[str, Any]) -> Any:
+def _rebind(value: object, user_ns: dict[str, object]) -> object:
     # cloudpickle gives a notebook function a private globals dict; rebind it to the user
     # namespace so it sees later changes of the globals it reads, as a re-run cell would.
     if isinstance(value, types.FunctionType) and value.__module__ == "__main__":
@@ -408,7 +412,7 @@ def _rebind(value: Any, user_ns: dict[str, Any]) -> Any:
     return value
 
 
-def restore(entry: CellEntry, user_ns: dict[str, Any]) -> Any:
+def restore(entry: CellEntry, user_ns: dict[str, object]) -> object:
     """Put the entry's names back into ``user_ns`` and return the cell's result.
 
     Everything is unpickled first, so a failure (a class that changed, a module that is
@@ -418,16 +422,16 @@ def restore(entry: CellEntry, user_ns: dict[str, Any]) -> Any:
 
     for module in entry.imports:
         importlib.import_module(module)
-    values: dict[str, Any] = {}
+    values: dict[str, object] = {}
     deleted: list[str] = []
     for name, spec in entry.names.items():
-        kind = spec[0]
-        if kind == "module":
-            values[name] = importlib.import_module(spec[1])
-        elif kind == "value":
-            values[name] = _rebind(cloudpickle.loads(spec[1]), user_ns)
-        else:
-            deleted.append(name)
+        match spec:
+            case ("module", str(module)):
+                values[name] = importlib.import_module(module)
+            case ("value", bytes(data)):
+                values[name] = _rebind(cloudpickle.loads(data), user_ns)
+            case _:
+                deleted.append(name)
     result = cloudpickle.loads(entry.result) if entry.result is not None else None
     user_ns.update(values)
     for name in deleted:
@@ -517,11 +521,14 @@ class DiskCellStore:
         self._cache.clear()
 
 
-def make_store(backend: str, namespace: str, config: Mapping[str, Any]) -> CellStore:
+def make_store(backend: str, namespace: str, config: Mapping[str, object]) -> CellStore:
     """The store for a cell's ``cache_backend`` ("disk" or "memory")."""
     if backend == "memory":
         return MemoryCellStore(namespace)
-    return DiskCellStore(namespace, config.get("location"))
+    location = config.get("location")
+    if location is not None and not isinstance(location, (str, os.PathLike)):
+        raise ConfigurationError(f"cache_backend_config location must be a path, got {location!r}")
+    return DiskCellStore(namespace, location)
 
 
 def load_entry(store: CellStore, key: str, ttl: float | Callable[[], float] | None) -> CellEntry | None:
@@ -568,7 +575,7 @@ def clear_cells(namespace: str | None = None) -> None:
 class Tee(io.TextIOBase):
     """A stdout that writes through to the real one and keeps a copy of the text."""
 
-    def __init__(self, stream: Any) -> None:
+    def __init__(self, stream: TextIO) -> None:
         super().__init__()
         self.stream = stream
         self.buffer_ = io.StringIO()
@@ -590,5 +597,5 @@ class Tee(io.TextIOBase):
         with self._lock:
             return self.buffer_.getvalue()
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> object:
         return getattr(self.stream, name)

@@ -18,7 +18,6 @@ over the ``jupyter-ui-poll`` package.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from .._telemetry import logger
 
@@ -48,7 +47,7 @@ def _is_click(data: object) -> bool:
     return isinstance(content, dict) and content.get("event") == "click"
 
 
-def hook(button: Any, action: Callable[[], object]) -> bool:
+def hook(button: object, action: Callable[[], object]) -> bool:
     """Run ``action`` as soon as ``button`` is clicked, even while the main thread is busy.
 
     ``action`` runs in the kernel's shell channel thread: it must be quick and thread-safe
@@ -59,7 +58,7 @@ def hook(button: Any, action: Callable[[], object]) -> bool:
     if comm is None or not callable(route) or not supported():
         return False
 
-    def routed(data: Any, default: Any) -> Any:
+    def routed(data: object, default: object) -> object:
         if _is_click(data):
             try:
                 action()

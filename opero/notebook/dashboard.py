@@ -23,7 +23,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any
 
 from .._failures import FailureLog, failure_logs
 from .._progress import MapProgress, maps
@@ -47,6 +46,7 @@ from ._tables import (
     totals,
     worker_hint,
 )
+from ._widgets import HTML, Box, ToggleButton, Widget
 
 __all__ = ["COLUMNS", "MORE", "NAME_WIDTH", "Dashboard", "hub", "show", "widgets_available"]
 # the names the dashboard's users (and its tests) have always found here
@@ -104,16 +104,16 @@ class Dashboard(LiveView):
         self.created = time.time()
         self._fingerprint: object = None
         self._lock = threading.Lock()
-        self._widget: Any = None
-        self._body: Any = None
-        self._maps_box: Any = None
-        self._tail: Any = None
+        self._widget: Box | None = None
+        self._body: HTML | None = None
+        self._maps_box: Box | None = None
+        self._tail: HTML | None = None
         self._rendered = 0.0
         self._busy_since: float | None = None
         self._seen: object = None
         self._changed = time.monotonic()
         self._more = False
-        self._toggle: Any = None
+        self._toggle: ToggleButton | None = None
         self.refreshes = 0
 
     @classmethod
@@ -281,7 +281,7 @@ class Dashboard(LiveView):
         return self.snapshot()
 
     @property
-    def widget(self) -> Any:
+    def widget(self) -> Box:
         """The ipywidgets VBox (built on first use)."""
         if self._widget is None:
             import ipywidgets as w
@@ -289,18 +289,21 @@ class Dashboard(LiveView):
             self._body = w.HTML(value="")
             self._maps_box = w.VBox([])
             self._tail = w.HTML(value="")
-            children = [self._body]
+            children: list[Widget] = [self._body]
             if not self.compact:
-                self._toggle = w.ToggleButton(
+                toggle: ToggleButton = w.ToggleButton(
                     value=False, description="all columns", tooltip="show every fn.stats column"
                 )
-                self._toggle.layout = w.Layout(width="auto", height="22px", align_self="flex-start")
-                self._toggle.add_class("opero-more-toggle")
-                self._toggle.observe(self._on_toggle, names="value")
-                children.append(self._toggle)
-            self._widget = w.VBox([*children, self._maps_box, self._tail])
-            self._widget.add_class("opero-dashboard")
+                toggle.layout = w.Layout(width="auto", height="22px", align_self="flex-start")
+                toggle.add_class("opero-more-toggle")
+                toggle.observe(self._on_toggle, names="value")
+                children.append(toggle)
+                self._toggle = toggle
+            box: Box = w.VBox([*children, self._maps_box, self._tail])
+            box.add_class("opero-dashboard")
+            self._widget = box
             self.refresh(force=True)
+            return box
         return self._widget
 
     def _on_toggle(self, change: Mapping[str, object]) -> None:
@@ -356,6 +359,8 @@ class Dashboard(LiveView):
         return any(not m.finished for m in self.maps()) or any(s.in_flight for s in self._selected())
 
     def _render(self) -> None:
+        if self._body is None or self._tail is None:  # the widget is not built
+            return
         rows = self.rows()
         body = f'{STYLE}<div class="opero-d">{self._top_html(rows, self._more)}</div>'
         if body != self._body.value:
@@ -418,7 +423,7 @@ def show(
 
 
 #: The side panel of the last ``%opero dashboard --side`` (a new one replaces it).
-_side_panel: Any = None
+_side_panel: Widget | None = None
 
 
 def _show_in_side_panel(dashboard: Dashboard) -> bool:
