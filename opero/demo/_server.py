@@ -22,7 +22,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Self
+from typing import Any, Self, TypedDict
 
 from opero.demo import _endpoints as endpoints
 from opero.demo._chat import ChatLimits, chat
@@ -71,6 +71,18 @@ def _check_arguments(
 
 
 _Route = Callable[[Request, list[str]], Response]
+
+
+class ServerStats(TypedDict):
+    """The request counters of a :class:`DemoServer` (see :attr:`DemoServer.stats`)."""
+
+    requests: int
+    endpoints: dict[str, int]
+    status: dict[int, int]
+    rate_limited: int
+    unauthorized: int
+    server_errors: int
+    outage: int
 
 
 class DemoServer:
@@ -300,7 +312,7 @@ class DemoServer:
         return f"http://{self.host}:{self.port}"
 
     @property
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> ServerStats:
         """A snapshot of the request counters (safe to read while serving).
 
         Returns:

@@ -42,7 +42,7 @@ import sys
 import threading
 import time
 import urllib.request
-from typing import Any
+from typing import TypedDict
 
 import opero
 from opero import opmap
@@ -56,11 +56,14 @@ OUR_RATE_LIMIT = 180.0  # stay a little below it
 BASE_URL = ""  # set by main() once the demo server runs
 
 
-def get_json(path: str, key: str) -> Any:
+def get_json(path: str, key: str) -> dict[str, object]:
     """GET ``BASE_URL + path`` with a bearer key; HTTP errors raise ``urllib.error.HTTPError``."""
     request = urllib.request.Request(BASE_URL + path, headers={"Authorization": f"Bearer {key}"})
     with urllib.request.urlopen(request, timeout=10) as response:
-        return json.load(response)
+        body = json.load(response)
+    if not isinstance(body, dict):
+        raise ValueError(f"{path} answered {body!r}, not an object")
+    return body
 
 
 def key_refused(error: BaseException) -> bool:
@@ -80,7 +83,7 @@ def key_refused(error: BaseException) -> bool:
     cache_backend="memory",
     progress=True,
 )
-def fetch_item(item_id: int, api_key: list[str] = API_KEYS) -> dict[str, Any]:
+def fetch_item(item_id: int, api_key: list[str] = API_KEYS) -> dict[str, object]:
     """Fetch one item with the first API key of ``api_key`` (opero rotates the list)."""
     key = api_key[0]
     get_json(f"/secure/{item_id}", key)  # 401 for a revoked key -> next key
@@ -94,7 +97,7 @@ def _counters() -> dict[str, float]:
     return {k: d[k] for k in ("retries", "fallbacks", "rate_waits", "rate_wait_seconds", "cache_hits")}
 
 
-def run_once(label: str, items: list[int]) -> tuple[list[Any], float]:
+def run_once(label: str, items: list[int]) -> tuple[list[dict[str, object] | BaseException], float]:
     """Map fetch_item over ``items`` and print one summary line per counter."""
     before = _counters()
     started = time.perf_counter()
@@ -242,7 +245,21 @@ def complete(prompt: str) -> str:
     return str(reply["choices"][0]["message"]["content"])
 
 
-def llm_run(n_prompts: int = N_PROMPTS) -> dict[str, Any]:
+class LlmRun(TypedDict):
+    """What :func:`llm_run` measured."""
+
+    ok: int
+    failed: int
+    estimated: int
+    tokens: float
+    throttled: float
+    requests: float
+    token_use: float
+    shares: list[float]
+    elapsed: float
+
+
+def llm_run(n_prompts: int = N_PROMPTS) -> LlmRun:
     """Map ``complete`` over ``n_prompts`` prompts against a fresh demo server's chat endpoint."""
     global BASE_URL
     prompts = llm_prompts(n_prompts)
@@ -267,7 +284,7 @@ def llm_run(n_prompts: int = N_PROMPTS) -> dict[str, Any]:
     }
 
 
-def print_llm(run: dict[str, Any]) -> bool:
+def print_llm(run: LlmRun) -> bool:
     """Print run 5; True when every prompt was answered."""
     print(
         f"\n== run 5: a language-model API, {LLM_REQUESTS} requests and {LLM_TOKENS} tokens "

@@ -19,18 +19,46 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TypedDict, TypeVar
 
-from opero import opmap
-from opero._telemetry import subscribe
+from opero import opmap, parts
+from opero._telemetry import Event, subscribe
 from opero.demo._server import DemoServer
 
-__all__ = ["adaptive_run", "outage_run"]
+__all__ = ["AdaptiveRun", "OutageRun", "adaptive_run", "outage_run"]
+
+T = TypeVar("T")
 
 
-def _get(url: str) -> Any:
+class AdaptiveRun(TypedDict):
+    """What :func:`adaptive_run` measured."""
+
+    ok: int
+    failed: int
+    rejected: int
+    elapsed: float
+    path: list[tuple[float, float]]
+    final_rate: float
+    events: list[tuple[float, float]]
+
+
+class OutageRun(TypedDict):
+    """What :func:`outage_run` measured."""
+
+    ok: int
+    failed: int
+    outage_requests: int
+    events: list[tuple[float, str]]
+    elapsed: float
+
+
+def _value(url: str) -> int:
+    """The ``value`` of the demo API's JSON answer at ``url``."""
     with urllib.request.urlopen(url, timeout=10) as response:
-        return json.load(response)
+        body = json.load(response)
+    if not isinstance(body, dict):
+        raise ValueError(f"{url} answered {body!r}, not an object")
+    return int(body["value"])
 
 
 def _tally(results: Sequence[object]) -> dict[str, int]:
@@ -61,9 +89,9 @@ def _sampling(read: Callable[[], float], t0: float) -> Iterator[list[tuple[float
 
 
 @contextlib.contextmanager
-def _recording(kind: str, value: Callable[[Any], Any], t0: float) -> Iterator[list[Any]]:
+def _recording(kind: str, value: Callable[[Event], T], t0: float) -> Iterator[list[tuple[float, T]]]:
     """Collect ``(seconds since t0, value(event))`` of every ``kind`` event while inside."""
-    events: list[Any] = []
+    events: list[tuple[float, T]] = []
     stop = subscribe(lambda e: events.append((time.monotonic() - t0, value(e))), kinds=[kind])
     try:
         yield events
@@ -73,7 +101,7 @@ def _recording(kind: str, value: Callable[[Any], Any], t0: float) -> Iterator[li
 
 def adaptive_run(
     n_items: int = 1000, server_rate: float = 200.0, start: float = 800.0, workers: int = 16
-) -> dict[str, Any]:
+) -> AdaptiveRun:
     """Map ``n_items`` over a server limiting at ``server_rate``/s, starting at ``start``/s.
 
     Returns:
@@ -96,9 +124,10 @@ def adaptive_run(
         )
         def fetch_limited(item: int) -> int:
             """One item from an API that answers 429 above its limit."""
-            return int(_get(f"{url}/item/{item}")["value"])
+            return _value(f"{url}/item/{item}")
 
-        limiter = fetch_limited._opero_plan.limiter  # type: ignore[attr-defined]
+        limiter = parts(fetch_limited).limiter
+        assert limiter is not None  # rate_limit="auto" makes one
         t0 = time.monotonic()
         with (
             _recording("rate", lambda e: float(e.rate or 0), t0) as events,
@@ -107,8 +136,10 @@ def adaptive_run(
             results = fetch_limited(list(range(n_items)))
         elapsed = time.monotonic() - t0
         rejected = api.stats["rate_limited"]
+    tally = _tally(results)
     return {
-        **_tally(results),
+        "ok": tally["ok"],
+        "failed": tally["failed"],
         "rejected": rejected,
         "elapsed": elapsed,
         "path": path,
@@ -125,7 +156,7 @@ def outage_run(
     retries: int = 5,
     open_for: float = 0.5,
     down_at: float = 0.5,
-) -> dict[str, Any]:
+) -> OutageRun:
     """Map ``n_items`` while the API is down (503) for ``down`` seconds, with a breaker.
 
     The outage starts ``down_at`` seconds into the map; the breaker opens after 5 failures
@@ -149,7 +180,7 @@ def outage_run(
         )
         def fetch_or_wait(item: int) -> int:
             """One item from an API that goes down for a while."""
-            return int(_get(f"{url}/item/{item}")["value"])
+            return _value(f"{url}/item/{item}")
 
         t0 = time.monotonic()
         with _recording("breaker", lambda e: str(e.state), t0) as events:
@@ -157,4 +188,11 @@ def outage_run(
             results = fetch_or_wait(list(range(n_items)))
         elapsed = time.monotonic() - t0
         during = api.stats["outage"]
-    return {**_tally(results), "outage_requests": during, "events": events, "elapsed": elapsed}
+    tally = _tally(results)
+    return {
+        "ok": tally["ok"],
+        "failed": tally["failed"],
+        "outage_requests": during,
+        "events": events,
+        "elapsed": elapsed,
+    }

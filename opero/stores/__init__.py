@@ -18,7 +18,7 @@ import sys
 import threading
 import weakref
 from collections.abc import Callable
-from typing import Any
+from types import ModuleType
 
 from .._breaker import Breaker
 from .._breaker import initial as breaker_initial
@@ -42,17 +42,17 @@ __all__ = [
 LIMITER_BACKENDS = LIMIT_BACKENDS
 
 
-def _module(name: str) -> Any:
+def _module(name: str) -> ModuleType:
     return importlib.import_module(f"{__name__}.{name}")
 
 
 # Every live cache of this process, for clear_cache(namespace).
-_caches: weakref.WeakSet[Any] = weakref.WeakSet()
+_caches: weakref.WeakSet[CacheBackend] = weakref.WeakSet()
 #: Extra clearers (the cell cache registers one). Each receives the namespace or None for all.
 namespace_clearers: list[Callable[[str | None], None]] = []
 
 
-def make_cache(func: Callable[..., Any], options: Options) -> tuple[KeyBuilder, CacheBackend] | None:
+def make_cache(func: Callable[..., object], options: Options) -> tuple[KeyBuilder, CacheBackend] | None:
     """Build the key builder and backend that ``options`` ask for, or None without caching."""
     if not options.cache:
         return None
@@ -133,7 +133,7 @@ def get_limiter(options: Options, func_name: str) -> Limiter | None:
         return limiter
 
 
-def _adaptive(module: Any, options: Options, rate: float, name: str, scoped: bool) -> Adaptive | None:
+def _adaptive(module: ModuleType, options: Options, rate: float, name: str, scoped: bool) -> Adaptive | None:
     if not options.is_adaptive:
         return None
     # "auto" probes upwards (slow start) until the server first pushes back; a rate given as

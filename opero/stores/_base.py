@@ -11,7 +11,7 @@ import os
 import re
 import stat
 from collections.abc import Hashable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -43,7 +43,7 @@ class _Miss:
 
 
 #: Returned by ``CacheBackend.get`` when there is no usable entry.
-MISS: Any = _Miss()
+MISS: Final = _Miss()
 
 
 class CacheBackend(Protocol):
@@ -51,10 +51,10 @@ class CacheBackend(Protocol):
 
     namespace: str
 
-    def get(self, key: Hashable) -> Any:
+    def get(self, key: Hashable) -> object:
         """Return the stored value or ``MISS`` (also for expired, corrupt or unreachable entries)."""
 
-    def set(self, key: Hashable, value: Any, ttl: float | None) -> None:
+    def set(self, key: Hashable, value: object, ttl: float | None) -> None:
         """Store ``value`` for ``ttl`` seconds (None: forever); never raises on backend faults."""
 
     def clear(self) -> None:
@@ -186,7 +186,7 @@ def redact(text: str) -> str:
     return _CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
 
 
-def redact_config(config: Any) -> Any:
+def redact_config(config: object) -> object:
     """A copy of a ``cache_backend_config`` fit to print: password and URL credentials masked."""
     if not isinstance(config, dict):
         return config

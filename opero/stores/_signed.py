@@ -22,7 +22,6 @@ import hmac
 import os
 import pickle
 import struct
-from typing import Any
 
 from .._telemetry import logger
 from ._base import MISS
@@ -42,7 +41,7 @@ def _secret() -> bytes | None:
     return secret.encode() if secret else None
 
 
-def encode(value: Any, expires: float | None) -> bytes:
+def encode(value: object, expires: float | None) -> bytes:
     """Pickle ``value`` into an entry that expires at wall time ``expires`` (None: never).
 
     Raises:
@@ -60,7 +59,7 @@ def _digest(secret: bytes | None, header: bytes, payload: bytes) -> bytes:
     return hmac.new(secret, header + payload, hashlib.sha256).digest()
 
 
-def decode(raw: bytes, now: float, where: str) -> tuple[Any, float]:
+def decode(raw: bytes, now: float, where: str) -> tuple[object, float]:
     """Return ``(value, expires)`` of an entry, or ``(MISS, expires)`` when it is unusable.
 
     ``expires`` is 0.0 for a never-expiring entry and -1.0 for a corrupt one; an expired

@@ -30,7 +30,6 @@ import threading
 import time
 from collections.abc import Hashable
 from pathlib import Path
-from typing import Any
 
 from .._keys import KeyBuilder
 from .._options import Options
@@ -148,7 +147,7 @@ class DiskCache:
         self._root = location / safe_name(namespace)
         self.folder = self._root / safe_name(func_name)
         # key -> (value, expires, generation); insertion-ordered, oldest evicted first.
-        self._tier: dict[Hashable, tuple[Any, float, bytes]] = {}
+        self._tier: dict[Hashable, tuple[object, float, bytes]] = {}
         self._max = max_memory
         self._lock = threading.Lock()
         self._ready = False
@@ -162,7 +161,7 @@ class DiskCache:
     def _path(self, key: Hashable) -> str:
         return f"{self.folder}/{key}.pkl"
 
-    def get(self, key: Hashable) -> Any:
+    def get(self, key: Hashable) -> object:
         """The stored value, or ``MISS`` (absent, expired, corrupt or unreadable)."""
         hit = self._tier.get(key)
         now = time.time()
@@ -190,7 +189,7 @@ class DiskCache:
         self._remember(key, value, expires, gen)
         return value
 
-    def set(self, key: Hashable, value: Any, ttl: float | None) -> None:
+    def set(self, key: Hashable, value: object, ttl: float | None) -> None:
         """Store ``value`` for ``ttl`` seconds; an unpicklable value or a disk error only logs."""
         expires = time.time() + ttl if ttl is not None else 0.0
         gen = self._gen.value() if self._gen is not None else b""
@@ -240,7 +239,7 @@ class DiskCache:
         shutil.rmtree(self.folder, ignore_errors=True)
         self._ready = False
 
-    def _remember(self, key: Hashable, value: Any, expires: float, gen: bytes) -> None:
+    def _remember(self, key: Hashable, value: object, expires: float, gen: bytes) -> None:
         if self._gen is None:
             return
         with self._lock:

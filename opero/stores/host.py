@@ -41,7 +41,6 @@ import threading
 import warnings
 import weakref
 from collections.abc import Callable
-from typing import Any
 
 from .._errors import ConfigurationError
 from .._limit import RING, RecordOp, TransactStore, clock
@@ -481,7 +480,7 @@ class HostRecord:
         if owner:
             handle.owner_pid = os.getpid()
 
-    def apply(self, name: str, op: RecordOp, *args: float) -> Any:
+    def apply(self, name: str, op: RecordOp, *args: float) -> object:
         """Run ``op(now, values, *args)`` under the thread lock and the file lock."""
         handle = self._handle
         if handle.pid != os.getpid():
@@ -501,7 +500,7 @@ class HostRecord:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         return result
 
-    async def apply_async(self, name: str, op: RecordOp, *args: float) -> Any:
+    async def apply_async(self, name: str, op: RecordOp, *args: float) -> object:
         """:meth:`apply` (microseconds under a lock: no need to leave the loop)."""
         return self.apply(name, op, *args)
 

@@ -6,7 +6,6 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Hashable
-from typing import Any
 
 from .._keys import KeyBuilder
 from .._options import Options
@@ -23,7 +22,7 @@ class MemoryCache:
     def __init__(self, namespace: str, max_size: int = 10_000) -> None:
         self.namespace = namespace
         self.max_size = max_size
-        self._data: OrderedDict[Hashable, tuple[Any, float | None]] = OrderedDict()
+        self._data: OrderedDict[Hashable, tuple[object, float | None]] = OrderedDict()
         self._lock = threading.Lock()
 
     def __reduce__(self) -> tuple[object, ...]:
@@ -31,18 +30,18 @@ class MemoryCache:
         return (MemoryCache, (self.namespace, self.max_size))
 
     @property
-    def entries(self) -> OrderedDict[Hashable, tuple[Any, float | None]]:
+    def entries(self) -> OrderedDict[Hashable, tuple[object, float | None]]:
         """``key -> (value, expires)``, least recently used first; the same object for life.
 
         ``Plan.call_sync`` reads hits from it directly (what :meth:`peek` does, inlined).
         """
         return self._data
 
-    def get(self, key: Hashable) -> Any:
+    def get(self, key: Hashable) -> object:
         """Return the value or ``MISS``; expired entries are dropped on the way."""
         return self.peek(key)
 
-    def peek(self, key: Hashable) -> Any:
+    def peek(self, key: Hashable) -> object:
         """``get`` without a lock: each OrderedDict step is one C call, atomic under the GIL.
 
         A hit costs one lookup and one ``move_to_end``; an entry dropped by another thread
@@ -63,7 +62,7 @@ class MemoryCache:
             pass
         return entry[0]
 
-    def set(self, key: Hashable, value: Any, ttl: float | None) -> None:
+    def set(self, key: Hashable, value: object, ttl: float | None) -> None:
         """Store a value; the least recently used entry goes when the cache is full."""
         expires = time.monotonic() + ttl if ttl is not None else None
         with self._lock:
