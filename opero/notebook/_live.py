@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import functools
 import os
+from typing import TYPE_CHECKING, TypeAlias
 
 from .._progress import MapProgress
 from . import clicks
 from ._html import STYLE, bar_html
 from ._hub import hub
-from ._widgets import HTML, Box, Button, DisplayHandle
+
+if TYPE_CHECKING:  # ipywidgets and IPython load with the extension, not with opero
+    from ipywidgets import HTML, Button, HBox, VBox
+
+    from .bars import DisplayHandle
 
 __all__ = ["IN_VOILA", "LiveView", "MapRow"]
 
@@ -18,14 +23,14 @@ __all__ = ["IN_VOILA", "LiveView", "MapRow"]
 IN_VOILA = os.environ.get("SERVER_SOFTWARE", "").startswith("voila")
 
 #: A running map's row of widgets: its bar (``ipywidgets.HTML``), its stop button, their box.
-MapRow = tuple[HTML, Button, Box]
+MapRow: TypeAlias = "tuple[HTML, Button, HBox]"
 
 
 class LiveView:
     """The map rows and the display handle of a :class:`~opero.notebook.dashboard.Dashboard`."""
 
-    _widget: Box | None
-    _maps_box: Box | None
+    _widget: VBox | None
+    _maps_box: VBox | None
 
     def __init__(self) -> None:
         self._bars: list[MapRow] = []
@@ -36,7 +41,7 @@ class LiveView:
         self._shown_snapshot = ""
 
     @property
-    def widget(self) -> Box:
+    def widget(self) -> VBox:
         """The ipywidgets box shown live."""
         raise NotImplementedError
 

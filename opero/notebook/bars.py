@@ -12,14 +12,16 @@ it leaves its one-line summary only.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Protocol
 
 from . import clicks
 from ._html import STYLE, bar_html, esc
 
 if TYPE_CHECKING:
+    from ipywidgets import HTML, Box, DOMWidget, HBox
+
     from .._progress import MapProgress
-    from ._widgets import HTML, Box, DisplayHandle, Widget
 
 __all__ = ["DELAY", "NotebookBar", "display_bundle"]
 
@@ -27,9 +29,20 @@ __all__ = ["DELAY", "NotebookBar", "display_bundle"]
 DELAY = 0.2
 
 
-def display_bundle(widget: Widget, snapshot: str, text: str) -> dict[str, object]:
+class DisplayHandle(Protocol):
+    """IPython's handle of one display (``display(..., display_id=True)``), updated in place.
+
+    IPython's own class is untyped; this is the one method opero calls.
+    """
+
+    def update(self, obj: Mapping[str, object], *, raw: bool = False) -> None:
+        """Replace what the display shows."""
+        ...
+
+
+def display_bundle(widget: Box, snapshot: str, text: str) -> dict[str, object]:
     """The mime bundle of a live widget with a static ``text/html`` snapshot beside it."""
-    bundle = dict(widget._repr_mimebundle_() or {})
+    bundle: dict[str, object] = dict(widget._repr_mimebundle_() or {})
     bundle["text/html"] = snapshot
     bundle["text/plain"] = text
     return bundle
@@ -42,7 +55,7 @@ class NotebookBar:
         self.progress = progress
         self.began = time.monotonic()
         self.html: HTML | None = None
-        self.box: Box | None = None
+        self.box: HBox | None = None
         self.handle: DisplayHandle | None = None
 
     def _build(self, p: MapProgress) -> None:
@@ -50,7 +63,7 @@ class NotebookBar:
         from IPython.display import display
 
         self.html = w.HTML(value=STYLE + self._line(p))
-        children = [self.html]
+        children: list[DOMWidget] = [self.html]
         if p.background:
             # Only then can a click reach the map while it runs (another thread, or a kernel
             # that hands clicks over at once); otherwise it is stopped with an interrupt.

@@ -23,6 +23,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from .._failures import FailureLog, failure_logs
 from .._progress import MapProgress, maps
@@ -46,7 +47,10 @@ from ._tables import (
     totals,
     worker_hint,
 )
-from ._widgets import HTML, Box, ToggleButton, Widget
+
+if TYPE_CHECKING:  # ipywidgets and sidecar load with the extension, not with opero
+    from ipywidgets import HTML, DOMWidget, ToggleButton, VBox
+    from sidecar import Sidecar
 
 __all__ = ["COLUMNS", "MORE", "NAME_WIDTH", "Dashboard", "hub", "show", "widgets_available"]
 # the names the dashboard's users (and its tests) have always found here
@@ -104,9 +108,9 @@ class Dashboard(LiveView):
         self.created = time.time()
         self._fingerprint: object = None
         self._lock = threading.Lock()
-        self._widget: Box | None = None
+        self._widget: VBox | None = None
         self._body: HTML | None = None
-        self._maps_box: Box | None = None
+        self._maps_box: VBox | None = None
         self._tail: HTML | None = None
         self._rendered = 0.0
         self._busy_since: float | None = None
@@ -281,7 +285,7 @@ class Dashboard(LiveView):
         return self.snapshot()
 
     @property
-    def widget(self) -> Box:
+    def widget(self) -> VBox:
         """The ipywidgets VBox (built on first use)."""
         if self._widget is None:
             import ipywidgets as w
@@ -289,7 +293,7 @@ class Dashboard(LiveView):
             self._body = w.HTML(value="")
             self._maps_box = w.VBox([])
             self._tail = w.HTML(value="")
-            children: list[Widget] = [self._body]
+            children: list[DOMWidget] = [self._body]
             if not self.compact:
                 toggle: ToggleButton = w.ToggleButton(
                     value=False, description="all columns", tooltip="show every fn.stats column"
@@ -299,7 +303,7 @@ class Dashboard(LiveView):
                 toggle.observe(self._on_toggle, names="value")
                 children.append(toggle)
                 self._toggle = toggle
-            box: Box = w.VBox([*children, self._maps_box, self._tail])
+            box: VBox = w.VBox([*children, self._maps_box, self._tail])
             box.add_class("opero-dashboard")
             self._widget = box
             self.refresh(force=True)
@@ -423,7 +427,7 @@ def show(
 
 
 #: The side panel of the last ``%opero dashboard --side`` (a new one replaces it).
-_side_panel: Widget | None = None
+_side_panel: Sidecar | None = None
 
 
 def _show_in_side_panel(dashboard: Dashboard) -> bool:
