@@ -29,7 +29,7 @@ from .._failures import FailureLog, failure_logs
 from .._progress import MapProgress, maps
 from .._telemetry import FunctionStats, all_stats, logger, lookup
 from ._html import STYLE, bar_html, esc, sparkline
-from ._hub import SAMPLE, History, hub
+from ._hub import SAMPLE, hub
 from ._live import IN_VOILA, LiveView
 from ._tables import (
     COLUMNS,
@@ -42,9 +42,7 @@ from ._tables import (
     render_errors_text,
     render_table_html,
     render_table_text,
-    short_name,
     status_line,
-    totals,
     worker_hint,
 )
 
@@ -53,8 +51,6 @@ if TYPE_CHECKING:  # ipywidgets and sidecar load with the extension, not with op
     from sidecar import Sidecar
 
 __all__ = ["COLUMNS", "MORE", "NAME_WIDTH", "Dashboard", "hub", "show", "widgets_available"]
-# the names the dashboard's users (and its tests) have always found here
-_History, _short_name, _totals = History, short_name, totals
 
 #: Rates (calls/s) are measured over this many seconds.
 RATE_WINDOW = 5.0

@@ -15,6 +15,8 @@ from opero import opero, opmap
 from opero._progress import Failure, FailureLog, MapProgress
 from opero.notebook import dashboard
 from opero.notebook._html import sparkline
+from opero.notebook._hub import History
+from opero.notebook._tables import short_name, totals
 
 
 class ApiError(Exception):
@@ -28,11 +30,11 @@ class ApiError(Exception):
 def test_cell_names_are_cut_from_the_end_not_split_at_dots() -> None:
     """A %%opero cell's name keeps its start; a dotted function name shows its last part."""
     cell = "%%opero records = [json.load(urllib.request.urlopen(u)) for u in urls]"
-    shown = dashboard._short_name(cell)
+    shown = short_name(cell)
     assert shown.startswith("%%opero records = [json.load(")
     assert shown.endswith("…") and len(shown) == dashboard.NAME_WIDTH
-    assert dashboard._short_name("mymodule.fetch_page") == "fetch_page"
-    assert dashboard._short_name("tests.test_x.test_y.<locals>.fetch") == "fetch"
+    assert short_name("mymodule.fetch_page") == "fetch_page"
+    assert short_name("tests.test_x.test_y.<locals>.fetch") == "fetch"
 
 
 def test_panel_counts_recovered_and_permanent_per_status_and_says_item_or_row() -> None:
@@ -93,7 +95,7 @@ def test_failures_chart_shares_the_calls_scale() -> None:
 
     hub = dashboard.hub
     with hub.lock:
-        hub.history[busy.stats.name] = dashboard._History(
+        hub.history[busy.stats.name] = History(
             id(busy.stats), __import__("collections").deque([(0.0, 0, 0, 0), (1.0, 100, 1, 100)])
         )
     busy()
@@ -316,5 +318,5 @@ def test_panel_total_matches_stats_after_cancelled_items() -> None:
     for i in range(3):
         log.add(str(i), ValueError("bad"), "cut #1", i)
     log.add("3", Cancelled("cut #1: interrupted while this item ran"), "cut #1", 3)
-    assert dashboard._totals(log) == "3 failed, 1 cancelled"
+    assert totals(log) == "3 failed, 1 cancelled"
     assert "3 failed, 1 cancelled (ValueError ×3, Cancelled ×1)" in dashboard.render_errors_html([log])

@@ -10,6 +10,7 @@ from collections import deque
 
 from opero import opero, opmap
 from opero.notebook import dashboard
+from opero.notebook._hub import History
 
 
 def _row(board: dashboard.Dashboard, name: str) -> dict[str, object]:
@@ -19,7 +20,7 @@ def _row(board: dashboard.Dashboard, name: str) -> dict[str, object]:
 def _history(stats: object, *samples: tuple[float, ...]) -> None:
     """Put a known history in the hub for ``stats`` (what the sampler would have seen)."""
     with dashboard.hub.lock:
-        dashboard.hub.history[stats.name] = dashboard._History(id(stats), deque(samples))  # type: ignore[attr-defined]
+        dashboard.hub.history[stats.name] = History(id(stats), deque(samples))  # type: ignore[attr-defined]
 
 
 def test_token_use_chart_is_tokens_per_second_as_a_share_of_token_limit() -> None:

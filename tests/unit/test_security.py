@@ -318,14 +318,15 @@ def test_cell_cache_uses_the_signed_store(tmp_path: Path, monkeypatch: pytest.Mo
 
 def test_notebook_config_never_prints_a_redis_password(capsys: pytest.CaptureFixture[str]) -> None:
     """`%opero config` shows cache_backend_config with its password and URL masked."""
-    from opero.notebook import magics
+    from opero.notebook.magics import OperoMagics
 
+    magic = OperoMagics(shell=None).opero  # `%opero config` needs no shell
     secret = f"pw-{uuid.uuid4().hex[:8]}"
     line = f"cache_backend='redis' cache_backend_config={{'url':'redis://u:{secret}@127.0.0.1:1/0','password':'{secret}'}}"
     try:
-        magics._config(line, {})  # the body of `%opero config <line>` (no shell needed)
+        magic(f"config {line}")
         out = capsys.readouterr().out
     finally:
-        magics._config("reset", {})
+        magic("config reset")
     assert "cache_backend_config" in out and "redis://u:***@127.0.0.1:1/0" in out
     assert secret not in out
