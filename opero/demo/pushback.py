@@ -30,11 +30,16 @@ __all__ = ["AdaptiveRun", "OutageRun", "adaptive_run", "outage_run"]
 T = TypeVar("T")
 
 
-class AdaptiveRun(TypedDict):
-    """What :func:`adaptive_run` measured."""
+class Tally(TypedDict):
+    """How many results of a map are values (``ok``) and how many exceptions (``failed``)."""
 
     ok: int
     failed: int
+
+
+class AdaptiveRun(Tally):
+    """What :func:`adaptive_run` measured."""
+
     rejected: int
     elapsed: float
     path: list[tuple[float, float]]
@@ -42,11 +47,9 @@ class AdaptiveRun(TypedDict):
     events: list[tuple[float, float]]
 
 
-class OutageRun(TypedDict):
+class OutageRun(Tally):
     """What :func:`outage_run` measured."""
 
-    ok: int
-    failed: int
     outage_requests: int
     events: list[tuple[float, str]]
     elapsed: float
@@ -61,7 +64,7 @@ def _value(url: str) -> int:
     return int(body["value"])
 
 
-def _tally(results: Sequence[object]) -> dict[str, int]:
+def _tally(results: Sequence[object]) -> Tally:
     """``ok`` and ``failed``: how many results are values and how many exceptions."""
     failed = sum(isinstance(r, BaseException) for r in results)
     return {"ok": len(results) - failed, "failed": failed}
@@ -136,10 +139,8 @@ def adaptive_run(
             results = fetch_limited(list(range(n_items)))
         elapsed = time.monotonic() - t0
         rejected = api.stats["rate_limited"]
-    tally = _tally(results)
     return {
-        "ok": tally["ok"],
-        "failed": tally["failed"],
+        **_tally(results),
         "rejected": rejected,
         "elapsed": elapsed,
         "path": path,
@@ -188,11 +189,4 @@ def outage_run(
             results = fetch_or_wait(list(range(n_items)))
         elapsed = time.monotonic() - t0
         during = api.stats["outage"]
-    tally = _tally(results)
-    return {
-        "ok": tally["ok"],
-        "failed": tally["failed"],
-        "outage_requests": during,
-        "events": events,
-        "elapsed": elapsed,
-    }
+    return {**_tally(results), "outage_requests": during, "events": events, "elapsed": elapsed}
