@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from opero import opero, opmap
+from opero._failures import failure_logs
 from opero._progress import Failure, FailureLog, MapProgress
 from opero.notebook import dashboard
 from opero.notebook._html import sparkline
@@ -52,7 +53,7 @@ def test_panel_counts_recovered_and_permanent_per_status_and_says_item_or_row() 
 
     items = list(range(5000, 5200))
     fetch(items)
-    log = fetch._engine.failures
+    (log,) = [log for log in failure_logs() if log.name == fetch.stats.name]
     rows = {status: (rec, perm) for status, rec, perm in log.recovered(dict(fetch.stats.attempt_errors))}
     permanent_404 = sum(1 for i in items if i % 25 == 0)
     recovered_500 = sum(1 for i in items if i % 5 == 0 and i % 25)

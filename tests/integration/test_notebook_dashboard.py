@@ -16,6 +16,7 @@ import pytest
 
 from opero import opero, opmap
 from opero._errors import AllFailedError, Cancelled
+from opero._failures import failure_logs
 from opero._progress import MapProgress, maps
 from opero.notebook import dashboard
 
@@ -55,9 +56,8 @@ def test_failures_name_each_rows_own_error_and_index() -> None:
         "position", "row", "value", "traceback",
     ]  # fmt: skip
 
-    board = dashboard.Dashboard(title="t")
     # this function's log only: earlier tests' functions keep theirs in the same registry
-    html = dashboard.render_errors_html([log for log in board._logs() if log.name == lookup.stats.name])
+    html = dashboard.render_errors_html([log for log in failure_logs() if log.name == lookup.stats.name])
     assert "HTTPError 404" not in html
     assert f"NotFound ×{len(expected_404)}" in html and f"ServerError ×{len(expected_500)}" in html
     assert "lookup.failures()" in html
