@@ -68,6 +68,24 @@ def test_parts_of_a_mapped_function_and_a_method() -> None:
     assert parts(Api.get).limiter is not None
 
 
+def test_parts_of_classmethods_and_staticmethods() -> None:
+    """Decorated classmethods and staticmethods give their parts, from the class or its dict."""
+
+    class Api:
+        @opero.opero(rate_limit=5)
+        @classmethod
+        def made(cls) -> int:
+            return 1
+
+        @opero.opero(circuit_breaker=True)
+        @staticmethod
+        def ping() -> int:
+            return 1
+
+    assert parts(Api.made).limiter is parts(Api.__dict__["made"]).limiter is not None
+    assert parts(Api.ping).breaker is parts(Api.__dict__["ping"]).breaker is not None
+
+
 @pytest.mark.parametrize("thing", [len, lambda: 1, functools.partial(print), 3, None])
 def test_parts_refuses_other_callables(thing: object) -> None:
     """Anything not made by @opero or @opmap raises a TypeError that says what was expected."""
