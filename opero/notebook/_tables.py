@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator
-from typing import Any
 
 from .._failures import Failure, FailureLog
 from .._progress import MapProgress, format_seconds
@@ -14,7 +13,7 @@ from ._html import esc, sparkline
 from ._hub import SAMPLE
 
 #: One function's row: its ``fn.stats.as_dict()`` plus the chart cells the dashboard adds.
-Row = dict[str, Any]
+Row = dict[str, object]
 
 __all__ = [
     "CHARTS",
@@ -93,18 +92,26 @@ def _fmt_number(value: object) -> str:
     return f"{value:,}"
 
 
+def _number(value: object) -> float | None:
+    """A row's number (an int stays an int), or None for a missing or non-numeric value."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    return None
+
+
 def _fmt_cell(key: str, row: Row) -> str:
     value = row.get(key)
+    number = _number(value)
     if key == "cache_hit_rate":
-        return "–" if value is None else f"{100 * value:.0f}% ({row['cache_hits']:,})"
+        return "–" if number is None else f"{100 * number:.0f}% ({row['cache_hits']:,})"
     if key == "rate_waits":
         if not row["rate_waits"] and not row.get("rate_wait_wall"):
             return "0"
-        return f"{row['rate_waits']:,} ({format_seconds(row.get('rate_wait_wall', 0.0))})"
+        return f"{row['rate_waits']:,} ({format_seconds(_number(row.get('rate_wait_wall')) or 0.0)})"
     if key == "rate_wait_seconds":
-        return format_seconds(value or 0.0)
+        return format_seconds(number or 0.0)
     if key in ("latency_p50", "latency_p95", "latency_mean"):
-        return "–" if value is None else f"{1000 * value:,.1f} ms"
+        return "–" if number is None else f"{1000 * number:,.1f} ms"
     if key in ("throughput", "recent_throughput"):
         return "–" if value is None else f"{value:,.1f}/s"
     if key == "tokens_used":
@@ -113,7 +120,7 @@ def _fmt_cell(key: str, row: Row) -> str:
         budget = row.get("token_budget")
         return f"{value:,.0f}" + (f" of {budget:,.0f}" if budget else "")
     if key == "token_limit":
-        return "–" if value is None else _fmt_rate(value)
+        return "–" if number is None else _fmt_rate(number)
     if key == "concurrency_in_flight":
         return "–" if value is None else f"{value:,}/{row.get('max_concurrency', 0):,}"
     if key == "function":
@@ -288,13 +295,13 @@ def limit_cell(s: FunctionStats, row: Row, limit: list[float], tokens: list[floa
     parts = []
     if s.budget:
         parts.append(sparkline(limit, "opero-s-limit", top=100.0, unit=" %", step=SAMPLE, what="limit use"))
-    token_limit = row.get("token_limit")
+    token_limit = _number(row.get("token_limit"))
     if token_limit:
-        what = f"token use of {_fmt_rate(float(token_limit))}"
+        what = f"token use of {_fmt_rate(token_limit)}"
         parts.append(sparkline(tokens, "opero-s-tokens", top=100.0, unit=" %", step=SAMPLE, what=what))
     slots = row.get("max_concurrency")
     if slots:
-        held = int(row.get("concurrency_in_flight") or 0)
+        held = int(_number(row.get("concurrency_in_flight")) or 0)
         parts.append(
             f'<span class="opero-slots" title="attempts in flight of max_concurrency={slots}">'
             f"{held:,}/{slots:,} slots</span>"
@@ -309,9 +316,9 @@ def limit_cell(s: FunctionStats, row: Row, limit: list[float], tokens: list[floa
 def pace_line(row: Row) -> str | None:
     """``complete: tokens 98 % of 60,000/s · 3/8 slots`` for a paced function, else None."""
     bits = []
-    limit = row.get("token_limit")
+    limit = _number(row.get("token_limit"))
     if limit and row.get("token_use") is not None:
-        bits.append(f"tokens {row['token_use']:.0f} % of {_fmt_rate(float(limit))}")
+        bits.append(f"tokens {row['token_use']:.0f} % of {_fmt_rate(limit)}")
     if row.get("max_concurrency"):
         bits.append(f"{row.get('concurrency_in_flight') or 0:,}/{row['max_concurrency']:,} slots")
     if not bits:
