@@ -18,7 +18,7 @@ from collections.abc import Hashable
 
 from .._decisions import Steps
 from .._errors import RemoteError, portable, stand_in
-from .._policy import Attempt, PlanParts, RemotePlan, Sleep
+from .._policy import PlanParts, RemotePlan, Sleep
 from .._telemetry import Event, logger
 from .._testing import state as testing_state
 from ..stores import MISS
