@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import pickle
 import time
 
@@ -20,7 +21,7 @@ def _double(x: int) -> int:
 
 def _members(protocol: type) -> set[str]:
     """The attributes and methods a protocol declares (not those of ``Protocol`` itself)."""
-    names = set(protocol.__dict__.get("__annotations__", {}))
+    names = set(inspect.get_annotations(protocol))
     names |= {n for n, v in vars(protocol).items() if callable(v) and not n.startswith("_")}
     return names
 
@@ -43,7 +44,7 @@ def test_each_interface_has_eight_members_that_a_plan_provides(protocol: type, e
 
 
 def test_parts_hold_the_shared_pieces_and_rebuild_keeps_them() -> None:
-    """rebuild(plan.parts()) keeps the parent's limiter, breaker and in_map, and opens no limiter of its own."""
+    """rebuild(plan.parts()) keeps the parent's limiter, breaker and in_map; its options open none."""
     parent = Plan(_double, Options(rate_limit=50, circuit_breaker=3), "double")
     parent.in_map = True
     parts = parent.parts()
@@ -104,7 +105,7 @@ def test_absorb_merges_counters_and_replays_events() -> None:
 
 
 def test_lookup_without_a_cache_misses_and_caching_says_so() -> None:
-    """A plan without a cache reports caching False and looks up (None, MISS); with one, a stored value hits."""
+    """Without a cache, caching is False and lookups miss; with one, a stored value hits."""
     bare = Plan(_double, Options(), "double")
     assert bare.caching is False and bare.lookup((1,), {}) == (None, MISS)
     cached = Plan(_double, Options(cache=True, cache_backend="memory"), "double")
