@@ -38,8 +38,11 @@ __all__ = [
     "run_chunk_sync",
 ]
 
-Outcome = tuple[int, bool, Any, Any]
-Chunk = list[tuple[int, Any]]
+#: ``(index, ok, value, item)``: ``value`` is the result, or (``ok`` False) the exception,
+#: which the flag cannot narrow for a type checker; ``item`` is set for a failure only
+Outcome = tuple[int, bool, Any, object]
+#: ``(index, item)`` pairs, in input order
+Chunk = list[tuple[int, object]]
 
 #: index of the item whose call runs in this thread or task (read by a worker's hard
 #: timeout to tell the parent which attempt is running)
@@ -51,29 +54,31 @@ _perf = time.perf_counter
 class Spread(NamedTuple):
     """An item that is a whole argument list (a pandas row over several columns)."""
 
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
+    args: tuple[object, ...]
+    kwargs: dict[str, object]
 
 
 @dataclass
 class MapCall:
     """One call of an opmap'd function: the plan, the mode and the call's own arguments."""
 
+    #: the map layer's plan; executors read it as an ``ItemPlan`` (items run here) or a
+    #: ``RemotePlan`` (items run in other processes)
     plan: Plan
     mode: str
     workers: int
     chunksize: int | None
-    prefix: tuple[Any, ...]
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
+    prefix: tuple[object, ...]
+    args: tuple[object, ...]
+    kwargs: dict[str, object]
     total: int | None
     #: set when the caller gave up (Ctrl-C in another thread, a cancelled await)
     stop: threading.Event = field(default_factory=threading.Event)
 
 
 def compose(
-    prefix: tuple[Any, ...], item: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    prefix: tuple[object, ...], item: object, args: tuple[object, ...], kwargs: dict[str, object]
+) -> tuple[tuple[object, ...], dict[str, object]]:
     """The arguments of one item's call: ``func(*prefix, item, *args, **kwargs)``."""
     if type(item) is Spread:
         return (*prefix, *item.args, *args), {**kwargs, **item.kwargs}
@@ -86,7 +91,11 @@ def _fast(plan: ItemPlan) -> bool:
 
 
 def run_chunk_sync(
-    plan: ItemPlan, chunk: Chunk, prefix: tuple[Any, ...], args: tuple[Any, ...], kwargs: dict[str, Any]
+    plan: ItemPlan,
+    chunk: Chunk,
+    prefix: tuple[object, ...],
+    args: tuple[object, ...],
+    kwargs: dict[str, object],
 ) -> list[Outcome]:
     """Run each item of ``chunk`` with the full policy; one outcome per item, in order."""
     out: list[Outcome] = []
@@ -113,7 +122,7 @@ class Run:
 
     __slots__ = ("failed", "start", "values")
 
-    def __init__(self, start: int, values: list[Any], failed: dict[int, Any]) -> None:
+    def __init__(self, start: int, values: list[Any], failed: dict[int, object]) -> None:
         self.start = start
         self.values = values
         self.failed = failed
@@ -149,7 +158,7 @@ def run_consecutive(plan: ItemPlan, chunk: Chunk) -> Run | list[Outcome]:
     if not _fast(plan) or type(chunk[0][1]) is Spread or chunk[-1][0] - chunk[0][0] != n - 1:
         return run_chunk_sync(plan, chunk, (), (), {})
     func = plan.func
-    values: list[Any] = []
+    values: list[object] = []
     extend, push = values.extend, values.append
     lat: list[float] = []
     rescue = _Rescue(plan, chunk, push)
@@ -180,12 +189,12 @@ class _Rescue:
 
     __slots__ = ("chunk", "failed", "plan", "push")
 
-    def __init__(self, plan: ItemPlan, chunk: Chunk, push: Callable[[Any], None]) -> None:
+    def __init__(self, plan: ItemPlan, chunk: Chunk, push: Callable[[object], None]) -> None:
         self.plan = plan
         self.chunk = chunk
         self.push = push
         #: position in the chunk -> item, of the items that failed for good
-        self.failed: dict[int, Any] = {}
+        self.failed: dict[int, object] = {}
 
     def __call__(self, pos: int, exc: Exception) -> None:
         item = self.chunk[pos][1]
@@ -198,7 +207,11 @@ class _Rescue:
 
 
 def _run_items(
-    plan: ItemPlan, chunk: Chunk, prefix: tuple[Any, ...], args: tuple[Any, ...], kwargs: dict[str, Any]
+    plan: ItemPlan,
+    chunk: Chunk,
+    prefix: tuple[object, ...],
+    args: tuple[object, ...],
+    kwargs: dict[str, object],
 ) -> list[Outcome]:
     """The fast loop for items with extra arguments or spread rows: one item at a time."""
     func = plan.func
@@ -254,9 +267,9 @@ def _merge(plan: ItemPlan, n: int, failures: int, lat: list[float], first: float
 async def run_chunk_async(
     plan: ItemPlan,
     chunk: Chunk,
-    prefix: tuple[Any, ...],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
+    prefix: tuple[object, ...],
+    args: tuple[object, ...],
+    kwargs: dict[str, object],
     concurrency: int = 1,
 ) -> list[Outcome]:
     """Run an ``async def`` plan over ``chunk`` on the running loop, ``concurrency`` at a time."""
@@ -401,7 +414,7 @@ class Feed:
 
     __slots__ = ("_lock", "dry", "sizer", "source", "window")
 
-    def __init__(self, source: Iterator[tuple[int, Any]], window: Window, sizer: ChunkSizer) -> None:
+    def __init__(self, source: Iterator[tuple[int, object]], window: Window, sizer: ChunkSizer) -> None:
         self.source = source
         self.window = window
         self.sizer = sizer
@@ -425,7 +438,7 @@ class Feed:
         return chunk
 
 
-def take(source: Iterator[tuple[int, Any]], n: int, window: Window) -> tuple[Chunk, bool]:
+def take(source: Iterator[tuple[int, object]], n: int, window: Window) -> tuple[Chunk, bool]:
     """Up to ``n`` items from ``source`` for ``n`` slots of ``window``; unused slots go back.
 
     Returns the items and whether ``source`` ran dry.

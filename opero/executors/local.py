@@ -17,8 +17,8 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Executor
-from typing import Any
 
+from .._policy import ItemPlan
 from .._threads import iterate_async_in_thread
 from ._chunks import (
     ChunkSizer,
@@ -35,10 +35,16 @@ from ._chunks import (
 
 __all__ = ["async_outcomes", "outcomes"]
 
-_DONE = object()
+#: what a thread lane hands the map: a chunk's outcomes, the error that stopped the input,
+#: or None when the lane is done
+_LaneNews = list[Outcome] | Run | BaseException | None
+#: what an async lane hands the map: one item's outcome, an error, or None when it is done
+_ItemNews = Outcome | BaseException | None
 
 
-def outcomes(call: MapCall, source: Iterator[tuple[int, Any]], window: Window) -> Iterator[list[Outcome]]:
+def outcomes(
+    call: MapCall, source: Iterator[tuple[int, object]], window: Window
+) -> Iterator[list[Outcome] | Run]:
     """Thread mode, and async mode driven from sync code (a private loop in a helper thread)."""
     if call.mode == "thread" or not call.plan.is_async:
         return _thread_outcomes(call, source, window)
@@ -96,11 +102,11 @@ _lanes = _LanePool()
 
 
 def _thread_outcomes(
-    call: MapCall, source: Iterator[tuple[int, Any]], window: Window
-) -> Iterator[list[Outcome]]:
+    call: MapCall, source: Iterator[tuple[int, object]], window: Window
+) -> Iterator[list[Outcome] | Run]:
     n = call.workers if call.total is None else max(1, min(call.workers, call.total))
     sizer = ChunkSizer(0.002, 1024, call.total, n, call.chunksize)
-    results: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    results: queue.SimpleQueue[_LaneNews] = queue.SimpleQueue()
     feed = Feed(source, window, sizer)
     for _ in range(n):
         _lanes.submit(functools.partial(_lane, call, feed, sizer, results))
@@ -108,7 +114,7 @@ def _thread_outcomes(
     try:
         while running:
             got = results.get()
-            if got is _DONE:
+            if got is None:
                 running -= 1
             elif isinstance(got, BaseException):
                 raise got
@@ -119,9 +125,10 @@ def _thread_outcomes(
         window.close()
 
 
-def _lane(call: MapCall, feed: Feed, sizer: ChunkSizer, results: queue.SimpleQueue[Any]) -> None:
+def _lane(call: MapCall, feed: Feed, sizer: ChunkSizer, results: queue.SimpleQueue[_LaneNews]) -> None:
     """One thread-mode lane: run chunks from ``feed`` until it is empty or the map stops."""
-    plan, stop = call.plan, call.stop
+    plan: ItemPlan = call.plan
+    stop = call.stop
     prefix, args, kwargs = call.prefix, call.args, call.kwargs
     plain = not (prefix or args or kwargs)
     loop: asyncio.AbstractEventLoop | None = None
@@ -147,18 +154,18 @@ def _lane(call: MapCall, feed: Feed, sizer: ChunkSizer, results: queue.SimpleQue
     finally:
         if loop is not None:
             loop.close()
-        results.put(_DONE)
+        results.put(None)
 
 
 # -- async --------------------------------------------------------------------------------
 
 
 async def async_outcomes(
-    call: MapCall, source: Iterator[tuple[int, Any]], window: Window
+    call: MapCall, source: Iterator[tuple[int, object]], window: Window
 ) -> AsyncIterator[list[Outcome]]:
     """``workers`` lanes on the running loop pulling one item at a time."""
     n = call.workers if call.total is None else max(1, min(call.workers, call.total))
-    done: asyncio.Queue[Any] = asyncio.Queue()
+    done: asyncio.Queue[_ItemNews] = asyncio.Queue()
     pool = None
     if not call.plan.is_async:
         from concurrent.futures import ThreadPoolExecutor
@@ -183,13 +190,13 @@ async def async_outcomes(
 
 async def _async_lane(
     call: MapCall,
-    source: Iterator[tuple[int, Any]],
+    source: Iterator[tuple[int, object]],
     window: Window,
-    done: asyncio.Queue[Any],
+    done: asyncio.Queue[_ItemNews],
     pool: Executor | None,
 ) -> None:
     """One async-mode lane: items one at a time (in ``pool`` for a sync function)."""
-    plan = call.plan
+    plan: ItemPlan = call.plan
     prefix, args, kwargs = call.prefix, call.args, call.kwargs
     loop = asyncio.get_running_loop()
     try:
@@ -218,14 +225,14 @@ async def _async_lane(
         done.put_nowait(exc)
         raise
     finally:
-        done.put_nowait(_DONE)
+        done.put_nowait(None)
 
 
-def _batch(got: Any, done: asyncio.Queue[Any], running: list[int]) -> list[Outcome]:
+def _batch(got: _ItemNews, done: asyncio.Queue[_ItemNews], running: list[int]) -> list[Outcome]:
     """``got`` and every outcome already queued behind it; counts lanes that ended."""
     batch: list[Outcome] = []
     while True:
-        if got is _DONE:
+        if got is None:
             running[0] -= 1
         elif isinstance(got, BaseException):
             raise got
@@ -237,7 +244,7 @@ def _batch(got: Any, done: asyncio.Queue[Any], running: list[int]) -> list[Outco
 
 
 def _async_in_thread(
-    call: MapCall, source: Iterator[tuple[int, Any]], window: Window
+    call: MapCall, source: Iterator[tuple[int, object]], window: Window
 ) -> Iterator[list[Outcome]]:
     """Drive :func:`async_outcomes` on a private loop in a helper thread, from sync code."""
 
