@@ -6,7 +6,7 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
-from ._hints import status_of
+from ._hints import header_pairs, headers_on_chain, status_of
 
 __all__ = [
     "AllFailedError",
@@ -364,21 +364,17 @@ def _rebuild_remote(
 
 
 def _http_details(exc: BaseException) -> tuple[int | None, dict[str, str] | None]:
-    """Status code and headers of an HTTP-ish error, read by duck typing (no imports)."""
-    response = getattr(exc, "response", None)
-    status = status_of(exc)  # the one status reader (also follows `raise ... from`)
-    headers: dict[str, str] | None = None
-    for source in (response, exc):
-        raw = getattr(source, "headers", None) if source is not None else None
-        if raw is None:
-            continue
-        try:
-            items = raw.items()
-            headers = {str(k): str(v) for k, v in items}
-            break
-        except Exception:
-            continue
-    return status, headers
+    """Status code and headers of an HTTP-ish error, read by duck typing (no imports).
+
+    Both follow ``raise ... from`` (:func:`~opero._hints.status_of`,
+    :func:`~opero._hints.headers_on_chain`): a stand-in of a 429 raised from a response's
+    error keeps its ``Retry-After``. The headers are the first set that can be read, as found.
+    """
+    for _, raw in headers_on_chain(exc):
+        pairs = header_pairs(raw)
+        if pairs is not None:
+            return status_of(exc), dict(pairs)
+    return status_of(exc), None
 
 
 def _round_trips(exc: BaseException) -> bool:

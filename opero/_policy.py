@@ -134,8 +134,6 @@ class Plan(FastPath):
         pace = self.gate.pace
         if pace is not None and (pace.record is not None or pace.slots is not None):
             self.stats.pace = pace.snapshot  # tokens used, slots in use: in fn.stats
-        self.attempt_sync = self.gate.attempt_sync
-        self.attempt_async = self.gate.attempt_async
         cache = make_cache(func, options)
         self.keys: KeyBuilder | None = cache[0] if cache is not None else None
         self.cache: CacheBackend | None = cache[1] if cache is not None else None
@@ -159,6 +157,11 @@ class Plan(FastPath):
     in_map = _InRoom[bool](
         "gate", "Items of a map wait for a half-open probe instead of failing fast (set by opmap)."
     )
+
+    def _pick_fast_path(self) -> None:
+        # the gate binds its attempts anew when its pace changes: take the current ones
+        self.attempt_sync, self.attempt_async = self.gate.attempt_sync, self.gate.attempt_async
+        super()._pick_fast_path()
 
     def __reduce__(self) -> Args:
         # A decorated function defined in __main__ or a notebook travels to process workers by
