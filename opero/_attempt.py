@@ -15,7 +15,7 @@ from typing import cast
 from ._breaker import Breaker
 from ._hints import server_wait, status_of
 from ._limit import Limiter
-from ._pace import Pace
+from ._pace import Pace, Ticket
 from ._telemetry import Recorder
 from ._threads import call_with_timeout
 
@@ -126,7 +126,7 @@ class Gate:
     def _paced_sync(self, args: tuple[object, ...], kwargs: dict[str, object]) -> object:
         pace = self.pace
         assert pace is not None  # bound only with a pace
-        ticket = pace.enter(args, kwargs, self.limiter, self.recorder.stats)
+        ticket = pace.enter(Ticket(pace, args, kwargs, self.limiter), self.recorder.stats)
         try:
             value = self._attempt_sync(args, kwargs)
         except BaseException as exc:
@@ -138,7 +138,7 @@ class Gate:
     async def _paced_async(self, args: tuple[object, ...], kwargs: dict[str, object]) -> object:
         pace = self.pace
         assert pace is not None  # bound only with a pace
-        ticket = await pace.enter_async(args, kwargs, self.limiter, self.recorder.stats)
+        ticket = await pace.enter_async(Ticket(pace, args, kwargs, self.limiter), self.recorder.stats)
         try:
             value = await self._attempt_async(args, kwargs)
         except BaseException as exc:

@@ -22,6 +22,7 @@ import inspect
 import math
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple, NoReturn
 
 from ._errors import AllFailedError, BudgetExhausted, CircuitOpenError
@@ -105,49 +106,27 @@ class _Outcome:
         raise self._error
 
 
+@dataclass(slots=True, eq=False)
 class _RetryState:
     """What tenacity's wait strategies read from a ``RetryCallState`` (no tenacity import).
 
     ``attempt_number`` counts rounds (tenacity's attempts are opero's rounds: a round tries
     every fallback candidate once); ``outcome`` holds the round's last error, so
-    ``wait_exception`` works; ``seconds_since_start`` runs from the call's start.
+    ``wait_exception`` works; ``seconds_since_start`` runs from the call's start. The
+    attribute names are tenacity's.
     """
 
-    __slots__ = (
-        "args",
-        "attempt_number",
-        "fn",
-        "idle_for",
-        "kwargs",
-        "next_action",
-        "outcome",
-        "outcome_timestamp",
-        "retry_object",
-        "start_time",
-        "upcoming_sleep",
-    )
-
-    def __init__(
-        self,
-        fn: Callable[..., object],
-        args: Args,
-        kwargs: Kwargs,
-        round_number: int,
-        error: BaseException,
-        start_time: float,
-        idle_for: float,
-    ) -> None:
-        self.fn = fn
-        self.args = args
-        self.kwargs = kwargs
-        self.retry_object = None
-        self.attempt_number = round_number
-        self.outcome = _Outcome(round_number, error)
-        self.outcome_timestamp = _perf()
-        self.start_time = start_time
-        self.idle_for = idle_for
-        self.next_action = None
-        self.upcoming_sleep = 0.0
+    fn: Callable[..., object]
+    args: Args
+    kwargs: Kwargs
+    attempt_number: int
+    outcome: _Outcome
+    start_time: float
+    idle_for: float
+    outcome_timestamp: float = field(default_factory=_perf)
+    retry_object: None = None
+    next_action: None = None
+    upcoming_sleep: float = 0.0
 
     @property
     def seconds_since_start(self) -> float:
@@ -362,7 +341,8 @@ class Decisions:
             pause = verdict
         elif self.options.wait is not None:
             args, kwargs, started, slept = state
-            rs = _RetryState(self.func, args, kwargs, round_number, error, started, slept)
+            outcome = _Outcome(round_number, error)
+            rs = _RetryState(self.func, args, kwargs, round_number, outcome, started, slept)
             pause = max(0.0, float(self.options.wait(rs)))
         else:
             pause = self.delay(round_number)

@@ -45,7 +45,7 @@ PROVIDER_WINDOW = 60.0
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """One limit the server published; every field is None when absent or junk.
+    """One limit the server published; a field is None when absent or junk.
 
     Attributes:
         limit: units allowed per window.
@@ -54,10 +54,10 @@ class Limits:
         window: the window's length in seconds, when the server says it.
     """
 
-    limit: float | None = None
-    remaining: float | None = None
-    reset: float | None = None
-    window: float | None = None
+    limit: float | None
+    remaining: float | None
+    reset: float | None
+    window: float | None
 
     @property
     def rate(self) -> float | None:

@@ -32,6 +32,7 @@ import importlib
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from ._counters import PaceSnapshot
@@ -131,14 +132,19 @@ class Slots(Protocol):
 
 
 class Ticket:
-    """One attempt's share of the pace: its estimate, what :func:`charge` reported, its slot."""
+    """One attempt's share of the pace: its estimate, what :func:`charge` reported, its slot.
+
+    Made for an attempt with its arguments (the ``tokens=`` estimate is taken from them),
+    then passed to :meth:`Pace.enter` and :meth:`Pace.exit`.
+    """
 
     __slots__ = ("charged", "estimate", "held", "limiter", "pace", "token")
 
-    def __init__(self, pace: Pace, estimate: float, limiter: Limiter | None) -> None:
-        self.pace = pace
-        self.estimate = estimate
-        self.limiter = limiter
+    def __init__(
+        self, pace: Pace, args: tuple[object, ...], kwargs: Mapping[str, object], limiter: Limiter | None
+    ) -> None:
+        self.pace, self.limiter = pace, limiter
+        self.estimate = pace.estimate(args, kwargs)
         self.charged: float | None = None
         self.held: int | str | None = None
         self.token: contextvars.Token[Ticket | None] | None = None
@@ -190,6 +196,7 @@ def observe(response: object) -> Reading:
     return reading
 
 
+@dataclass(slots=True, eq=False)
 class Pace:
     """The pace of one function or scope (see the module docstring).
 
@@ -206,40 +213,16 @@ class Pace:
         func: the decorated function, whose signature binds what ``tokens`` receives.
     """
 
-    __slots__ = (
-        "_binder",
-        "_published",
-        "budget",
-        "func",
-        "max_delay",
-        "name",
-        "record",
-        "slots",
-        "token_rate",
-        "tokens",
-    )
-
-    def __init__(
-        self,
-        name: str,
-        tokens: Callable[..., float] | None,
-        token_rate: float | None,
-        budget: float | None,
-        max_delay: float,
-        record: Record | None,
-        slots: Slots | None,
-        func: Callable[..., object] | None = None,
-    ) -> None:
-        self.name = name
-        self.func = func
-        self.tokens = tokens
-        self.token_rate = token_rate
-        self.budget = budget
-        self.max_delay = max_delay
-        self.record = record
-        self.slots = slots
-        self._binder: ArgumentBinder | None = None
-        self._published = 0.0
+    name: str
+    tokens: Callable[..., float] | None
+    token_rate: float | None
+    budget: float | None
+    max_delay: float
+    record: Record | None
+    slots: Slots | None
+    func: Callable[..., object] | None = None
+    _binder: ArgumentBinder | None = field(default=None, init=False)
+    _published: float = field(default=0.0, init=False)
 
     def __reduce__(self) -> tuple[object, ...]:
         return (
@@ -301,20 +284,13 @@ class Pace:
         spent = float(self.record.apply("pace_read", pace_read))
         raise BudgetExhausted(self.name, spent, self.budget)
 
-    def enter(
-        self,
-        args: tuple[object, ...],
-        kwargs: Mapping[str, object],
-        limiter: Limiter | None,
-        stats: FunctionStats,
-    ) -> Ticket:
-        """Before an attempt: a concurrency slot, then the token reservation (sleeping the
-        calling thread while either is not available).
+    def enter(self, ticket: Ticket, stats: FunctionStats) -> Ticket:
+        """Before an attempt (``ticket``, made for it): a concurrency slot, then the token
+        reservation (sleeping the calling thread while either is not available).
 
         Raises:
             BudgetExhausted: the ``token_budget`` cannot cover this attempt.
         """
-        ticket = Ticket(self, self.estimate(args, kwargs), limiter)
         if self.slots is not None:
             ticket.held = self._slot(self.slots, stats)
         try:
@@ -327,15 +303,8 @@ class Pace:
         ticket.token = _current.set(ticket)
         return ticket
 
-    async def enter_async(
-        self,
-        args: tuple[object, ...],
-        kwargs: Mapping[str, object],
-        limiter: Limiter | None,
-        stats: FunctionStats,
-    ) -> Ticket:
+    async def enter_async(self, ticket: Ticket, stats: FunctionStats) -> Ticket:
         """:meth:`enter` without blocking the event loop."""
-        ticket = Ticket(self, self.estimate(args, kwargs), limiter)
         if self.slots is not None:
             ticket.held = await self._slot_async(self.slots, stats)
         try:
