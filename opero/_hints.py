@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 __all__ = [
     "RETRYABLE_CLIENT_STATUSES",
@@ -85,10 +85,11 @@ def header_pairs(headers: object) -> list[tuple[str, str]] | None:
     with ``items()``. None when they cannot be read.
     """
     items = _attr(headers, "items")
-    if not callable(items):
-        return None
     try:
-        return [(str(k), str(v)) for k, v in items()]
+        pairs = items() if callable(items) else None
+        if not isinstance(pairs, Iterable):
+            return None
+        return [(str(k), str(v)) for k, v in pairs]
     except Exception:
         return None
 
