@@ -159,7 +159,7 @@ class Plan(FastPath):
     )
 
     def _pick_fast_path(self) -> None:
-        # the gate binds its attempts anew when its pace changes: take the current ones
+        # the gate's attempt depends on its pace (a worker sets the parent's): take the current one
         self.attempt_sync, self.attempt_async = self.gate.attempt_sync, self.gate.attempt_async
         super()._pick_fast_path()
 
