@@ -211,8 +211,6 @@ class Plan(_Rooms, FastPath):
         pace = self.gate.pace
         if pace is not None and (pace.record is not None or pace.slots is not None):
             self.stats.pace = pace.snapshot  # tokens used, slots in use: in fn.stats
-        self.attempt_sync = self.gate.attempt_sync
-        self.attempt_async = self.gate.attempt_async
         cache = make_cache(func, options)
         self.keys: KeyBuilder | None = cache[0] if cache is not None else None
         self.cache: CacheBackend | None = cache[1] if cache is not None else None
@@ -222,6 +220,11 @@ class Plan(_Rooms, FastPath):
         self._entry_sync = None
         self._entry_async = None
         self._pick_fast_path()
+
+    def _pick_fast_path(self) -> None:
+        # the gate's attempt depends on its pace (a worker sets the parent's): take the current one
+        self.attempt_sync, self.attempt_async = self.gate.attempt_sync, self.gate.attempt_async
+        super()._pick_fast_path()
 
     def __reduce__(self) -> tuple[Callable[[PlanParts], Plan], tuple[PlanParts]]:
         # A decorated function defined in __main__ or a notebook travels to process workers by
