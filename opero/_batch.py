@@ -29,7 +29,6 @@ from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Iterato
 from typing import TypeVar
 
 from ._errors import ConfigurationError
-from ._options import OperoOptions
 from ._pace import Pace
 from ._policy import Plan
 from ._progress import MapProgress
@@ -73,7 +72,7 @@ def batch_plan(plan: Plan) -> Plan:
 
 
 #: Options that would give the batch plan a pace (token record, slots) of its own.
-_NO_PACE: OperoOptions = {
+_NO_PACE: dict[str, object] = {
     "token_limit": None,
     "tokens": None,
     "token_budget": None,

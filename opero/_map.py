@@ -379,9 +379,10 @@ class _Engine:
         ) -> Awaitable[list[object]]:
             return self._list_async(self._call(prefix, values, a, kw), values, labels)
 
+        request = pandas.Request(data, args, kwargs, name, func)
         if self.is_async:
-            return pandas.dispatch_async(run_async, data, args, kwargs, name=name, func=func)
-        return pandas.dispatch(run_sync, data, args, kwargs, name=name, func=func)
+            return pandas.dispatch_async(run_async, request)
+        return pandas.dispatch(run_sync, request)
 
 
 class _Mapped:

@@ -36,7 +36,7 @@ import pandas as pd
 from ._errors import ConfigurationError
 from .executors._chunks import Spread
 
-__all__ = ["RunList", "dispatch", "dispatch_async"]
+__all__ = ["Request", "RunList", "dispatch", "dispatch_async"]
 
 Out_co = TypeVar("Out_co", covariant=True)
 Out = TypeVar("Out")
@@ -70,57 +70,55 @@ _OWN_KEYWORDS = ("result_column", "error_column", "expand", "resume")
 _MAX_LISTED = 30
 
 
-def dispatch(
-    run_list: RunList[list[object]],
-    data: object,
-    args: tuple[object, ...],
-    kwargs: dict[str, object],
-    *,
-    name: str,
-    func: Callable[..., object],
-) -> pd.Series[Any] | pd.DataFrame:
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One pandas call of a mapped function, as opmap received it."""
+
+    #: the Series or DataFrame the user passed as the items argument (typed ``object`` so
+    #: that opmap can pass its items through after its own check)
+    data: object
+    #: the positional arguments after ``data``; for a DataFrame the first one is the column
+    #: specification (one name, a list of names or a ``{parameter: column}`` dict), the rest
+    #: pass through to every call
+    args: tuple[object, ...]
+    #: the keyword arguments of the call; ``result_column``, ``error_column``, ``expand``
+    #: (and ``resume``) are taken out, the rest pass through to every call. Not modified.
+    kwargs: dict[str, object]
+    #: the function's ``__name__``, the default result column name
+    name: str
+    #: the undecorated function; its signature validates the column mapping
+    func: Callable[..., object]
+
+
+def dispatch(run_list: RunList[list[object]], request: Request) -> pd.Series[Any] | pd.DataFrame:
     """Map a function over a Series or DataFrame columns through opmap's ``run_list``.
 
     Args:
-        run_list: opmap's resilient parallel map over plain items (see :data:`RunList`).
-        data: the Series or DataFrame the user passed as the items argument (typed
-            ``object`` so that opmap can pass its items through after its own check).
-        args: the positional arguments after ``data``; for a DataFrame the first one is the
-            column specification (one name, a list of names or a ``{parameter: column}``
-            dict), the rest pass through to every call.
-        kwargs: the keyword arguments of the call; ``result_column``, ``error_column`` and
-            ``expand`` are taken out, the rest pass through to every call. Not modified.
-        name: the function's ``__name__``, the default result column name.
-        func: the undecorated function; its signature validates the column mapping.
+        run_list: opmap's resilient parallel map over plain items (see :class:`RunList`).
+        request: the call: the Series or DataFrame and the arguments that came with it.
 
     Returns:
         A Series for a Series input (a DataFrame with ``expand=True``), a new DataFrame for
-        a DataFrame input (:func:`dispatch_async`: a coroutine resolving to it).
+        a DataFrame input.
 
     Raises:
         ConfigurationError: a missing or unknown column, a DataFrame without a column, a
             dict naming a parameter the function does not have, a new column name that is
             already taken, or arguments the function cannot accept.
     """
-    job = _Job.prepare(data, args, kwargs, name=name, func=func)
+    job = _Job.prepare(request)
     return job.finish(job.run(run_list) if job.runs else [])
 
 
 async def dispatch_async(
-    run_list: RunList[Awaitable[list[object]]],
-    data: object,
-    args: tuple[object, ...],
-    kwargs: dict[str, object],
-    *,
-    name: str,
-    func: Callable[..., object],
+    run_list: RunList[Awaitable[list[object]]], request: Request
 ) -> pd.Series[Any] | pd.DataFrame:
     """:func:`dispatch` for an ``async def`` function, whose ``run_list`` gives an awaitable.
 
     Its errors are raised when the coroutine is awaited, like every other error of an
     async map.
     """
-    job = _Job.prepare(data, args, kwargs, name=name, func=func)
+    job = _Job.prepare(request)
     results: list[object] = await job.run(run_list) if job.runs else []
     return job.finish(results)
 
@@ -164,17 +162,10 @@ class _Job:
     previous: list[object] | None = None
 
     @classmethod
-    def prepare(
-        cls,
-        data: object,
-        args: tuple[object, ...],
-        kwargs: dict[str, object],
-        *,
-        name: str,
-        func: Callable[..., object],
-    ) -> _Job:
+    def prepare(cls, request: Request) -> _Job:
         """Validate a call and build its items; nothing runs yet."""
-        kwargs = dict(kwargs)  # the caller's dict is not ours to change
+        data, args, name, func = request.data, request.args, request.name, request.func
+        kwargs = dict(request.kwargs)  # the caller's dict is not ours to change
         result_column, error_column, error_given, expand = _pop_columns(name, kwargs)
         signature = _signature(func)
         resume: object = None

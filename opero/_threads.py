@@ -103,7 +103,7 @@ class _Runner(Generic[T]):
 
 def _unwrap(outcome: _Outcome[T]) -> T:
     """``(True, value)`` gives the value; ``(False, exc)`` raises the exception."""
-    if outcome[0]:
+    if outcome[0] is True:
         return outcome[1]
     raise outcome[1]
 
