@@ -46,6 +46,20 @@ def _is_pandas(items: object) -> bool:
     return type(items).__module__.startswith("pandas")
 
 
+def _checked(name: str, items: object) -> Iterable[object]:
+    """``items``, refused when it is no iterable of items (a str is one: of characters)."""
+    if isinstance(items, str | bytes | bytearray):
+        raise ConfigurationError(
+            f"{name} got a {type(items).__name__} as items; it would map over its characters. "
+            "Pass an iterable of items, e.g. a list: fn([text])"
+        )
+    if not isinstance(items, Iterable):
+        raise ConfigurationError(
+            f"{name} needs an iterable of items as its first argument, got {type(items).__name__}"
+        )
+    return items
+
+
 class _Engine:
     """One decorated function's map machinery (shared by every call and bound method)."""
 
@@ -69,19 +83,6 @@ class _Engine:
         self.last_results: list[object] | None = None
 
     # -- one call ----------------------------------------------------------------------------
-
-    def _checked(self, items: object) -> Iterable[object]:
-        """``items``, refused when it is no iterable of items (a str is one: of characters)."""
-        if isinstance(items, str | bytes | bytearray):
-            raise ConfigurationError(
-                f"{self.name} got a {type(items).__name__} as items; it would map over its characters. "
-                "Pass an iterable of items, e.g. a list: fn([text])"
-            )
-        if not isinstance(items, Iterable):
-            raise ConfigurationError(
-                f"{self.name} needs an iterable of items as its first argument, got {type(items).__name__}"
-            )
-        return items
 
     def _call(
         self,
@@ -164,7 +165,7 @@ class _Engine:
         __tracebackhide__ = True  # notebook (issue 21)
         if _is_pandas(items):
             return self._pandas(prefix, items, args, kwargs)
-        checked = self._checked(items)
+        checked = _checked(self.name, items)
         if "resume" in kwargs and self._resume_is_ours():
             kwargs = dict(kwargs)
             return self._resume(prefix, checked, kwargs.pop("resume"), args, kwargs)
@@ -308,7 +309,7 @@ class _Engine:
         self, prefix: tuple[object, ...], items: object, args: tuple[object, ...], kwargs: dict[str, object]
     ) -> object:
         """Stream results: a generator (an async generator for ``async def``)."""
-        checked = self._checked(items)
+        checked = _checked(self.name, items)
         call = self._call(prefix, checked, args, kwargs)
         if self.batched is not None:
             stream = self.batched.stream_async if self.is_async else self.batched.stream_sync

@@ -293,11 +293,9 @@ def _frame_items(
     func: Callable[..., object],
     signature: inspect.Signature | None,
 ) -> tuple[list[object], tuple[object, ...]]:
-    """``(items, rest)`` of a DataFrame call: the column spec (first argument, or
-    ``column=``) read into items; ``rest`` are the arguments passed through.
-
-    Several columns make each row a whole argument list, a ``Spread``: positional for a
-    list of columns, by keyword for a ``{parameter: column}`` dict."""
+    """``(items, rest)`` of a DataFrame call: the column spec (first argument, or ``column=``)
+    read into items (several columns: a ``Spread`` of each row's values, positional for a
+    list, by keyword for a dict); ``rest`` are the arguments passed through."""
     if args:
         spec, rest = args[0], args[1:]
     elif "column" in kwargs and (signature is None or "column" not in signature.parameters):
@@ -444,20 +442,7 @@ def _check_parameters(
     kwargs: Mapping[str, object],
 ) -> list[str]:
     """The parameter names of a ``{parameter: column}`` mapping, each one checked."""
-    if not spec:
-        raise ConfigurationError(f"{name}: the {{parameter: column}} dict is empty")
-    names: list[str] = []
-    for param in spec:
-        if not isinstance(param, str):
-            raise ConfigurationError(
-                f"{name}: the dict maps parameters to columns ({{parameter: column}}); "
-                f"key {param!r} is not a parameter name"
-            )
-        if param in kwargs:
-            raise ConfigurationError(
-                f"{name}: parameter {param!r} gets both a column ({spec[param]!r}) and a keyword argument"
-            )
-        names.append(param)
+    names = _parameter_names(name, spec, kwargs)
     if signature is None:
         return names
     params = signature.parameters
@@ -476,6 +461,25 @@ def _check_parameters(
                 f"{name}: parameter {param!r} is positional-only and cannot take a column by "
                 "keyword; pass a list of columns instead"
             )
+    return names
+
+
+def _parameter_names(name: str, spec: Mapping[object, object], kwargs: Mapping[str, object]) -> list[str]:
+    """The keys of a ``{parameter: column}`` mapping: names, each not given by keyword too."""
+    if not spec:
+        raise ConfigurationError(f"{name}: the {{parameter: column}} dict is empty")
+    names: list[str] = []
+    for param in spec:
+        if not isinstance(param, str):
+            raise ConfigurationError(
+                f"{name}: the dict maps parameters to columns ({{parameter: column}}); "
+                f"key {param!r} is not a parameter name"
+            )
+        if param in kwargs:
+            raise ConfigurationError(
+                f"{name}: parameter {param!r} gets both a column ({spec[param]!r}) and a keyword argument"
+            )
+        names.append(param)
     return names
 
 
