@@ -72,7 +72,8 @@ class _Mapping(Protocol[T_contra, P, R, Frame_co, Series_co, List_co, Stream_co]
     def __call__(self, items: object, /, *args: object, **kwargs: object) -> object: ...
 
     def imap(self, items: Iterable[T_contra], /, *args: P.args, **kwargs: P.kwargs) -> Stream_co:
-        """Stream the results, bounded memory (an async generator for ``async def``)."""
+        """Stream the results with bounded memory: an ``Iterator[R | BaseException]``, an
+        ``AsyncIterator`` of them for ``async def``; ``ordered=False``: as they finish."""
         ...
 
     @property
