@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import opero
 from opero._attempt import Gate
-from opero._policy import Plan, rebuild
+from opero._policy import Plan, PlanParts, rebuild
 
 
 def _plan(fn: object) -> Plan:
@@ -48,7 +48,7 @@ def test_setting_a_pace_later_binds_the_paced_attempt() -> None:
         return x
 
     parent = _plan(h)
-    copy = rebuild(parent.func, parent.options, parent.name, None, None, False, None, None)
+    copy = rebuild(PlanParts(parent.func, parent.options, parent.name, None))
     assert getattr(copy.attempt_sync, "__func__", None) is Gate._attempt_sync
     copy.pace = parent.pace
     assert getattr(copy.attempt_sync, "__func__", None) is Gate._paced_sync
