@@ -30,7 +30,7 @@ from typing import TypeVar
 
 from ._errors import ConfigurationError
 from ._pace import Pace
-from ._policy import Plan
+from ._policy import Plan, PlanParts, rebuild
 from ._progress import MapProgress
 from ._telemetry import registry
 from ._testing import state as testing_state
@@ -52,32 +52,15 @@ def batch_plan(plan: Plan) -> Plan:
     """The plan of the batch calls: ``plan``'s function and options, without its cache (the
     cache is per item), sharing its counters, rate budget, breaker, sticky fallbacks, token
     budget and concurrency slots (one rate token and one slot per request)."""
-    opts = plan.options.replace(
-        cache=False,
-        rate_limit=None,
-        rate_start=None,
-        adaptive=False,
-        rate_limit_scope=None,
-        circuit_breaker=None,
-        **_NO_PACE,  # the batch plan builds no pace of its own: it draws on the item plan's
+    # rebuilt as a worker's plan is: the item plan's shared parts, none opened again
+    parts = PlanParts(plan.func, plan.options.replace(cache=False), plan.name, plan.limiter)
+    batches = rebuild(
+        parts._replace(breaker=plan.breaker, in_map=True, sticky=plan.sticky, pace=_batch_pace(plan))
     )
-    batches = Plan(plan.func, opts, plan.name)
-    batches.pace = _batch_pace(plan)
-    batches.limiter, batches.breaker, batches.in_map = plan.limiter, plan.breaker, True
-    batches.sticky = plan.sticky
     batches.stats = batches.recorder.stats = plan.stats
     batches._pick_fast_path()  # the fast path must see the pace (it skips it)
     registry.put(plan.name, plan.stats)  # building the plan registered fresh counters
     return batches
-
-
-#: Options that would give the batch plan a pace (token record, slots) of its own.
-_NO_PACE: dict[str, object] = {
-    "token_limit": None,
-    "tokens": None,
-    "token_budget": None,
-    "max_concurrency": None,
-}
 
 
 class SummedTokens:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from .._decisions import Args, Kwargs
 from .._policy import ItemPlan, Plan
 
 __all__ = [
@@ -54,8 +55,8 @@ _perf = time.perf_counter
 class Spread(NamedTuple):
     """An item that is a whole argument list (a pandas row over several columns)."""
 
-    args: tuple[object, ...]
-    kwargs: dict[str, object]
+    args: Args
+    kwargs: Kwargs
 
 
 @dataclass
@@ -68,17 +69,15 @@ class MapCall:
     mode: str
     workers: int
     chunksize: int | None
-    prefix: tuple[object, ...]
-    args: tuple[object, ...]
-    kwargs: dict[str, object]
+    prefix: Args
+    args: Args
+    kwargs: Kwargs
     total: int | None
     #: set when the caller gave up (Ctrl-C in another thread, a cancelled await)
     stop: threading.Event = field(default_factory=threading.Event)
 
 
-def compose(
-    prefix: tuple[object, ...], item: object, args: tuple[object, ...], kwargs: dict[str, object]
-) -> tuple[tuple[object, ...], dict[str, object]]:
+def compose(prefix: Args, item: object, args: Args, kwargs: Kwargs) -> tuple[Args, Kwargs]:
     """The arguments of one item's call: ``func(*prefix, item, *args, **kwargs)``."""
     if type(item) is Spread:
         return (*prefix, *item.args, *args), {**kwargs, **item.kwargs}
@@ -90,13 +89,7 @@ def _fast(plan: ItemPlan) -> bool:
     return plan.fast_now() == "plain"
 
 
-def run_chunk_sync(
-    plan: ItemPlan,
-    chunk: Chunk,
-    prefix: tuple[object, ...],
-    args: tuple[object, ...],
-    kwargs: dict[str, object],
-) -> list[Outcome]:
+def run_chunk_sync(plan: ItemPlan, chunk: Chunk, prefix: Args, args: Args, kwargs: Kwargs) -> list[Outcome]:
     """Run each item of ``chunk`` with the full policy; one outcome per item, in order."""
     out: list[Outcome] = []
     append = out.append
@@ -206,13 +199,7 @@ class _Rescue:
             self.plan.recorder.emit("failure", error=final, duration=None)
 
 
-def _run_items(
-    plan: ItemPlan,
-    chunk: Chunk,
-    prefix: tuple[object, ...],
-    args: tuple[object, ...],
-    kwargs: dict[str, object],
-) -> list[Outcome]:
+def _run_items(plan: ItemPlan, chunk: Chunk, prefix: Args, args: Args, kwargs: Kwargs) -> list[Outcome]:
     """The fast loop for items with extra arguments or spread rows: one item at a time."""
     func = plan.func
     out: list[Outcome] = []
@@ -267,9 +254,9 @@ def _merge(plan: ItemPlan, n: int, failures: int, lat: list[float], first: float
 async def run_chunk_async(
     plan: ItemPlan,
     chunk: Chunk,
-    prefix: tuple[object, ...],
-    args: tuple[object, ...],
-    kwargs: dict[str, object],
+    prefix: Args,
+    args: Args,
+    kwargs: Kwargs,
     concurrency: int = 1,
 ) -> list[Outcome]:
     """Run an ``async def`` plan over ``chunk`` on the running loop, ``concurrency`` at a time."""

@@ -23,9 +23,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 from .._attempt import Gate
-from .._decisions import Attempt
+from .._decisions import Args, Attempt, Kwargs
 from .._errors import RemoteError, portable, stand_in
 from .._limit import Limiter
 from .._policy import ItemPlan, PlanParts, rebuild
@@ -66,9 +67,9 @@ class Spec:
     parts: PlanParts
     #: when the limiter could not travel: the rate this worker may use on its own
     rate_share: float | None
-    prefix: tuple[object, ...]
-    args: tuple[object, ...]
-    kwargs: dict[str, object]
+    prefix: Args
+    args: Args
+    kwargs: Kwargs
     #: items of a chunk run at once on the worker's event loop (async_process)
     concurrency: int = 1
     #: events to send home: True (all), or the kinds the parent listens to (none: no relay)
@@ -105,6 +106,18 @@ ChunkBody = tuple[int, list[int], bytes]
 #: ``setup`` is the pickled :class:`Spec`, of a ``chunk`` a :data:`ChunkBody`, of a ``drop``
 #: or an ``exit`` None
 Message = tuple[str, str, bytes | ChunkBody | None]
+
+
+class _Group(NamedTuple):
+    """A run of items of one kind (full items, or single attempts) within a chunk."""
+
+    chunk_id: int
+    #: position of its first item in the chunk
+    base: int
+    items: Chunk
+    singles: _Singles | None
+    #: the chunk's last group: its last batch is final
+    last: bool
 
 
 class ChunkRunner:
@@ -184,25 +197,14 @@ class ChunkRunner:
             groups[-1][1].append((idx, payload))
         base = 0  # position of the group's first item in the chunk
         for g, (single, chunk) in enumerate(groups):
-            last = g == len(groups) - 1
             runner = _Singles(gate, chunk) if single else None
-            if plan.is_async:
-                self._run_async(chunk_id, plan, chunk, runner, last, flush)
-            else:
-                self._run_sync((chunk_id, base), plan, chunk, runner, last, flush)
+            group = _Group(chunk_id, base, chunk, runner, g == len(groups) - 1)
+            (self._run_async if plan.is_async else self._run_sync)(plan, group, flush)
             base += len(chunk)
 
-    def _run_async(
-        self,
-        chunk_id: int,
-        plan: ItemPlan,
-        chunk: Chunk,
-        singles: _Singles | None,
-        last: bool,
-        flush: Flush,
-    ) -> None:
+    def _run_async(self, plan: ItemPlan, group: _Group, flush: Flush) -> None:
         """A group of items on this worker's event loop, ``concurrency`` at once; one batch."""
-        spec = self.spec
+        spec, singles = self.spec, group.singles
         if self.loop is None:
             self.loop = asyncio.new_event_loop()
         st = self.fresh_stats(plan)
@@ -210,23 +212,15 @@ class ChunkRunner:
             outs = self.loop.run_until_complete(singles.run_async(spec.concurrency))
         else:
             outs = self.loop.run_until_complete(
-                run_chunk_async(plan, chunk, spec.prefix, spec.args, spec.kwargs, spec.concurrency)
+                run_chunk_async(plan, group.items, spec.prefix, spec.args, spec.kwargs, spec.concurrency)
             )
-        flush(self._batch(chunk_id, plan, st, outs, last))
+        flush(self._batch(group.chunk_id, plan, st, outs, group.last))
 
-    def _run_sync(
-        self,
-        where: tuple[int, int],
-        plan: ItemPlan,
-        chunk: Chunk,
-        singles: _Singles | None,
-        last: bool,
-        flush: Flush,
-    ) -> None:
-        """A group of items in order (at position ``base`` of chunk ``chunk_id``: ``where``),
-        flushed in sub-batches about 5 ms apart, each marked on the board before it runs."""
+    def _run_sync(self, plan: ItemPlan, group: _Group, flush: Flush) -> None:
+        """A group of items in order, flushed in sub-batches about 5 ms apart, each marked on
+        the board before it runs."""
         spec = self.spec
-        chunk_id, base = where
+        chunk_id, base, chunk, singles, last = group
         start = 0
         step = 1
         while start < len(chunk):
