@@ -47,7 +47,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Concatenate, Protocol, TypeVar
 
 from ._testing import state as testing_state
 
@@ -143,21 +143,27 @@ class Store(Protocol):
 
     def reserve(self, interval: float, burst: int) -> float:
         """Run :func:`gcra_reserve` atomically on the shared state; return the delay."""
+        ...
 
     def confirm(self, interval: float, burst: int) -> float:
         """Run :func:`gcra_confirm` atomically on the shared state; return the delay."""
+        ...
 
     def hold(self, interval: float, burst: int, wait: float) -> None:
         """Push the next start at least ``wait`` seconds away (:func:`gcra_hold`)."""
+        ...
 
     async def reserve_async(self, interval: float, burst: int) -> float:
         """:meth:`reserve` without blocking the event loop."""
+        ...
 
     async def confirm_async(self, interval: float, burst: int) -> float:
         """:meth:`confirm` without blocking the event loop."""
+        ...
 
     async def hold_async(self, interval: float, burst: int, wait: float) -> None:
         """:meth:`hold` without blocking the event loop."""
+        ...
 
     #: None, or a list that receives the start time of every grant made through this store
     #: object, read on the deciding clock inside the atomic step: the spacing the limiter
@@ -273,8 +279,11 @@ class LocalStore(TransactStore):
 
 # -- shared records (adaptive rate, circuit breaker) ---------------------------------------
 
-#: An operation on a record: ``op(now, values, *args) -> result``, mutating ``values``.
-RecordOp = Callable[..., Any]
+#: An operation on a record: ``op(now, values, *args) -> result``, mutating ``values``. Its
+#: result is a float or a tuple of floats: what the redis store's Lua twin can send back.
+RecordOp = Callable[Concatenate[float, list[float], ...], object]
+#: The result of one record operation, passed through by :meth:`Record.apply`.
+T = TypeVar("T")
 
 
 class Record(Protocol):
@@ -284,11 +293,15 @@ class Record(Protocol):
     function (the in-process and host stores run it under their lock).
     """
 
-    def apply(self, name: str, op: RecordOp, *args: float) -> Any:
+    def apply(self, name: str, op: Callable[Concatenate[float, list[float], ...], T], *args: float) -> T:
         """Run ``op(now, values, *args)`` atomically and return its result."""
+        ...
 
-    async def apply_async(self, name: str, op: RecordOp, *args: float) -> Any:
+    async def apply_async(
+        self, name: str, op: Callable[Concatenate[float, list[float], ...], T], *args: float
+    ) -> T:
         """:meth:`apply` without blocking the event loop."""
+        ...
 
 
 class LocalRecord:
@@ -305,12 +318,14 @@ class LocalRecord:
         self.values = list(initial)
         self._lock = threading.Lock()
 
-    def apply(self, name: str, op: RecordOp, *args: float) -> Any:
+    def apply(self, name: str, op: Callable[Concatenate[float, list[float], ...], T], *args: float) -> T:
         """Run ``op`` under this process's lock."""
         with self._lock:
             return op(clock(), self.values, *args)
 
-    async def apply_async(self, name: str, op: RecordOp, *args: float) -> Any:
+    async def apply_async(
+        self, name: str, op: Callable[Concatenate[float, list[float], ...], T], *args: float
+    ) -> T:
         """:meth:`apply` (microseconds under a lock)."""
         return self.apply(name, op, *args)
 
@@ -527,7 +542,7 @@ class Limiter:
         """``(rate, epoch)``: the shared rate now, and its epoch (the number of cuts so far)."""
         if self.adaptive is None:
             return self.rate, 0.0
-        return self.adaptive.record.apply("aimd_read", aimd_read)  # type: ignore[no-any-return]
+        return self.adaptive.record.apply("aimd_read", aimd_read)
 
     def current_rate(self) -> float:
         """The rate in force now (the shared adaptive rate, or the fixed one)."""
