@@ -299,6 +299,8 @@ def _unchecked(base: Options, changes: Mapping[str, Any]) -> Options:
     """``base`` with ``changes``: the one place untyped values (decorator keywords,
     ``configure()``, ``OPERO_*`` variables) become typed fields; callers validate the result."""
     return dataclasses.replace(base, **changes)
+
+
 _overrides: dict[str, object] = {}
 _overrides_lock = threading.Lock()
 
