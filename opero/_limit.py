@@ -47,6 +47,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Concatenate, Protocol, TypeVar
 
 from ._testing import state as testing_state
@@ -151,7 +152,6 @@ class Store(Protocol):
 
     def hold(self, interval: float, burst: int, wait: float) -> None:
         """Push the next start at least ``wait`` seconds away (:func:`gcra_hold`)."""
-        ...
 
     async def reserve_async(self, interval: float, burst: int) -> float:
         """:meth:`reserve` without blocking the event loop."""
@@ -163,7 +163,6 @@ class Store(Protocol):
 
     async def hold_async(self, interval: float, burst: int, wait: float) -> None:
         """:meth:`hold` without blocking the event loop."""
-        ...
 
     #: None, or a list that receives the start time of every grant made through this store
     #: object, read on the deciding clock inside the atomic step: the spacing the limiter
@@ -279,11 +278,11 @@ class LocalStore(TransactStore):
 
 # -- shared records (adaptive rate, circuit breaker) ---------------------------------------
 
-#: An operation on a record: ``op(now, values, *args) -> result``, mutating ``values``. Its
-#: result is a float or a tuple of floats: what the redis store's Lua twin can send back.
-RecordOp = Callable[Concatenate[float, list[float], ...], object]
-#: The result of one record operation, passed through by :meth:`Record.apply`.
 T = TypeVar("T")
+#: An operation on a record: ``op(now, values, *args) -> result`` (a float or a tuple of
+#: floats, what redis can send back), mutating ``values``; :meth:`Record.apply` returns it.
+Operation = Callable[Concatenate[float, list[float], ...], T]
+RecordOp = Operation[object]
 
 
 class Record(Protocol):
@@ -293,13 +292,11 @@ class Record(Protocol):
     function (the in-process and host stores run it under their lock).
     """
 
-    def apply(self, name: str, op: Callable[Concatenate[float, list[float], ...], T], *args: float) -> T:
+    def apply(self, name: str, op: Operation[T], *args: float) -> T:
         """Run ``op(now, values, *args)`` atomically and return its result."""
         ...
 
-    async def apply_async(
-        self, name: str, op: Callable[Concatenate[float, list[float], ...], T], *args: float
-    ) -> T:
+    async def apply_async(self, name: str, op: Operation[T], *args: float) -> T:
         """:meth:`apply` without blocking the event loop."""
         ...
 
@@ -318,14 +315,12 @@ class LocalRecord:
         self.values = list(initial)
         self._lock = threading.Lock()
 
-    def apply(self, name: str, op: Callable[Concatenate[float, list[float], ...], T], *args: float) -> T:
+    def apply(self, name: str, op: Operation[T], *args: float) -> T:
         """Run ``op`` under this process's lock."""
         with self._lock:
             return op(clock(), self.values, *args)
 
-    async def apply_async(
-        self, name: str, op: Callable[Concatenate[float, list[float], ...], T], *args: float
-    ) -> T:
+    async def apply_async(self, name: str, op: Operation[T], *args: float) -> T:
         """:meth:`apply` (microseconds under a lock)."""
         return self.apply(name, op, *args)
 
@@ -401,27 +396,19 @@ def aimd_succeeded(
     return rate
 
 
+@dataclass(slots=True, eq=False)
 class Adaptive:
-    """The adaptive side of a limiter: its shared AIMD record and its settings.
+    """The adaptive side of a limiter: its shared AIMD record and its settings."""
 
-    Args:
-        record: the shared ``[rate, epoch, base, probing, peak]`` record.
-        ceiling: the highest rate (``rate_limit``), or None with ``"auto"``.
-    """
-
-    __slots__ = ("ceiling", "record")
-
-    def __init__(self, record: Record, ceiling: float | None) -> None:
-        self.record = record
-        self.ceiling = ceiling
+    #: the shared ``[rate, epoch, base, probing, peak]`` record
+    record: Record
+    #: the highest rate (``rate_limit``), or None with ``"auto"``
+    ceiling: float | None
 
     @staticmethod
     def initial(start: float, probing: bool) -> list[float]:
         """A fresh record's values."""
         return [float(start), 0.0, float(start), 1.0 if probing else 0.0, 0.0]
-
-    def __reduce__(self) -> tuple[object, ...]:
-        return (Adaptive, (self.record, self.ceiling))
 
 
 #: A 429 whose attempt had to wait for its grant (the budget was busy, starts going out
