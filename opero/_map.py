@@ -28,7 +28,7 @@ from ._options import OperoOptions, Options, resolve_options
 from ._policy import Plan
 from ._progress import FailureLog, MapProgress, keep_interrupted, new_failure_log
 from .executors import async_outcomes, default_workers, sync_outcomes
-from .executors._chunks import MapCall, Outcome, Run, Window
+from .executors._chunks import ListSource, MapCall, Outcome, Run, Window
 from .executors.dask import joblib_config
 
 if TYPE_CHECKING:  # the types only: `import opero` never imports pandas
@@ -149,6 +149,12 @@ class _Engine:
     ) -> tuple[Iterator[tuple[int, object]], MapFlights | None]:
         # Counts the items handed to the executor, so "in flight" is real in every mode:
         # progress reads the counter that numbers them (no Python step per item).
+        plain = not (call.prefix or call.args or call.kwargs or self.is_async)
+        if plain and type(items) is list and call.mode == "thread" and not MapFlights.wanted(self.plan):
+            # a plain thread map over a list: lanes take slices of it, no (index, item) pairs
+            listed = ListSource(items)
+            progress.count_taken(lambda: listed.taken)
+            return listed, None
         counter = itertools.count()
         progress.count_taken(counter)
         pairs: Iterator[tuple[int, object]] = zip(counter, items)

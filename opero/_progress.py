@@ -263,7 +263,7 @@ class MapProgress:
         self.done = self.failed = self.cancelled = 0
         #: items handed to the executor so far (in flight = taken - done); see ``taken``
         self._taken = 0
-        self._counter: itertools.count[int] | None = None
+        self._counter: itertools.count[int] | Callable[[], int] | None = None
         self.state = "running"
         self.started = time.time()
         self.ended: float | None = None
@@ -335,7 +335,7 @@ class MapProgress:
         if counter is not None:
             # the map's source numbers items with this counter (zip(count(), items), in C: no
             # Python step per item); it runs one ahead once the input is exhausted
-            counted = int(repr(counter)[6:-1])
+            counted = counter() if callable(counter) else int(repr(counter)[6:-1])
             if self.total is not None:
                 counted = min(counted, self.total)
             n = max(n, counted)
@@ -345,8 +345,9 @@ class MapProgress:
     def taken(self, value: int) -> None:
         self._taken = value
 
-    def count_taken(self, counter: itertools.count[int]) -> None:
-        """Read ``taken`` from the counter that numbers the map's items."""
+    def count_taken(self, counter: itertools.count[int] | Callable[[], int]) -> None:
+        """Read ``taken`` from the counter that numbers the map's items (or from a reader
+        of how far the executor has read the input)."""
         self._counter = counter
 
     def took(self, n: int) -> None:

@@ -23,9 +23,11 @@ from .._threads import iterate_async_in_thread
 from ._chunks import (
     ChunkSizer,
     Feed,
+    ListSource,
     MapCall,
     Outcome,
     Run,
+    Span,
     Window,
     compose,
     run_chunk_async,
@@ -131,15 +133,18 @@ def _lane(call: MapCall, feed: Feed, sizer: ChunkSizer, results: queue.SimpleQue
     stop = call.stop
     prefix, args, kwargs = call.prefix, call.args, call.kwargs
     plain = not (prefix or args or kwargs)
+    spans = isinstance(feed.source, ListSource)  # a plain map over a list: slices of it
     loop: asyncio.AbstractEventLoop | None = None
     try:
         while not stop.is_set():
-            chunk = feed.next()
+            chunk = feed.next_span() if spans else feed.next()
             if not chunk:
                 break
             t0 = time.perf_counter()
             outs: list[Outcome] | Run
-            if plan.is_async:
+            if isinstance(chunk, Span):
+                outs = run_consecutive(plan, chunk)
+            elif plan.is_async:
                 if loop is None:
                     loop = asyncio.new_event_loop()
                 outs = loop.run_until_complete(run_chunk_async(plan, chunk, prefix, args, kwargs))

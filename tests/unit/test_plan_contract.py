@@ -45,7 +45,7 @@ def test_each_interface_has_eight_members_that_a_plan_provides(protocol: type, e
 
 def test_parts_hold_the_shared_pieces_and_rebuild_keeps_them() -> None:
     """rebuild(plan.parts()) keeps the parent's limiter, breaker and in_map; its options open none."""
-    parent = Plan(_double, Options(rate_limit=50, circuit_breaker=3), "double")
+    parent = Plan(_double, Options(rate_limit=50, circuit_breaker=True), "double")
     parent.in_map = True
     parts = parent.parts()
     assert isinstance(parts, PlanParts)
