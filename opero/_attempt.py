@@ -9,17 +9,22 @@ means for them is decided once (:meth:`Gate.pushback`).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import cast
 
 from ._breaker import Breaker
 from ._hints import server_wait, status_of
 from ._limit import Limiter
-from ._pace import Pace
+from ._pace import Pace, Ticket
 from ._telemetry import Recorder
 from ._threads import call_with_timeout
 
-__all__ = ["Gate"]
+__all__ = ["AttemptAsync", "AttemptSync", "Gate"]
+
+#: One attempt of a sync function: ``(args, kwargs) -> its value``.
+AttemptSync = Callable[[tuple[object, ...], dict[str, object]], object]
+#: One attempt of an ``async def`` function: ``(args, kwargs) -> awaitable of its value``.
+AttemptAsync = Callable[[tuple[object, ...], dict[str, object]], Awaitable[object]]
 
 
 class Gate:
@@ -34,9 +39,16 @@ class Gate:
         limiter: the rate limiter, or None.
         breaker: the circuit breaker, or None.
         pace: ``max_concurrency`` slots, the token budget and the server's headers, or None.
+
+    :attr:`attempt_sync` and :attr:`attempt_async` give the attempt for the current pace:
+    without one, the gated attempt itself, so an unpaced attempt pays no wrapper call. The
+    plan takes them each time its pace is set (the gate keeps no bound method of its own: a
+    reference cycle would keep a worker's rebuilt plans, and their files, alive until a
+    garbage collection).
     """
 
     __slots__ = (
+        "_awaited",
         "_reported_rate",
         "breaker",
         "func",
@@ -51,26 +63,35 @@ class Gate:
 
     def __init__(
         self,
-        func: Callable[..., Any],
+        func: Callable[..., object],
         name: str,
         timeout: float | None,
         recorder: Recorder,
-        retryable: Callable[[BaseException], Any],
+        retryable: Callable[[BaseException], object],
         limiter: Limiter | None,
         breaker: Breaker | None,
         pace: Pace | None = None,
     ) -> None:
-        self.func = func
-        self.name = name
-        self.timeout = timeout
-        self.recorder = recorder
-        self.retryable = retryable
+        self.func, self.name, self.timeout = func, name, timeout
+        #: the same function seen from the async attempt, which awaits what it returns
+        self._awaited = cast("Callable[..., Awaitable[object]]", func)
+        self.recorder, self.retryable = recorder, retryable
         self.limiter: Limiter | None = limiter
         self.breaker: Breaker | None = breaker
         self.pace: Pace | None = pace
         #: items of a map wait for a half-open probe instead of failing fast (set by opmap)
         self.in_map = False
         self._reported_rate = limiter.rate if limiter is not None else 0.0
+
+    @property
+    def attempt_sync(self) -> AttemptSync:
+        """One attempt: paced (slot, tokens, the server's headers) around the gated attempt."""
+        return self._attempt_sync if self.pace is None else self._paced_sync
+
+    @property
+    def attempt_async(self) -> AttemptAsync:
+        """:attr:`attempt_sync` of an ``async def`` function."""
+        return self._attempt_async if self.pace is None else self._paced_async
 
     # -- what an attempt's outcome means (both drivers) -------------------------------------
 
@@ -102,12 +123,10 @@ class Gate:
 
     # -- paced: a concurrency slot and the token reservation around each attempt -----------
 
-    def attempt_sync(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """One attempt, paced (slot, tokens, the server's headers) around the gated attempt."""
+    def _paced_sync(self, args: tuple[object, ...], kwargs: dict[str, object]) -> object:
         pace = self.pace
-        if pace is None:
-            return self._attempt_sync(args, kwargs)
-        ticket = pace.enter(args, kwargs, self.limiter, self.recorder.stats)
+        assert pace is not None  # bound only with a pace
+        ticket = pace.enter(Ticket(pace, args, kwargs, self.limiter), self.recorder.stats)
         try:
             value = self._attempt_sync(args, kwargs)
         except BaseException as exc:
@@ -116,12 +135,10 @@ class Gate:
         pace.exit(ticket, None)
         return value
 
-    async def attempt_async(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """:meth:`attempt_sync` of an ``async def`` function."""
+    async def _paced_async(self, args: tuple[object, ...], kwargs: dict[str, object]) -> object:
         pace = self.pace
-        if pace is None:
-            return await self._attempt_async(args, kwargs)
-        ticket = await pace.enter_async(args, kwargs, self.limiter, self.recorder.stats)
+        assert pace is not None  # bound only with a pace
+        ticket = await pace.enter_async(Ticket(pace, args, kwargs, self.limiter), self.recorder.stats)
         try:
             value = await self._attempt_async(args, kwargs)
         except BaseException as exc:
@@ -132,7 +149,7 @@ class Gate:
 
     # -- sync --------------------------------------------------------------------------------
 
-    def _attempt_sync(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _attempt_sync(self, args: tuple[object, ...], kwargs: dict[str, object]) -> object:
         """One attempt: circuit breaker, rate-limit token, then the function under the timeout."""
         probe, epoch = False, 0.0
         breaker, limiter = self.breaker, self.limiter
@@ -175,7 +192,7 @@ class Gate:
 
     # -- async -------------------------------------------------------------------------------
 
-    async def _attempt_async(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    async def _attempt_async(self, args: tuple[object, ...], kwargs: dict[str, object]) -> object:
         """One attempt of an ``async def`` function; the timeout really cancels it."""
         probe, epoch = False, 0.0
         breaker, limiter = self.breaker, self.limiter
@@ -204,11 +221,11 @@ class Gate:
             self.breaker_changed(await breaker.succeeded_async())
         return value
 
-    async def _run_async(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    async def _run_async(self, args: tuple[object, ...], kwargs: dict[str, object]) -> object:
         if self.timeout is None:
-            return await self.func(*args, **kwargs)
+            return await self._awaited(*args, **kwargs)
         try:
             async with asyncio.timeout(self.timeout):
-                return await self.func(*args, **kwargs)
+                return await self._awaited(*args, **kwargs)
         except TimeoutError as exc:
             raise TimeoutError(f"{self.name}: attempt exceeded timeout={self.timeout}s") from exc

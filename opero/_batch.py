@@ -25,12 +25,12 @@ import asyncio
 import dataclasses
 import inspect
 import time
-from collections.abc import AsyncIterator, Callable, Hashable, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Iterator
+from typing import TypeVar
 
 from ._errors import ConfigurationError
 from ._pace import Pace
-from ._policy import Plan
+from ._policy import Plan, PlanParts, rebuild
 from ._progress import MapProgress
 from ._telemetry import registry
 from ._testing import state as testing_state
@@ -38,7 +38,12 @@ from .executors import sync_outcomes
 from .executors._chunks import MapCall, Outcome, Spread, Window, compose
 from .stores import MISS
 
-__all__ = ["BatchMap", "SummedTokens", "batch_plan", "chunks"]
+__all__ = ["AsyncDriver", "BatchMap", "SummedTokens", "batch_plan", "chunks"]
+
+T = TypeVar("T")
+
+#: the map's async source of outcomes: ``(call, pairs, window) -> batches of outcomes``
+AsyncDriver = Callable[[MapCall, Iterator[tuple[int, object]], Window], AsyncIterator[list[Outcome]]]
 
 _UNBOUNDED = 1 << 62
 
@@ -47,32 +52,15 @@ def batch_plan(plan: Plan) -> Plan:
     """The plan of the batch calls: ``plan``'s function and options, without its cache (the
     cache is per item), sharing its counters, rate budget, breaker, sticky fallbacks, token
     budget and concurrency slots (one rate token and one slot per request)."""
-    opts = plan.options.replace(
-        cache=False,
-        rate_limit=None,
-        rate_start=None,
-        adaptive=False,
-        rate_limit_scope=None,
-        circuit_breaker=None,
-        **_NO_PACE,  # the batch plan builds no pace of its own: it draws on the item plan's
+    # rebuilt as a worker's plan is: the item plan's shared parts, none opened again
+    parts = PlanParts(plan.func, plan.options.replace(cache=False), plan.name, plan.limiter)
+    batches = rebuild(
+        parts._replace(breaker=plan.breaker, in_map=True, sticky=plan.sticky, pace=_batch_pace(plan))
     )
-    batches = Plan(plan.func, opts, plan.name)
-    batches.pace = _batch_pace(plan)
-    batches.limiter, batches.breaker, batches.in_map = plan.limiter, plan.breaker, True
-    batches.sticky = plan.sticky
     batches.stats = batches.recorder.stats = plan.stats
     batches._pick_fast_path()  # the fast path must see the pace (it skips it)
     registry.put(plan.name, plan.stats)  # building the plan registered fresh counters
     return batches
-
-
-#: Options that would give the batch plan a pace (token record, slots) of its own.
-_NO_PACE: dict[str, Any] = {
-    "token_limit": None,
-    "tokens": None,
-    "token_budget": None,
-    "max_concurrency": None,
-}
 
 
 class SummedTokens:
@@ -88,20 +76,20 @@ class SummedTokens:
 
     __slots__ = ("param", "tokens")
 
-    def __init__(self, tokens: Callable[..., Any], param: str | None) -> None:
+    def __init__(self, tokens: Callable[..., float], param: str | None) -> None:
         self.tokens = tokens
         self.param = param
 
-    def __call__(self, /, **bound: Any) -> float:
+    def __call__(self, /, **bound: object) -> float:
         param = self.param
         batch = bound.get(param) if param is not None else None
-        if not isinstance(batch, list):
+        if param is None or not isinstance(batch, list):
             return float(self.tokens(**bound))  # not a batch call's arguments: as given
         total = 0.0
         for item in batch:
-            bound[param] = item  # type: ignore[index]
+            bound[param] = item
             total += float(self.tokens(**bound))
-        bound[param] = batch  # type: ignore[index]
+        bound[param] = batch
         return total
 
 
@@ -116,7 +104,7 @@ def _batch_pace(plan: Plan) -> Pace | None:
     )
 
 
-def _item_param(func: Callable[..., Any], position: int) -> str | None:
+def _item_param(func: Callable[..., object], position: int) -> str | None:
     """The name of the parameter at ``position`` (the one that receives a batch), or None."""
     try:
         params = list(inspect.signature(func).parameters.values())
@@ -131,7 +119,7 @@ def _item_param(func: Callable[..., Any], position: int) -> str | None:
 class _Slots:
     """The items of one batch map: which are answered, which are sent, in which batch."""
 
-    def __init__(self, items: list[Any]) -> None:
+    def __init__(self, items: list[object]) -> None:
         self.items = items
         #: batch number -> the item indices it carries
         self.batches: list[list[int]] = []
@@ -169,7 +157,7 @@ class BatchMap:
 
     # -- before dispatch ---------------------------------------------------------------------
 
-    def prepare(self, items: list[Any], results: list[Any], progress: MapProgress) -> _Slots:
+    def prepare(self, items: list[object], results: list[object], progress: MapProgress) -> _Slots:
         """Answer cache hits and duplicates' leaders; cut the rest into batches."""
         for item in items:
             if type(item) is Spread:
@@ -202,7 +190,7 @@ class BatchMap:
         slots.batches = [send[i : i + self.size] for i in range(0, len(send), self.size)]
         return slots
 
-    def _lookup(self, item: Any) -> tuple[Hashable | None, Any]:
+    def _lookup(self, item: object) -> tuple[Hashable | None, object]:
         began = time.perf_counter()
         call = self.call
         key, value = self.plan.lookup(*compose(call.prefix, item, call.args, call.kwargs))
@@ -212,7 +200,7 @@ class BatchMap:
             self.plan.finish(True, began, 0)
         return key, value
 
-    def pairs(self, slots: _Slots) -> Iterator[tuple[int, Any]]:
+    def pairs(self, slots: _Slots) -> Iterator[tuple[int, object]]:
         """What the executor runs: ``(batch number, [items])``."""
         items = slots.items
         for b, indices in enumerate(slots.batches):
@@ -220,7 +208,7 @@ class BatchMap:
 
     # -- results -----------------------------------------------------------------------------
 
-    def land(self, slots: _Slots, batch: int, ok: bool, value: Any) -> tuple[list[Outcome], list[int]]:
+    def land(self, slots: _Slots, batch: int, ok: bool, value: object) -> tuple[list[Outcome], list[int]]:
         """Per-item outcomes of one finished batch call, and the indices to bisect (if any)."""
         indices = slots.batches[batch]
         if not ok:
@@ -229,10 +217,10 @@ class BatchMap:
             return [(indices[0], False, value, slots.items[indices[0]])], []
         return self._split(slots, indices, value), []
 
-    def _split(self, slots: _Slots, indices: list[int], value: Any) -> list[Outcome]:
+    def _split(self, slots: _Slots, indices: list[int], value: object) -> list[Outcome]:
         items = slots.items
         try:
-            values = list(value)
+            values = list(value) if isinstance(value, Iterable) else None
         except TypeError:
             values = None
         if values is None or len(values) != len(indices):
@@ -250,7 +238,9 @@ class BatchMap:
                 out.append((i, True, v, None))
         return out
 
-    def finish(self, slots: _Slots, outs: list[Outcome], results: list[Any], progress: MapProgress) -> None:
+    def finish(
+        self, slots: _Slots, outs: list[Outcome], results: list[object], progress: MapProgress
+    ) -> None:
         """Store successes per item, copy outcomes to duplicates, place and count them."""
         plan = self.plan
         shared: list[Outcome] = []
@@ -267,7 +257,7 @@ class BatchMap:
                 shared.append((j, ok, value, None if ok else slots.items[j]))
         self._answered([*outs, *shared], results, progress)
 
-    def _answered(self, outs: list[Outcome], results: list[Any], progress: MapProgress) -> None:
+    def _answered(self, outs: list[Outcome], results: list[object], progress: MapProgress) -> None:
         self.account(outs, progress)
         for idx, _, value, _ in outs:
             results[idx] = value
@@ -301,7 +291,7 @@ class BatchMap:
         return out
 
     def _part(
-        self, slots: _Slots, part: list[int], ok: bool, value: Any, todo: list[list[int]]
+        self, slots: _Slots, part: list[int], ok: bool, value: object, todo: list[list[int]]
     ) -> list[Outcome]:
         if ok:
             return self._split(slots, part, value)
@@ -310,18 +300,18 @@ class BatchMap:
             return []
         return [(part[0], False, value, slots.items[part[0]])]
 
-    def _args(self, slots: _Slots, part: list[int]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    def _args(self, slots: _Slots, part: list[int]) -> tuple[tuple[object, ...], dict[str, object]]:
         call = self.call
         return compose(call.prefix, [slots.items[i] for i in part], call.args, call.kwargs)
 
-    def _call_sync(self, slots: _Slots, part: list[int]) -> tuple[bool, Any]:
+    def _call_sync(self, slots: _Slots, part: list[int]) -> tuple[bool, object]:
         args, kwargs = self._args(slots, part)
         try:
             return True, self.batches.call_sync(args, kwargs)
         except Exception as exc:
             return False, exc
 
-    async def _call_async(self, slots: _Slots, part: list[int]) -> tuple[bool, Any]:
+    async def _call_async(self, slots: _Slots, part: list[int]) -> tuple[bool, object]:
         args, kwargs = self._args(slots, part)
         try:
             if self.batches.is_async:
@@ -332,7 +322,7 @@ class BatchMap:
 
     # -- the two drivers ---------------------------------------------------------------------
 
-    def run_sync(self, items: list[Any], results: list[Any], progress: MapProgress) -> None:
+    def run_sync(self, items: list[object], results: list[object], progress: MapProgress) -> None:
         """The whole map from sync code: ``results[i]`` gets item i's result (or exception)."""
         slots = self.prepare(items, results, progress)
         if not slots.batches:
@@ -347,10 +337,10 @@ class BatchMap:
 
     async def run_async(
         self,
-        items: list[Any],
-        results: list[Any],
+        items: list[object],
+        results: list[object],
         progress: MapProgress,
-        batches: Callable[[MapCall, Iterator[tuple[int, Any]], Window], AsyncIterator[list[Outcome]]],
+        batches: AsyncDriver,
     ) -> None:
         """The whole map from async code (``batches``: the map's async outcome source)."""
         slots = self.prepare(items, results, progress)
@@ -370,10 +360,10 @@ class BatchMap:
         return dataclasses.replace(c, plan=self.batches, total=total)
 
 
-def chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+def chunks(items: Iterator[T], size: int) -> Iterator[list[T]]:
     """Consecutive segments of ``items`` (a streamed batch map runs one segment at a time)."""
     while True:
-        seg: list[Any] = []
+        seg: list[T] = []
         for item in items:
             seg.append(item)
             if len(seg) >= size:

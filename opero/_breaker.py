@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
 from ._errors import CircuitOpenError
 from ._limit import Record
+from ._options import BreakerSettings
 from ._testing import state as testing_state
 
 __all__ = [
@@ -125,7 +125,7 @@ class Breaker:
 
     __slots__ = ("fail_fast", "failures", "name", "open", "record", "window")
 
-    def __init__(self, name: str, record: Record, settings: Mapping[str, Any]) -> None:
+    def __init__(self, name: str, record: Record, settings: BreakerSettings) -> None:
         self.name = name
         self.record = record
         self.failures = int(settings["failures"])
@@ -133,7 +133,7 @@ class Breaker:
         self.open = float(settings["open"])
         self.fail_fast = bool(settings["fail_fast"])
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         settings = {"failures": self.failures, "window": self.window, "open": self.open}
         return (Breaker, (self.name, self.record, {**settings, "fail_fast": self.fail_fast}))
 

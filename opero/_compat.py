@@ -9,12 +9,12 @@ from __future__ import annotations
 import inspect
 import logging
 import sys
-from typing import Any
+from collections.abc import Callable
 
 __all__ = ["joblib_config", "level_cache", "mark_coroutine_function"]
 
 
-def joblib_config() -> tuple[Any, int | None] | None:
+def joblib_config() -> tuple[object, int | None] | None:
     """The backend and n_jobs of an enclosing ``joblib.parallel_config``, if one is active.
 
     joblib keeps the active configuration in the private ``joblib.parallel._backend``
@@ -33,7 +33,7 @@ def joblib_config() -> tuple[Any, int | None] | None:
     return config["backend"], n_jobs if isinstance(n_jobs, int) else None
 
 
-def mark_coroutine_function(obj: Any) -> None:
+def mark_coroutine_function(obj: Callable[..., object]) -> None:
     """Make ``asyncio.iscoroutinefunction(obj)`` and ``inspect.iscoroutinefunction(obj)`` True.
 
     For a callable object standing for an ``async def`` function: asyncio (before 3.14)
@@ -44,7 +44,7 @@ def mark_coroutine_function(obj: Any) -> None:
 
     marker = getattr(asyncio.coroutines, "_is_coroutine", None)
     if marker is not None:
-        obj._is_coroutine = marker
+        vars(obj)["_is_coroutine"] = marker  # an instance attribute, as asyncio sets it
     mark = getattr(inspect, "markcoroutinefunction", None)
     if mark is not None:
         mark(obj)

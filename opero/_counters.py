@@ -12,7 +12,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypedDict, TypeVar
 
 __all__ = [
     "RECENT_WINDOW",
@@ -20,6 +20,7 @@ __all__ = [
     "SAMPLE_EVERY",
     "SAMPLE_MASK",
     "FunctionStats",
+    "PaceSnapshot",
     "Registry",
     "all_stats",
     "lookup",
@@ -27,6 +28,17 @@ __all__ = [
     "registry",
     "set_status_reader",
 ]
+
+
+class PaceSnapshot(TypedDict, total=False):
+    """The pace's numbers in ``fn.stats`` (the token keys with a token budget, the rest with slots)."""
+
+    tokens_used: float
+    token_limit: float | None
+    token_budget: float | None
+    max_concurrency: int
+    concurrency_in_flight: int
+
 
 _COUNTERS = (
     "calls",
@@ -125,7 +137,7 @@ class FunctionStats:
         self.name = name
         self.budget = None
         #: [pace] a callable adding tokens used / slots in use to as_dict (None: not paced)
-        self.pace: Callable[[], dict[str, Any]] | None = None
+        self.pace: Callable[[], PaceSnapshot] | None = None
         self._lock = threading.Lock()
         self._started = itertools.count()  # every call, when it starts
         self._quick = itertools.count()  # succeeded at the first attempt: a success, an attempt
@@ -303,7 +315,7 @@ class FunctionStats:
         # at least a second: one call right after the definition is not thousands per second
         return (done - base[1]) / max(now - base[0], 1.0)
 
-    def export(self) -> dict[str, Any]:
+    def export(self) -> dict[str, object]:
         """Raw counters and latencies, to send from a worker to the parent."""
         with self._lock:
             out: dict[str, object] = {c: getattr(self, c) for c in _COUNTERS}

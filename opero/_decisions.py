@@ -21,8 +21,9 @@ from __future__ import annotations
 import inspect
 import math
 import time
-from collections.abc import Callable, Generator, Mapping
-from typing import Any, NamedTuple
+from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, NamedTuple, NoReturn
 
 from ._errors import AllFailedError, BudgetExhausted, CircuitOpenError
 from ._hints import is_client_error, is_throttled, server_wait
@@ -30,6 +31,11 @@ from ._options import Options
 from ._sticky import Sticky, no_candidates
 from ._telemetry import Recorder
 from ._testing import state as testing_state
+
+if TYPE_CHECKING:
+    from tenacity import wait_exponential
+
+    from ._options import ErrorFilter
 
 __all__ = [
     "PROGRAMMING_ERRORS",
@@ -45,8 +51,8 @@ __all__ = [
 _perf = time.perf_counter
 
 #: a call's positional and keyword arguments, as every driver passes them on
-Args = tuple[Any, ...]
-Kwargs = dict[str, Any]
+Args = tuple[object, ...]
+Kwargs = dict[str, object]
 #: What a ``wait=`` strategy is told of the call so far: ``(args, kwargs, started, slept)``.
 Walked = tuple[Args, Kwargs, float, float]
 
@@ -96,53 +102,31 @@ class _Outcome:
     def exception(self, timeout: float | None = None) -> BaseException:
         return self._error
 
-    def result(self, timeout: float | None = None) -> Any:
+    def result(self, timeout: float | None = None) -> NoReturn:
         raise self._error
 
 
+@dataclass(slots=True, eq=False)
 class _RetryState:
     """What tenacity's wait strategies read from a ``RetryCallState`` (no tenacity import).
 
     ``attempt_number`` counts rounds (tenacity's attempts are opero's rounds: a round tries
     every fallback candidate once); ``outcome`` holds the round's last error, so
-    ``wait_exception`` works; ``seconds_since_start`` runs from the call's start.
+    ``wait_exception`` works; ``seconds_since_start`` runs from the call's start. The
+    attribute names are tenacity's.
     """
 
-    __slots__ = (
-        "args",
-        "attempt_number",
-        "fn",
-        "idle_for",
-        "kwargs",
-        "next_action",
-        "outcome",
-        "outcome_timestamp",
-        "retry_object",
-        "start_time",
-        "upcoming_sleep",
-    )
-
-    def __init__(
-        self,
-        fn: Callable[..., Any],
-        args: Args,
-        kwargs: Kwargs,
-        round_number: int,
-        error: BaseException,
-        start_time: float,
-        idle_for: float,
-    ) -> None:
-        self.fn = fn
-        self.args = args
-        self.kwargs = kwargs
-        self.retry_object = None
-        self.attempt_number = round_number
-        self.outcome = _Outcome(round_number, error)
-        self.outcome_timestamp = _perf()
-        self.start_time = start_time
-        self.idle_for = idle_for
-        self.next_action = None
-        self.upcoming_sleep = 0.0
+    fn: Callable[..., object]
+    args: Args
+    kwargs: Kwargs
+    attempt_number: int
+    outcome: _Outcome
+    start_time: float
+    idle_for: float
+    outcome_timestamp: float = field(default_factory=_perf)
+    retry_object: None = None
+    next_action: None = None
+    upcoming_sleep: float = 0.0
 
     @property
     def seconds_since_start(self) -> float:
@@ -167,10 +151,10 @@ class Fallback:
 
     __slots__ = ("default", "index", "name")
 
-    def __init__(self, func: Callable[..., Any], name: str) -> None:
+    def __init__(self, func: Callable[..., object], name: str) -> None:
         self.name = name
         self.index: int | None = None
-        self.default: Any = None
+        self.default: object = None
         params = inspect.signature(func).parameters
         p = params.get(name)
         if p is not None:
@@ -179,7 +163,7 @@ class Fallback:
             if p.default is not inspect.Parameter.empty:
                 self.default = p.default
 
-    def candidates(self, args: Args, kwargs: Mapping[str, Any]) -> list[Any] | Args | None:
+    def candidates(self, args: Args, kwargs: Mapping[str, object]) -> Sequence[object] | None:
         """The call's candidates (a non-empty list or tuple), or None: no fallback."""
         if self.name in kwargs:
             value = kwargs[self.name]
@@ -191,19 +175,19 @@ class Fallback:
             return value
         return None
 
-    def substitute(self, args: Args, kwargs: Kwargs, value: Any) -> tuple[Args, Kwargs]:
+    def substitute(self, args: Args, kwargs: Kwargs, value: object) -> tuple[Args, Kwargs]:
         """The call's arguments with ``value`` in the fallback parameter."""
         if self.name not in kwargs and self.index is not None and self.index < len(args):
             return (*args[: self.index], value, *args[self.index + 1 :]), kwargs
         return args, {**kwargs, self.name: value}
 
 
-def is_default_retry_on(retry_on: Any) -> bool:
+def is_default_retry_on(retry_on: object) -> bool:
     """True for ``Options.retry_on``'s default (an explicit ``retry_on=Exception`` is not)."""
     return type(retry_on) is tuple and retry_on == (Exception,)
 
 
-def _retry_predicate(retry_on: Any) -> Callable[[BaseException], bool | float]:
+def _retry_predicate(retry_on: ErrorFilter) -> Callable[[BaseException], bool | float]:
     """``exc -> False`` (propagate), ``True`` (retry after the backoff) or seconds to wait."""
     if is_default_retry_on(retry_on):
         bugs = PROGRAMMING_ERRORS
@@ -223,7 +207,7 @@ def _retry_predicate(retry_on: Any) -> Callable[[BaseException], bool | float]:
     return verdict
 
 
-def _filter(on: Any) -> Callable[[BaseException], bool] | None:
+def _filter(on: ErrorFilter | None) -> Callable[[BaseException], bool] | None:
     """``fallback_on`` as a predicate; None means every retryable error moves on."""
     if on is None:
         return None
@@ -242,7 +226,9 @@ def mark_final(error: BaseException, name: str) -> None:
         pass
 
 
-def _not_open_breaker(retryable: Callable[[BaseException], Any]) -> Callable[[BaseException], Any]:
+def _not_open_breaker(
+    retryable: Callable[[BaseException], bool | float],
+) -> Callable[[BaseException], bool | float]:
     # An open circuit breaker means "fail fast": never retried, whatever retry_on says; a
     # spent token_budget too: no later attempt could run either.
     return lambda exc: not isinstance(exc, CircuitOpenError | BudgetExhausted) and retryable(exc)
@@ -306,7 +292,7 @@ class Decisions:
         recorder: where its counters and events go.
     """
 
-    def __init__(self, func: Callable[..., Any], options: Options, name: str, recorder: Recorder) -> None:
+    def __init__(self, func: Callable[..., object], options: Options, name: str, recorder: Recorder) -> None:
         self.func = func
         self.options = options
         self.name = name
@@ -323,7 +309,7 @@ class Decisions:
             else None
         )
         self._signature: inspect.Signature | None = None
-        self._backoff: Callable[[Any], float] | None = None  # tenacity's wait_exponential, lazily
+        self._backoff: wait_exponential | None = None  # made at the first failure
 
     # -- how long -------------------------------------------------------------------------
 
@@ -355,7 +341,8 @@ class Decisions:
             pause = verdict
         elif self.options.wait is not None:
             args, kwargs, started, slept = state
-            rs = _RetryState(self.func, args, kwargs, round_number, error, started, slept)
+            outcome = _Outcome(round_number, error)
+            rs = _RetryState(self.func, args, kwargs, round_number, outcome, started, slept)
             pause = max(0.0, float(self.options.wait(rs)))
         else:
             pause = self.delay(round_number)

@@ -5,14 +5,17 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
-from collections.abc import Callable
-from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, Unpack, overload
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Concatenate, ParamSpec, Protocol, TypeVar, Unpack, cast, overload
 
 from ._errors import ConfigurationError
 from ._keys import callable_name
 from ._options import OperoOptions, Options, resolve_options
 from ._policy import Plan
 from ._telemetry import FunctionStats
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["OperoFunction", "build_plan", "check_decoratable", "opero", "qualified_name"]
 
@@ -36,7 +39,7 @@ class OperoFunction(Protocol[P, R]):
         """Drop this function's cached results."""
         ...
 
-    def failures(self) -> Any:
+    def failures(self) -> pd.DataFrame:
         """Every failed call (the last 10,000) as a pandas DataFrame (notebook, issue 21)."""
         ...
 
@@ -51,10 +54,10 @@ class OperoFunction(Protocol[P, R]):
         self: OperoFunction[Concatenate[S, P2], R], obj: S, owner: type | None = None
     ) -> OperoFunction[P2, R]: ...
 
-    def __get__(self, obj: Any, owner: type | None = None) -> Any: ...
+    def __get__(self, obj: object, owner: type | None = None) -> object: ...
 
 
-def qualified_name(func: Callable[..., Any]) -> str:
+def qualified_name(func: Callable[..., object]) -> str:
     """``module.qualname`` of a function: its name in stats, logs and limiter scopes.
 
     A ``functools.partial`` is named after its function, a callable object after its class.
@@ -62,7 +65,7 @@ def qualified_name(func: Callable[..., Any]) -> str:
     return callable_name(func)
 
 
-def check_decoratable(func: Any, decorator: str) -> None:
+def check_decoratable(func: object, decorator: str) -> None:
     """Refuse what cannot be decorated, at decoration time.
 
     Raises:
@@ -85,12 +88,14 @@ def check_decoratable(func: Any, decorator: str) -> None:
         )
 
 
-def build_plan(func: Callable[..., Any], options: Options) -> Plan:
+def build_plan(func: Callable[..., object], options: Options) -> Plan:
     """The call plan of ``func`` (shared by ``@opero`` and ``@opmap``)."""
     return Plan(func, options, qualified_name(func))
 
 
-def _unwrap_method(func: Any) -> tuple[Callable[..., Any], Callable[[Any], Any] | None]:
+def _unwrap_method(
+    func: Callable[..., object],
+) -> tuple[Callable[..., object], Callable[[Callable[..., object]], object] | None]:
     if isinstance(func, classmethod):
         return func.__func__, classmethod
     if isinstance(func, staticmethod):
@@ -98,22 +103,26 @@ def _unwrap_method(func: Any) -> tuple[Callable[..., Any], Callable[[Any], Any] 
     return func, None
 
 
-def _attach(wrapper: Any, plan: Plan) -> None:
+def _attach(wrapper: Callable[..., object], plan: Plan) -> None:
     # A wrapper pickled by value (cloudpickle, from __main__ or a notebook) is rebuilt from its
     # __dict__ in this order: the plan first (rebuilt there, registering its stats), then
     # ``stats`` (which unpickles as the registered stats of that name: the plan's) and
     # ``cache_clear`` (bound to the same rebuilt plan), so both stay the live plan's.
-    wrapper._opero_plan = plan
-    wrapper.stats = plan.stats
-    wrapper.cache_clear = functools.partial(_clear_cache_of, plan) if plan.cache is not None else _no_cache
+    attributes = vars(wrapper)  # a function's own attributes (what OperoFunction declares)
+    attributes["_opero_plan"] = plan
+    attributes["stats"] = plan.stats
+    attributes["cache_clear"] = (
+        functools.partial(_clear_cache_of, plan) if plan.cache is not None else _no_cache
+    )
     # notebook (issue 21): plain calls have fn.failures() too (the log lives a layer above)
     plan.recorder.log_failures = True
-    wrapper.failures = functools.partial(_failures_of, plan.name)
+    attributes["failures"] = functools.partial(_failures_of, plan.name)
 
 
-def _failures_of(name: str) -> Any:
+def _failures_of(name: str) -> pd.DataFrame:
     """Every failed call of the function ``name`` as a pandas DataFrame (``fn.failures()``)."""
-    return importlib.import_module("opero._progress").failures_frame(name)
+    frame: pd.DataFrame = importlib.import_module("opero._progress").failures_frame(name)
+    return frame
 
 
 def _clear_cache_of(plan: Plan) -> None:
@@ -126,7 +135,7 @@ def _no_cache() -> None:
     """Nothing to clear: this function does not cache."""
 
 
-def _materialised(func: Callable[..., Any]) -> Callable[..., Any]:
+def _materialised(func: Callable[..., object]) -> Callable[..., object]:
     """A function that runs the generator ``func`` to the end and returns its values as a list.
 
     With ``cache=True`` a generator function's values are what gets cached (and retried): the
@@ -134,38 +143,43 @@ def _materialised(func: Callable[..., Any]) -> Callable[..., Any]:
     """
     if inspect.isasyncgenfunction(func):
 
-        async def collect_async(*args: Any, **kwargs: Any) -> list[Any]:
+        async def collect_async(*args: object, **kwargs: object) -> list[object]:
             return [value async for value in func(*args, **kwargs)]
 
-        collected: Any = collect_async
-    else:
+        collected: Callable[..., object] = collect_async
+    elif inspect.isgeneratorfunction(func):
 
-        def collect(*args: Any, **kwargs: Any) -> list[Any]:
+        def collect(*args: object, **kwargs: object) -> list[object]:
             return list(func(*args, **kwargs))
 
         collected = collect
+    else:  # _wrap sends only generator functions here
+        raise TypeError(f"not a generator function: {func!r}")
     functools.update_wrapper(collected, func)
-    collected.__opero_target__ = func  # keys: the generator's own source, closure and name
-    return collected  # type: ignore[no-any-return]
+    vars(collected)["__opero_target__"] = func  # keys: the generator's own source, closure and name
+    return collected
 
 
-def _wrap_generator(func: Callable[..., Any], options: Options) -> Any:
+def _wrap_generator(func: Callable[..., object], options: Options) -> Callable[..., object]:
     plan = build_plan(_materialised(func), options)
+    # the plan's function returns the generator's values as a list (said once, at decoration)
     if inspect.isasyncgenfunction(func):
-        call_async = plan.call_async
+        call_async = cast(
+            "Callable[[tuple[object, ...], dict[str, object]], Awaitable[list[object]]]", plan.call_async
+        )
 
         @functools.wraps(func)
-        async def async_gen_wrapper(*args: Any, **kwargs: Any) -> Any:
+        async def async_gen_wrapper(*args: object, **kwargs: object) -> AsyncIterator[object]:
             for value in await call_async(args, kwargs):
                 yield value
 
         _attach(async_gen_wrapper, plan)
         return async_gen_wrapper
 
-    call_sync = plan.call_sync
+    call_sync = cast("Callable[[tuple[object, ...], dict[str, object]], list[object]]", plan.call_sync)
 
     @functools.wraps(func)
-    def gen_wrapper(*args: Any, **kwargs: Any) -> Any:
+    def gen_wrapper(*args: object, **kwargs: object) -> Iterator[object]:
         # Still a generator function: nothing runs until the first next(), like the original;
         # then every value is produced (or read from the cache) at once and handed out.
         yield from call_sync(args, kwargs)
@@ -174,7 +188,7 @@ def _wrap_generator(func: Callable[..., Any], options: Options) -> Any:
     return gen_wrapper
 
 
-def _wrap(func: Callable[..., Any], options: Options) -> Any:
+def _wrap(func: Callable[..., object], options: Options) -> Callable[..., object]:
     if options.cache and (inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func)):
         return _wrap_generator(func, options)
     plan = build_plan(func, options)
@@ -194,7 +208,9 @@ def opero(
 ) -> Callable[[Callable[P, R]], OperoFunction[P, R]]: ...
 
 
-def opero(func: Callable[P, R] | None = None, /, **options: Unpack[OperoOptions]) -> Any:
+def opero(
+    func: Callable[P, R] | None = None, /, **options: Unpack[OperoOptions]
+) -> OperoFunction[P, R] | Callable[[Callable[P, R]], OperoFunction[P, R]]:
     """Make a function resilient: retries, fallbacks, timeout, cache, rate limit, telemetry.
 
     Use it bare (``@opero``) or with options (``@opero(retries=3, cache=True)``), on plain
@@ -225,7 +241,8 @@ def opero(func: Callable[P, R] | None = None, /, **options: Unpack[OperoOptions]
         check_decoratable(f, "opero")
         target, rewrap = _unwrap_method(f)
         wrapped = _wrap(target, resolve_options(options, target))
-        return rewrap(wrapped) if rewrap is not None else wrapped  # type: ignore[no-any-return]
+        # the wrapper built above, with the attributes OperoFunction declares (_attach)
+        return cast("OperoFunction[P, R]", rewrap(wrapped) if rewrap is not None else wrapped)
 
     if func is not None:
         return decorate(func)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Sequence
-from typing import Any
 
-from ._hints import status_of
+from ._hints import header_pairs, headers_on_chain, status_of
 
 __all__ = [
     "AllFailedError",
@@ -79,7 +78,7 @@ def _rebuild_all_failed(
     kind: type[AllFailedError],
     func_name: str,
     errors: list[BaseException],
-    args: tuple[Any, ...],
+    args: tuple[object, ...],
     cause: BaseException | None,
     suppress: bool,
 ) -> AllFailedError:
@@ -175,7 +174,7 @@ class RemoteError(OperoError):
         status: int | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
-        _fill(self, type_name, message, traceback_text, status, headers)
+        _fill(self, (type_name, message, traceback_text, status, headers))
 
     # Properties, not plain attributes: in a typed stand-in (a subclass of the original class
     # too) they win over the original's own ``status``/``headers`` descriptors.
@@ -233,6 +232,11 @@ class RemoteError(OperoError):
         return _make_remote(kind if cls is RemoteError else None, (type_name, message, text, status, headers))
 
 
+#: A stand-in's fields: type name, message, traceback text, HTTP status, headers.
+_Fields = tuple[str, str, str, int | None, dict[str, str] | None]
+_FIELD_NAMES = ("type_name", "message", "traceback_text", "status", "headers")
+
+
 class _Response:
     """What code reading ``err.response.status_code`` / ``.headers`` finds on a stand-in."""
 
@@ -250,22 +254,13 @@ class _Response:
         return (_Response, (self.status_code, self.headers))
 
 
-def _fill(
-    err: RemoteError,
-    type_name: str,
-    message: str,
-    traceback_text: str,
-    status: int | None,
-    headers: dict[str, str] | None,
-) -> None:
-    err.type_name = type_name
-    err.message = message
-    err.traceback_text = traceback_text
-    err.status = status
-    err.headers = headers
+def _fill(err: RemoteError, fields: _Fields) -> None:
+    for field, given in zip(_FIELD_NAMES, fields, strict=True):
+        setattr(err, field, given)
     err.args = (str(err),)
     if not isinstance(err, RemoteError) or type(err) is RemoteError:
         return
+    _, message, _, status, headers = fields
     # A typed stand-in: give the original class's readers what they look for (urllib's
     # HTTPError reads code/msg/hdrs; requests and httpx errors carry a response).
     if hasattr(type(err), "getcode"):  # urllib.error.HTTPError and its subclasses
@@ -321,10 +316,6 @@ def _typed_class(kind: type[BaseException]) -> type[RemoteError]:
     return cls
 
 
-#: A stand-in's fields: type name, message, traceback text, HTTP status, headers.
-_Fields = tuple[str, str, str, int | None, dict[str, str] | None]
-
-
 def _make_remote(kind: type[BaseException] | None, fields: _Fields) -> RemoteError:
     cls = _typed_class(kind) if kind is not None else RemoteError
     if cls is RemoteError:
@@ -333,7 +324,7 @@ def _make_remote(kind: type[BaseException] | None, fields: _Fields) -> RemoteErr
         # the original's __new__ without arguments (OSError and friends need their own);
         # its __init__ is skipped: it wants the original constructor's arguments
         err = cls.__new__(cls)
-        _fill(err, *fields)
+        _fill(err, fields)
         return err
     except Exception:
         return RemoteError(*fields)
@@ -364,21 +355,17 @@ def _rebuild_remote(
 
 
 def _http_details(exc: BaseException) -> tuple[int | None, dict[str, str] | None]:
-    """Status code and headers of an HTTP-ish error, read by duck typing (no imports)."""
-    response = getattr(exc, "response", None)
-    status = status_of(exc)  # the one status reader (also follows `raise ... from`)
-    headers: dict[str, str] | None = None
-    for source in (response, exc):
-        raw = getattr(source, "headers", None) if source is not None else None
-        if raw is None:
-            continue
-        try:
-            items = raw.items()
-            headers = {str(k): str(v) for k, v in items}
-            break
-        except Exception:
-            continue
-    return status, headers
+    """Status code and headers of an HTTP-ish error, read by duck typing (no imports).
+
+    Both follow ``raise ... from`` (:func:`~opero._hints.status_of`,
+    :func:`~opero._hints.headers_on_chain`): a stand-in of a 429 raised from a response's
+    error keeps its ``Retry-After``. The headers are the first set that can be read, as found.
+    """
+    for _, raw in headers_on_chain(exc):
+        pairs = header_pairs(raw)
+        if pairs is not None:
+            return status_of(exc), dict(pairs)
+    return status_of(exc), None
 
 
 def _round_trips(exc: BaseException) -> bool:

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Coroutine, Hashable
+from typing import cast
 
 from . import _telemetry
 from ._breaker import Breaker
@@ -49,7 +50,7 @@ class FastPath:
     """The fast-path half of :class:`~opero._policy.Plan` (a mixin: the plan provides the rest)."""
 
     # provided by the plan
-    func: Callable[..., Any]
+    func: Callable[..., object]
     options: Options
     stats: FunctionStats
     recorder: Recorder
@@ -60,21 +61,25 @@ class FastPath:
     breaker: Breaker | None
     pace: Pace | None
     sticky: Sticky | None
-    _entry_sync: Callable[..., Any] | None
-    _entry_async: Callable[..., Any] | None
+    _entry_sync: Callable[..., object] | None
+    _entry_async: Callable[..., Awaitable[object]] | None
 
-    def _call_sync(self, args: Args, kwargs: Kwargs, began: float | None) -> Any:
+    def _call_sync(self, args: Args, kwargs: Kwargs, began: float | None) -> object:
         raise NotImplementedError
 
-    def _call_async(self, args: Args, kwargs: Kwargs, began: float | None) -> Coroutine[Any, Any, Any]:
+    def _call_async(
+        self, args: Args, kwargs: Kwargs, began: float | None
+    ) -> Coroutine[object, object, object]:
         raise NotImplementedError
 
-    def _failed_first_sync(self, args: Args, kwargs: Kwargs, exc: BaseException, began: float | None) -> Any:
+    def _failed_first_sync(
+        self, args: Args, kwargs: Kwargs, exc: BaseException, began: float | None
+    ) -> object:
         raise NotImplementedError
 
     def _failed_first_async(
         self, args: Args, kwargs: Kwargs, exc: BaseException, began: float | None
-    ) -> Coroutine[Any, Any, Any]:
+    ) -> Coroutine[object, object, object]:
         raise NotImplementedError
 
     def _pick_fast_path(self) -> None:
@@ -88,7 +93,8 @@ class FastPath:
         self._quiet_level = max(LEVELS["start"], LEVELS["success"])
         #: positional arguments a memory key can be built from without binding (-1: never)
         self._key_arity = -1
-        self._entries: Any = None
+        #: the memory cache's entries (key -> (value, expiry)), read by "memory" fast calls
+        self._entries: OrderedDict[Hashable, tuple[object, float | None]] = OrderedDict()
         if self.keys is None:
             if (
                 self.limiter is None
@@ -126,7 +132,7 @@ class FastPath:
             return fast
         return None
 
-    def sync_entry(self, plan: FastPath | None = None) -> Callable[..., Any]:
+    def sync_entry(self, plan: FastPath | None = None) -> Callable[..., object]:
         """The sync hot path, written once: the function ``@opero`` wraps (see the module).
 
         ``plan``: what the entry reads the plan through (default: this plan; :meth:`call_sync`
@@ -136,7 +142,7 @@ class FastPath:
         func, recorder, tel, state = self.func, self.recorder, _telemetry, testing_state
         quiet = _QUIET  # the highest level of the events a fast call skips
 
-        def entry(*args: Any, **kwargs: Any) -> Any:
+        def entry(*args: object, **kwargs: object) -> object:
             stats = plan.stats
             n = stats.started()
             # latency is timed for the first calls, then one call in 16 (SAMPLE_MASK)
@@ -159,7 +165,7 @@ class FastPath:
                 return plan._call_sync(args, kwargs, began)
             else:
                 # a memory-cache hit, as _hit reads it, inlined: a call costs a sixth of a hit
-                key: Any
+                key: tuple[tuple[object, ...], tuple[type, ...]]
                 if len(args) == 1:
                     key = (args, (type(args[0]),))
                 elif len(args) == 2:
@@ -184,13 +190,15 @@ class FastPath:
 
         return entry
 
-    def async_entry(self, plan: FastPath | None = None) -> Callable[..., Any]:
+    def async_entry(self, plan: FastPath | None = None) -> Callable[..., Awaitable[object]]:
         """The async hot path, written once: the coroutine function ``@opero`` wraps."""
         plan = self if plan is None else plan
-        func, recorder, tel = self.func, self.recorder, _telemetry
+        # an async plan's function is a coroutine function (said once here, not per call)
+        func = cast("Callable[..., Awaitable[object]]", self.func)
+        recorder, tel = self.recorder, _telemetry
         quiet = _QUIET  # the highest level of the events a fast call skips
 
-        async def entry(*args: Any, **kwargs: Any) -> Any:
+        async def entry(*args: object, **kwargs: object) -> object:
             stats = plan.stats
             n = stats.started()
             began = _perf() if not n & SAMPLE_MASK or n < SAMPLE_ALL else None
@@ -218,7 +226,7 @@ class FastPath:
 
         return entry
 
-    def call_sync(self, args: Args, kwargs: Kwargs) -> Any:
+    def call_sync(self, args: Args, kwargs: Kwargs) -> object:
         """Run one call of a sync function with the full policy (the hot path of :meth:`sync_entry`)."""
         entry = self._entry_sync
         if entry is None:
@@ -227,21 +235,21 @@ class FastPath:
             entry = self._entry_sync = self.sync_entry(weakref.proxy(self))
         return entry(*args, **kwargs)
 
-    async def call_async(self, args: Args, kwargs: Kwargs) -> Any:
+    async def call_async(self, args: Args, kwargs: Kwargs) -> object:
         """Run one call of an ``async def`` function with the full policy (:meth:`async_entry`)."""
         entry = self._entry_async
         if entry is None:
             entry = self._entry_async = self.async_entry(weakref.proxy(self))
         return await entry(*args, **kwargs)
 
-    def _hit(self, args: Args, kwargs: Kwargs) -> Any:
+    def _hit(self, args: Args, kwargs: Kwargs) -> object:
         """A memory-cache hit read without binding or locking, or MISS (then: general path)."""
         k = self._key_arity
         if kwargs or len(args) != k or not testing_state.cache:
             return MISS
         # The key KeyBuilder.key builds for these arguments; types spelled out for 1 or 2
         # arguments (tuple(map(type, args)) alone costs more than a whole hit).
-        key: Any
+        key: tuple[tuple[object, ...], tuple[type, ...]]
         if k == 1:
             key = (args, (type(args[0]),))
         elif k == 2:

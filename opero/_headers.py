@@ -30,7 +30,8 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+
+from ._hints import header_pairs, headers_on_chain, parse_retry_after
 
 __all__ = ["MAX_RESET", "Limits", "Reading", "headers_of", "parse_duration", "read_headers"]
 
@@ -40,13 +41,11 @@ MAX_RESET = 86400.0
 _EPOCH = 1e9
 #: The window of OpenAI's and Anthropic's published limits (they are per minute).
 PROVIDER_WINDOW = 60.0
-#: How far down ``__cause__`` to look for the HTTP error.
-_CHAIN = 3
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """One limit the server published; every field is None when absent or junk.
+    """One limit the server published; a field is None when absent or junk.
 
     Attributes:
         limit: units allowed per window.
@@ -55,10 +54,10 @@ class Limits:
         window: the window's length in seconds, when the server says it.
     """
 
-    limit: float | None = None
-    remaining: float | None = None
-    reset: float | None = None
-    window: float | None = None
+    limit: float | None
+    remaining: float | None
+    reset: float | None
+    window: float | None
 
     @property
     def rate(self) -> float | None:
@@ -103,15 +102,12 @@ class Reading:
 # -- getting at the headers ------------------------------------------------------------------
 
 
-def _lower(raw: Any) -> dict[str, str] | None:
-    try:
-        items = raw.items()
-        return {str(k).lower(): str(v) for k, v in items}
-    except Exception:
-        return None
+def _lower(raw: object) -> dict[str, str] | None:
+    pairs = header_pairs(raw)
+    return None if pairs is None else {k.lower(): v for k, v in pairs}
 
 
-def headers_of(source: Any) -> dict[str, str] | None:
+def headers_of(source: object) -> dict[str, str] | None:
     """The headers of a response, an exception carrying one, or a mapping; keys lower-cased.
 
     Args:
@@ -123,17 +119,10 @@ def headers_of(source: Any) -> dict[str, str] | None:
     """
     if isinstance(source, Mapping):
         return _lower(source)
-    seen: list[object] = []
-    current: object = source
-    while current is not None and len(seen) < _CHAIN and current not in seen:
-        seen.append(current)
-        for holder in (getattr(current, "response", None), current):
-            raw = getattr(holder, "headers", None) if holder is not None else None
-            if raw is not None:
-                found = _lower(raw)
-                if found:
-                    return found
-        current = getattr(current, "__cause__", None) if isinstance(current, BaseException) else None
+    for _, raw in headers_on_chain(source):  # the first set that says anything
+        found = _lower(raw)
+        if found:
+            return found
     return None
 
 
@@ -210,8 +199,6 @@ def _rfc3339(text: str | None, now: float) -> float | None:
 def _retry_after(text: str | None, now: float) -> float | None:
     if text is None:
         return None
-    from ._hints import parse_retry_after
-
     return _delay(parse_retry_after(text, now))
 
 
@@ -278,7 +265,7 @@ def _first(*found: Limits | None) -> Limits | None:
     return out
 
 
-def read_headers(source: Any, now: float | None = None) -> Reading:
+def read_headers(source: object, now: float | None = None) -> Reading:
     """Read every rate-limit header that ``source`` carries.
 
     Args:

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping
 
 __all__ = [
     "RETRYABLE_CLIENT_STATUSES",
     "THROTTLE_STATUSES",
+    "header_pairs",
+    "headers_on_chain",
     "is_client_error",
     "is_throttle",
     "is_throttled",
@@ -38,29 +39,72 @@ RETRYABLE_CLIENT_STATUSES = frozenset({408, 425, 429})
 _CHAIN = 3
 
 
-def _chain(exc: BaseException) -> list[BaseException]:
-    out = [exc]
-    cause = exc.__cause__
-    while cause is not None and len(out) < _CHAIN and cause not in out:
-        out.append(cause)
-        cause = cause.__cause__
+def _chain(source: object) -> list[object]:
+    """``source`` and the errors it was raised from (``__cause__``), at most 3, no loops."""
+    out: list[object] = []
+    current: object = source
+    while current is not None and len(out) < _CHAIN and current not in out:
+        out.append(current)
+        current = current.__cause__ if isinstance(current, BaseException) else None
     return out
 
 
-def _int_attr(source: Any, names: tuple[str, ...]) -> int | None:
+def _attr(source: object, name: str) -> object:
+    """``source.name`` or None, also when reading it raises (a property on a closed response)."""
+    try:
+        return getattr(source, name, None)
+    except Exception:
+        return None
+
+
+def headers_on_chain(source: object) -> Iterator[tuple[object, object]]:
+    """``(error, headers)`` for every headers object on an error and the errors it was raised from.
+
+    The one walk over "the headers of this error": the error first, then its ``__cause__``
+    (up to 3 deep, stopping at a loop); on each, its ``response.headers`` before its own
+    ``headers``. A non-exception source (a response) is looked at alone. The headers are
+    yielded as found (a mapping, a ``Message``, a case-insensitive dict), unread; the readers
+    decide which to take: :func:`server_wait` a ``Retry-After`` on an error that is itself a
+    429/503, :func:`opero._headers.headers_of` the first non-empty set.
+
+    Args:
+        source: an exception, or a response object.
+    """
+    for error in _chain(source):
+        response = _attr(error, "response")
+        for holder in (error,) if response is None else (response, error):
+            headers = _attr(holder, "headers")
+            if headers is not None:
+                yield error, headers
+
+
+def header_pairs(headers: object) -> list[tuple[str, str]] | None:
+    """The ``(name, value)`` pairs of a headers object as found (names keep their case).
+
+    Works for a mapping, a case-insensitive dict, a multidict, urllib's ``Message``: anything
+    with ``items()``. None when they cannot be read.
+    """
+    items = _attr(headers, "items")
+    try:
+        pairs = items() if callable(items) else None
+        if not isinstance(pairs, Iterable):
+            return None
+        return [(str(k), str(v)) for k, v in pairs]
+    except Exception:
+        return None
+
+
+def _int_attr(source: object, names: tuple[str, ...]) -> int | None:
     for name in names:
-        try:
-            value = getattr(source, name, None)
-        except Exception:  # a property that raises (e.g. on a closed response)
-            continue
+        value = _attr(source, name)
         # only a real HTTP status: an unrelated ``code`` attribute (an errno, an exit code) is not
         if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
             return value
     return None
 
 
-def _status(exc: BaseException) -> int | None:
-    response = getattr(exc, "response", None)
+def _status(exc: object) -> int | None:
+    response = _attr(exc, "response")
     if response is not None:  # never `if response`: a requests Response is falsy on 4xx
         status = _int_attr(response, ("status_code", "status"))
         if status is not None:
@@ -114,27 +158,20 @@ def is_throttled(exc: BaseException) -> bool:
     return status == 429 or (status == 503 and server_wait(exc) is not None)
 
 
-def _header(headers: Any, name: str) -> str | None:
+def _header(headers: object, name: str) -> str | None:
+    get = _attr(headers, "get")
+    if not callable(get):
+        return None
     try:
-        value = headers.get(name)  # case-insensitive for requests, httpx, aiohttp, urllib
+        value = get(name)  # case-insensitive for requests, httpx, aiohttp, urllib
         if value is None:
-            value = headers.get(name.lower())
+            value = get(name.lower())
         if value is None and isinstance(headers, Mapping):  # a plain dict (RemoteError)
             wanted = name.lower()
             value = next((v for k, v in headers.items() if str(k).lower() == wanted), None)
     except Exception:
         return None
     return None if value is None else str(value)
-
-
-def _retry_after_header(exc: BaseException) -> str | None:
-    for source in (getattr(exc, "response", None), exc):
-        headers = getattr(source, "headers", None) if source is not None else None
-        if headers is not None:
-            value = _header(headers, "Retry-After")
-            if value is not None:
-                return value
-    return None
 
 
 def parse_retry_after(value: str, now: float | None = None) -> float | None:
@@ -176,9 +213,9 @@ def server_wait(exc: BaseException) -> float | None:
     Args:
         exc: the exception of a failed attempt.
     """
-    for e in _chain(exc):
-        if _status(e) in THROTTLE_STATUSES:
-            raw = _retry_after_header(e)
-            if raw is not None:
-                return parse_retry_after(raw)
+    for error, headers in headers_on_chain(exc):
+        # the wait counts only on an error that is itself a 429/503 (see headers_on_chain)
+        raw = _header(headers, "Retry-After") if _status(error) in THROTTLE_STATUSES else None
+        if raw is not None:
+            return parse_retry_after(raw)
     return None

@@ -16,7 +16,7 @@ from __future__ import annotations
 import inspect
 import warnings
 from collections.abc import Callable, Hashable, Mapping
-from typing import Any
+from types import CellType, CodeType
 
 from ._options import Options
 from ._telemetry import logger
@@ -29,7 +29,7 @@ class ArgumentBinder:
 
     __slots__ = ("defaults", "names", "signature", "simple")
 
-    def __init__(self, func: Callable[..., Any]) -> None:
+    def __init__(self, func: Callable[..., object]) -> None:
         self.signature = inspect.signature(func)
         params = list(self.signature.parameters.values())
         self.names = tuple(p.name for p in params)
@@ -37,7 +37,7 @@ class ArgumentBinder:
         # Only positional-or-keyword parameters: a positional call binds by zip.
         self.simple = all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params)
 
-    def bind(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    def bind(self, args: tuple[object, ...], kwargs: Mapping[str, object]) -> dict[str, object]:
         """Return ``{parameter: value}`` for this call, defaults included."""
         n = len(args)
         if self.simple and n <= len(self.names):
@@ -58,7 +58,7 @@ class _Unhashable(Exception):
     pass
 
 
-def _memory_part(value: Any) -> Any:
+def _memory_part(value: object) -> tuple[object, ...]:
     # Typed keys: f(1), f(1.0) and f(True) must not share an entry. Hashable values (self
     # included: its own hash and equality, identity by default) key by themselves; the
     # others (lists, dicts, arrays, frames) by content through joblib.hash.
@@ -78,7 +78,7 @@ class KeyBuilder:
         persistent: True for disk/redis: content hashes only, plus the source's hash.
     """
 
-    def __init__(self, func: Callable[..., Any], options: Options, persistent: bool = False) -> None:
+    def __init__(self, func: Callable[..., object], options: Options, persistent: bool = False) -> None:
         self.binder = ArgumentBinder(func)
         self.custom = options.cache_key
         self.persistent = persistent
@@ -100,7 +100,7 @@ class KeyBuilder:
             len(self.binder.names) if self.binder.simple and self.custom is None and not persistent else -1
         )
 
-    def key(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Hashable | None:
+    def key(self, args: tuple[object, ...], kwargs: Mapping[str, object]) -> Hashable | None:
         """The key of this call, or None when its arguments cannot be hashed (call uncached)."""
         try:
             bound = self.binder.bind(args, kwargs)
@@ -109,7 +109,7 @@ class KeyBuilder:
         try:
             env = self._env() if self._env is not None else ()
             if self.custom is not None:
-                part: Any = self.custom(**bound)
+                part: object = self.custom(**bound)
                 if self.persistent:
                     return _persistent_hash((self.identity, env, "custom", part))
                 return (*self.identity, "custom", part if _hashable(part) else _content_hash(part))
@@ -147,7 +147,7 @@ class KeyBuilder:
         logger.info("%s: unhashable arguments, call runs uncached", self.name)
 
 
-def _hashable(value: Any) -> bool:
+def _hashable(value: object) -> bool:
     try:
         hash(value)
     except TypeError:
@@ -155,7 +155,7 @@ def _hashable(value: Any) -> bool:
     return True
 
 
-def _typed_items(bound: Mapping[str, Any]) -> tuple[Any, ...]:
+def _typed_items(bound: Mapping[str, object]) -> tuple[tuple[str, str, object], ...]:
     return tuple((k, type(v).__qualname__, v) for k, v in bound.items())
 
 
@@ -168,16 +168,16 @@ _PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
 _BIG = 4096
 
 
-def _small_plain(value: Any) -> bool:
-    cls = value.__class__
-    return cls in _PLAIN and (cls not in (str, bytes) or len(value) <= _BIG)
+def _small_plain(value: object) -> bool:
+    # isinstance, not a class test: the same answer once the exact class is in _PLAIN, and
+    # it tells the type checker that len() applies
+    return value.__class__ in _PLAIN and (not isinstance(value, (str, bytes)) or len(value) <= _BIG)
 
 
-def _plain(value: Any, small: bool = True) -> bool:
-    cls = value.__class__
-    if cls in _PLAIN:
-        return not small or cls not in (str, bytes) or len(value) <= _BIG
-    if cls is not tuple:
+def _plain(value: object, small: bool = True) -> bool:
+    if value.__class__ in _PLAIN:
+        return not small or not isinstance(value, (str, bytes)) or len(value) <= _BIG
+    if type(value) is not tuple:
         return False
     for v in value:  # noqa: SIM110 (a loop, not all(<genexpr>): it runs for every persistent key)
         if not _plain(v, small):
@@ -185,12 +185,12 @@ def _plain(value: Any, small: bool = True) -> bool:
     return True
 
 
-def _env_value(value: Any) -> Any:
+def _env_value(value: object) -> object:
     # Plain and small as it is; a big str/bytes or a tuple holding one by its content hash.
     return value if _plain(value) else ("content", _content_hash(value))
 
 
-def _persistent_hash(value: tuple[Any, ...]) -> str:
+def _persistent_hash(value: tuple[object, ...]) -> str:
     """A stable key for disk/redis: blake2b of the repr for small plain values, else ``joblib.hash``."""
     if _plain(value):
         import hashlib
@@ -200,7 +200,7 @@ def _persistent_hash(value: tuple[Any, ...]) -> str:
     return _content_hash(value)
 
 
-def _content_hash(value: Any) -> str:
+def _content_hash(value: object) -> str:
     import joblib
 
     try:
@@ -209,7 +209,7 @@ def _content_hash(value: Any) -> str:
         raise _Unhashable(f"{type(exc).__name__}: {exc}") from exc
 
 
-def callable_name(func: Any) -> str:
+def callable_name(func: object) -> str:
     """``module.qualname`` of anything callable: a function, a ``functools.partial`` (named
     after the function it wraps) or an object with ``__call__`` (named after its class)."""
     import functools
@@ -223,7 +223,7 @@ def callable_name(func: Any) -> str:
     return f"{getattr(func, '__module__', None) or '__main__'}.{qualname}"
 
 
-def _code_target(func: Any) -> Any:
+def _code_target(func: Callable[..., object]) -> Callable[..., object]:
     """The function whose source identifies ``func`` (a partial's function, an object's __call__)."""
     import functools
 
@@ -252,10 +252,10 @@ class _Environment:
 
     __slots__ = ("cells", "fixed", "globals", "names")
 
-    def __init__(self, func: Any) -> None:
+    def __init__(self, func: object) -> None:
         import functools
 
-        fixed: list[Any] = []
+        fixed: list[tuple[str, object]] = []
         while isinstance(func, functools.partial):
             fixed.append(("partial", _by_content((func.args, tuple(sorted(func.keywords.items()))))))
             func = func.func
@@ -268,8 +268,9 @@ class _Environment:
         func = getattr(func, "__func__", func)
         code = getattr(func, "__code__", None)
         stored = _stored_names(code) if code is not None else set()
-        cells: list[tuple[str, Any]] = []
-        pairs = zip(code.co_freevars, func.__closure__ or (), strict=False) if code is not None else ()
+        cells: list[tuple[str, CellType]] = []
+        closure = getattr(func, "__closure__", None) or ()
+        pairs = zip(code.co_freevars, closure, strict=False) if code is not None else ()
         for name, cell in pairs:
             if name in stored:
                 continue
@@ -284,10 +285,10 @@ class _Environment:
                 fixed.append((name, _cell_value(value, 0)))
         self.fixed = tuple(fixed)
         self.cells = tuple(cells)
-        self.globals: dict[str, Any] = getattr(func, "__globals__", {})
+        self.globals: Mapping[str, object] = getattr(func, "__globals__", {})
         self.names = tuple(sorted(_global_names(code) - stored)) if code is not None else ()
 
-    def __call__(self) -> tuple[Any, ...]:
+    def __call__(self) -> tuple[object, ...]:
         """The environment's values now (a tuple: empty when the function closes over nothing)."""
         if not self.cells and not self.names:
             return self.fixed
@@ -309,7 +310,7 @@ class _Environment:
         return tuple(out)
 
 
-def _stored_names(code: Any) -> set[str]:
+def _stored_names(code: CodeType) -> set[str]:
     """Globals and cells the code (or its nested code) assigns or deletes."""
     import dis
 
@@ -326,7 +327,7 @@ def _stored_names(code: Any) -> set[str]:
 _ABSENT = object()
 
 
-def _global_names(code: Any) -> set[str]:
+def _global_names(code: CodeType) -> set[str]:
     names = set(code.co_names)
     for const in code.co_consts:
         if inspect.iscode(const):  # nested functions, lambdas, comprehensions
@@ -334,7 +335,7 @@ def _global_names(code: Any) -> set[str]:
     return names
 
 
-def _cell_value(value: Any, depth: int) -> Any:
+def _cell_value(value: object, depth: int) -> object:
     if _plain(value, small=False):
         return _env_value(value)
     if callable(value) and hasattr(value, "_opero_plan"):  # a decorated function: its name
@@ -357,7 +358,7 @@ def _cell_value(value: Any, depth: int) -> Any:
     return _by_content(value)
 
 
-def _by_content(value: Any) -> Any:
+def _by_content(value: object) -> object:
     # Lists, dicts, arrays, frames, objects: by content, like arguments. Something that
     # cannot be pickled (a client, a lock) is identified by its type, so the call still caches.
     if _plain(value):
@@ -368,7 +369,7 @@ def _by_content(value: Any) -> Any:
         return ("object", callable_name(type(value)))
 
 
-def _source_hash(func: Callable[..., Any]) -> str:
+def _source_hash(func: Callable[..., object]) -> str:
     import hashlib
 
     try:
@@ -381,6 +382,6 @@ def _source_hash(func: Callable[..., Any]) -> str:
     return hashlib.sha256(source.encode()).hexdigest()[:16]
 
 
-def _code_fingerprint(code: Any) -> str:
+def _code_fingerprint(code: CodeType) -> str:
     consts = tuple(_code_fingerprint(c) if inspect.iscode(c) else repr(c) for c in code.co_consts)
     return repr((code.co_code, consts, code.co_names))

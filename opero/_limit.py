@@ -47,7 +47,8 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Concatenate, Protocol, TypeVar
 
 from ._testing import state as testing_state
 
@@ -143,18 +144,22 @@ class Store(Protocol):
 
     def reserve(self, interval: float, burst: int) -> float:
         """Run :func:`gcra_reserve` atomically on the shared state; return the delay."""
+        ...
 
     def confirm(self, interval: float, burst: int) -> float:
         """Run :func:`gcra_confirm` atomically on the shared state; return the delay."""
+        ...
 
     def hold(self, interval: float, burst: int, wait: float) -> None:
         """Push the next start at least ``wait`` seconds away (:func:`gcra_hold`)."""
 
     async def reserve_async(self, interval: float, burst: int) -> float:
         """:meth:`reserve` without blocking the event loop."""
+        ...
 
     async def confirm_async(self, interval: float, burst: int) -> float:
         """:meth:`confirm` without blocking the event loop."""
+        ...
 
     async def hold_async(self, interval: float, burst: int, wait: float) -> None:
         """:meth:`hold` without blocking the event loop."""
@@ -273,8 +278,11 @@ class LocalStore(TransactStore):
 
 # -- shared records (adaptive rate, circuit breaker) ---------------------------------------
 
-#: An operation on a record: ``op(now, values, *args) -> result``, mutating ``values``.
-RecordOp = Callable[..., Any]
+T = TypeVar("T")
+#: An operation on a record: ``op(now, values, *args) -> result`` (a float or a tuple of
+#: floats, what redis can send back), mutating ``values``; :meth:`Record.apply` returns it.
+Operation = Callable[Concatenate[float, list[float], ...], T]
+RecordOp = Operation[object]
 
 
 class Record(Protocol):
@@ -284,11 +292,13 @@ class Record(Protocol):
     function (the in-process and host stores run it under their lock).
     """
 
-    def apply(self, name: str, op: RecordOp, *args: float) -> Any:
+    def apply(self, name: str, op: Operation[T], *args: float) -> T:
         """Run ``op(now, values, *args)`` atomically and return its result."""
+        ...
 
-    async def apply_async(self, name: str, op: RecordOp, *args: float) -> Any:
+    async def apply_async(self, name: str, op: Operation[T], *args: float) -> T:
         """:meth:`apply` without blocking the event loop."""
+        ...
 
 
 class LocalRecord:
@@ -305,12 +315,12 @@ class LocalRecord:
         self.values = list(initial)
         self._lock = threading.Lock()
 
-    def apply(self, name: str, op: RecordOp, *args: float) -> Any:
+    def apply(self, name: str, op: Operation[T], *args: float) -> T:
         """Run ``op`` under this process's lock."""
         with self._lock:
             return op(clock(), self.values, *args)
 
-    async def apply_async(self, name: str, op: RecordOp, *args: float) -> Any:
+    async def apply_async(self, name: str, op: Operation[T], *args: float) -> T:
         """:meth:`apply` (microseconds under a lock)."""
         return self.apply(name, op, *args)
 
@@ -386,27 +396,19 @@ def aimd_succeeded(
     return rate
 
 
+@dataclass(slots=True, eq=False)
 class Adaptive:
-    """The adaptive side of a limiter: its shared AIMD record and its settings.
+    """The adaptive side of a limiter: its shared AIMD record and its settings."""
 
-    Args:
-        record: the shared ``[rate, epoch, base, probing, peak]`` record.
-        ceiling: the highest rate (``rate_limit``), or None with ``"auto"``.
-    """
-
-    __slots__ = ("ceiling", "record")
-
-    def __init__(self, record: Record, ceiling: float | None) -> None:
-        self.record = record
-        self.ceiling = ceiling
+    #: the shared ``[rate, epoch, base, probing, peak]`` record
+    record: Record
+    #: the highest rate (``rate_limit``), or None with ``"auto"``
+    ceiling: float | None
 
     @staticmethod
     def initial(start: float, probing: bool) -> list[float]:
         """A fresh record's values."""
         return [float(start), 0.0, float(start), 1.0 if probing else 0.0, 0.0]
-
-    def __reduce__(self) -> tuple[object, ...]:
-        return (Adaptive, (self.record, self.ceiling))
 
 
 #: A 429 whose attempt had to wait for its grant (the budget was busy, starts going out
@@ -527,7 +529,7 @@ class Limiter:
         """``(rate, epoch)``: the shared rate now, and its epoch (the number of cuts so far)."""
         if self.adaptive is None:
             return self.rate, 0.0
-        return self.adaptive.record.apply("aimd_read", aimd_read)  # type: ignore[no-any-return]
+        return self.adaptive.record.apply("aimd_read", aimd_read)
 
     def current_rate(self) -> float:
         """The rate in force now (the shared adaptive rate, or the fixed one)."""

@@ -13,8 +13,8 @@ import importlib
 import inspect
 import itertools
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Concatenate, Unpack, overload
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Concatenate, Unpack, overload
 
 from ._batch import batch_plan
 from ._compat import mark_coroutine_function
@@ -28,11 +28,11 @@ from ._options import OperoOptions, Options, resolve_options
 from ._policy import Plan
 from ._progress import FailureLog, MapProgress, keep_interrupted, new_failure_log
 from .executors import async_outcomes, default_workers, sync_outcomes
-from .executors._chunks import MapCall, Outcome, Run, Spread, Window
+from .executors._chunks import ListSource, MapCall, Outcome, Run, Window
 from .executors.dask import joblib_config
 
 if TYPE_CHECKING:  # the types only: `import opero` never imports pandas
-    pass
+    import pandas as pd
 
 __all__ = ["AsyncMapFunction", "MapFunction", "opmap"]
 
@@ -46,10 +46,24 @@ def _is_pandas(items: object) -> bool:
     return type(items).__module__.startswith("pandas")
 
 
+def _checked(name: str, items: object) -> Iterable[object]:
+    """``items``, refused when it is no iterable of items (a str is one: of characters)."""
+    if isinstance(items, str | bytes | bytearray):
+        raise ConfigurationError(
+            f"{name} got a {type(items).__name__} as items; it would map over its characters. "
+            "Pass an iterable of items, e.g. a list: fn([text])"
+        )
+    if not isinstance(items, Iterable):
+        raise ConfigurationError(
+            f"{name} needs an iterable of items as its first argument, got {type(items).__name__}"
+        )
+    return items
+
+
 class _Engine:
     """One decorated function's map machinery (shared by every call and bound method)."""
 
-    def __init__(self, func: Callable[..., Any], options: Options) -> None:
+    def __init__(self, func: Callable[..., object], options: Options) -> None:
         self.func = func
         self.options = options
         self.plan: Plan = build_plan(func, options)
@@ -66,22 +80,17 @@ class _Engine:
                 batch_plan(self.plan), options.batch_size, self._progress, self._account, self._batches_async
             )
         #: the last list map's results, also when interrupted (``fn.last_results()``)
-        self.last_results: list[Any] | None = None
+        self.last_results: list[object] | None = None
 
     # -- one call ----------------------------------------------------------------------------
 
     def _call(
-        self, prefix: tuple[Any, ...], items: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        prefix: tuple[object, ...],
+        items: Iterable[object],
+        args: tuple[object, ...],
+        kwargs: dict[str, object],
     ) -> MapCall:
-        if isinstance(items, str | bytes | bytearray):
-            raise ConfigurationError(
-                f"{self.name} got a {type(items).__name__} as items; it would map over its characters. "
-                "Pass an iterable of items, e.g. a list: fn([text])"
-            )
-        if not isinstance(items, Iterable):
-            raise ConfigurationError(
-                f"{self.name} needs an iterable of items as its first argument, got {type(items).__name__}"
-            )
         try:
             total: int | None = len(items)  # type: ignore[arg-type]
         except TypeError:
@@ -99,7 +108,7 @@ class _Engine:
         chunksize = None if opts.chunksize == "auto" else int(opts.chunksize)
         return MapCall(self.plan, self.mode, workers, chunksize, prefix, args, kwargs, total)
 
-    def _progress(self, call: MapCall, labels: list[Any] | None = None) -> MapProgress:
+    def _progress(self, call: MapCall, labels: Sequence[object] | None = None) -> MapProgress:
         stats = self.plan.stats
         return MapProgress(
             self.name,
@@ -136,13 +145,19 @@ class _Engine:
         progress.advance(len(batch), failed)
 
     def _source(
-        self, call: MapCall, items: Iterable[Any], progress: MapProgress, window: Window
-    ) -> tuple[Iterator[tuple[int, Any]], MapFlights | None]:
+        self, call: MapCall, items: Iterable[object], progress: MapProgress, window: Window
+    ) -> tuple[Iterator[tuple[int, object]], MapFlights | None]:
         # Counts the items handed to the executor, so "in flight" is real in every mode:
         # progress reads the counter that numbers them (no Python step per item).
+        plain = not (call.prefix or call.args or call.kwargs or self.is_async)
+        if plain and type(items) is list and call.mode == "thread" and not MapFlights.wanted(self.plan):
+            # a plain thread map over a list: lanes take slices of it, no (index, item) pairs
+            listed = ListSource(items)
+            progress.count_taken(lambda: listed.taken)
+            return listed, None
         counter = itertools.count()
         progress.count_taken(counter)
-        pairs: Iterator[tuple[int, Any]] = zip(counter, items)
+        pairs: Iterator[tuple[int, object]] = zip(counter, items)
         if not MapFlights.wanted(self.plan):
             return pairs, None
         # Each distinct call once: duplicates of a key in flight wait here, not in a worker.
@@ -150,19 +165,20 @@ class _Engine:
         return flights.source(pairs), flights
 
     def run_list(
-        self, prefix: tuple[Any, ...], items: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
+        self, prefix: tuple[object, ...], items: object, args: tuple[object, ...], kwargs: dict[str, object]
+    ) -> object:
         """The whole map: a list (or, for ``async def``, an awaitable of it)."""
         __tracebackhide__ = True  # notebook (issue 21)
         if _is_pandas(items):
             return self._pandas(prefix, items, args, kwargs)
+        checked = _checked(self.name, items)
         if "resume" in kwargs and self._resume_is_ours():
             kwargs = dict(kwargs)
-            return self._resume(prefix, items, kwargs.pop("resume"), args, kwargs)
-        call = self._call(prefix, items, args, kwargs)
+            return self._resume(prefix, checked, kwargs.pop("resume"), args, kwargs)
+        call = self._call(prefix, checked, args, kwargs)
         if self.is_async:
-            return self._list_async(call, items)
-        return self._list_sync(call, items)
+            return self._list_async(call, checked)
+        return self._list_sync(call, checked)
 
     # -- resume: rerun only what failed ----------------------------------------------------------
 
@@ -175,18 +191,20 @@ class _Engine:
 
     def _resume(
         self,
-        prefix: tuple[Any, ...],
-        items: Any,
-        previous: Iterable[Any] | None,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any:
+        prefix: tuple[object, ...],
+        items: Iterable[object],
+        previous: object,
+        args: tuple[object, ...],
+        kwargs: dict[str, object],
+    ) -> object:
         """``fn(items, resume=earlier)``: run the items whose earlier result is an exception."""
         if previous is None:
             return self.run_list(prefix, items, args, kwargs)
-        if isinstance(items, str | bytes | bytearray) or not isinstance(items, Iterable):
-            self._call(prefix, items, args, kwargs)  # raises the usual ConfigurationError
         items = list(items)
+        if not isinstance(previous, Iterable):
+            raise ConfigurationError(
+                f"{self.name}: resume= takes the list an earlier call returned, got {type(previous).__name__}"
+            )
         earlier = list(previous)
         if len(earlier) != len(items):
             raise ConfigurationError(
@@ -194,18 +212,22 @@ class _Engine:
                 "pass the list an earlier call of the same items returned"
             )
         rows = [i for i, r in enumerate(earlier) if isinstance(r, BaseException)]
-        out = self.run_list(prefix, [items[i] for i in rows], args, kwargs) if rows else []
+        todo = [items[i] for i in rows]
 
-        def merge(fresh: list[Any]) -> list[Any]:
+        def merge(fresh: list[object]) -> list[object]:
             for i, value in zip(rows, fresh, strict=True):
                 earlier[i] = value
             return earlier
 
         if self.is_async:
-            return then(out, merge)
-        return merge(out)
+            return then(
+                self._list_async(self._call(prefix, todo, args, kwargs), todo) if rows else None, merge
+            )
+        return merge(self._list_sync(self._call(prefix, todo, args, kwargs), todo) if rows else [])
 
-    def _list_sync(self, call: MapCall, items: Iterable[Any], labels: list[Any] | None = None) -> list[Any]:
+    def _list_sync(
+        self, call: MapCall, items: Iterable[object], labels: Sequence[object] | None = None
+    ) -> list[object]:
         __tracebackhide__ = True  # notebook (issue 21): IPython shows an interrupt without opero frames
         if self.batched is not None:
             return self.batched.run_sync(call, items, labels)
@@ -219,8 +241,8 @@ class _Engine:
         return self._end_list(call, progress, results)
 
     async def _list_async(
-        self, call: MapCall, items: Iterable[Any], labels: list[Any] | None = None
-    ) -> list[Any]:
+        self, call: MapCall, items: Iterable[object], labels: Sequence[object] | None = None
+    ) -> list[object]:
         __tracebackhide__ = True  # notebook (issue 21): IPython shows an interrupt without opero frames
         if self.batched is not None:
             return await self.batched.run_async(call, items, labels)
@@ -234,11 +256,11 @@ class _Engine:
         return self._end_list(call, progress, results)
 
     def _begin_list(
-        self, call: MapCall, items: Iterable[Any], labels: list[Any] | None
-    ) -> tuple[MapProgress, list[Any], Iterator[tuple[int, Any]], MapFlights | None, Window]:
+        self, call: MapCall, items: Iterable[object], labels: Sequence[object] | None
+    ) -> tuple[MapProgress, list[object], Iterator[tuple[int, object]], MapFlights | None, Window]:
         window = Window(_UNBOUNDED)
         progress = self._progress(call, labels)
-        results: list[Any] = []
+        results: list[object] = []
         self.last_results = results  # notebook (issue 21): fn.last_results()
         source, flights = self._source(call, items, progress, window)
         return progress, results, source, flights, window
@@ -248,7 +270,7 @@ class _Engine:
         batch: list[Outcome],
         flights: MapFlights | None,
         progress: MapProgress,
-        results: list[Any],
+        results: list[object],
     ) -> None:
         if flights is not None:
             batch = flights.expand(batch)
@@ -258,9 +280,9 @@ class _Engine:
     def _keep(
         self,
         call: MapCall,
-        results: list[Any],
+        results: list[object],
         progress: MapProgress,
-        items: Iterable[Any],
+        items: Iterable[object],
         exc: BaseException,
     ) -> None:
         """An interrupted list map: stop it and keep what was done (``fn.last_results()``).
@@ -274,13 +296,13 @@ class _Engine:
             raise exc.with_traceback(None) from None
 
     @staticmethod
-    def _end_list(call: MapCall, progress: MapProgress, results: list[Any]) -> list[Any]:
+    def _end_list(call: MapCall, progress: MapProgress, results: list[object]) -> list[object]:
         call.stop.set()
         progress.close(cancelled=finish(results, progress, call.total))
         return results
 
     def _batches_async(
-        self, call: MapCall, source: Iterator[tuple[int, Any]], window: Window
+        self, call: MapCall, source: Iterator[tuple[int, object]], window: Window
     ) -> AsyncIterator[list[Outcome]]:
         if call.mode == "async":
             return async_outcomes(call, source, window)
@@ -289,17 +311,20 @@ class _Engine:
 
     # -- streaming ---------------------------------------------------------------------------
 
-    def imap(self, prefix: tuple[Any, ...], items: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def imap(
+        self, prefix: tuple[object, ...], items: object, args: tuple[object, ...], kwargs: dict[str, object]
+    ) -> object:
         """Stream results: a generator (an async generator for ``async def``)."""
-        call = self._call(prefix, items, args, kwargs)
+        checked = _checked(self.name, items)
+        call = self._call(prefix, checked, args, kwargs)
         if self.batched is not None:
             stream = self.batched.stream_async if self.is_async else self.batched.stream_sync
-            return stream(call, items, _STREAM_WINDOW)
+            return stream(call, checked, _STREAM_WINDOW)
         if self.is_async:
-            return self._imap_async(call, items)
-        return self._imap_sync(call, items)
+            return self._imap_async(call, checked)
+        return self._imap_sync(call, checked)
 
-    def _imap_sync(self, call: MapCall, items: Iterable[Any]) -> Iterator[Any]:
+    def _imap_sync(self, call: MapCall, items: Iterable[object]) -> Iterator[object]:
         window = Window(_STREAM_WINDOW)
         progress = self._progress(call)
         pairs, flights = self._source(call, items, progress, window)
@@ -319,7 +344,7 @@ class _Engine:
             source.close()  # type: ignore[attr-defined]
             progress.close(interrupted=interrupted)
 
-    async def _imap_async(self, call: MapCall, items: Iterable[Any]) -> AsyncIterator[Any]:
+    async def _imap_async(self, call: MapCall, items: Iterable[object]) -> AsyncIterator[object]:
         window = Window(_STREAM_WINDOW)
         progress = self._progress(call)
         pairs, flights = self._source(call, items, progress, window)
@@ -343,50 +368,34 @@ class _Engine:
     # -- pandas ------------------------------------------------------------------------------
 
     def _pandas(
-        self, prefix: tuple[Any, ...], data: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
+        self, prefix: tuple[object, ...], data: object, args: tuple[object, ...], kwargs: dict[str, object]
+    ) -> object:
         # Loaded by name: the pandas adapter sits above the map (it calls back into it) and
         # is imported only for pandas input, so `import opero` never imports pandas.
-        dispatch = importlib.import_module("opero._pandas").dispatch
-
-        def run_list(
-            values: Iterable[Any],
-            a: tuple[Any, ...],
-            kw: dict[str, Any],
-            spread: str | None = None,
-            names: list[str] | None = None,
-            labels: list[Any] | None = None,
-        ) -> Any:
-            # Several columns: each row is a whole argument list, positional or by keyword.
-            if spread == "positional":
-                values = [Spread(tuple(row), {}) for row in values]
-            elif spread == "keyword":
-                keys = list(names or ())
-                values = [Spread((), dict(zip(keys, row))) for row in values]
-            call = self._call(prefix, values, a, kw)
-            # Failed rows are reported by their index label, not by their values.
-            if labels is None and call.total == len(data):
-                labels = data.index.tolist()
-            if self.is_async:
-                return self._list_async(call, values, labels)
-            return self._list_sync(call, values, labels)
-
+        pandas = importlib.import_module("opero._pandas")
         func = functools.partial(self.func, *prefix) if prefix else self.func
-        return dispatch(
-            run_list,
-            data,
-            args,
-            kwargs,
-            name=getattr(self.func, "__name__", self.name),
-            is_async=self.is_async,
-            func=func,
-        )
+        name = getattr(self.func, "__name__", self.name)
+
+        def run_sync(
+            values: list[object], a: tuple[object, ...], kw: dict[str, object], labels: list[Hashable], /
+        ) -> list[object]:
+            return self._list_sync(self._call(prefix, values, a, kw), values, labels)
+
+        def run_async(
+            values: list[object], a: tuple[object, ...], kw: dict[str, object], labels: list[Hashable], /
+        ) -> Awaitable[list[object]]:
+            return self._list_async(self._call(prefix, values, a, kw), values, labels)
+
+        request = pandas.Request(data, args, kwargs, name, func)
+        if self.is_async:
+            return pandas.dispatch_async(run_async, request)
+        return pandas.dispatch(run_sync, request)
 
 
 class _Mapped:
     """The object ``@opmap`` returns; binds like a function when it is a method."""
 
-    def __init__(self, func: Callable[..., Any], options: Options, kind: str | None) -> None:
+    def __init__(self, func: Callable[..., object], options: Options, kind: str | None) -> None:
         functools.update_wrapper(self, func)
         self._engine = _Engine(func, options)
         self._kind = kind
@@ -397,14 +406,14 @@ class _Mapped:
         if self._engine.is_async:
             mark_coroutine_function(self)  # iscoroutinefunction(fn), as for the function it wraps
 
-    def __call__(self, items: Any, /, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, items: object, /, *args: object, **kwargs: object) -> object:
         __tracebackhide__ = True  # notebook (issue 21)
         try:
             return self._engine.run_list((), items, args, kwargs)
         except KeyboardInterrupt as exc:  # notebook (issue 21): the traceback ends here
             raise exc.with_traceback(None) from None
 
-    def last_results(self) -> list[Any] | None:
+    def last_results(self) -> list[object] | None:
         """The last map's results (None before any), also after a ``KeyboardInterrupt``.
 
         An interrupted map keeps what finished; each item that was running at that moment
@@ -413,11 +422,11 @@ class _Mapped:
         """
         return self._engine.last_results
 
-    def imap(self, items: Any, /, *args: Any, **kwargs: Any) -> Any:
+    def imap(self, items: object, /, *args: object, **kwargs: object) -> object:
         """Stream results in order (completion order with ``ordered=False``), bounded memory."""
         return self._engine.imap((), items, args, kwargs)
 
-    def failures(self) -> Any:
+    def failures(self) -> pd.DataFrame:
         """Every failed item of this function's maps as a pandas DataFrame, newest last.
 
         Columns: ``item`` (the row index for DataFrame rows, a short repr otherwise),
@@ -456,14 +465,14 @@ class _Bound:
         self._self = bound
         self.__wrapped__ = functools.partial(mapped.__wrapped__, bound)  # type: ignore[attr-defined]
 
-    def __call__(self, items: Any, /, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, items: object, /, *args: object, **kwargs: object) -> object:
         return self._mapped._engine.run_list((self._self,), items, args, kwargs)
 
-    def imap(self, items: Any, /, *args: Any, **kwargs: Any) -> Any:
+    def imap(self, items: object, /, *args: object, **kwargs: object) -> object:
         """Stream results (see ``opmap``)."""
         return self._mapped._engine.imap((self._self,), items, args, kwargs)
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> object:
         return getattr(self._mapped, name)
 
     def __repr__(self) -> str:
@@ -486,7 +495,7 @@ def opmap(func: Callable[Concatenate[T, P], R], /) -> MapFunction[T, P, R]: ...
 def opmap(func: None = None, /, **options: Unpack[OperoOptions]) -> OpmapDecorator: ...
 
 
-def opmap(func: Callable[..., Any] | None = None, /, **options: Unpack[OperoOptions]) -> Any:
+def opmap(func: Callable[..., object] | None = None, /, **options: Unpack[OperoOptions]) -> object:
     """Turn a function of one item into a resilient, parallel function of many.
 
     ``fn(items, *args, **kwargs)`` calls ``func(item, *args, **kwargs)`` for every item, each
@@ -522,10 +531,10 @@ def opmap(func: Callable[..., Any] | None = None, /, **options: Unpack[OperoOpti
     return functools.partial(_decorate, options=options)
 
 
-def _decorate(f: Callable[..., Any], options: OperoOptions) -> _Mapped:
+def _decorate(f: Callable[..., object], options: OperoOptions) -> _Mapped:
     check_decoratable(f, "opmap")
     kind: str | None = None
-    target: Any = f
+    target: Callable[..., object] = f
     if isinstance(f, classmethod):
         kind, target = "classmethod", f.__func__
     elif isinstance(f, staticmethod):

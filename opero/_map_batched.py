@@ -10,56 +10,44 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 
-from ._batch import BatchMap, chunks
+from ._batch import AsyncDriver, BatchMap, chunks
 from ._map_results import MISSING, finish, unstarted
 from ._policy import Plan
 from ._progress import MapProgress
-from .executors._chunks import MapCall, Outcome, Window
-
-#: the async source of a map's outcomes: ``(call, pairs, window) -> batches of outcomes``
-AsyncDriver = Callable[[MapCall, Iterator[tuple[int, Any]], Window], AsyncIterator[list[Outcome]]]
+from .executors._chunks import MapCall, Outcome
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
 class BatchedRuns:
-    """One decorated function's batch maps.
+    """One decorated function's batch maps."""
 
-    Args:
-        batches: the plan of the batch calls (``opero._batch.batch_plan``).
-        size: ``batch_size``.
-        progress: ``(call, labels) -> MapProgress``: the map's progress bar.
-        account: the map's bookkeeping of a list of outcomes (failure log, progress).
-        drive_async: the map's async outcome source.
-    """
-
-    def __init__(
-        self,
-        batches: Plan,
-        size: int,
-        progress: Callable[[MapCall, list[Any] | None], MapProgress],
-        account: Callable[[list[Outcome], MapProgress], None],
-        drive_async: AsyncDriver,
-    ) -> None:
-        self.batches = batches
-        self.size = size
-        self.progress = progress
-        self.account = account
-        self.drive_async = drive_async
+    #: the plan of the batch calls (``opero._batch.batch_plan``)
+    batches: Plan
+    #: ``batch_size``
+    size: int
+    #: ``(call, labels) -> MapProgress``: the map's progress bar
+    progress: Callable[[MapCall, Sequence[object] | None], MapProgress]
+    #: the map's bookkeeping of a list of outcomes (failure log, progress)
+    account: Callable[[list[Outcome], MapProgress], None]
+    #: the map's async outcome source
+    drive_async: AsyncDriver
 
     def _runner(self, call: MapCall) -> BatchMap:
         return BatchMap(call, self.batches, self.size, self.account)
 
     def _begin(
-        self, call: MapCall, items: Iterable[Any], labels: list[Any] | None
-    ) -> tuple[list[Any], MapProgress, list[Any]]:
+        self, call: MapCall, items: Iterable[object], labels: Sequence[object] | None
+    ) -> tuple[list[object], MapProgress, list[object]]:
         items = list(items)
         call.total = len(items)
         return items, self.progress(call, labels), [MISSING] * len(items)
 
     @staticmethod
-    def _end(call: MapCall, progress: MapProgress, results: list[Any], error: bool = False) -> list[Any]:
+    def _end(
+        call: MapCall, progress: MapProgress, results: list[object], error: bool = False
+    ) -> list[object]:
         call.stop.set()
         if error:
             progress.close(interrupted=True)
@@ -67,7 +55,9 @@ class BatchedRuns:
             progress.close(cancelled=finish(results, progress, call.total))
         return results
 
-    def run_sync(self, call: MapCall, items: Iterable[Any], labels: list[Any] | None = None) -> list[Any]:
+    def run_sync(
+        self, call: MapCall, items: Iterable[object], labels: Sequence[object] | None = None
+    ) -> list[object]:
         """The whole list map from sync code."""
         items, progress, results = self._begin(call, items, labels)
         try:
@@ -78,8 +68,8 @@ class BatchedRuns:
         return self._end(call, progress, results)
 
     async def run_async(
-        self, call: MapCall, items: Iterable[Any], labels: list[Any] | None = None
-    ) -> list[Any]:
+        self, call: MapCall, items: Iterable[object], labels: Sequence[object] | None = None
+    ) -> list[object]:
         """The whole list map from async code."""
         items, progress, results = self._begin(call, items, labels)
         try:
@@ -90,8 +80,8 @@ class BatchedRuns:
         return self._end(call, progress, results)
 
     def _segments(
-        self, call: MapCall, items: Iterable[Any], window: int
-    ) -> Iterator[tuple[MapCall, list[Any], list[Any]]]:
+        self, call: MapCall, items: Iterable[object], window: int
+    ) -> Iterator[tuple[MapCall, list[object], list[object]]]:
         # whole batches per segment, a few per worker, about one stream window of items
         n = self.size
         size = n * max(-(-window // n), 4 * call.workers)
@@ -99,7 +89,7 @@ class BatchedRuns:
             part = dataclasses.replace(call, total=None, stop=threading.Event())
             yield part, segment, [MISSING] * len(segment)
 
-    def stream_sync(self, call: MapCall, items: Iterable[Any], window: int) -> Iterator[Any]:
+    def stream_sync(self, call: MapCall, items: Iterable[object], window: int) -> Iterator[object]:
         """Stream a batch map from sync code; a stop request is honoured between segments."""
         progress = self.progress(call, None)
         with _streaming(call, progress):
@@ -109,7 +99,9 @@ class BatchedRuns:
                 if progress.stop_requested:
                     break
 
-    async def stream_async(self, call: MapCall, items: Iterable[Any], window: int) -> AsyncIterator[Any]:
+    async def stream_async(
+        self, call: MapCall, items: Iterable[object], window: int
+    ) -> AsyncIterator[object]:
         """Stream a batch map from async code; a stop request is honoured between segments."""
         progress = self.progress(call, None)
         with _streaming(call, progress):

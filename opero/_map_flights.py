@@ -12,7 +12,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Hashable, Iterator
-from typing import Any
 
 from ._policy import Plan
 from ._testing import state as testing_state
@@ -35,9 +34,9 @@ class MapFlights:
     def __init__(
         self,
         plan: Plan,
-        prefix: tuple[Any, ...],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
+        prefix: tuple[object, ...],
+        args: tuple[object, ...],
+        kwargs: dict[str, object],
         window: Window,
     ) -> None:
         self.plan = plan
@@ -47,14 +46,14 @@ class MapFlights:
         #: index of a keyed item sent to the executor -> its key
         self._leaders: dict[int, Hashable] = {}
         #: key in flight -> the held items waiting for its outcome
-        self._followers: dict[Hashable, list[tuple[int, Any]]] = {}
+        self._followers: dict[Hashable, list[tuple[int, object]]] = {}
 
     @staticmethod
     def wanted(plan: Plan) -> bool:
         """Whether a map of ``plan`` dedupes: it caches, and caching is on (``opero.testing``)."""
         return plan.keys is not None and plan.cache is not None and testing_state.cache
 
-    def _key(self, item: Any) -> Hashable | None:
+    def _key(self, item: object) -> Hashable | None:
         keys = self.plan.keys
         assert keys is not None
         try:
@@ -62,7 +61,7 @@ class MapFlights:
         except Exception:  # a key that cannot be built: the item runs, uncached, as before
             return None
 
-    def source(self, pairs: Iterator[tuple[int, Any]]) -> Iterator[tuple[int, Any]]:
+    def source(self, pairs: Iterator[tuple[int, object]]) -> Iterator[tuple[int, object]]:
         """The pairs to dispatch: a duplicate of a key in flight is held, not yielded."""
         lock, leaders, followers, window = self._lock, self._leaders, self._followers, self.window
         for idx, item in pairs:
@@ -119,7 +118,7 @@ class MapFlights:
                 plan.finish(False, now, 0, value)
 
 
-def _shared(held: list[tuple[int, Any]], ok: bool, value: Any) -> Iterator[Outcome]:
+def _shared(held: list[tuple[int, object]], ok: bool, value: object) -> Iterator[Outcome]:
     # The same value or error object for every duplicate, as a cache hit (or a
     # concurrent.futures.Future shared by several waiters) would give.
     for idx, item in held:

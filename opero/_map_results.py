@@ -7,9 +7,8 @@ map fills the slots of items that never ran with ``Cancelled`` (:func:`finish`).
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Final
 
 from ._errors import Cancelled
 from ._progress import MapProgress
@@ -28,10 +27,10 @@ class Release:
     def __init__(self, window: Window, ordered: bool) -> None:
         self.window = window
         self.ordered = ordered
-        self.buffer: dict[int, Any] = {}
+        self.buffer: dict[int, object] = {}
         self.want = 0
 
-    def __call__(self, batch: list[Outcome] | Run) -> list[Any]:
+    def __call__(self, batch: list[Outcome] | Run) -> list[object]:
         if isinstance(batch, Run) and (not self.ordered or (batch.start == self.want and not self.buffer)):
             out = list(batch.values)  # the next consecutive items: released as they are
             self.want += len(out) if self.ordered else 0
@@ -51,10 +50,10 @@ class Release:
 
 
 #: A slot whose item has not finished (yet); a stopped map turns it into ``Cancelled``.
-MISSING: Any = object()
+MISSING: Final = object()
 
 
-def place(results: list[Any], batch: list[Outcome] | Run, ordered: bool) -> None:
+def place(results: list[object], batch: list[Outcome] | Run, ordered: bool) -> None:
     if isinstance(batch, Run):  # consecutive items: one slice assignment (values hold failures too)
         if not ordered:
             results.extend(batch.values)
@@ -75,18 +74,21 @@ def place(results: list[Any], batch: list[Outcome] | Run, ordered: bool) -> None
         results[idx] = value
 
 
-def unstarted(results: list[Any], progress: MapProgress) -> list[Any]:
+def unstarted(results: list[object], progress: MapProgress) -> list[object]:
     """A finished segment's results; items a stop left unstarted hold ``Cancelled``."""
     if any(v is MISSING for v in results):
         finish(results, progress, len(results))
     return results
 
 
-async def then(pending: Any, merge: Callable[[list[Any]], list[Any]]) -> list[Any]:
-    return merge(await pending if inspect.isawaitable(pending) else pending)
+async def then(
+    pending: Awaitable[list[object]] | None, merge: Callable[[list[object]], list[object]]
+) -> list[object]:
+    """``merge`` of the awaited results (of none when ``pending`` is None)."""
+    return merge(await pending if pending is not None else [])
 
 
-def finish(results: list[Any], progress: MapProgress, total: int | None) -> int:
+def finish(results: list[object], progress: MapProgress, total: int | None) -> int:
     """After a stopped map: every item that did not run holds a ``Cancelled`` marker."""
     if not progress.stop_requested:
         return 0

@@ -24,6 +24,7 @@ __all__ = [
     "MAP_ONLY",
     "MODES",
     "BreakerOptions",
+    "BreakerSettings",
     "OperoOptions",
     "Options",
     "configure",
@@ -50,13 +51,6 @@ MODES: Mapping[str, str] = MappingProxyType(
 CALLBACKS = ("on_retry", "on_success", "on_failure", "on_cache_hit")
 #: Options that only ``@opmap`` uses; ``@opero`` accepts and ignores them.
 MAP_ONLY = frozenset({"mode", "workers", "ordered", "progress", "chunksize", "batch_size"})
-#: ``circuit_breaker=True`` means these; a dict overrides some of them.
-BREAKER_DEFAULTS: Mapping[str, float | bool] = {
-    "failures": 5,
-    "window": 10.0,
-    "open": 30.0,
-    "fail_fast": False,
-}
 #: The settings each backend reads from ``cache_backend_config``.
 BACKEND_SETTINGS: Mapping[str, frozenset[str]] = {
     "memory": frozenset({"max_size"}),
@@ -82,6 +76,34 @@ class BreakerOptions(TypedDict, total=False):
     """seconds the breaker stays open before one half-open probe (default 30.0)"""
     fail_fast: bool
     """map items fail at once with ``CircuitOpenError`` instead of waiting for the probe"""
+
+
+class BackendConfig(TypedDict, total=False):
+    """``Options.cache_backend_config`` once validated: the settings a cache backend reads."""
+
+    max_size: int
+    location: str | os.PathLike[str]
+    url: str
+    host: str
+    port: int
+    db: int
+    password: str
+    username: str
+    socket_timeout: float
+    socket_connect_timeout: float
+
+
+class BreakerSettings(TypedDict):
+    """A breaker's settings, every key present (:attr:`Options.breaker`; see BreakerOptions)."""
+
+    failures: int
+    window: float
+    open: float
+    fail_fast: bool
+
+
+#: ``circuit_breaker=True`` means these; a dict overrides some of them.
+BREAKER_DEFAULTS: BreakerSettings = {"failures": 5, "window": 10.0, "open": 30.0, "fail_fast": False}
 
 
 class OperoOptions(TypedDict, total=False):
@@ -129,7 +151,7 @@ class OperoOptions(TypedDict, total=False):
     """groups entries for ``clear_cache(namespace=...)`` (default "opero")"""
     cache_backend: Literal["memory", "disk", "redis"]
     """where entries live (default "memory")"""
-    cache_backend_config: Mapping[str, Any]
+    cache_backend_config: Mapping[str, object]
     """backend settings: memory/disk ``max_size``, disk ``location``, redis ``url`` or host/port/db"""
     rate_limit: float | str | None
     """attempts per second: a number, "500/min", "10/s", "3600/h", or "auto" (adaptive from rate_start)"""
@@ -169,7 +191,7 @@ class OperoOptions(TypedDict, total=False):
     """opmap: parallelism; -1 means every CPU, -2 all but one (default: the mode's)"""
     ordered: bool
     """opmap: results in input order; False yields in completion order (default True)"""
-    progress: bool | Literal["auto"] | Mapping[str, Any] | type
+    progress: bool | Literal["auto"] | Mapping[str, object] | type
     """opmap: a tqdm bar: True/False, "auto", a dict of tqdm options or a tqdm class"""
     chunksize: int | Literal["auto"]
     """opmap: items per task sent to a process or dask worker (default "auto")"""
@@ -190,7 +212,7 @@ class Options:
     #: value is used as given.
     retry_on: ErrorFilter = (Exception,)
     reraise: bool = False
-    wait: Callable[[Any], float] | None = None
+    wait: Callable[..., float] | None = None
     deadline: float | None = None
     arg_fallback: str | None = None
     fallback_on: ErrorFilter | None = None
@@ -203,7 +225,7 @@ class Options:
     cache_namespace: str = "opero"
     cache_backend: str = "memory"
     # repr=False: it may hold a redis password, and options end up in reprs and logs
-    cache_backend_config: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    cache_backend_config: BackendConfig = field(default_factory=lambda: BackendConfig(), repr=False)
     rate_limit: float | str | None = None
     adaptive: bool = False
     rate_start: float | None = None
@@ -216,7 +238,7 @@ class Options:
     token_budget: float | None = None
     max_concurrency: int | None = None
     # -- end pace --
-    circuit_breaker: bool | Mapping[str, Any] | None = None
+    circuit_breaker: bool | BreakerOptions | None = None
     on_retry: Callable[..., object] | None = None
     on_success: Callable[..., object] | None = None
     on_failure: Callable[..., object] | None = None
@@ -224,18 +246,19 @@ class Options:
     mode: str | None = None
     workers: int | None = None
     ordered: bool = True
-    progress: bool | str | Mapping[str, Any] | type = True
+    progress: bool | str | Mapping[str, object] | type = True
     chunksize: int | str = "auto"
     #: opmap: items per call of a batch function (None: one item per call)
     batch_size: int | None = None
 
     @property
-    def breaker(self) -> Mapping[str, Any] | None:
+    def breaker(self) -> BreakerSettings | None:
         """The circuit breaker's settings with defaults filled in, or None when it is off."""
         cb = self.circuit_breaker
         if cb is None or cb is False:
             return None
-        return {**BREAKER_DEFAULTS, **(cb if isinstance(cb, Mapping) else {})}
+        given: BreakerOptions = {} if cb is True else cb
+        return {**BREAKER_DEFAULTS, **given}
 
     @property
     def start_rate(self) -> float | None:
@@ -257,20 +280,28 @@ class Options:
         """True when the rate budget follows the server (``rate_limit="auto"`` or ``adaptive``)."""
         return self.rate_limit == "auto" or (self.adaptive and self.rate_limit is not None)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         """Return the options as a plain dict (one entry per option)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
-    def replace(self, **changes: Any) -> Options:
+    def replace(self, **changes: object) -> Options:
         """Return a validated copy with ``changes`` applied."""
         _check_names(changes)
-        new = dataclasses.replace(self, **changes)
+        new = _unchecked(self, changes)
         _validate(new)
         return new
 
 
 OPTION_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Options))
-_overrides: dict[str, Any] = {}
+
+
+def _unchecked(base: Options, changes: Mapping[str, Any]) -> Options:
+    """``base`` with ``changes``: the one place untyped values (decorator keywords,
+    ``configure()``, ``OPERO_*`` variables) become typed fields; callers validate the result."""
+    return dataclasses.replace(base, **changes)
+
+
+_overrides: dict[str, object] = {}
 _overrides_lock = threading.Lock()
 
 
@@ -560,23 +591,23 @@ def _validate_breaker(cb: object) -> None:
 
 
 #: ``OPERO_*`` variable -> (option, converter, what is allowed), for error messages too.
-_ENV: tuple[tuple[str, str, Callable[[str], Any], str], ...] = (
+_ENV: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
     ("OPERO_CACHE_BACKEND", "cache_backend", lambda s: s.strip().lower(), "one of memory, disk, redis"),
     ("OPERO_MAX_WORKERS", "workers", int, "an integer >= 1, or -1 for every CPU"),
     ("OPERO_DEFAULT_TIMEOUT", "timeout", float, "a finite number of seconds > 0"),
 )
 
 
-def _env_options() -> dict[str, Any]:
+def _env_options() -> dict[str, object]:
     """Read the ``OPERO_*`` variables that map onto options; a bad one is named in the error."""
-    out: dict[str, Any] = {}
+    out: dict[str, object] = {}
     for var, name, conv, allowed in _ENV:
         raw = os.environ.get(var)
         if not raw:
             continue
         try:
             value = conv(raw)
-            _validate(dataclasses.replace(Options(), **{name: value}))
+            _validate(_unchecked(Options(), {name: value}))
         except (ValueError, ConfigurationError):
             raise ConfigurationError(f"environment variable {var}={raw!r} is not valid: {allowed}") from None
         out[name] = value
@@ -601,7 +632,7 @@ def configure(**options: Unpack[OperoOptions]) -> None:
             _overrides.clear()
             return
         merged = {**_overrides, **options}
-        _validate(dataclasses.replace(Options(), **_env_options(), **merged))
+        _validate(_unchecked(Options(), {**_env_options(), **merged}))
         _overrides.clear()
         _overrides.update(merged)
 
@@ -612,7 +643,7 @@ def current_overrides() -> dict[str, object]:
         return dict(_overrides)
 
 
-def resolve_options(explicit: Mapping[str, Any], func: Callable[..., object] | None = None) -> Options:
+def resolve_options(explicit: Mapping[str, object], func: Callable[..., object] | None = None) -> Options:
     """Merge defaults, environment, ``configure()`` and ``explicit``; validate the result.
 
     Args:
@@ -622,7 +653,7 @@ def resolve_options(explicit: Mapping[str, Any], func: Callable[..., object] | N
     _check_names(explicit)
     with _overrides_lock:
         merged = {**_env_options(), **_overrides, **explicit}
-    opts = dataclasses.replace(Options(), **merged)
+    opts = _unchecked(Options(), merged)
     _validate(opts)
     if func is not None and opts.arg_fallback is not None:
         _check_fallback_parameter(func, opts.arg_fallback)

@@ -31,9 +31,11 @@ import contextvars
 import importlib
 import threading
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
+from ._counters import PaceSnapshot
 from ._errors import BudgetExhausted, ConfigurationError
 from ._headers import Limits, Reading, read_headers
 from ._hints import status_of
@@ -42,10 +44,12 @@ from ._options import Options
 from ._testing import state as testing_state
 
 if TYPE_CHECKING:
+    from ._keys import ArgumentBinder
     from ._telemetry import FunctionStats
 
 __all__ = [
     "Pace",
+    "Slots",
     "Ticket",
     "charge",
     "get_pace",
@@ -108,17 +112,41 @@ def aimd_publish(now: float, v: list[float], rate: float) -> float:
 # -- one attempt ---------------------------------------------------------------------------
 
 
+class Slots(Protocol):
+    """``max_concurrency`` slots shared by threads, processes or hosts (``stores/``)."""
+
+    #: how many slots there are
+    limit: int
+
+    def try_acquire(self) -> int | str | None:
+        """A free slot's handle, or None when all are held."""
+        ...
+
+    def release(self, held: int | str) -> None:
+        """Give back the slot ``try_acquire`` returned."""
+        ...
+
+    def in_use(self) -> int:
+        """How many slots are held now."""
+        ...
+
+
 class Ticket:
-    """One attempt's share of the pace: its estimate, what :func:`charge` reported, its slot."""
+    """One attempt's share of the pace: its estimate, what :func:`charge` reported, its slot.
+
+    Made for an attempt with its arguments (the ``tokens=`` estimate is taken from them),
+    then passed to :meth:`Pace.enter` and :meth:`Pace.exit`.
+    """
 
     __slots__ = ("charged", "estimate", "held", "limiter", "pace", "token")
 
-    def __init__(self, pace: Pace, estimate: float, limiter: Limiter | None) -> None:
-        self.pace = pace
-        self.estimate = estimate
-        self.limiter = limiter
+    def __init__(
+        self, pace: Pace, args: tuple[object, ...], kwargs: Mapping[str, object], limiter: Limiter | None
+    ) -> None:
+        self.pace, self.limiter = pace, limiter
+        self.estimate = pace.estimate(args, kwargs)
         self.charged: float | None = None
-        self.held: Any = None
+        self.held: int | str | None = None
         self.token: contextvars.Token[Ticket | None] | None = None
 
 
@@ -147,7 +175,7 @@ def charge(n: float) -> None:
         ticket.charged = value
 
 
-def observe(response: Any) -> Reading:
+def observe(response: object) -> Reading:
     """Read a response's rate-limit headers and let the running attempt's budgets follow them.
 
     Inside a decorated function, pass any response (requests, httpx, aiohttp, urllib) or a
@@ -168,6 +196,7 @@ def observe(response: Any) -> Reading:
     return reading
 
 
+@dataclass(slots=True, eq=False)
 class Pace:
     """The pace of one function or scope (see the module docstring).
 
@@ -184,40 +213,16 @@ class Pace:
         func: the decorated function, whose signature binds what ``tokens`` receives.
     """
 
-    __slots__ = (
-        "_binder",
-        "_published",
-        "budget",
-        "func",
-        "max_delay",
-        "name",
-        "record",
-        "slots",
-        "token_rate",
-        "tokens",
-    )
-
-    def __init__(
-        self,
-        name: str,
-        tokens: Callable[..., Any] | None,
-        token_rate: float | None,
-        budget: float | None,
-        max_delay: float,
-        record: Record | None,
-        slots: Any,
-        func: Callable[..., Any] | None = None,
-    ) -> None:
-        self.name = name
-        self.func = func
-        self.tokens = tokens
-        self.token_rate = token_rate
-        self.budget = budget
-        self.max_delay = max_delay
-        self.record = record
-        self.slots = slots
-        self._binder: Any = None
-        self._published = 0.0
+    name: str
+    tokens: Callable[..., float] | None
+    token_rate: float | None
+    budget: float | None
+    max_delay: float
+    record: Record | None
+    slots: Slots | None
+    func: Callable[..., object] | None = None
+    _binder: ArgumentBinder | None = field(default=None, init=False)
+    _published: float = field(default=0.0, init=False)
 
     def __reduce__(self) -> tuple[object, ...]:
         return (
@@ -236,7 +241,7 @@ class Pace:
 
     # -- entering and leaving an attempt ----------------------------------------------------
 
-    def estimate(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> float:
+    def estimate(self, args: tuple[object, ...], kwargs: Mapping[str, object]) -> float:
         """The ``tokens=`` estimate of one attempt with these arguments (0 without ``tokens``)."""
         if self.tokens is None:
             return 0.0
@@ -279,18 +284,15 @@ class Pace:
         spent = float(self.record.apply("pace_read", pace_read))
         raise BudgetExhausted(self.name, spent, self.budget)
 
-    def enter(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any], limiter: Limiter | None, stats: FunctionStats
-    ) -> Ticket:
-        """Before an attempt: a concurrency slot, then the token reservation (sleeping the
-        calling thread while either is not available).
+    def enter(self, ticket: Ticket, stats: FunctionStats) -> Ticket:
+        """Before an attempt (``ticket``, made for it): a concurrency slot, then the token
+        reservation (sleeping the calling thread while either is not available).
 
         Raises:
             BudgetExhausted: the ``token_budget`` cannot cover this attempt.
         """
-        ticket = Ticket(self, self.estimate(args, kwargs), limiter)
         if self.slots is not None:
-            ticket.held = self._slot(stats)
+            ticket.held = self._slot(self.slots, stats)
         try:
             delay = self._take(ticket.estimate)
         except BaseException:
@@ -301,13 +303,10 @@ class Pace:
         ticket.token = _current.set(ticket)
         return ticket
 
-    async def enter_async(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any], limiter: Limiter | None, stats: FunctionStats
-    ) -> Ticket:
+    async def enter_async(self, ticket: Ticket, stats: FunctionStats) -> Ticket:
         """:meth:`enter` without blocking the event loop."""
-        ticket = Ticket(self, self.estimate(args, kwargs), limiter)
         if self.slots is not None:
-            ticket.held = await self._slot_async(stats)
+            ticket.held = await self._slot_async(self.slots, stats)
         try:
             delay = await self._take_async(ticket.estimate)
         except BaseException:
@@ -350,7 +349,7 @@ class Pace:
 
     def _release(self, ticket: Ticket) -> None:
         held, ticket.held = ticket.held, None
-        if held is not None:
+        if held is not None and self.slots is not None:
             self.slots.release(held)
 
     def _settle(self, ticket: Ticket, error: BaseException | None) -> None:
@@ -375,8 +374,8 @@ class Pace:
 
     # -- concurrency slots ----------------------------------------------------------------
 
-    def _slot(self, stats: FunctionStats) -> Any:
-        held = self.slots.try_acquire()
+    def _slot(self, slots: Slots, stats: FunctionStats) -> int | str:
+        held = slots.try_acquire()
         if held is not None:
             return held
         pause, waiting = _POLL_MIN, False
@@ -387,14 +386,14 @@ class Pace:
                     stats.wait_begin()
                 time.sleep(pause)
                 pause = min(_POLL_MAX, pause * 2)
-                held = self.slots.try_acquire()
+                held = slots.try_acquire()
         finally:
             if waiting:
                 stats.wait_end()
         return held
 
-    async def _slot_async(self, stats: FunctionStats) -> Any:
-        held = self.slots.try_acquire()
+    async def _slot_async(self, slots: Slots, stats: FunctionStats) -> int | str:
+        held = slots.try_acquire()
         if held is not None:
             return held
         pause = _POLL_MIN
@@ -403,7 +402,7 @@ class Pace:
             while held is None:
                 await asyncio.sleep(pause)
                 pause = min(_POLL_MAX, pause * 2)
-                held = self.slots.try_acquire()
+                held = slots.try_acquire()
         finally:
             stats.wait_end()
         return held
@@ -446,9 +445,9 @@ class Pace:
 
     # -- stats ---------------------------------------------------------------------------------
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> PaceSnapshot:
         """The pace's numbers for ``fn.stats``: tokens used, limits, slots in use."""
-        out: dict[str, Any] = {}
+        out: PaceSnapshot = {}
         if self.record is not None:
             out["tokens_used"] = float(self.record.apply("pace_read", pace_read))
             out["token_limit"] = self.token_rate
@@ -487,7 +486,7 @@ _scopes: dict[tuple[str, str], Pace] = {}
 _scopes_lock = threading.Lock()
 
 
-def get_pace(options: Options, name: str, func: Callable[..., Any] | None = None) -> Pace | None:
+def get_pace(options: Options, name: str, func: Callable[..., object] | None = None) -> Pace | None:
     """The pace of a function: its own, or one drawing on its scope's; None when nothing paces it.
 
     Args:
@@ -529,13 +528,16 @@ def get_pace(options: Options, name: str, func: Callable[..., Any] | None = None
     )
 
 
-def _limits(pace: Pace) -> tuple[Any, Any, Any]:
+#: A pace's token rate, token budget and number of slots (None: not set).
+_Limits = tuple[float | None, float | None, int | None]
+
+
+def _limits(pace: Pace) -> _Limits:
     return (pace.token_rate, pace.budget, None if pace.slots is None else pace.slots.limit)
 
 
-def _wanted(options: Options) -> tuple[Any, Any, Any]:
-    limit: Any = options.token_limit
-    budget: Any = options.token_budget
+def _wanted(options: Options) -> _Limits:
+    limit, budget = options.token_limit, options.token_budget
     return (
         None if limit is None else float(limit),
         None if budget is None else float(budget),
@@ -543,7 +545,7 @@ def _wanted(options: Options) -> tuple[Any, Any, Any]:
     )
 
 
-def _build(options: Options, name: str, scoped: bool, func: Callable[..., Any] | None) -> Pace:
+def _build(options: Options, name: str, scoped: bool, func: Callable[..., object] | None) -> Pace:
     module = importlib.import_module(f"opero.stores.{_BACKENDS[options.rate_limit_backend]}")
     token_rate, budget, conc = _wanted(options)
     record = None

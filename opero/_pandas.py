@@ -26,28 +26,42 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Literal
+from typing import Any, Protocol, TypeVar
 
 import pandas as pd
 
 from ._errors import ConfigurationError
+from .executors._chunks import Spread
 
-__all__ = ["RunList", "dispatch"]
+__all__ = ["Request", "RunList", "dispatch", "dispatch_async"]
 
-#: ``run_list(items, args, kwargs, *, spread=None, names=None)`` from opmap. It maps the
-#: function over ``items`` with full resilience and returns one entry per item, in order:
-#: the result, or the exception of a failed item (an awaitable of that list for ``async
-#: def`` functions). ``spread`` says how an item reaches the function:
-#:
-#: - ``None``: ``func(item, *args, **kwargs)``
-#: - ``"positional"``: ``func(*item, *args, **kwargs)``
-#: - ``"keyword"``: ``func(*args, **dict(zip(names, item)), **kwargs)``
-RunList = Callable[..., Any]
+Out_co = TypeVar("Out_co", covariant=True)
+Out = TypeVar("Out")
 
-Spread = Literal["positional", "keyword"] | None
+
+class RunList(Protocol[Out_co]):
+    """``run_list(items, args, kwargs, labels)`` from opmap: its map over plain items.
+
+    It maps the function over ``items`` with full resilience and returns one entry per
+    item, in order: the result, or the exception of a failed item (an awaitable of that
+    list for ``async def`` functions). An item reaches the function as
+    ``func(item, *args, **kwargs)``; a row of several columns is a ``Spread`` of its
+    arguments, positional (``func(*row, *args, **kwargs)``) or by keyword. ``labels`` are
+    the rows' index labels: failed rows are reported by them, not by their values.
+    """
+
+    def __call__(
+        self,
+        items: list[object],
+        args: tuple[object, ...],
+        kwargs: dict[str, object],
+        labels: list[Hashable],
+        /,
+    ) -> Out_co: ...
+
 
 #: Keywords of a pandas call that belong to this module, not to the function.
 _OWN_KEYWORDS = ("result_column", "error_column", "expand", "resume")
@@ -56,63 +70,60 @@ _OWN_KEYWORDS = ("result_column", "error_column", "expand", "resume")
 _MAX_LISTED = 30
 
 
-def dispatch(
-    run_list: RunList,
-    data: object,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    *,
-    name: str,
-    is_async: bool,
-    func: Callable[..., Any],
-) -> Any:
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One pandas call of a mapped function, as opmap received it."""
+
+    #: the Series or DataFrame the user passed as the items argument (typed ``object`` so
+    #: that opmap can pass its items through after its own check)
+    data: object
+    #: the positional arguments after ``data``; for a DataFrame the first one is the column
+    #: specification (one name, a list of names or a ``{parameter: column}`` dict), the rest
+    #: pass through to every call
+    args: tuple[object, ...]
+    #: the keyword arguments of the call; ``result_column``, ``error_column``, ``expand``
+    #: (and ``resume``) are taken out, the rest pass through to every call. Not modified.
+    kwargs: dict[str, object]
+    #: the function's ``__name__``, the default result column name
+    name: str
+    #: the undecorated function; its signature validates the column mapping
+    func: Callable[..., object]
+
+
+def dispatch(run_list: RunList[list[object]], request: Request) -> pd.Series[Any] | pd.DataFrame:
     """Map a function over a Series or DataFrame columns through opmap's ``run_list``.
 
     Args:
-        run_list: opmap's resilient parallel map over plain items (see :data:`RunList`).
-        data: the Series or DataFrame the user passed as the items argument (typed
-            ``object`` so that opmap can pass its items through after its own check).
-        args: the positional arguments after ``data``; for a DataFrame the first one is the
-            column specification (one name, a list of names or a ``{parameter: column}``
-            dict), the rest pass through to every call.
-        kwargs: the keyword arguments of the call; ``result_column``, ``error_column`` and
-            ``expand`` are taken out, the rest pass through to every call. Not modified.
-        name: the function's ``__name__``, the default result column name.
-        is_async: True for an ``async def`` function: ``run_list`` then returns an
-            awaitable and so does this function.
-        func: the undecorated function; its signature validates the column mapping.
+        run_list: opmap's resilient parallel map over plain items (see :class:`RunList`).
+        request: the call: the Series or DataFrame and the arguments that came with it.
 
     Returns:
         A Series for a Series input (a DataFrame with ``expand=True``), a new DataFrame for
-        a DataFrame input; for ``is_async`` a coroutine resolving to it.
+        a DataFrame input.
 
     Raises:
         ConfigurationError: a missing or unknown column, a DataFrame without a column, a
             dict naming a parameter the function does not have, a new column name that is
-            already taken, or arguments the function cannot accept. For ``is_async`` it is
-            raised when the coroutine is awaited, like every other error of an async map.
+            already taken, or arguments the function cannot accept.
     """
-    if is_async:
-        return _dispatch_async(run_list, data, args, kwargs, name=name, func=func)
-    job = _Job.prepare(data, args, kwargs, name=name, func=func)
+    job = _Job.prepare(request)
     return job.finish(job.run(run_list) if job.runs else [])
 
 
-async def _dispatch_async(
-    run_list: RunList,
-    data: object,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    *,
-    name: str,
-    func: Callable[..., Any],
+async def dispatch_async(
+    run_list: RunList[Awaitable[list[object]]], request: Request
 ) -> pd.Series[Any] | pd.DataFrame:
-    job = _Job.prepare(data, args, kwargs, name=name, func=func)
-    results: list[Any] = await job.run(run_list) if job.runs else []
+    """:func:`dispatch` for an ``async def`` function, whose ``run_list`` gives an awaitable.
+
+    Its errors are raised when the coroutine is awaited, like every other error of an
+    async map.
+    """
+    job = _Job.prepare(request)
+    results: list[object] = await job.run(run_list) if job.runs else []
     return job.finish(results)
 
 
-def _pop_columns(name: str, kwargs: dict[str, Any]) -> tuple[Hashable, Hashable, bool, bool]:
+def _pop_columns(name: str, kwargs: dict[str, object]) -> tuple[Hashable, Hashable, bool, bool]:
     """Pop and check ``result_column=``, ``error_column=`` and ``expand=``.
 
     Returns ``(result_column, error_column, error_column given, expand)``.
@@ -139,31 +150,22 @@ class _Job:
     """One validated pandas call: what to run and how to put the answers back."""
 
     data: pd.Series[Any] | pd.DataFrame
-    #: Plain items for run_list: column values, or tuples of row values for several columns.
-    items: list[Any]
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
-    spread: Spread
-    names: list[str] | None
+    #: Plain items for run_list: column values, or a ``Spread`` of each row's values.
+    items: list[object]
+    args: tuple[object, ...]
+    kwargs: dict[str, object]
     result_column: Hashable
     error_column: Hashable
     expand: bool
     #: resume: the positions of the rows to run (None: every row) and the earlier results
     rows: list[int] | None = None
-    previous: list[Any] | None = None
+    previous: list[object] | None = None
 
     @classmethod
-    def prepare(
-        cls,
-        data: object,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        *,
-        name: str,
-        func: Callable[..., Any],
-    ) -> _Job:
+    def prepare(cls, request: Request) -> _Job:
         """Validate a call and build its items; nothing runs yet."""
-        kwargs = dict(kwargs)  # the caller's dict is not ours to change
+        data, args, name, func = request.data, request.args, request.name, request.func
+        kwargs = dict(request.kwargs)  # the caller's dict is not ours to change
         result_column, error_column, error_given, expand = _pop_columns(name, kwargs)
         signature = _signature(func)
         resume: object = None
@@ -176,7 +178,7 @@ class _Job:
                     "a Series result holds each failed item's exception in place"
                 )
             _check_bind(name, signature, (None, *args), kwargs)
-            job = cls(data, data.tolist(), args, kwargs, None, None, result_column, error_column, expand)
+            job = cls(data, data.tolist(), args, kwargs, result_column, error_column, expand)
             if resume is not None and resume is not False:
                 job.resume_series(name, resume)
             return job
@@ -188,8 +190,8 @@ class _Job:
         resuming = _resuming(name, resume, expand)
         if not resuming:
             _check_free(name, data, result_column, error_column, expand)
-        items, spread, names, rest = _frame_items(name, data, args, kwargs, func, signature)
-        job = cls(data, items, rest, kwargs, spread, names, result_column, error_column, expand)
+        items, rest = _frame_items(name, data, args, kwargs, func, signature)
+        job = cls(data, items, rest, kwargs, result_column, error_column, expand)
         if resuming:
             job.resume_frame()
         return job
@@ -207,8 +209,13 @@ class _Job:
         for i in self.rows:
             self.previous[i] = errors[i]  # a rerun row's earlier outcome: its error
 
-    def resume_series(self, name: str, previous: Any) -> None:
+    def resume_series(self, name: str, previous: object) -> None:
         """``fn(series, resume=earlier)``: run the items whose earlier result is an exception."""
+        if not isinstance(previous, Iterable):
+            raise ConfigurationError(
+                f"{name}: resume= takes the Series or list an earlier call returned, "
+                f"got {type(previous).__name__}"
+            )
         earlier = previous.tolist() if isinstance(previous, pd.Series) else list(previous)
         if len(earlier) != len(self.items):
             raise ConfigurationError(
@@ -222,20 +229,14 @@ class _Job:
         """Whether any row is to run (an empty frame, or a resume with nothing failed: no)."""
         return bool(self.items) and (self.rows is None or bool(self.rows))
 
-    def run(self, run_list: RunList) -> Any:
+    def run(self, run_list: RunList[Out]) -> Out:
         """Hand the items to opmap; a list of results (or an awaitable of one)."""
-        items = self.items if self.rows is None else [self.items[i] for i in self.rows]
-        if self.rows is not None:
-            labels = self.data.index[self.rows].tolist()
-            return run_list(
-                items, self.args, self.kwargs, spread=self.spread, names=self.names, labels=labels
-            )
-        if self.spread is None:
-            # The plain three-argument form: any run_list honouring the base contract works.
-            return run_list(items, self.args, self.kwargs)
-        return run_list(items, self.args, self.kwargs, spread=self.spread, names=self.names)
+        rows, index = self.rows, self.data.index
+        if rows is None:
+            return run_list(self.items, self.args, self.kwargs, index.tolist())
+        return run_list([self.items[i] for i in rows], self.args, self.kwargs, index[rows].tolist())
 
-    def merged(self, results: Sequence[Any]) -> Sequence[Any]:
+    def merged(self, results: Sequence[object]) -> Sequence[object]:
         """A resumed run's results for the rows that ran, with the earlier ones of the rest."""
         if self.rows is None or self.previous is None:
             return results
@@ -244,7 +245,7 @@ class _Job:
             full[i] = value
         return full
 
-    def finish(self, results: Sequence[Any]) -> pd.Series[Any] | pd.DataFrame:
+    def finish(self, results: Sequence[object]) -> pd.Series[Any] | pd.DataFrame:
         """Put one result or exception per item back on the input's index."""
         results = self.merged(results)
         data = self.data
@@ -256,7 +257,7 @@ class _Job:
             return pd.Series(list(results), index=index, name=self.result_column)
 
         errors: list[BaseException | None] = [r if isinstance(r, BaseException) else None for r in results]
-        new: dict[Hashable, Any] = {}
+        new: dict[Hashable, pd.Series[Any]] = {}
         if self.expand:
             new.update(_expanded(results, errors, self.result_column, index))
         else:
@@ -287,13 +288,14 @@ def _resuming(name: str, resume: object, expand: bool) -> bool:
 def _frame_items(
     name: str,
     df: pd.DataFrame,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    func: Callable[..., Any],
+    args: tuple[object, ...],
+    kwargs: dict[str, object],
+    func: Callable[..., object],
     signature: inspect.Signature | None,
-) -> tuple[list[Any], Spread, list[str] | None, tuple[Any, ...]]:
-    """``(items, spread, names, rest)`` of a DataFrame call: the column spec (first argument,
-    or ``column=``) read into items; ``rest`` are the arguments passed through."""
+) -> tuple[list[object], tuple[object, ...]]:
+    """``(items, rest)`` of a DataFrame call: the column spec (first argument, or ``column=``)
+    read into items (several columns: a ``Spread`` of each row's values, positional for a
+    list, by keyword for a dict); ``rest`` are the arguments passed through."""
     if args:
         spec, rest = args[0], args[1:]
     elif "column" in kwargs and (signature is None or "column" not in signature.parameters):
@@ -310,21 +312,22 @@ def _frame_items(
     if isinstance(spec, Mapping):
         names = _check_parameters(name, func, signature, spec, kwargs)
         columns = [_column(name, df, spec[param]) for param in names]
-        items = list(zip(*columns)) if columns else [() for _ in range(len(df))]
+        rows = zip(*columns) if columns else (() for _ in range(len(df)))
+        items: list[object] = [Spread((), dict(zip(names, row))) for row in rows]
         _check_bind(name, signature, rest, {**dict.fromkeys(names), **kwargs})
-        return items, "keyword", names, rest
+        return items, rest
     if isinstance(spec, list | pd.Index):
         if not len(spec):
             raise ConfigurationError(f"{name}: the list of columns is empty; columns: {_listing(df.columns)}")
         columns = [_column(name, df, key) for key in spec]
         _check_bind(name, signature, (*(None for _ in columns), *rest), kwargs)
-        return list(zip(*columns)), "positional", None, rest
+        return [Spread(row, {}) for row in zip(*columns)], rest
     items = _column(name, df, spec)
     _check_bind(name, signature, (None, *rest), kwargs)
-    return items, None, None, rest
+    return items, rest
 
 
-def resume_rows(errors: Sequence[Any]) -> list[int]:
+def resume_rows(errors: Sequence[Any]) -> list[int]:  # cells of a frame: any dtype
     """Positions whose error cell is set (an exception: a failure, ``Cancelled``; or its text,
     in a frame read back from a file), not None or NaN."""
     return [
@@ -338,7 +341,7 @@ def _cow(pd: ModuleType) -> bool:
 
 
 def _values(
-    results: Sequence[Any], errors: list[BaseException | None], index: pd.Index[Any]
+    results: Sequence[object], errors: list[BaseException | None], index: pd.Index[Any]
 ) -> pd.Series[Any]:
     """The result column: failed rows become a missing value of the inferred dtype."""
     if any(e is not None for e in errors):
@@ -351,7 +354,7 @@ def _values(
 
 
 def _expanded(
-    results: Sequence[Any],
+    results: Sequence[object],
     errors: list[BaseException | None],
     result_column: Hashable,
     index: pd.Index[Any],
@@ -363,7 +366,7 @@ def _expanded(
     cell gets a ``TypeError`` saying so (the row shows up with the failed ones).
     """
     keys: dict[Hashable, None] = {}
-    rows: list[Mapping[Any, Any] | None] = []
+    rows: list[Mapping[object, object] | None] = []
     for i, (result, error) in enumerate(zip(results, errors)):
         if error is not None or result is None:
             rows.append(None)
@@ -383,7 +386,7 @@ def _expanded(
     }
 
 
-def _column(name: str, df: pd.DataFrame, key: Hashable) -> list[Any]:
+def _column(name: str, df: pd.DataFrame, key: Hashable) -> list[object]:
     """One column's values as a plain list (Python scalars, fast, no per-row objects)."""
     try:
         hash(key)
@@ -401,7 +404,7 @@ def _column(name: str, df: pd.DataFrame, key: Hashable) -> list[Any]:
             f"{name}: column {key!r} appears {values.shape[1]} times in the DataFrame; "
             "rename the duplicates so each row has one value"
         )
-    result: list[Any] = values.tolist()
+    result: list[object] = values.tolist()
     return result
 
 
@@ -433,25 +436,13 @@ def _check_unused(name: str, df: pd.DataFrame, kind: str, column: Hashable, how:
 
 def _check_parameters(
     name: str,
-    func: Callable[..., Any],
+    func: Callable[..., object],
     signature: inspect.Signature | None,
-    spec: Mapping[Any, Any],
-    kwargs: Mapping[str, Any],
+    spec: Mapping[object, object],
+    kwargs: Mapping[str, object],
 ) -> list[str]:
     """The parameter names of a ``{parameter: column}`` mapping, each one checked."""
-    if not spec:
-        raise ConfigurationError(f"{name}: the {{parameter: column}} dict is empty")
-    names = list(spec)
-    for param in names:
-        if not isinstance(param, str):
-            raise ConfigurationError(
-                f"{name}: the dict maps parameters to columns ({{parameter: column}}); "
-                f"key {param!r} is not a parameter name"
-            )
-        if param in kwargs:
-            raise ConfigurationError(
-                f"{name}: parameter {param!r} gets both a column ({spec[param]!r}) and a keyword argument"
-            )
+    names = _parameter_names(name, spec, kwargs)
     if signature is None:
         return names
     params = signature.parameters
@@ -473,8 +464,27 @@ def _check_parameters(
     return names
 
 
+def _parameter_names(name: str, spec: Mapping[object, object], kwargs: Mapping[str, object]) -> list[str]:
+    """The keys of a ``{parameter: column}`` mapping: names, each not given by keyword too."""
+    if not spec:
+        raise ConfigurationError(f"{name}: the {{parameter: column}} dict is empty")
+    names: list[str] = []
+    for param in spec:
+        if not isinstance(param, str):
+            raise ConfigurationError(
+                f"{name}: the dict maps parameters to columns ({{parameter: column}}); "
+                f"key {param!r} is not a parameter name"
+            )
+        if param in kwargs:
+            raise ConfigurationError(
+                f"{name}: parameter {param!r} gets both a column ({spec[param]!r}) and a keyword argument"
+            )
+        names.append(param)
+    return names
+
+
 def _check_bind(
-    name: str, signature: inspect.Signature | None, args: Iterable[Any], kwargs: Mapping[str, Any]
+    name: str, signature: inspect.Signature | None, args: Iterable[object], kwargs: Mapping[str, object]
 ) -> None:
     """Fail before any work when no row could be called: otherwise every row would fail
     the same way, after its retries and backoff sleeps."""
@@ -488,14 +498,14 @@ def _check_bind(
         ) from None
 
 
-def _signature(func: Callable[..., Any]) -> inspect.Signature | None:
+def _signature(func: Callable[..., object]) -> inspect.Signature | None:
     try:
         return inspect.signature(func)
     except (TypeError, ValueError):  # builtins and C callables may have none
         return None
 
 
-def _example(df: pd.DataFrame) -> Any:
+def _example(df: pd.DataFrame) -> object:
     return df.columns[0] if len(df.columns) else "column"
 
 

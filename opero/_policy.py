@@ -13,7 +13,7 @@ import inspect
 import operator
 import time
 from collections.abc import Callable, Coroutine, Hashable
-from typing import Any, Generic, Protocol, Self, TypeVar, overload
+from typing import Generic, NamedTuple, Protocol, Self, TypeVar, overload
 
 from ._attempt import Gate
 from ._breaker import Breaker
@@ -25,11 +25,11 @@ from ._options import Options
 from ._pace import Pace, get_pace
 from ._singleflight import Flight, Flights
 from ._sticky import Sticky
-from ._telemetry import FunctionStats, Recorder
+from ._telemetry import Event, FunctionStats, Recorder
 from ._testing import state as testing_state
 from .stores import MISS, CacheBackend, get_breaker, get_limiter, make_cache
 
-__all__ = ["Attempt", "ItemPlan", "Plan", "Sleep", "rebuild"]
+__all__ = ["Attempt", "ItemPlan", "Plan", "PlanParts", "RemotePlan", "Sleep", "rebuild"]
 
 _perf = time.perf_counter
 
@@ -37,11 +37,11 @@ _perf = time.perf_counter
 class ItemPlan(Protocol):
     """What an executor running items in this process needs of a plan: eight members.
 
-    The chunk runners (``executors._chunks``) and the local executors are typed against it;
-    :class:`Plan` is the implementation.
+    The chunk runners (``executors._chunks``), the local executors and a worker's chunk
+    runner are typed against it; :class:`Plan` is the implementation.
     """
 
-    func: Callable[..., Any]
+    func: Callable[..., object]
     is_async: bool
     stats: FunctionStats
     recorder: Recorder
@@ -50,16 +50,73 @@ class ItemPlan(Protocol):
         """ "plain" when an item may run straight through (see ``_fast``), else None/"memory"."""
         ...
 
-    def call_sync(self, args: Args, kwargs: Kwargs) -> Any:
+    def call_sync(self, args: Args, kwargs: Kwargs) -> object:
         """One call with the full policy (sync)."""
         ...
 
-    def call_async(self, args: Args, kwargs: Kwargs) -> Coroutine[Any, Any, Any]:
+    def call_async(self, args: Args, kwargs: Kwargs) -> Coroutine[object, object, object]:
         """One call with the full policy (async)."""
         ...
 
-    def rescue_sync(self, args: Args, kwargs: Kwargs, first: Exception) -> Any:
+    def rescue_sync(self, args: Args, kwargs: Kwargs, first: Exception) -> object:
         """Recover (sync) a call whose first attempt, made by the caller, raised ``first``."""
+        ...
+
+
+class PlanParts(NamedTuple):
+    """What a plan is rebuilt from in a worker (:func:`rebuild`, the one route).
+
+    The function and its options, and the parent's parts that are shared with every worker
+    rather than opened again there: the limiter (one budget), the breaker, the sticky
+    fallback record and the pace (token budget, concurrency slots).
+    """
+
+    func: Callable[..., object]
+    options: Options
+    name: str
+    limiter: Limiter | None
+    breaker: Breaker | None = None
+    in_map: bool = False
+    sticky: Sticky | None = None
+    pace: Pace | None = None
+
+
+class RemotePlan(Protocol):
+    """What the parent of a map run in other processes needs of a plan: eight members.
+
+    The process, async_process, dask and joblib executors (``executors._dispatch``,
+    ``_scheduler``) are typed against it. The items run in workers, on a plan rebuilt there
+    from :meth:`parts`; the parent looks the cache up before sending and stores after, counts
+    the calls no worker counted, merges the workers' counters and events, and drives the
+    recovery of an item whose attempt died with its worker.
+    """
+
+    recorder: Recorder
+    #: whether :meth:`lookup` can hit (the plan has a cache): without one, items go out as they are
+    caching: bool
+
+    def parts(self) -> PlanParts:
+        """What a worker rebuilds this plan from; ``options.timeout`` is the hard limit there."""
+        ...
+
+    def lookup(self, args: Args, kwargs: Kwargs) -> tuple[Hashable | None, object]:
+        """Cache lookup for one call: ``(key, value)``, value ``MISS`` when it must run."""
+        ...
+
+    def store(self, key: Hashable | None, value: object) -> None:
+        """Store a result computed in a worker under ``key`` from :meth:`lookup`."""
+        ...
+
+    def resume(self, args: Args, kwargs: Kwargs, first: Exception) -> Steps:
+        """Begin here a call whose first attempt was lost with its worker: its recovery steps."""
+        ...
+
+    def settle(self, began: float, attempts: int, error: BaseException | None = None) -> None:
+        """End here a call the workers did not count (``error`` None: it succeeded)."""
+        ...
+
+    def absorb(self, stats: dict[str, object], events: list[Event]) -> None:
+        """A worker's counters and events: merged into this plan's, replayed to its listeners."""
         ...
 
 
@@ -98,7 +155,27 @@ class _InRoom(Generic[V]):
             plan._pick_fast_path()
 
 
-class Plan(FastPath):
+class _Rooms:
+    """The plan's attributes kept in its rooms: a base of :class:`Plan` placed before
+    :class:`~opero._fast.FastPath`, which declares them as plain attributes it reads."""
+
+    #: Process workers swap in the parent's limiter (their share of the budget), breaker,
+    #: pace (shared slots and budget) and sticky demotions: the fast path must see the first
+    #: three, so setting them picks it again.
+    sticky = _InRoom[Sticky | None](
+        "decisions", "Demoted fallback candidates shared by every call (None: fallback_sticky=False)."
+    )
+    limiter = _InRoom[Limiter | None]("gate", "The rate limiter of every attempt, or None.", repick=True)
+    breaker = _InRoom[Breaker | None]("gate", "The circuit breaker of every attempt, or None.", repick=True)
+    pace = _InRoom[Pace | None](
+        "gate", "Concurrency slots, the token budget and the server's headers, or None.", repick=True
+    )
+    in_map = _InRoom[bool](
+        "gate", "Items of a map wait for a half-open probe instead of failing fast (set by opmap)."
+    )
+
+
+class Plan(_Rooms, FastPath):
     """Everything one decorated function needs at call time, built once at decoration.
 
     Args:
@@ -107,11 +184,11 @@ class Plan(FastPath):
         name: its qualified name for stats, logs and errors.
     """
 
-    def __init__(self, func: Callable[..., Any], options: Options, name: str) -> None:
+    def __init__(self, func: Callable[..., object], options: Options, name: str) -> None:
         self.func = func
         self.options = options
         self.name = name
-        self.is_async = inspect.iscoroutinefunction(func)
+        self.is_async: bool = inspect.iscoroutinefunction(func)
         self.recorder = Recorder(name, options)
         self.stats = self.recorder.stats
         #: the pure decisions: retryable?, next candidate?, how long to wait?
@@ -134,57 +211,47 @@ class Plan(FastPath):
         pace = self.gate.pace
         if pace is not None and (pace.record is not None or pace.slots is not None):
             self.stats.pace = pace.snapshot  # tokens used, slots in use: in fn.stats
-        self.attempt_sync = self.gate.attempt_sync
-        self.attempt_async = self.gate.attempt_async
         cache = make_cache(func, options)
         self.keys: KeyBuilder | None = cache[0] if cache is not None else None
         self.cache: CacheBackend | None = cache[1] if cache is not None else None
         #: single-flight: overlapping missed calls of one key run once (``_singleflight``)
         self.flights: Flights | None = Flights() if self.keys is not None else None
-        self._entry_sync: Callable[..., Any] | None = None
-        self._entry_async: Callable[..., Any] | None = None
+        self.caching = self.keys is not None
+        self._entry_sync = None
+        self._entry_async = None
         self._pick_fast_path()
 
-    #: Process workers swap in the parent's limiter (their share of the budget), breaker,
-    #: pace (shared slots and budget) and sticky demotions: the fast path must see the first
-    #: three, so setting them picks it again.
-    sticky = _InRoom[Sticky | None](
-        "decisions", "Demoted fallback candidates shared by every call (None: fallback_sticky=False)."
-    )
-    limiter = _InRoom[Limiter | None]("gate", "The rate limiter of every attempt, or None.", repick=True)
-    breaker = _InRoom[Breaker | None]("gate", "The circuit breaker of every attempt, or None.", repick=True)
-    pace = _InRoom[Pace | None](
-        "gate", "Concurrency slots, the token budget and the server's headers, or None.", repick=True
-    )
-    in_map = _InRoom[bool](
-        "gate", "Items of a map wait for a half-open probe instead of failing fast (set by opmap)."
-    )
+    def _pick_fast_path(self) -> None:
+        # the gate's attempt depends on its pace (a worker sets the parent's): take the current one
+        self.attempt_sync, self.attempt_async = self.gate.attempt_sync, self.gate.attempt_async
+        super()._pick_fast_path()
 
-    def __reduce__(self) -> Args:
+    def __reduce__(self) -> tuple[Callable[[PlanParts], Plan], tuple[PlanParts]]:
         # A decorated function defined in __main__ or a notebook travels to process workers by
         # value (cloudpickle), closure and all; the plan is rebuilt there (its locks cannot
         # travel) and keeps the parent's limiter, whose budget is shared across processes.
-        return (
-            rebuild,
-            (
-                self.func,
-                self.options,
-                self.name,
-                self.limiter,
-                self.breaker,
-                self.in_map,
-                self.sticky,
-                self.pace,
-            ),
+        return rebuild, (self.parts(),)
+
+    # -- what executors use (``ItemPlan``, ``RemotePlan``; keeps them off the members below) --
+
+    def parts(self) -> PlanParts:
+        """What a worker rebuilds this plan from (:func:`rebuild`)."""
+        return PlanParts(
+            self.func,
+            self.options,
+            self.name,
+            self.limiter,
+            self.breaker,
+            self.in_map,
+            self.sticky,
+            self.pace,
         )
 
-    # -- the interface executors use (package-internal; keeps them off the members below) ---
-
-    def lookup(self, args: Args, kwargs: Kwargs) -> tuple[Any, Any]:
+    def lookup(self, args: Args, kwargs: Kwargs) -> tuple[Hashable | None, object]:
         """Cache lookup for one call: ``(key, value)``, value ``MISS`` when it must run."""
         return self._lookup(args, kwargs)
 
-    def store(self, key: Any, value: Any) -> None:
+    def store(self, key: Hashable | None, value: object) -> None:
         """Store a result computed elsewhere (a worker) under ``key`` from :meth:`lookup`."""
         self._store(key, value)
 
@@ -192,7 +259,33 @@ class Plan(FastPath):
         """Count the end of a call begun (``stats.begin()``) at ``began`` (``perf_counter``)."""
         self._finish(ok, began, attempts, error)
 
-    def rescue_sync(self, args: Args, kwargs: Kwargs, first: Exception) -> Any:
+    def settle(self, began: float, attempts: int, error: BaseException | None = None) -> None:
+        """End a call whose attempts ran elsewhere (a worker), begun at ``began``.
+
+        A call with no attempt (``attempts=0``: a cache hit, an item that could not travel)
+        is begun here too; one that ran was begun by :meth:`resume`. ``error`` None: success.
+        """
+        if not attempts:
+            self.stats.begin()
+        self._finish(error is None, began, attempts, error)
+
+    def resume(self, args: Args, kwargs: Kwargs, first: Exception) -> Steps:
+        """Begin here a call whose first attempt failed elsewhere (it died with its worker).
+
+        Returns the steps of :meth:`recover` for the caller to drive; end the call with
+        :meth:`settle` (``attempts=1``).
+        """
+        self.stats.begin()
+        return self.recover(args, kwargs, first)
+
+    def absorb(self, stats: dict[str, object], events: list[Event]) -> None:
+        """A worker's counters (merged into this plan's) and events (replayed here)."""
+        if stats:
+            self.stats.merge(stats)
+        for event in events:
+            self.recorder.replay(event)
+
+    def rescue_sync(self, args: Args, kwargs: Kwargs, first: Exception) -> object:
         """Recover here (sync) a call whose first attempt, made by the caller, raised ``first``.
 
         For loops that ran the function themselves (the fast chunk loops): the retry
@@ -200,13 +293,9 @@ class Plan(FastPath):
         """
         return self._drive_sync(self.recover(args, kwargs, first))
 
-    def finish_recovery(self, steps: Steps) -> Any:
-        """Run the steps of :meth:`recover` to the end here (sync): the value, or raise."""
-        return self._drive_sync(steps)
-
     # -- cache ---------------------------------------------------------------------------------
 
-    def _lookup(self, args: Args, kwargs: Kwargs) -> tuple[Any, Any]:
+    def _lookup(self, args: Args, kwargs: Kwargs) -> tuple[Hashable | None, object]:
         """Return ``(key, value)``; value is MISS when the call must run. Key None: uncached."""
         if self.keys is None or self.cache is None or not testing_state.cache:
             return None, MISS
@@ -222,7 +311,7 @@ class Plan(FastPath):
             self.recorder.emit("cache_hit")
         return key, value
 
-    def _store(self, key: Any, value: Any) -> None:
+    def _store(self, key: Hashable | None, value: object) -> None:
         if key is None or self.cache is None:
             return
         ttl = self.options.cache_ttl
@@ -239,7 +328,9 @@ class Plan(FastPath):
         else:
             self.recorder.emit("failure", error=error, duration=took)
 
-    def _failed_first_sync(self, args: Args, kwargs: Kwargs, exc: BaseException, began: float | None) -> Any:
+    def _failed_first_sync(
+        self, args: Args, kwargs: Kwargs, exc: BaseException, began: float | None
+    ) -> object:
         """A fast-path call whose first attempt raised: recover as the general path would."""
         try:
             if not isinstance(exc, Exception):
@@ -251,7 +342,7 @@ class Plan(FastPath):
         self._finish(True, began, 1)
         return value
 
-    def _call_sync(self, args: Args, kwargs: Kwargs, began: float | None) -> Any:
+    def _call_sync(self, args: Args, kwargs: Kwargs, began: float | None) -> object:
         """The general driver: cache, limiter, timeout, retries; ``began`` when timed."""
         if self.recorder.wants("start"):
             began = self._announce(began)
@@ -278,11 +369,11 @@ class Plan(FastPath):
             if key is not None:
                 self._store(key, value)
         except BaseException as exc:
-            self._landed(flight, began, exc)
+            self._landed(flight, began, None, exc)
             raise
-        return self._landed(flight, began, value, ok=True)
+        return self._landed(flight, began, value)
 
-    def _follow_sync(self, key: Hashable, began: float | None) -> tuple[Flight | None, Any]:
+    def _follow_sync(self, key: Hashable, began: float | None) -> tuple[Flight | None, object]:
         """Single-flight: lead ``key`` (a flight, MISS) or wait for the call leading it."""
         assert self.flights is not None
         try:
@@ -292,23 +383,27 @@ class Plan(FastPath):
             raise
         return self._joined(flight, value, began)
 
-    def _joined(self, flight: Flight | None, value: Any, began: float | None) -> tuple[Flight | None, Any]:
+    def _joined(
+        self, flight: Flight | None, value: object, began: float | None
+    ) -> tuple[Flight | None, object]:
         """Finish a call that got another one's value (it ran nothing itself)."""
         if value is not MISS:
             self._finish(True, began, 0)
         return flight, value
 
-    def _landed(self, flight: Flight | None, began: float | None, outcome: Any, ok: bool = False) -> Any:
-        """End a call that ran: hand its outcome to the calls that waited for it, finish it."""
+    def _landed(
+        self, flight: Flight | None, began: float | None, value: object, error: BaseException | None = None
+    ) -> object:
+        """End a call that ran (``error`` None: with ``value``): hand its outcome to the calls
+        that waited for it, finish it."""
         if flight is not None and self.flights is not None:
-            self.flights.land(flight, ok, outcome)
-        if ok:
-            self._finish(True, began, 1)
-        else:
-            self._finish(False, began, 1, outcome)
-        return outcome
+            self.flights.land(flight, error is None, value if error is None else error)
+        self._finish(error is None, began, 1, error)
+        return value
 
-    def _opening(self, args: Args, kwargs: Kwargs, began: float | None) -> tuple[Any, Any, Args, Kwargs]:
+    def _opening(
+        self, args: Args, kwargs: Kwargs, began: float | None
+    ) -> tuple[Hashable | None, object, Args, Kwargs]:
         """Both general drivers' first steps: ``(key, cached value or MISS, args, kwargs)``.
 
         A cache hit, or a failure of these steps, is finished here; on a miss, sticky fallback
@@ -333,7 +428,7 @@ class Plan(FastPath):
         self.recorder.emit("start")
         return began
 
-    def _drive_sync(self, steps: Steps) -> Any:
+    def _drive_sync(self, steps: Steps) -> object:
         step = next(steps)
         while True:
             if isinstance(step, Sleep):
@@ -353,7 +448,7 @@ class Plan(FastPath):
 
     async def _failed_first_async(
         self, args: Args, kwargs: Kwargs, exc: BaseException, began: float | None
-    ) -> Any:
+    ) -> object:
         try:
             if not isinstance(exc, Exception):
                 raise exc
@@ -364,7 +459,7 @@ class Plan(FastPath):
         self._finish(True, began, 1)
         return value
 
-    async def _call_async(self, args: Args, kwargs: Kwargs, began: float | None) -> Any:
+    async def _call_async(self, args: Args, kwargs: Kwargs, began: float | None) -> object:
         """The general driver: cache, limiter, timeout, retries; ``began`` when timed."""
         if self.recorder.wants("start"):
             began = self._announce(began)
@@ -382,11 +477,11 @@ class Plan(FastPath):
                 value = await self._drive_async(self.recover(args, kwargs, exc, start))
             self._store(key, value)
         except BaseException as exc:
-            self._landed(flight, began, exc)
+            self._landed(flight, began, None, exc)
             raise
-        return self._landed(flight, began, value, ok=True)
+        return self._landed(flight, began, value)
 
-    async def _follow_async(self, key: Hashable, began: float | None) -> tuple[Flight | None, Any]:
+    async def _follow_async(self, key: Hashable, began: float | None) -> tuple[Flight | None, object]:
         """:meth:`_follow_sync` without blocking the event loop."""
         assert self.flights is not None
         try:
@@ -396,7 +491,7 @@ class Plan(FastPath):
             raise
         return self._joined(flight, value, began)
 
-    async def _drive_async(self, steps: Steps) -> Any:
+    async def _drive_async(self, steps: Steps) -> object:
         step = next(steps)
         while True:
             if isinstance(step, Sleep):
@@ -413,36 +508,30 @@ class Plan(FastPath):
                 return value
 
 
-def rebuild(
-    func: Callable[..., Any],
-    options: Options,
-    name: str,
-    limiter: Any,
-    breaker: Any = None,
-    in_map: bool = False,
-    sticky: Sticky | None = None,
-    pace: Pace | None = None,
-) -> Plan:
+def rebuild(parts: PlanParts) -> Plan:
     """A parent's plan rebuilt in a worker: the one route (unpickling, pool and dask workers).
 
     It keeps the parent's limiter, breaker, sticky record and pace and opens none of its own.
     """
     # the limiter comes from the parent: no rate option may open one here (rate_start and
     # adaptive go too, or an adaptive rate fails validation without its rate_limit)
-    shared = {
-        "rate_limit": None,
-        "rate_start": None,
-        "adaptive": False,
-        "rate_limit_scope": None,
-        "circuit_breaker": None,
-        **_NO_PACE,
-    }
-    plan = Plan(func, options.replace(**shared), name)
-    plan.limiter, plan.breaker, plan.in_map = limiter, breaker, in_map
-    plan.pace = pace  # the parent's token budget and slots, shared across processes
-    plan.sticky = sticky  # demotions reach the workers and come back from them
+    plan = Plan(parts.func, parts.options.replace(**_SHARED), parts.name)
+    plan.limiter, plan.breaker, plan.in_map = parts.limiter, parts.breaker, parts.in_map
+    plan.pace = parts.pace  # the parent's token budget and slots, shared across processes
+    plan.sticky = parts.sticky  # demotions reach the workers and come back from them
     return plan
 
 
-#: A worker's plan takes the parent's pace; it builds none of its own.
-_NO_PACE = {"token_limit": None, "tokens": None, "token_budget": None, "max_concurrency": None}
+#: Options a worker's plan drops: the parent's limiter, breaker and pace replace what they
+#: would open.
+_SHARED: dict[str, object] = {
+    "rate_limit": None,
+    "rate_start": None,
+    "adaptive": False,
+    "rate_limit_scope": None,
+    "circuit_breaker": None,
+    "token_limit": None,
+    "tokens": None,
+    "token_budget": None,
+    "max_concurrency": None,
+}

@@ -263,7 +263,7 @@ class MapProgress:
         self.done = self.failed = self.cancelled = 0
         #: items handed to the executor so far (in flight = taken - done); see ``taken``
         self._taken = 0
-        self._counter: itertools.count[int] | None = None
+        self._counter: itertools.count[int] | Callable[[], int] | None = None
         self.state = "running"
         self.started = time.time()
         self.ended: float | None = None
@@ -335,7 +335,7 @@ class MapProgress:
         if counter is not None:
             # the map's source numbers items with this counter (zip(count(), items), in C: no
             # Python step per item); it runs one ahead once the input is exhausted
-            counted = int(repr(counter)[6:-1])
+            counted = counter() if callable(counter) else int(repr(counter)[6:-1])
             if self.total is not None:
                 counted = min(counted, self.total)
             n = max(n, counted)
@@ -345,8 +345,9 @@ class MapProgress:
     def taken(self, value: int) -> None:
         self._taken = value
 
-    def count_taken(self, counter: itertools.count[int]) -> None:
-        """Read ``taken`` from the counter that numbers the map's items."""
+    def count_taken(self, counter: itertools.count[int] | Callable[[], int]) -> None:
+        """Read ``taken`` from the counter that numbers the map's items (or from a reader
+        of how far the executor has read the input)."""
         self._counter = counter
 
     def took(self, n: int) -> None:
@@ -493,7 +494,7 @@ class MapProgress:
 
 
 def keep_interrupted(
-    results: list[Any], missing: object, progress: MapProgress, items: object, ordered: bool
+    results: list[object], missing: object, progress: MapProgress, items: object, ordered: bool
 ) -> int:
     """After a KeyboardInterrupt: keep what was done, mark the rest; returns the items in flight.
 
@@ -522,9 +523,9 @@ def keep_interrupted(
         in_flight = (i < taken) if ordered else (flagged < running)
         if in_flight:
             flagged += 1
-        results[i] = Cancelled(gone if in_flight else unstarted)
+        results[i] = cancelled = Cancelled(gone if in_flight else unstarted)
         if in_flight:
-            progress.item_failed(i if ordered else -1, _item_at(items, i) if ordered else "?", results[i])
+            progress.item_failed(i if ordered else -1, _item_at(items, i) if ordered else "?", cancelled)
     _telemetry.lookup(progress.name).add(cancelled=flagged)
     progress.close(interrupted=True, cancelled=len(results) - progress.done)
     return flagged
@@ -561,12 +562,26 @@ def format_seconds(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
+class _Tqdm(Protocol):
+    """What :class:`_TqdmBar` calls on a tqdm bar (or on a ``show=`` class of its kind)."""
+
+    def update(self, n: int) -> object: ...
+
+    def set_postfix(
+        self, ordered_dict: Mapping[str, object] | None = None, refresh: bool = True, **kwargs: object
+    ) -> None: ...
+
+    def set_description(self, desc: str | None = None, refresh: bool = True) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class _TqdmBar:
     """A tqdm bar fed from a :class:`MapProgress` (rate and ETA are tqdm's own)."""
 
     __slots__ = ("bar", "shown")
 
-    def __init__(self, bar: Any) -> None:
+    def __init__(self, bar: _Tqdm) -> None:
         self.bar = bar
         self.shown = 0
 

@@ -17,14 +17,14 @@ import asyncio
 import concurrent.futures
 import threading
 from collections.abc import Hashable
-from typing import Any
+from typing import Final
 
 from .stores import MISS
 
 __all__ = ["Flight", "Flights"]
 
 #: what a leader that was interrupted leaves its followers: "run it yourself"
-_HANDED_OVER: Any = object()
+_HANDED_OVER: Final = object()
 
 
 class Flight:
@@ -36,7 +36,7 @@ class Flight:
         self.key = key
         self.owner = owner
         #: made by the first follower (under the lock): a flight nobody waits for costs no Future
-        self.future: concurrent.futures.Future[Any] | None = None
+        self.future: concurrent.futures.Future[object] | None = None
 
 
 class Flights:
@@ -68,7 +68,7 @@ class Flights:
                 running.future = concurrent.futures.Future()
             return None, running
 
-    def enter_sync(self, key: Hashable) -> tuple[Flight | None, Any]:
+    def enter_sync(self, key: Hashable) -> tuple[Flight | None, object]:
         """Before running a missed call: ``(flight to land, MISS)`` when this call runs it,
         ``(None, value)`` when another call did; raises that call's error."""
         owner = threading.get_ident()
@@ -82,7 +82,7 @@ class Flights:
                 return None, value
             # the leader was interrupted: claim the key again (this call may now lead it)
 
-    async def enter_async(self, key: Hashable) -> tuple[Flight | None, Any]:
+    async def enter_async(self, key: Hashable) -> tuple[Flight | None, object]:
         """:meth:`enter_sync` for a task: waits without blocking the loop (the leader may run
         in another thread or on another loop)."""
         owner = id(asyncio.current_task())
@@ -95,7 +95,7 @@ class Flights:
             if value is not _HANDED_OVER:
                 return None, value
 
-    def land(self, flight: Flight, ok: bool, value: Any) -> None:
+    def land(self, flight: Flight, ok: bool, value: object) -> None:
         """The leader's outcome: a value, an ``Exception`` (shared with the followers), or
         anything else (``KeyboardInterrupt``, a cancelled task): a follower runs the call."""
         with self._lock:

@@ -27,7 +27,7 @@ import threading
 import time
 import weakref
 from collections.abc import Sequence
-from typing import Any
+from typing import TypeVar
 
 __all__ = ["Sticky", "no_candidates"]
 
@@ -41,6 +41,8 @@ _created: list[str] = []
 _told: set[tuple[str, str]] = set()
 _told_lock = threading.Lock()
 _log = logging.getLogger("opero")
+#: a candidate (an argument value), kept as it is
+T = TypeVar("T")
 
 
 def _folder() -> str | None:
@@ -97,11 +99,11 @@ class Sticky:
         self._lock = threading.Lock()
         self._local: dict[bytes, float] = {}
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         # Travelling to a worker: share the table through a file from now on.
         return (Sticky, (self.recheck, self._token, self._share()))
 
-    def digest(self, value: Any) -> bytes:
+    def digest(self, value: object) -> bytes:
         """The keyed digest a candidate is known by."""
         from hashlib import blake2b
 
@@ -185,11 +187,11 @@ class Sticky:
 
     # -- what the policy asks --------------------------------------------------------------
 
-    def demote(self, value: Any) -> None:
+    def demote(self, value: object) -> None:
         """``value`` failed: later calls skip it for ``recheck`` seconds."""
         self._update(self.digest(value), _clock())
 
-    def order(self, candidates: Sequence[Any]) -> Sequence[Any]:
+    def order(self, candidates: Sequence[T]) -> Sequence[T]:
         """The candidates a call walks: healthy ones first, demoted ones last.
 
         Both groups keep the caller's order, and the list or tuple type stays. Nothing is
@@ -200,8 +202,8 @@ class Sticky:
         if not table:
             return candidates
         now = _clock()
-        healthy: list[Any] = []
-        demoted: list[Any] = []
+        healthy: list[T] = []
+        demoted: list[T] = []
         for value in candidates:
             when = table.get(self.digest(value))
             fresh = when is None or now - when >= self.recheck
@@ -211,7 +213,7 @@ class Sticky:
         ordered = healthy + demoted
         return tuple(ordered) if isinstance(candidates, tuple) else ordered
 
-    def start(self, candidates: Sequence[Any]) -> int:
+    def start(self, candidates: Sequence[object]) -> int:
         """Where a new retry round starts in the list :meth:`order` gave: always 0.
 
         The healthy candidates are first already, and a later round must reach the demoted
@@ -219,7 +221,7 @@ class Sticky:
         """
         return 0
 
-    def demoted(self, candidates: Sequence[Any]) -> list[bool]:
+    def demoted(self, candidates: Sequence[object]) -> list[bool]:
         """For each candidate, whether it is demoted right now (for tests and the dashboard)."""
         table = self._update(None, 0.0)
         now = _clock()

@@ -119,7 +119,7 @@ class Event:
     candidate: int | None = None
     delay: float | None = None
     error: BaseException | None = None
-    item: Any = None
+    item: object = None
     pid: int = 0
     duration: float | None = None
     state: str | None = None
@@ -131,7 +131,7 @@ class Event:
         """The error's class as ``module.QualName`` (builtins: just the name), or None."""
         return None if self.error is None else error_type(self.error)
 
-    def fields(self) -> dict[str, Any]:
+    def fields(self) -> dict[str, object]:
         """The event as flat, JSON-friendly fields: the logger's ``extra``.
 
         Keys: ``event`` (the kind), ``function``, and those of ``attempt``, ``round``,

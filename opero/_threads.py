@@ -18,11 +18,14 @@ import contextvars
 import queue
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
-from typing import Any, Generic, TypeVar
+from typing import Generic, Literal, TypeAlias, TypeVar
 
 __all__ = ["call_with_timeout", "iterate_async_in_thread", "iterate_in_thread", "run", "spawn"]
 
 T = TypeVar("T")
+
+#: what a helper thread hands back: ``(True, value)`` or ``(False, the exception it raised)``
+_Outcome: TypeAlias = tuple[Literal[True], T] | tuple[Literal[False], BaseException]
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -32,7 +35,7 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-def run(coro: Coroutine[Any, Any, T]) -> T:
+def run(coro: Coroutine[object, object, T]) -> T:
     """Run ``coro`` to completion and return its result, also inside a running event loop.
 
     Without a running loop this is ``asyncio.run``. Inside one (a notebook cell), the
@@ -64,20 +67,20 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         runner.cancel()
         thread.join(5)
         raise
-    return _unwrap(runner.outcome[0])  # type: ignore[no-any-return]
+    return _unwrap(runner.outcome[0])
 
 
 class _Runner(Generic[T]):
     """A coroutine on a fresh loop in a helper thread, cancellable from the caller's thread."""
 
-    def __init__(self, coro: Coroutine[Any, Any, T]) -> None:
+    def __init__(self, coro: Coroutine[object, object, T]) -> None:
         self.coro = coro
-        self.outcome: list[tuple[bool, Any]] = []
+        self.outcome: list[_Outcome[T]] = []
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.task: asyncio.Task[T] | None = None
+        self.task: asyncio.Task[object] | None = None
 
     async def _main(self) -> T:
-        self.task = asyncio.current_task()  # type: ignore[assignment]
+        self.task = asyncio.current_task()
         return await self.coro
 
     def target(self) -> None:
@@ -98,16 +101,15 @@ class _Runner(Generic[T]):
             loop.call_soon_threadsafe(task.cancel)
 
 
-def _unwrap(outcome: tuple[bool, Any]) -> Any:
+def _unwrap(outcome: _Outcome[T]) -> T:
     """``(True, value)`` gives the value; ``(False, exc)`` raises the exception."""
-    ok, value = outcome
-    if ok:
-        return value
-    raise value
+    if outcome[0] is True:
+        return outcome[1]
+    raise outcome[1]
 
 
 def spawn(
-    target: Callable[[], Any], name: str, context: contextvars.Context | None = None
+    target: Callable[[], object], name: str, context: contextvars.Context | None = None
 ) -> threading.Thread:
     """Start a daemon thread running ``target`` in ``context`` (a copy of the caller's)."""
     ctx = context if context is not None else contextvars.copy_context()
@@ -117,7 +119,7 @@ def spawn(
 
 
 def call_with_timeout(
-    func: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float, name: str
+    func: Callable[..., T], args: tuple[object, ...], kwargs: dict[str, object], timeout: float, name: str
 ) -> T:
     """Run ``func`` in a helper thread and give up waiting after ``timeout`` seconds.
 
@@ -128,7 +130,7 @@ def call_with_timeout(
     Raises:
         TimeoutError: the attempt took longer than ``timeout``.
     """
-    outcome: list[tuple[bool, Any]] = []
+    outcome: list[_Outcome[T]] = []
     done = threading.Event()
 
     def target() -> None:
@@ -142,10 +144,7 @@ def call_with_timeout(
     spawn(target, f"opero-timeout:{name}")
     if not done.wait(timeout):
         raise TimeoutError(f"{name}: attempt exceeded timeout={timeout}s")
-    return _unwrap(outcome[0])  # type: ignore[no-any-return]
-
-
-_DONE = object()
+    return _unwrap(outcome[0])
 
 
 def iterate_async_in_thread(
@@ -156,7 +155,7 @@ def iterate_async_in_thread(
     Closing the returned generator calls ``on_close`` (which must make the iterator end,
     e.g. set a stop flag) and waits briefly for the helper.
     """
-    out: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    out: queue.SimpleQueue[_Outcome[T] | None] = queue.SimpleQueue()  # None: the end
 
     async def main() -> None:
         try:
@@ -165,13 +164,13 @@ def iterate_async_in_thread(
         except BaseException as exc:
             out.put((False, exc))
         finally:
-            out.put(_DONE)
+            out.put(None)
 
     thread = spawn(lambda: asyncio.run(main()), name)
     try:
         while True:
             got = out.get()
-            if got is _DONE:
+            if got is None:
                 break
             yield _unwrap(got)
     finally:
@@ -187,7 +186,7 @@ async def iterate_in_thread(make: Callable[[], Iterator[T]], name: str) -> Async
     slow consumer holds the producer back (bounded memory); closing stops it.
     """
     loop = asyncio.get_running_loop()
-    inbox: asyncio.Queue[Any] = asyncio.Queue()
+    inbox: asyncio.Queue[_Outcome[T] | None] = asyncio.Queue()  # None: the end
     go_on = queue.SimpleQueue[bool]()
 
     def pump() -> None:
@@ -204,7 +203,7 @@ async def iterate_in_thread(make: Callable[[], Iterator[T]], name: str) -> Async
             if close is not None:
                 close()
             try:
-                loop.call_soon_threadsafe(inbox.put_nowait, _DONE)
+                loop.call_soon_threadsafe(inbox.put_nowait, None)
             except RuntimeError:  # the loop is closed already
                 pass
 
@@ -212,7 +211,7 @@ async def iterate_in_thread(make: Callable[[], Iterator[T]], name: str) -> Async
     try:
         while True:
             got = await inbox.get()
-            if got is _DONE:
+            if got is None:
                 break
             yield _unwrap(got)
             go_on.put(True)

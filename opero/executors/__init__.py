@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
 from .._compat import joblib_config
 from .._options import MODES
@@ -39,7 +38,7 @@ def default_workers(mode: str) -> int:
 
 
 def sync_outcomes(
-    call: MapCall, source: Iterator[tuple[int, Any]], window: Window
+    call: MapCall, source: Iterator[tuple[int, object]], window: Window
 ) -> Iterator[list[Outcome]]:
     """The executor for ``call.mode``, run from synchronous code."""
     if call.mode in ("thread", "process") and joblib_config() is not None:
@@ -53,7 +52,7 @@ def sync_outcomes(
 
 
 def async_outcomes(
-    call: MapCall, source: Iterator[tuple[int, Any]], window: Window
+    call: MapCall, source: Iterator[tuple[int, object]], window: Window
 ) -> AsyncIterator[list[Outcome]]:
     """The executor of an awaited map: ``workers`` lanes on the running loop."""
     from .local import async_outcomes as lanes

@@ -23,7 +23,6 @@ import os
 import struct
 import tempfile
 from collections.abc import Callable
-from typing import Any
 
 __all__ = ["Board", "SLOTS"]
 
@@ -116,23 +115,24 @@ class Board:
         _SLOT.pack_into(self.page, slot * _SLOT.size, _IDLE)
         self._free.append(slot)
 
-    def watch(self, func: Callable[..., Any], running: Callable[[], int]) -> Callable[..., Any]:
+    def watch(self, func: Callable[..., object], running: Callable[[], int]) -> Callable[..., object]:
         """``func`` marking each attempt on the board, under the index ``running()`` gives."""
         enter, leave = self.enter, self.leave
         if inspect.iscoroutinefunction(func):
+            coro = func  # narrowed: the closure calls an ``async def``
 
             @functools.wraps(func)  # the signature stays the function's (arg_fallback reads it)
-            async def watched_async(*args: Any, **kwargs: Any) -> Any:
+            async def watched_async(*args: object, **kwargs: object) -> object:
                 slot = enter(running())
                 try:
-                    return await func(*args, **kwargs)
+                    return await coro(*args, **kwargs)
                 finally:
                     leave(slot)
 
             return watched_async
 
         @functools.wraps(func)
-        def watched(*args: Any, **kwargs: Any) -> Any:
+        def watched(*args: object, **kwargs: object) -> object:
             slot = enter(running())
             try:
                 return func(*args, **kwargs)

@@ -18,10 +18,11 @@ import itertools
 import operator
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sized
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
+from .._decisions import Args, Kwargs
 from .._policy import ItemPlan, Plan
 
 __all__ = [
@@ -38,8 +39,11 @@ __all__ = [
     "run_chunk_sync",
 ]
 
-Outcome = tuple[int, bool, Any, Any]
-Chunk = list[tuple[int, Any]]
+#: ``(index, ok, value, item)``: ``value`` is the result, or (``ok`` False) the exception,
+#: which the flag cannot narrow for a type checker; ``item`` is set for a failure only
+Outcome = tuple[int, bool, Any, object]
+#: ``(index, item)`` pairs, in input order
+Chunk = list[tuple[int, object]]
 
 #: index of the item whose call runs in this thread or task (read by a worker's hard
 #: timeout to tell the parent which attempt is running)
@@ -51,29 +55,29 @@ _perf = time.perf_counter
 class Spread(NamedTuple):
     """An item that is a whole argument list (a pandas row over several columns)."""
 
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
+    args: Args
+    kwargs: Kwargs
 
 
 @dataclass
 class MapCall:
     """One call of an opmap'd function: the plan, the mode and the call's own arguments."""
 
+    #: the map layer's plan; executors read it as an ``ItemPlan`` (items run here) or a
+    #: ``RemotePlan`` (items run in other processes)
     plan: Plan
     mode: str
     workers: int
     chunksize: int | None
-    prefix: tuple[Any, ...]
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
+    prefix: Args
+    args: Args
+    kwargs: Kwargs
     total: int | None
     #: set when the caller gave up (Ctrl-C in another thread, a cancelled await)
     stop: threading.Event = field(default_factory=threading.Event)
 
 
-def compose(
-    prefix: tuple[Any, ...], item: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> tuple[tuple[Any, ...], dict[str, Any]]:
+def compose(prefix: Args, item: object, args: Args, kwargs: Kwargs) -> tuple[Args, Kwargs]:
     """The arguments of one item's call: ``func(*prefix, item, *args, **kwargs)``."""
     if type(item) is Spread:
         return (*prefix, *item.args, *args), {**kwargs, **item.kwargs}
@@ -85,9 +89,7 @@ def _fast(plan: ItemPlan) -> bool:
     return plan.fast_now() == "plain"
 
 
-def run_chunk_sync(
-    plan: ItemPlan, chunk: Chunk, prefix: tuple[Any, ...], args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> list[Outcome]:
+def run_chunk_sync(plan: ItemPlan, chunk: Chunk, prefix: Args, args: Args, kwargs: Kwargs) -> list[Outcome]:
     """Run each item of ``chunk`` with the full policy; one outcome per item, in order."""
     out: list[Outcome] = []
     append = out.append
@@ -113,7 +115,7 @@ class Run:
 
     __slots__ = ("failed", "start", "values")
 
-    def __init__(self, start: int, values: list[Any], failed: dict[int, Any]) -> None:
+    def __init__(self, start: int, values: list[Any], failed: dict[int, object]) -> None:
         self.start = start
         self.values = values
         self.failed = failed
@@ -138,28 +140,38 @@ _RUN_SEGMENT = 128
 _second = operator.itemgetter(1)
 
 
-def run_consecutive(plan: ItemPlan, chunk: Chunk) -> Run | list[Outcome]:
-    """A thread lane's chunk of consecutive ``(index, item)`` pairs, as a :class:`Run`.
+def run_consecutive(plan: ItemPlan, chunk: Chunk | Span) -> Run | list[Outcome]:
+    """A thread lane's chunk of consecutive items, as a :class:`Run`.
 
     ``func(item)`` for each item with the full policy, like :func:`run_chunk_sync`; when
     the plan allows the fast path (no cache, limiter, timeout or listener) items go through
     ``map()`` in runs, and only failures step into the plan's recovery one by one.
     """
-    n = len(chunk)
-    if not _fast(plan) or type(chunk[0][1]) is Spread or chunk[-1][0] - chunk[0][0] != n - 1:
+    if isinstance(chunk, Span):
+        if not _fast(plan) or type(chunk.items[0]) is Spread:
+            return run_chunk_sync(plan, list(chunk), (), (), {})
+        return _run_list(plan, chunk.start, chunk.items)
+    start = chunk[0][0]
+    if not _fast(plan) or type(chunk[0][1]) is Spread or chunk[-1][0] - start != len(chunk) - 1:
         return run_chunk_sync(plan, chunk, (), (), {})
+    return _run_list(plan, start, list(map(_second, chunk)))
+
+
+def _run_list(plan: ItemPlan, start: int, items: list[object]) -> Run:
+    # items start, start + 1, ... through map() in runs of _RUN_SEGMENT
     func = plan.func
-    values: list[Any] = []
+    n = len(items)
+    values: list[object] = []
     extend, push = values.extend, values.append
     lat: list[float] = []
-    rescue = _Rescue(plan, chunk, push)
+    rescue = _Rescue(plan, items, push)
     first = time.time()
     plan.stats.started()  # the item this lane runs counts in flight (see _merge)
     i = 0
     while i < n:
         t0 = _perf()
         try:
-            push(func(chunk[i][1]))
+            push(func(items[i]))
         except Exception as exc:
             rescue(i, exc)
         lat.append(_perf() - t0)
@@ -167,28 +179,28 @@ def run_consecutive(plan: ItemPlan, chunk: Chunk) -> Run | list[Outcome]:
         end = min(n, i + _RUN_SEGMENT - 1)
         while i < end:
             try:
-                extend(map(func, map(_second, chunk[i:end])))
+                extend(map(func, items[i:end]))
             except Exception as exc:  # items before the failing one are in values already
                 rescue(len(values), exc)
             i = len(values)
     _merge(plan, n, len(rescue.failed), lat, first)
-    return Run(chunk[0][0], values, rescue.failed)
+    return Run(start, values, rescue.failed)
 
 
 class _Rescue:
     """A failed item of a run: the plan's recovery (retries, fallbacks) appends its outcome."""
 
-    __slots__ = ("chunk", "failed", "plan", "push")
+    __slots__ = ("failed", "items", "plan", "push")
 
-    def __init__(self, plan: ItemPlan, chunk: Chunk, push: Callable[[Any], None]) -> None:
+    def __init__(self, plan: ItemPlan, items: list[object], push: Callable[[object], None]) -> None:
         self.plan = plan
-        self.chunk = chunk
+        self.items = items
         self.push = push
         #: position in the chunk -> item, of the items that failed for good
-        self.failed: dict[int, Any] = {}
+        self.failed: dict[int, object] = {}
 
     def __call__(self, pos: int, exc: Exception) -> None:
-        item = self.chunk[pos][1]
+        item = self.items[pos]
         try:
             self.push(self.plan.rescue_sync((item,), {}, exc))
         except Exception as final:
@@ -197,9 +209,7 @@ class _Rescue:
             self.plan.recorder.emit("failure", error=final, duration=None)
 
 
-def _run_items(
-    plan: ItemPlan, chunk: Chunk, prefix: tuple[Any, ...], args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> list[Outcome]:
+def _run_items(plan: ItemPlan, chunk: Chunk, prefix: Args, args: Args, kwargs: Kwargs) -> list[Outcome]:
     """The fast loop for items with extra arguments or spread rows: one item at a time."""
     func = plan.func
     out: list[Outcome] = []
@@ -254,9 +264,9 @@ def _merge(plan: ItemPlan, n: int, failures: int, lat: list[float], first: float
 async def run_chunk_async(
     plan: ItemPlan,
     chunk: Chunk,
-    prefix: tuple[Any, ...],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
+    prefix: Args,
+    args: Args,
+    kwargs: Kwargs,
     concurrency: int = 1,
 ) -> list[Outcome]:
     """Run an ``async def`` plan over ``chunk`` on the running loop, ``concurrency`` at a time."""
@@ -387,6 +397,60 @@ class Window:
             self._cond.notify_all()
 
 
+class Span:
+    """A chunk of consecutive items of a list: ``items[start:start + len]``, without an
+    ``(index, item)`` pair per item (building those cost a thread map of tiny items about as
+    much as running them). Iterating it still gives the pairs, for any loop that wants them.
+    """
+
+    __slots__ = ("items", "start")
+
+    def __init__(self, start: int, items: list[object]) -> None:
+        self.start, self.items = start, items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self) -> Iterator[tuple[int, object]]:
+        return zip(itertools.count(self.start), self.items)
+
+
+class ListSource:
+    """The items of a list, taken as spans: the source of a plain thread-mode map over a list.
+
+    A thread lane takes ``items[taken:taken + n]`` by one slice; ``taken`` is how far the
+    lanes have read (what the progress bar counts as handed over). It is still an iterator
+    of ``(index, item)`` pairs for a consumer that does not take spans.
+    """
+
+    __slots__ = ("items", "taken")
+
+    def __init__(self, items: list[object]) -> None:
+        self.items = items
+        self.taken = 0
+
+    def __iter__(self) -> Iterator[tuple[int, object]]:
+        return self
+
+    def __next__(self) -> tuple[int, object]:
+        pos = self.taken
+        if pos >= len(self.items):
+            raise StopIteration
+        self.taken = pos + 1
+        return pos, self.items[pos]
+
+    def span(self, n: int) -> Span:
+        """The next ``n`` items (fewer at the end), as one slice."""
+        start = self.taken
+        piece = self.items[start : start + n]
+        self.taken = start + len(piece)
+        return Span(start, piece)
+
+
+C = TypeVar("C", bound=Sized)
+_NO_SPAN = Span(0, [])
+
+
 class Feed:
     """The chunk feed loop, written once: room in the window, a chunk size, the items.
 
@@ -401,7 +465,7 @@ class Feed:
 
     __slots__ = ("_lock", "dry", "sizer", "source", "window")
 
-    def __init__(self, source: Iterator[tuple[int, Any]], window: Window, sizer: ChunkSizer) -> None:
+    def __init__(self, source: Iterator[tuple[int, object]], window: Window, sizer: ChunkSizer) -> None:
         self.source = source
         self.window = window
         self.sizer = sizer
@@ -412,26 +476,27 @@ class Feed:
     def next(self, block: bool = True) -> Chunk:
         """The next chunk; empty when the input ran dry, the window closed, or (not
         ``block``) there is no room right now."""
+        source = self.source
+        # islice in C: no Python step per item
+        return self._pull(lambda n: list(itertools.islice(source, n)), [], block)
+
+    def next_span(self) -> Span:
+        """The next chunk of a :class:`ListSource` as one slice (a thread lane of a plain map)."""
+        source = self.source
+        assert isinstance(source, ListSource)
+        return self._pull(source.span, _NO_SPAN, True)
+
+    def _pull(self, take: Callable[[int], C], empty: C, block: bool) -> C:
+        # Up to a chunk's size of items for as many slots of the window; unused slots go back.
         if self.dry:
-            return []
+            return empty
         want = self.sizer.next()
         got = self.window.acquire(want) if block else self.window.try_acquire(want)
         if got == 0:
-            return []
+            return empty
         with self._lock:
-            chunk, dry = take(self.source, got, self.window)
-        if dry:
+            chunk = take(got)
+        if len(chunk) < got:
             self.dry = True
+            self.window.release(got - len(chunk))
         return chunk
-
-
-def take(source: Iterator[tuple[int, Any]], n: int, window: Window) -> tuple[Chunk, bool]:
-    """Up to ``n`` items from ``source`` for ``n`` slots of ``window``; unused slots go back.
-
-    Returns the items and whether ``source`` ran dry.
-    """
-    out: Chunk = list(itertools.islice(source, n))  # in C: no Python step per item
-    dry = len(out) < n
-    if dry:
-        window.release(n - len(out))
-    return out, dry

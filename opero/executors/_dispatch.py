@@ -14,11 +14,11 @@ import heapq
 import signal
 import time
 from collections import deque
-from collections.abc import Generator
-from typing import Any
+from collections.abc import Hashable
 
+from .._decisions import Steps
 from .._errors import RemoteError, portable, stand_in
-from .._policy import Attempt, Sleep
+from .._policy import PlanParts, RemotePlan, Sleep
 from .._telemetry import Event, logger
 from .._testing import state as testing_state
 from ..stores import MISS
@@ -31,29 +31,35 @@ __all__ = ["Remote", "Sent", "decode_batch", "describe_exit"]
 class _Resumed:
     """An item whose policy continues in the parent after an attempt was lost with its worker.
 
-    The parent drives the item's :meth:`Plan.recover` steps: a backoff is a due time (the
-    map goes on meanwhile), an attempt is the item sent again to run exactly that one
-    attempt (``Sent.single``), whose outcome is fed back into the steps.
+    The parent drives the item's recovery steps (:meth:`RemotePlan.resume`): a backoff is a
+    due time (the map goes on meanwhile), an attempt is the item sent again to run exactly
+    that one ``Attempt`` (``Sent.single``), whose outcome is fed back into the steps.
     """
 
     __slots__ = ("began", "item", "steps")
 
-    def __init__(self, steps: Generator[Attempt | Sleep, Exception, None], item: Any) -> None:
+    def __init__(self, steps: Steps, item: object) -> None:
         self.steps = steps
         self.item = item
         self.began = time.perf_counter()
 
 
 class Remote:
-    """Parent-side bookkeeping for one map whose items run in worker processes."""
+    """Parent-side bookkeeping for one map whose items run in worker processes.
+
+    It reaches the plan as a :class:`~opero._policy.RemotePlan`.
+    """
 
     def __init__(self, call: MapCall, concurrency: int = 1) -> None:
         import cloudpickle
 
         self.call = call
-        self.plan = call.plan
-        self.spec_bytes: bytes = cloudpickle.dumps(_spec(call, concurrency))
-        self.keys: dict[int, Any] = {}
+        plan: RemotePlan = call.plan
+        self.plan = plan
+        #: the plan as the workers rebuild it (its name and timeout hold for this map)
+        self.parts = plan.parts()
+        self.spec_bytes: bytes = cloudpickle.dumps(_spec(call, plan, self.parts, concurrency))
+        self.keys: dict[int, Hashable] = {}
         #: items whose policy the parent drives (an attempt of theirs died with a worker)
         self.resumed: dict[int, _Resumed] = {}
         #: items to send again now, each in a chunk of its own
@@ -66,10 +72,10 @@ class Remote:
 
     # -- before dispatch -------------------------------------------------------------------
 
-    def admit(self, pairs: list[tuple[int, Any]], hits: list[Outcome]) -> list[Sent]:
+    def admit(self, pairs: list[tuple[int, object]], hits: list[Outcome]) -> list[Sent]:
         """Look ``pairs`` up in the cache; hits go to ``hits``, the rest are returned to send."""
         plan = self.plan
-        if plan.keys is None:
+        if not plan.caching:
             return [(i, item, False) for i, item in pairs]
         out: list[Sent] = []
         prefix, args, kwargs = self.call.prefix, self.call.args, self.call.kwargs
@@ -78,11 +84,10 @@ class Remote:
             try:
                 key, value = plan.lookup(*compose(prefix, item, args, kwargs))
             except Exception:
-                logger.exception("opero: cache lookup failed for %s", plan.name)
+                logger.exception("opero: cache lookup failed for %s", self.parts.name)
                 key, value = None, MISS
-            if value is not MISS:
-                plan.stats.begin()  # a miss is counted as a call by the worker that runs it
-                plan.finish(True, began, 0)
+            if value is not MISS:  # a miss is counted as a call by the worker that runs it
+                plan.settle(began, 0)
                 hits.append((i, True, value, None))
                 continue
             if key is not None:
@@ -131,7 +136,6 @@ class Remote:
 
     def refuse(self, sent: Sent, exc: BaseException, why: str) -> Outcome:
         """Fail one item that cannot travel: a call with no attempt, failed by ``exc``."""
-        plan = self.plan
         i, item, _ = sent
         self.keys.pop(i, None)
         resumed = self.resumed.pop(i, None)
@@ -145,13 +149,12 @@ class Remote:
         error.__notes__ = list(getattr(error, "__notes__", ()))  # a copy shares the list
         error.add_note(f"opero: this item ({type(item).__qualname__}) {why} ({self.call.mode} mode)")
         if resumed is None:
-            plan.stats.begin()
-            plan.finish(False, time.perf_counter(), 0, error)
+            self.plan.settle(time.perf_counter(), 0, error)
         else:
-            plan.finish(False, resumed.began, 1, error)
+            self.plan.settle(resumed.began, 1, error)
         return i, False, error, item
 
-    def rejected(self, batch: Batch, held: dict[int, tuple[Any, bool]]) -> list[Outcome]:
+    def rejected(self, batch: Batch, held: dict[int, tuple[object, bool]]) -> list[Outcome]:
         """A worker could not unpickle a chunk: re-send its items one by one to find the bad
         ones; a single item that cannot be loaded fails alone with the worker's error."""
         if len(held) > 1:
@@ -168,10 +171,7 @@ class Remote:
     def receive(self, batch: Batch) -> list[Outcome]:
         """Merge a worker batch: counters, events, cache stores; return its outcomes."""
         plan = self.plan
-        if batch.stats:
-            plan.stats.merge(batch.stats)
-        for event in batch.events:
-            plan.recorder.replay(event)
+        plan.absorb(batch.stats, batch.events)
         outs: list[Outcome] = []
         resumed = self.resumed
         for outcome in batch.outcomes:
@@ -181,7 +181,7 @@ class Remote:
                 if ok:
                     del resumed[i]
                     r.steps.close()
-                    plan.finish(True, r.began, 1)
+                    plan.settle(r.began, 1)
                     self._stored(i, value)
                     outs.append(outcome)
                 else:
@@ -194,19 +194,19 @@ class Remote:
             outs.append(outcome)
         return outs
 
-    def _stored(self, i: int, value: Any) -> None:
+    def _stored(self, i: int, value: object) -> None:
         key = self.keys.pop(i, None)
         if key is not None:
             try:
                 self.plan.store(key, value)
             except Exception:
-                logger.exception("opero: cache store failed for %s", self.plan.name)
+                logger.exception("opero: cache store failed for %s", self.parts.name)
 
-    def lose(self, held: dict[int, tuple[Any, bool]], error: Exception) -> list[Outcome]:
+    def lose(self, held: dict[int, tuple[object, bool]], error: Exception) -> list[Outcome]:
         """Items ``held`` by a worker that died (or was killed): each lost one attempt.
 
         That attempt failed with ``error`` (``WorkerLostError``, or ``TimeoutError`` for an
-        attempt over a hard timeout); the item's own policy (``Plan.recover``: backoff,
+        attempt over a hard timeout); the item's own policy (its recovery steps: backoff,
         retries, fallbacks, counters, events) decides what happens next, here in the parent.
         """
         finals: list[Outcome] = []
@@ -216,16 +216,17 @@ class Remote:
             err = copy.copy(error)
             r = self.resumed.get(i)
             if r is None:
-                # The call began in the worker, but its counters died with it: count it here.
-                plan.stats.begin()
+                # The call began in the worker, but its counters died with it: begin it here.
                 a, kw = compose(prefix, item, args, kwargs)
-                r = self.resumed[i] = _Resumed(plan.recover(a, kw, err), item)
+                r = self.resumed[i] = _Resumed(plan.resume(a, kw, err), item)
                 self._advance(i, r, None, finals)
             else:
                 self._advance(i, r, err, finals)
         return finals
 
-    def died(self, held: dict[int, tuple[Any, bool]], running: set[int], error: Exception) -> list[Outcome]:
+    def died(
+        self, held: dict[int, tuple[object, bool]], running: set[int], error: Exception
+    ) -> list[Outcome]:
         """A worker died holding ``held``, running the attempts of ``running`` at the time.
 
         Only the item it was running is charged (one attempt failed with ``error``); the
@@ -249,14 +250,14 @@ class Remote:
         again = self.again
         return [again.popleft() for _ in range(min(max(1, n), len(again)))]
 
-    def _advance(self, i: int, r: _Resumed, error: BaseException | None, out: list[Outcome]) -> None:
+    def _advance(self, i: int, r: _Resumed, error: Exception | None, out: list[Outcome]) -> None:
         """Feed ``error`` (None: go on after a backoff or a first failure) to the item's steps."""
         try:
-            step = next(r.steps) if error is None else r.steps.send(error)  # type: ignore[arg-type]
+            step = next(r.steps) if error is None else r.steps.send(error)
         except Exception as final:  # every round failed, or an error that is not retried
             del self.resumed[i]
             self.keys.pop(i, None)
-            self.plan.finish(False, r.began, 1, final)
+            self.plan.settle(r.began, 1, final)
             out.append((i, False, final, r.item))
             return
         if isinstance(step, Sleep) and step.delay > 0:
@@ -266,15 +267,14 @@ class Remote:
         if isinstance(step, Sleep):
             self._advance(i, r, None, out)
             return
-        self.retry.append((i, (step.args, step.kwargs), True))
+        self.retry.append((i, step, True))  # the worker runs this one Attempt
 
 
-def _spec(call: MapCall, concurrency: int) -> Spec:
+def _spec(call: MapCall, plan: RemotePlan, parts: PlanParts, concurrency: int) -> Spec:
     """What every worker needs to run this map's items (see :class:`Spec`)."""
     import cloudpickle
 
-    plan = call.plan
-    limiter, share = plan.limiter, None
+    limiter, share = parts.limiter, None
     if limiter is not None:
         try:
             cloudpickle.dumps(limiter)
@@ -282,15 +282,12 @@ def _spec(call: MapCall, concurrency: int) -> Spec:
             # Until the limiter can travel, each worker spends an equal share: the total
             # stays within the budget, spacing across workers is not exact.
             share = limiter.rate / max(1, call.workers)
-            limiter = None
+            parts = parts._replace(limiter=None)
     # Workers build and send home only the events someone here listens to.
     wanted = plan.recorder.wanted_kinds()
     relay: bool | frozenset[str] = True if wanted is None else wanted
     return Spec(
-        plan.func,
-        plan.options,
-        plan.name,
-        limiter,
+        parts,
         share,
         call.prefix,
         call.args,
@@ -298,9 +295,6 @@ def _spec(call: MapCall, concurrency: int) -> Spec:
         concurrency=concurrency,
         relay=relay,
         testing=(testing_state.active, testing_state.cache),
-        breaker=plan.breaker,
-        sticky=plan.sticky,
-        pace=plan.pace,
     )
 
 

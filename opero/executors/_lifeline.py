@@ -20,7 +20,8 @@ import signal
 import subprocess
 import sys
 import threading
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 __all__ = ["guard", "life_fd", "spawn"]
 
@@ -28,47 +29,67 @@ _PR_SET_PDEATHSIG = 1
 
 # -- parent side -----------------------------------------------------------------------------
 
+
+@dataclass
+class _Spawn:
+    """One request to the spawner thread (``start`` a worker), and its answer."""
+
+    start: Callable[[], subprocess.Popen[bytes]]
+    done: threading.Event = field(default_factory=threading.Event)
+    proc: subprocess.Popen[bytes] | None = None
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Life:
+    """This process's spawner and life pipe (per process: a forked child makes its own)."""
+
+    pid: int
+    jobs: queue.SimpleQueue[_Spawn]
+    #: (read, write): the parent never writes, its death is the message
+    pipe: tuple[int, int]
+
+
 _lock = threading.Lock()
-_state: dict[str, Any] = {}  # pid, the spawner's queue, the life pipe (per process: fork-safe)
+_state: _Life | None = None  # this process's (a forked child replaces its parent's)
 
 
-def _setup() -> dict[str, Any]:
+def _setup() -> _Life:
+    global _state
     with _lock:
-        if _state.get("pid") != os.getpid():
-            read, write = os.pipe()  # the parent never writes: its death is the message
-            jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        if _state is None or _state.pid != os.getpid():
+            jobs: queue.SimpleQueue[_Spawn] = queue.SimpleQueue()
             threading.Thread(target=_spawner, args=(jobs,), name="opero-spawner", daemon=True).start()
-            _state.update(pid=os.getpid(), jobs=jobs, life=(read, write))
+            _state = _Life(os.getpid(), jobs, os.pipe())
         return _state
 
 
 def life_fd() -> int:
     """The read end of this process's life pipe, for a worker to inherit and watch."""
-    fd: int = _setup()["life"][0]
-    return fd
+    return _setup().pipe[0]
 
 
-def _spawner(jobs: queue.SimpleQueue[Any]) -> None:
+def _spawner(jobs: queue.SimpleQueue[_Spawn]) -> None:
     while True:
-        argv, kwargs, box, done = jobs.get()
+        job = jobs.get()
         try:
-            box.append((True, subprocess.Popen(argv, **kwargs)))
+            job.proc = job.start()
         except BaseException as exc:  # handed to the caller
-            box.append((False, exc))
-        done.set()
+            job.error = exc
+        job.done.set()
 
 
-def spawn(argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
-    """``subprocess.Popen(argv, **kwargs)``, started from this process's spawner thread."""
-    box: list[tuple[bool, Any]] = []
-    done = threading.Event()
-    _setup()["jobs"].put((argv, kwargs, box, done))
-    done.wait()
-    ok, value = box[0]
-    if not ok:
-        raise value
-    proc: subprocess.Popen[bytes] = value
-    return proc
+def spawn(
+    argv: list[str], *, pass_fds: tuple[int, ...], env: dict[str, str], stdin: int
+) -> subprocess.Popen[bytes]:
+    """``subprocess.Popen(argv, ...)``, started from this process's spawner thread."""
+    job = _Spawn(lambda: subprocess.Popen(argv, pass_fds=pass_fds, env=env, stdin=stdin))
+    _setup().jobs.put(job)
+    job.done.wait()
+    if job.error is not None:
+        raise job.error
+    assert job.proc is not None
+    return job.proc
 
 
 # -- worker side -----------------------------------------------------------------------------

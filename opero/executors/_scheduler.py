@@ -13,7 +13,7 @@ import abc
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ._chunks import Feed, MapCall, Outcome, Window
 
@@ -116,7 +116,7 @@ class Flight:
     """A chunk on its way: the items it still holds, when it left, what started."""
 
     chunk_id: int
-    held: dict[int, tuple[Any, bool]]
+    held: dict[int, tuple[object, bool]]
     sent_at: float
     size: int
     #: attempts running now under a hard timeout: index -> when they started
@@ -136,7 +136,7 @@ class Scheduler:
         self.transport = transport
         self.flights: dict[int, Flight] = {}
         self._next_id = 0
-        timeout = call.plan.timeout
+        timeout = remote.parts.options.timeout
         self.hard = timeout + HARD_GRACE if timeout is not None and transport.ticks else None
 
     def run(self) -> Iterator[list[Outcome]]:
@@ -275,8 +275,8 @@ class Scheduler:
                 continue
             del self.flights[flight.chunk_id]
             self.transport.cancel(flight.chunk_id)
-            plan = self.call.plan
-            error = TimeoutError(f"{plan.name}: attempt exceeded timeout={plan.timeout}s (worker replaced)")
+            name, timeout = self.remote.parts.name, self.remote.parts.options.timeout
+            error = TimeoutError(f"{name}: attempt exceeded timeout={timeout}s (worker replaced)")
             held = flight.held
             ready.extend(self.remote.lose({i: held[i] for i in late}, error))
             self.remote.again.extend((i, p, s) for i, (p, s) in held.items() if i not in late)

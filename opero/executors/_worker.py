@@ -23,12 +23,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import NamedTuple
 
+from .._attempt import Gate
+from .._decisions import Args, Attempt, Kwargs
 from .._errors import RemoteError, portable, stand_in
 from .._limit import Limiter
-from .._options import Options
-from .._policy import Plan, rebuild
+from .._policy import ItemPlan, PlanParts, rebuild
 from .._telemetry import Event, FunctionStats
 from .._testing import state as testing_state
 from .._threads import call_with_timeout
@@ -36,36 +37,45 @@ from ._board import Board
 from ._chunks import RUNNING, Chunk, Outcome, run_chunk_async, run_chunk_sync
 from ._lifeline import guard
 
-__all__ = ["BATCH", "TICK", "Batch", "ChunkRunner", "Sent", "Spec", "encode_batch", "run_task", "unpack_tick"]
+__all__ = [
+    "BATCH",
+    "TICK",
+    "Batch",
+    "ChunkBody",
+    "ChunkRunner",
+    "Message",
+    "Sent",
+    "Spec",
+    "encode_batch",
+    "run_task",
+    "unpack_tick",
+]
 
-_NO_CALLBACKS = {"on_retry": None, "on_success": None, "on_failure": None, "on_cache_hit": None}
+_NO_CALLBACKS: dict[str, object] = {
+    "on_retry": None,
+    "on_success": None,
+    "on_failure": None,
+    "on_cache_hit": None,
+}
 
 
 @dataclass
 class Spec:
     """What a worker needs to run one map's items (sent once per worker per map)."""
 
-    func: Callable[..., Any]
-    options: Options
-    name: str
-    limiter: Limiter | None
+    #: the parent's plan, to rebuild (its limiter None when it could not travel)
+    parts: PlanParts
     #: when the limiter could not travel: the rate this worker may use on its own
     rate_share: float | None
-    prefix: tuple[Any, ...]
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
+    prefix: Args
+    args: Args
+    kwargs: Kwargs
     #: items of a chunk run at once on the worker's event loop (async_process)
     concurrency: int = 1
     #: events to send home: True (all), or the kinds the parent listens to (none: no relay)
     relay: bool | frozenset[str] = True
     #: the parent's ``opero.testing()`` mode (active, cache), applied in the worker too
     testing: tuple[bool, bool] = (False, True)
-    #: the parent's circuit breaker (its state is shared through the host or redis store)
-    breaker: Any = None
-    #: the parent's sticky fallback record (demotions shared with the parent): Plan.sticky
-    sticky: Any = None
-    #: [pace] the parent's token budget and concurrency slots (shared through their stores)
-    pace: Any = None
 
 
 @dataclass
@@ -74,7 +84,7 @@ class Batch:
 
     chunk_id: int
     outcomes: list[Outcome]
-    stats: dict[str, Any]
+    stats: dict[str, object]
     events: list[Event]
     final: bool
     #: the worker could not unpickle the chunk's items (``outcomes`` hold that error)
@@ -85,17 +95,37 @@ class Batch:
 Flush = Callable[[Batch], None]
 
 #: an item on its way to a worker: ``(index, payload, single)``. A full item runs with the
-#: whole policy (``payload`` is the item); a single one runs exactly one attempt with
-#: ``payload = (args, kwargs)``, because the parent drives its policy (an earlier attempt
+#: whole policy (``payload`` is the item); a single one runs exactly one attempt, the
+#: ``Attempt`` in ``payload``, because the parent drives its policy (an earlier attempt
 #: died with a worker).
-Sent = tuple[int, Any, bool]
+Sent = tuple[int, object, bool]
+
+#: the body of a ``chunk`` message: ``(chunk_id, indices, blob)``, ``blob`` the pickled ``Sent`` list
+ChunkBody = tuple[int, list[int], bytes]
+#: a message from the parent to a pool worker: ``(kind, map token, body)``; the body of a
+#: ``setup`` is the pickled :class:`Spec`, of a ``chunk`` a :data:`ChunkBody`, of a ``drop``
+#: or an ``exit`` None
+Message = tuple[str, str, bytes | ChunkBody | None]
+
+
+class _Group(NamedTuple):
+    """A run of items of one kind (full items, or single attempts) within a chunk."""
+
+    chunk_id: int
+    #: position of its first item in the chunk
+    base: int
+    items: Chunk
+    singles: _Singles | None
+    #: the chunk's last group: its last batch is final
+    last: bool
 
 
 class ChunkRunner:
-    """Runs one map's chunks in a worker process: the Plan rebuilt from its :class:`Spec`.
+    """Runs one map's chunks in a worker process: the plan rebuilt from its :class:`Spec`.
 
     Each thread of the process gets its own plan (a dask worker runs several chunks at
-    once), so the counters a batch exports are exactly that batch's.
+    once), so the counters a batch exports are exactly that batch's. The plan is reached as
+    an :class:`~opero._policy.ItemPlan`, its single attempts through its ``Gate``.
     """
 
     def __init__(self, spec: Spec) -> None:
@@ -106,37 +136,46 @@ class ChunkRunner:
     @property
     def hard(self) -> bool:
         """Whether attempts report their start and end (the parent enforces ``timeout``)."""
-        return self.spec.options.timeout is not None and _tick is not None
+        return self.spec.parts.options.timeout is not None and _tick is not None
 
-    def plan(self) -> Plan:
+    def plan(self) -> ItemPlan:
         """This thread's plan for the map."""
-        plan: Plan | None = getattr(self._local, "plan", None)
-        if plan is None:
+        return self._own()[0]
+
+    def _own(self) -> tuple[ItemPlan, Gate]:
+        """This thread's plan and its attempt gate, rebuilt on first use (:func:`rebuild`)."""
+        own: tuple[ItemPlan, Gate] | None = getattr(self._local, "own", None)
+        if own is None:
             spec = self.spec
-            # the parent's breaker travels in the spec (its state is shared through the store)
-            opts = spec.options.replace(cache=False, circuit_breaker=None, **_NO_CALLBACKS)
-            func = spec.func
-            if self.hard and _tick is not None and opts.timeout is not None:
-                # the wrapper applies the timeout (soft here, hard in the parent)
-                is_async = inspect.iscoroutinefunction(func)
-                func = _reporting(func, opts.timeout, spec.name, is_async, _tick)
-                opts = opts.replace(timeout=None)
-            if _board is not None and inspect.iscoroutinefunction(func):
-                # several attempts at once: each marks its item (the parent reads it if we die)
-                func = _board.watch(func, RUNNING.get)
-            limiter = spec.limiter
-            if limiter is None and spec.rate_share is not None:
-                limiter = Limiter(spec.name, spec.rate_share, opts.rate_burst)
-            plan = rebuild(func, opts, spec.name, limiter, spec.breaker, True, spec.sticky, spec.pace)
+            plan = rebuild(self._parts())
             plan.recorder.relay = [] if spec.relay else None
             plan.recorder.relay_kinds = spec.relay if isinstance(spec.relay, frozenset) else None
-            self._local.plan = plan
-        return plan
+            own = (plan, plan.gate)
+            self._local.own = own
+        return own
 
-    @staticmethod
-    def fresh_stats(plan: Plan) -> FunctionStats:
+    def _parts(self) -> PlanParts:
+        """The parent's parts as this worker runs them: uncached, no callbacks, in a map."""
+        spec = self.spec
+        parts = spec.parts
+        # the parent's breaker travels in the parts (its state is shared through the store)
+        opts = parts.options.replace(cache=False, circuit_breaker=None, **_NO_CALLBACKS)
+        func = parts.func
+        if self.hard and _tick is not None and opts.timeout is not None:
+            # the wrapper applies the timeout (soft here, hard in the parent)
+            func = _reporting(func, opts.timeout, parts.name, _tick)
+            opts = opts.replace(timeout=None)
+        if _board is not None and inspect.iscoroutinefunction(func):
+            # several attempts at once: each marks its item (the parent reads it if we die)
+            func = _board.watch(func, RUNNING.get)
+        limiter = parts.limiter
+        if limiter is None and spec.rate_share is not None:
+            limiter = Limiter(parts.name, spec.rate_share, opts.rate_burst)
+        return parts._replace(func=func, options=opts, limiter=limiter, in_map=True)
+
+    def fresh_stats(self, plan: ItemPlan) -> FunctionStats:
         """Swap in empty counters so each batch exports a delta (this thread's plan only)."""
-        st = FunctionStats(plan.name)
+        st = FunctionStats(self.spec.parts.name)
         plan.stats = st
         plan.recorder.stats = st
         return st
@@ -149,51 +188,39 @@ class ChunkRunner:
         """
         spec = self.spec
         testing_state.active, testing_state.cache = spec.testing
-        plan = self.plan()
+        plan, gate = self._own()
         # consecutive runs of full items and of single attempts, in the order sent
-        groups: list[tuple[bool, list[tuple[int, Any]]]] = []
+        groups: list[tuple[bool, Chunk]] = []
         for idx, payload, single in items:
             if not groups or groups[-1][0] != single:
                 groups.append((single, []))
             groups[-1][1].append((idx, payload))
         base = 0  # position of the group's first item in the chunk
         for g, (single, chunk) in enumerate(groups):
-            last = g == len(groups) - 1
-            if plan.is_async:
-                self._run_async(chunk_id, plan, chunk, single, last, flush)
-            else:
-                self._run_sync((chunk_id, base), plan, chunk, single, last, flush)
+            runner = _Singles(gate, chunk) if single else None
+            group = _Group(chunk_id, base, chunk, runner, g == len(groups) - 1)
+            (self._run_async if plan.is_async else self._run_sync)(plan, group, flush)
             base += len(chunk)
 
-    def _run_async(
-        self,
-        chunk_id: int,
-        plan: Plan,
-        chunk: Chunk,
-        single: bool,
-        last: bool,
-        flush: Flush,
-    ) -> None:
+    def _run_async(self, plan: ItemPlan, group: _Group, flush: Flush) -> None:
         """A group of items on this worker's event loop, ``concurrency`` at once; one batch."""
-        spec = self.spec
+        spec, singles = self.spec, group.singles
         if self.loop is None:
             self.loop = asyncio.new_event_loop()
         st = self.fresh_stats(plan)
-        if single:
-            outs = self.loop.run_until_complete(_attempts_async(plan, chunk, spec.concurrency))
+        if singles is not None:
+            outs = self.loop.run_until_complete(singles.run_async(spec.concurrency))
         else:
             outs = self.loop.run_until_complete(
-                run_chunk_async(plan, chunk, spec.prefix, spec.args, spec.kwargs, spec.concurrency)
+                run_chunk_async(plan, group.items, spec.prefix, spec.args, spec.kwargs, spec.concurrency)
             )
-        flush(self._batch(chunk_id, plan, st, outs, last))
+        flush(self._batch(group.chunk_id, plan, st, outs, group.last))
 
-    def _run_sync(
-        self, where: tuple[int, int], plan: Plan, chunk: Chunk, single: bool, last: bool, flush: Flush
-    ) -> None:
-        """A group of items in order (at position ``base`` of chunk ``chunk_id``: ``where``),
-        flushed in sub-batches about 5 ms apart, each marked on the board before it runs."""
+    def _run_sync(self, plan: ItemPlan, group: _Group, flush: Flush) -> None:
+        """A group of items in order, flushed in sub-batches about 5 ms apart, each marked on
+        the board before it runs."""
         spec = self.spec
-        chunk_id, base = where
+        chunk_id, base, chunk, singles, last = group
         start = 0
         step = 1
         while start < len(chunk):
@@ -204,8 +231,8 @@ class ChunkRunner:
                 _board.running_span(chunk_id, base + start, base + start + len(part))
             if self.hard:  # one item per batch: the attempt's ticks name it
                 RUNNING.set(part[0][0])
-            if single:
-                outs = _attempts_sync(plan, part)
+            if singles is not None:
+                outs = singles.run_sync(start, start + len(part))
             else:
                 outs = run_chunk_sync(plan, part, spec.prefix, spec.args, spec.kwargs)
             start += len(part)
@@ -218,7 +245,7 @@ class ChunkRunner:
             flush(self._batch(chunk_id, plan, st, outs, last and start >= len(chunk)))
 
     @staticmethod
-    def _batch(chunk_id: int, plan: Plan, st: FunctionStats, outs: list[Outcome], final: bool) -> Batch:
+    def _batch(chunk_id: int, plan: ItemPlan, st: FunctionStats, outs: list[Outcome], final: bool) -> Batch:
         relay = plan.recorder.relay
         events: list[Event] = []
         if relay:
@@ -227,32 +254,44 @@ class ChunkRunner:
         return Batch(chunk_id, outs, st.export(), events, final)
 
 
-def _attempts_sync(plan: Plan, chunk: Chunk) -> list[Outcome]:
-    """One attempt each (the parent counts them and decides what follows)."""
-    out: list[Outcome] = []
-    for idx, (args, kwargs) in chunk:
-        RUNNING.set(idx)
-        try:
-            out.append((idx, True, plan.attempt_sync(args, kwargs), None))
-        except Exception as exc:
-            out.append((idx, False, exc, None))
-    return out
+class _Singles:
+    """A group of single attempts (the parent drives their policy): one attempt each, through
+    the plan's gate; the parent counts them and decides what follows."""
 
+    __slots__ = ("gate", "steps")
 
-async def _attempts_async(plan: Plan, chunk: Chunk, concurrency: int) -> list[Outcome]:
-    out: list[Outcome] = []
-    items = iter(chunk)
+    def __init__(self, gate: Gate, chunk: Chunk) -> None:
+        self.gate = gate
+        #: each payload of a single item is an ``Attempt`` (see ``Sent``)
+        self.steps = [(idx, step) for idx, step in chunk if isinstance(step, Attempt)]
 
-    async def lane() -> None:
-        for idx, (args, kwargs) in items:
+    def run_sync(self, start: int, end: int) -> list[Outcome]:
+        """The attempts at positions ``start:end``, in order."""
+        out: list[Outcome] = []
+        for idx, step in self.steps[start:end]:
             RUNNING.set(idx)
             try:
-                out.append((idx, True, await plan.attempt_async(args, kwargs), None))
+                out.append((idx, True, self.gate.attempt_sync(step.args, step.kwargs), None))
             except Exception as exc:
                 out.append((idx, False, exc, None))
+        return out
 
-    await asyncio.gather(*(lane() for _ in range(max(1, min(concurrency, len(chunk))))))
-    return out
+    async def run_async(self, concurrency: int) -> list[Outcome]:
+        """All the attempts on the running loop, ``concurrency`` at once."""
+        out: list[Outcome] = []
+        steps = iter(self.steps)
+        attempt = self.gate.attempt_async
+
+        async def lane() -> None:
+            for idx, step in steps:
+                RUNNING.set(idx)
+                try:
+                    out.append((idx, True, await attempt(step.args, step.kwargs), None))
+                except Exception as exc:
+                    out.append((idx, False, exc, None))
+
+        await asyncio.gather(*(lane() for _ in range(max(1, min(concurrency, len(self.steps))))))
+        return out
 
 
 # -- hard timeouts: attempts tell the parent when they start and end ----------------------
@@ -275,20 +314,21 @@ def unpack_tick(raw: bytes) -> tuple[int, bool]:
 
 
 def _reporting(
-    func: Callable[..., Any], timeout: float, name: str, is_async: bool, tick: Callable[[int, bool], None]
-) -> Callable[..., Any]:
+    func: Callable[..., object], timeout: float, name: str, tick: Callable[[int, bool], None]
+) -> Callable[..., object]:
     """``func`` under the soft ``timeout``, telling the parent when each attempt starts and
     ends, so the parent can kill this worker when an attempt holds on past the limit (a C
     loop holding the GIL never lets the soft limit fire)."""
-    if is_async:
+    if inspect.iscoroutinefunction(func):
+        coro = func  # narrowed: the closure awaits an ``async def``
 
         @functools.wraps(func)  # the signature stays the function's (arg_fallback reads it)
-        async def attempt_async(*args: Any, **kwargs: Any) -> Any:
+        async def attempt_async(*args: object, **kwargs: object) -> object:
             idx = RUNNING.get()
             tick(idx, True)
             try:
                 async with asyncio.timeout(timeout):
-                    return await func(*args, **kwargs)
+                    return await coro(*args, **kwargs)
             except TimeoutError as exc:
                 raise TimeoutError(f"{name}: attempt exceeded timeout={timeout}s") from exc
             finally:
@@ -297,7 +337,7 @@ def _reporting(
         return attempt_async
 
     @functools.wraps(func)
-    def attempt(*args: Any, **kwargs: Any) -> Any:
+    def attempt(*args: object, **kwargs: object) -> object:
         idx = RUNNING.get()
         tick(idx, True)
         try:
@@ -359,7 +399,7 @@ def encode_batch(batch: Batch) -> bytes:
     import cloudpickle
 
     ok_idx: list[int] = []
-    ok_values: list[Any] = []
+    ok_values: list[object] = []
     failures: list[tuple[int, bytes, BaseException]] = []
     for idx, ok, value, item in batch.outcomes:
         if ok:
@@ -395,28 +435,27 @@ def _pack_events(events: list[Event]) -> bytes:
         return bytes(cloudpickle.dumps(good))
 
 
-def _pack_failure(idx: int, value: Any, item: Any) -> tuple[int, bytes, BaseException]:
+def _pack_failure(idx: int, error: BaseException, item: object) -> tuple[int, bytes, BaseException]:
     import cloudpickle
 
-    error = portable(value) if isinstance(value, BaseException) else value
+    sent = portable(error)
     try:
-        blob = bytes(cloudpickle.dumps((error, item)))
+        blob = bytes(cloudpickle.dumps((sent, item)))
     except Exception:
         # the item came from the parent, so this is rare: keep the error, drop the item
-        blob = bytes(cloudpickle.dumps((error, None)))
-    if error is not value:  # already a stand-in made of plain values
-        return idx, blob, error
-    return idx, blob, stand_in(value) if isinstance(value, BaseException) else error
+        blob = bytes(cloudpickle.dumps((sent, None)))
+    # the parent's fallback when the blob cannot be loaded there: a stand-in of plain values
+    return idx, blob, sent if sent is not error else stand_in(error)
 
 
 def _pack_results(
-    idx: list[int], values: list[Any], failures: list[tuple[int, bytes, BaseException]]
+    idx: list[int], values: list[object], failures: list[tuple[int, bytes, BaseException]]
 ) -> tuple[bytes, list[int]]:
     """Some result cannot be pickled: find which, fail those items, keep the rest."""
     import cloudpickle
 
     kept_idx: list[int] = []
-    kept: list[Any] = []
+    kept: list[object] = []
     for i, value in zip(idx, values, strict=True):
         try:
             cloudpickle.dumps(value)
@@ -478,41 +517,46 @@ def main(read_fd: int, write_fd: int, board_fd: int, parent: int, life_fd: int) 
             raw = inbox.recv_bytes()
         except (EOFError, OSError):
             return
-        kind, token, body = pickle.loads(raw)
+        kind, token, body = pickle.loads(raw)  # see Message
         if kind == "exit":
             return
-        _handle(kind, token, body, plans, flush)
+        if kind == "setup":
+            plans[token] = _setup(body)
+        elif kind == "chunk":
+            _chunk(plans, token, body, flush)
+        elif kind == "drop":
+            plans.pop(token, None)
 
 
-def _handle(kind: str, token: str, body: Any, plans: dict[str, ChunkRunner | _Broken], flush: Flush) -> None:
-    """One message from the parent: a map's ``setup``, one of its chunks, or its ``drop``."""
+def _setup(body: bytes) -> ChunkRunner | _Broken:
+    """A map's ``setup`` message: its runner, or (it cannot load here) why."""
     import cloudpickle
 
-    if kind == "setup":
+    try:
+        return ChunkRunner(cloudpickle.loads(body))
+    except BaseException as exc:
+        # The parent sees the error on each chunk of this map instead of a hang.
+        return _Broken(exc)
+
+
+def _chunk(plans: dict[str, ChunkRunner | _Broken], token: str, body: ChunkBody, flush: Flush) -> None:
+    """A ``chunk`` message: run its items with the map's runner, or fail them with its error."""
+    chunk_id, indices, blob = body
+    items = load_items(chunk_id, indices, blob)
+    if isinstance(items, Batch):
+        flush(items)
+        return
+    wp = plans.get(token)
+    if isinstance(wp, ChunkRunner):
         try:
-            plans[token] = ChunkRunner(cloudpickle.loads(body))
-        except BaseException as exc:
-            # The parent sees the error on each chunk of this map instead of a hang.
-            plans[token] = _Broken(exc)
-    elif kind == "chunk":
-        chunk_id, indices, blob = body
-        items = load_items(chunk_id, indices, blob)
-        if isinstance(items, Batch):
-            flush(items)
+            wp.plan()  # a plan that cannot be built here fails the items, not the worker
+        except Exception as exc:
+            wp = plans[token] = _Broken(exc)
+        else:
+            wp.run(chunk_id, items, flush)
             return
-        wp = plans.get(token)
-        if isinstance(wp, ChunkRunner):
-            try:
-                wp.plan()  # a plan that cannot be built here fails the items, not the worker
-            except Exception as exc:
-                wp = plans[token] = _Broken(exc)
-            else:
-                wp.run(chunk_id, items, flush)
-                return
-        err = wp.error if wp is not None else RuntimeError("opero: worker lost its setup")
-        flush(Batch(chunk_id, [(i, False, err, it) for i, it, _ in items], {}, [], True))
-    elif kind == "drop":
-        plans.pop(token, None)
+    err = wp.error if wp is not None else RuntimeError("opero: worker lost its setup")
+    flush(Batch(chunk_id, [(i, False, err, it) for i, it, _ in items], {}, [], True))
 
 
 class _Broken:

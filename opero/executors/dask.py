@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import queue
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Protocol, cast
 
 from .._errors import WorkerLostError
 from ._chunks import ChunkSizer, Feed, MapCall, Outcome, Window, run_chunk_sync
@@ -28,8 +28,10 @@ __all__ = ["DaskTransport", "joblib_config", "joblib_outcomes", "outcomes"]
 
 
 def joblib_outcomes(
-    call: MapCall, source: Iterator[tuple[int, Any]], window: Window
+    call: MapCall, source: Iterator[tuple[int, object]], window: Window
 ) -> Iterator[list[Outcome]]:
+    """Thread and process maps inside an enclosing ``joblib.parallel_config``: one joblib
+    task per chunk, run in this process (thread backends) or through the worker protocol."""
     from joblib import Parallel
 
     # Here, not at the top: `import opero` reaches this module (joblib_config) and must not
@@ -40,19 +42,18 @@ def joblib_outcomes(
     assert config is not None
     backend, n_jobs = config
     workers = call.workers if n_jobs is None else n_jobs
-    in_process = bool(getattr(backend, "uses_threads", False))
-    remote = None if in_process else Remote(call)
     feed = Feed(source, window, ChunkSizer(0.02, 1000, call.total, max(1, abs(workers)), call.chunksize))
-    hits: list[Outcome] = []
-    tasks = _joblib_tasks(call, feed, remote, hits)
+    # joblib's results are untyped: each task returns the list its function returns
     runner = Parallel(n_jobs=workers, return_as="generator_unordered")
-    for got in runner(tasks):
+    if getattr(backend, "uses_threads", False):
+        yield from cast("Iterator[list[Outcome]]", runner(_local_tasks(call, feed)))
+        return
+    remote = Remote(call)
+    hits: list[Outcome] = []
+    for got in cast("Iterator[list[bytes]]", runner(_remote_tasks(feed, remote, hits))):
         if hits:
             ready, hits[:] = list(hits), []
             yield ready
-        if remote is None:
-            yield got
-            continue
         outs: list[Outcome] = []
         for raw in got:
             batch = decode_batch(raw)
@@ -63,23 +64,25 @@ def joblib_outcomes(
         yield list(hits)
 
 
-def _joblib_tasks(call: MapCall, feed: Feed, remote: Remote | None, hits: list[Outcome]) -> Iterator[Any]:
-    """One joblib task per chunk: in this process (thread backends) or through the worker
-    protocol (``remote``); cache hits go to ``hits`` without a task."""
+def _local_tasks(call: MapCall, feed: Feed) -> Iterator[object]:
+    """One joblib task per chunk, run in this process (a thread backend)."""
+    from joblib import delayed
+
+    while pairs := feed.next():
+        yield delayed(run_chunk_sync)(call.plan, pairs, call.prefix, call.args, call.kwargs)
+
+
+def _remote_tasks(feed: Feed, remote: Remote, hits: list[Outcome]) -> Iterator[object]:
+    """One joblib task per chunk through the worker protocol; cache hits go to ``hits``
+    without a task."""
     from joblib import delayed
 
     from ._worker import run_task
 
     token = os.urandom(8).hex()
     cid = 0
-    while True:
-        pairs = feed.next()
-        if not pairs:
-            return
+    while pairs := feed.next():
         cid += 1
-        if remote is None:
-            yield delayed(run_chunk_sync)(call.plan, pairs, call.prefix, call.args, call.kwargs)
-            continue
         items, blob = remote.pack(remote.admit(pairs, hits), hits)
         if items:
             yield delayed(run_task)(token, remote.spec_bytes, cid, [i for i, _, _ in items], blob)
@@ -88,13 +91,37 @@ def _joblib_tasks(call: MapCall, feed: Feed, remote: Remote | None, hits: list[O
 # -- dask -----------------------------------------------------------------------------------
 
 
-def outcomes(call: MapCall, source: Iterator[tuple[int, Any]], window: Window) -> Iterator[list[Outcome]]:
+def outcomes(call: MapCall, source: Iterator[tuple[int, object]], window: Window) -> Iterator[list[Outcome]]:
     """``dask`` mode: chunks as tasks on the active ``Client`` or a LocalCluster it starts."""
     from ._dispatch import Remote
 
     remote = Remote(call)
     feed = Feed(source, window, ChunkSizer(0.05, 1000, call.total, call.workers, call.chunksize))
     return Scheduler(call, feed, window, remote, DaskTransport(call.workers, remote.spec_bytes)).run()
+
+
+class _Task(Protocol):
+    """What this transport uses of a ``distributed.Future`` (one chunk's task)."""
+
+    def result(self) -> list[bytes]:
+        """The task's pickled batches, or raise how it failed."""
+        ...
+
+    def cancel(self) -> object:
+        """Drop the task if it has not run."""
+        ...
+
+    def add_done_callback(self, fn: Callable[[_Task], None]) -> None:
+        """Call ``fn`` with this task when it ends."""
+        ...
+
+
+class _Closing(Protocol):
+    """A client or cluster this map started."""
+
+    def close(self) -> object:
+        """Release it."""
+        ...
 
 
 class DaskTransport(Transport):
@@ -112,7 +139,8 @@ class DaskTransport(Transport):
 
         try:
             self.client = Client.current()  # type: ignore[no-untyped-call]
-            self.owned: tuple[Any, Any] | None = None
+            #: the client and cluster this map started (closed with it)
+            self.owned: tuple[_Closing, _Closing] | None = None
         except ValueError:
             from distributed import LocalCluster
 
@@ -120,17 +148,19 @@ class DaskTransport(Transport):
                 n_workers=workers,
                 threads_per_worker=1,
                 processes=True,
-                dashboard_address=None,
                 silence_logs=40,
+                # no dashboard: the scheduler's options exactly as dashboard_address=None sets
+                # them (the parameter's inferred type is str, so they go in directly)
+                scheduler_kwargs={"dashboard": False, "dashboard_address": None},
             )
             self.client = Client(cluster, set_as_default=False)  # type: ignore[no-untyped-call]
             self.owned = (self.client, cluster)
         self.workers = workers
         self.token = os.urandom(8).hex()
         self.spec = self.client.scatter(spec, broadcast=True) if len(spec) > 100_000 else spec
-        self.futures: dict[Any, int] = {}
+        self.futures: dict[_Task, int] = {}
         # completion callbacks (not distributed.wait, which wants a default client)
-        self.finished: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.finished: queue.SimpleQueue[_Task] = queue.SimpleQueue()
 
     def room(self) -> int:
         """Two queued chunks per worker."""
@@ -140,7 +170,7 @@ class DaskTransport(Transport):
         """Submit the chunk as one task."""
         from ._worker import run_task
 
-        fut = self.client.submit(run_task, self.token, self.spec, chunk_id, indices, blob, pure=False)
+        fut: _Task = self.client.submit(run_task, self.token, self.spec, chunk_id, indices, blob, pure=False)
         self.futures[fut] = chunk_id
         fut.add_done_callback(self.finished.put)
 
@@ -155,7 +185,7 @@ class DaskTransport(Transport):
             events.extend(self._done(fut))
         return events
 
-    def _done(self, fut: Any) -> list[TransportEvent]:
+    def _done(self, fut: _Task) -> list[TransportEvent]:
         from ._dispatch import decode_batch
 
         chunk_id = self.futures.pop(fut)
@@ -173,5 +203,5 @@ class DaskTransport(Transport):
         for fut in self.futures:
             fut.cancel()
         if self.owned is not None:
-            self.owned[0].close()  # type: ignore[no-untyped-call]
-            self.owned[1].close()  # type: ignore[no-untyped-call]
+            self.owned[0].close()
+            self.owned[1].close()

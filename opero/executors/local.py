@@ -17,15 +17,17 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Executor
-from typing import Any
 
+from .._policy import ItemPlan
 from .._threads import iterate_async_in_thread
 from ._chunks import (
     ChunkSizer,
     Feed,
+    ListSource,
     MapCall,
     Outcome,
     Run,
+    Span,
     Window,
     compose,
     run_chunk_async,
@@ -35,10 +37,16 @@ from ._chunks import (
 
 __all__ = ["async_outcomes", "outcomes"]
 
-_DONE = object()
+#: what a thread lane hands the map: a chunk's outcomes, the error that stopped the input,
+#: or None when the lane is done
+_LaneNews = list[Outcome] | Run | BaseException | None
+#: what an async lane hands the map: one item's outcome, an error, or None when it is done
+_ItemNews = Outcome | BaseException | None
 
 
-def outcomes(call: MapCall, source: Iterator[tuple[int, Any]], window: Window) -> Iterator[list[Outcome]]:
+def outcomes(
+    call: MapCall, source: Iterator[tuple[int, object]], window: Window
+) -> Iterator[list[Outcome] | Run]:
     """Thread mode, and async mode driven from sync code (a private loop in a helper thread)."""
     if call.mode == "thread" or not call.plan.is_async:
         return _thread_outcomes(call, source, window)
@@ -96,11 +104,11 @@ _lanes = _LanePool()
 
 
 def _thread_outcomes(
-    call: MapCall, source: Iterator[tuple[int, Any]], window: Window
-) -> Iterator[list[Outcome]]:
+    call: MapCall, source: Iterator[tuple[int, object]], window: Window
+) -> Iterator[list[Outcome] | Run]:
     n = call.workers if call.total is None else max(1, min(call.workers, call.total))
     sizer = ChunkSizer(0.002, 1024, call.total, n, call.chunksize)
-    results: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    results: queue.SimpleQueue[_LaneNews] = queue.SimpleQueue()
     feed = Feed(source, window, sizer)
     for _ in range(n):
         _lanes.submit(functools.partial(_lane, call, feed, sizer, results))
@@ -108,7 +116,7 @@ def _thread_outcomes(
     try:
         while running:
             got = results.get()
-            if got is _DONE:
+            if got is None:
                 running -= 1
             elif isinstance(got, BaseException):
                 raise got
@@ -119,20 +127,24 @@ def _thread_outcomes(
         window.close()
 
 
-def _lane(call: MapCall, feed: Feed, sizer: ChunkSizer, results: queue.SimpleQueue[Any]) -> None:
+def _lane(call: MapCall, feed: Feed, sizer: ChunkSizer, results: queue.SimpleQueue[_LaneNews]) -> None:
     """One thread-mode lane: run chunks from ``feed`` until it is empty or the map stops."""
-    plan, stop = call.plan, call.stop
+    plan: ItemPlan = call.plan
+    stop = call.stop
     prefix, args, kwargs = call.prefix, call.args, call.kwargs
     plain = not (prefix or args or kwargs)
+    spans = isinstance(feed.source, ListSource)  # a plain map over a list: slices of it
     loop: asyncio.AbstractEventLoop | None = None
     try:
         while not stop.is_set():
-            chunk = feed.next()
+            chunk = feed.next_span() if spans else feed.next()
             if not chunk:
                 break
             t0 = time.perf_counter()
             outs: list[Outcome] | Run
-            if plan.is_async:
+            if isinstance(chunk, Span):
+                outs = run_consecutive(plan, chunk)
+            elif plan.is_async:
                 if loop is None:
                     loop = asyncio.new_event_loop()
                 outs = loop.run_until_complete(run_chunk_async(plan, chunk, prefix, args, kwargs))
@@ -147,18 +159,18 @@ def _lane(call: MapCall, feed: Feed, sizer: ChunkSizer, results: queue.SimpleQue
     finally:
         if loop is not None:
             loop.close()
-        results.put(_DONE)
+        results.put(None)
 
 
 # -- async --------------------------------------------------------------------------------
 
 
 async def async_outcomes(
-    call: MapCall, source: Iterator[tuple[int, Any]], window: Window
+    call: MapCall, source: Iterator[tuple[int, object]], window: Window
 ) -> AsyncIterator[list[Outcome]]:
     """``workers`` lanes on the running loop pulling one item at a time."""
     n = call.workers if call.total is None else max(1, min(call.workers, call.total))
-    done: asyncio.Queue[Any] = asyncio.Queue()
+    done: asyncio.Queue[_ItemNews] = asyncio.Queue()
     pool = None
     if not call.plan.is_async:
         from concurrent.futures import ThreadPoolExecutor
@@ -183,13 +195,13 @@ async def async_outcomes(
 
 async def _async_lane(
     call: MapCall,
-    source: Iterator[tuple[int, Any]],
+    source: Iterator[tuple[int, object]],
     window: Window,
-    done: asyncio.Queue[Any],
+    done: asyncio.Queue[_ItemNews],
     pool: Executor | None,
 ) -> None:
     """One async-mode lane: items one at a time (in ``pool`` for a sync function)."""
-    plan = call.plan
+    plan: ItemPlan = call.plan
     prefix, args, kwargs = call.prefix, call.args, call.kwargs
     loop = asyncio.get_running_loop()
     try:
@@ -218,14 +230,14 @@ async def _async_lane(
         done.put_nowait(exc)
         raise
     finally:
-        done.put_nowait(_DONE)
+        done.put_nowait(None)
 
 
-def _batch(got: Any, done: asyncio.Queue[Any], running: list[int]) -> list[Outcome]:
+def _batch(got: _ItemNews, done: asyncio.Queue[_ItemNews], running: list[int]) -> list[Outcome]:
     """``got`` and every outcome already queued behind it; counts lanes that ended."""
     batch: list[Outcome] = []
     while True:
-        if got is _DONE:
+        if got is None:
             running[0] -= 1
         elif isinstance(got, BaseException):
             raise got
@@ -237,7 +249,7 @@ def _batch(got: Any, done: asyncio.Queue[Any], running: list[int]) -> list[Outco
 
 
 def _async_in_thread(
-    call: MapCall, source: Iterator[tuple[int, Any]], window: Window
+    call: MapCall, source: Iterator[tuple[int, object]], window: Window
 ) -> Iterator[list[Outcome]]:
     """Drive :func:`async_outcomes` on a private loop in a helper thread, from sync code."""
 

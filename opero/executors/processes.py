@@ -37,7 +37,6 @@ import sys
 import threading
 from collections.abc import Iterator
 from multiprocessing.connection import Connection, wait
-from typing import Any
 
 from .._errors import WorkerLostError
 from ._board import Board
@@ -45,7 +44,7 @@ from ._chunks import ChunkSizer, Feed, MapCall, Outcome, Window
 from ._dispatch import Remote, decode_batch, describe_exit
 from ._lifeline import life_fd, spawn
 from ._scheduler import Arrived, Lost, Scheduler, Started, Transport, TransportEvent
-from ._worker import TICK, unpack_tick
+from ._worker import TICK, Message, unpack_tick
 
 __all__ = ["Pool", "PoolTransport", "outcomes", "process_outcomes"]
 
@@ -78,7 +77,7 @@ class _Worker:
         #: the chunk this worker runs (None when idle)
         self.chunk_id: int | None = None
 
-    def send(self, message: tuple[str, str, Any]) -> None:
+    def send(self, message: Message) -> None:
         self.inbox.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
 
     def kill(self) -> None:
@@ -175,7 +174,7 @@ def _close_shared() -> None:
         _shared.close()
 
 
-def outcomes(call: MapCall, source: Iterator[tuple[int, Any]], window: Window) -> Iterator[list[Outcome]]:
+def outcomes(call: MapCall, source: Iterator[tuple[int, object]], window: Window) -> Iterator[list[Outcome]]:
     """``process`` and ``async_process`` modes: the items of ``call`` on opero's pool."""
     concurrency = 1
     if call.mode == "async_process" and call.plan.is_async:
@@ -186,7 +185,7 @@ def outcomes(call: MapCall, source: Iterator[tuple[int, Any]], window: Window) -
 
 
 def process_outcomes(
-    call: MapCall, source: Iterator[tuple[int, Any]], window: Window, concurrency: int = 1
+    call: MapCall, source: Iterator[tuple[int, object]], window: Window, concurrency: int = 1
 ) -> Iterator[list[Outcome]]:
     """Run ``call``'s items on the pool; yield outcome batches as they arrive."""
     remote = Remote(call, concurrency)

@@ -34,7 +34,7 @@ def test_worker_plan_keeps_the_parents_limiter_and_opens_none(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(host, "limiter_store", counting)
-    spec = Spec(_double, parent.options, "double", parent.limiter, None, (), (), {})
+    spec = Spec(parent.parts(), None, (), (), {})
     runner = ChunkRunner(cloudpickle.loads(cloudpickle.dumps(spec)))
     plan = runner.plan()
     assert opened == []
