@@ -26,7 +26,7 @@ import urllib.request
 from collections import Counter
 from typing import Any
 
-from opero import opmap
+from opero import opmap, parts
 from opero.demo import DemoServer
 from opero.demo.pushback import outage_run
 
@@ -69,7 +69,7 @@ def adaptive() -> dict[str, float]:
                 ok_at.append(time.monotonic())
             return int(value)
 
-        limiter = fetch._opero_plan.limiter  # type: ignore[attr-defined]
+        limiter = parts(fetch).limiter
         rates: list[tuple[float, float]] = []
         done = threading.Event()
 

@@ -28,7 +28,7 @@ import threading
 import time
 import urllib.request
 
-from opero import CircuitOpenError, opero, opmap
+from opero import CircuitOpenError, opero, opmap, parts
 from opero.demo import DemoServer
 
 # 100 requests/s on every endpoint; above that: 429 + Retry-After
@@ -59,7 +59,7 @@ def fetch(item):
     return get(f"/item/{item}")["value"]
 
 
-limiter = fetch._opero_plan.limiter
+limiter = parts(fetch).limiter
 path, done = [], threading.Event()
 
 
