@@ -39,8 +39,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check opero tests benchmarks
 	$(BIN)/lint-imports
 
+## mypy strict and pyright (the machine's Node.js runs pyright's bundled copy), both clean.
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	$(BIN)/pyright
 
 ## The maintainer's minute: tests/unit alone (no server, subprocess, socket, kernel or worker
 ## process; under 60 s), no system service needed. `make quick` is the same.

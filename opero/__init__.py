@@ -32,6 +32,8 @@ from .stores import clear_cache
 if TYPE_CHECKING:
     from .notebook._shell import ExtensionShell
 
+    __version__: str  # resolved lazily by __getattr__ below
+
 __all__ = [
     "__version__",
     "charge",
