@@ -63,10 +63,11 @@ def _checked(name: str, items: object) -> Iterable[object]:
 class _Engine:
     """One decorated function's map machinery (shared by every call and bound method)."""
 
-    def __init__(self, func: Callable[..., object], options: Options) -> None:
+    def __init__(self, func: Callable[..., object], options: Options, plan: Plan | None = None) -> None:
         self.func = func
         self.options = options
-        self.plan: Plan = build_plan(func, options)
+        # a given plan is a parent's, rebuilt here (``_Mapped.__reduce__``)
+        self.plan: Plan = build_plan(func, options) if plan is None else plan
         self.plan.in_map = True  # an open breaker makes items wait for its probe, not fail
         self.name = self.plan.name
         self.is_async = self.plan.is_async
@@ -395,9 +396,11 @@ class _Engine:
 class _Mapped:
     """The object ``@opmap`` returns; binds like a function when it is a method."""
 
-    def __init__(self, func: Callable[..., object], options: Options, kind: str | None) -> None:
+    def __init__(
+        self, func: Callable[..., object], options: Options, kind: str | None, plan: Plan | None = None
+    ) -> None:
         functools.update_wrapper(self, func)
-        self._engine = _Engine(func, options)
+        self._engine = _Engine(func, options, plan)
         self._kind = kind
         plan = self._engine.plan
         self.stats = plan.stats
@@ -451,8 +454,10 @@ class _Mapped:
 
     def __reduce__(self) -> tuple[object, ...]:
         # A class defined in a notebook travels by value to process workers, with its
-        # opmap'd methods: rebuild them there rather than pickle locks.
-        return (_Mapped, (self.__wrapped__, self._engine.options, self._kind))  # type: ignore[attr-defined]
+        # opmap'd methods: the plan travels by its one route (``rebuild``: the parent's limiter,
+        # breaker and pace, no locks), the map machinery is built around it there.
+        engine = self._engine
+        return (_Mapped, (self.__wrapped__, engine.options, self._kind, engine.plan))  # type: ignore[attr-defined]
 
 
 class _Bound:
