@@ -99,6 +99,11 @@ class Sticky:
         self._lock = threading.Lock()
         self._local: dict[bytes, float] = {}
 
+    @property
+    def path(self) -> str | None:
+        """The file the table is shared through once it travelled to a worker, else None."""
+        return self._path
+
     def __reduce__(self) -> tuple[object, ...]:
         # Travelling to a worker: share the table through a file from now on.
         return (Sticky, (self.recheck, self._token, self._share()))

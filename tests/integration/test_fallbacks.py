@@ -192,7 +192,7 @@ def test_candidates_never_logged(api: DemoServer, caplog: pytest.LogCaptureFixtu
     import pickle
 
     pickle.loads(pickle.dumps(sticky))  # moves the table to its shared file
-    path = sticky._path
+    path = sticky.path
     assert path is not None and os.path.exists(path)
     with open(path, "rb") as fh:
         raw = fh.read()

@@ -75,7 +75,7 @@ def test_shared_table_file_goes_with_its_function() -> None:
 
     sticky = parts(get).sticky
     pickle.dumps(sticky)
-    path = sticky._path
+    path = sticky.path
     assert path is not None and os.path.exists(path)
     del get, sticky
     gc.collect()
