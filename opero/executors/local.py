@@ -107,7 +107,10 @@ def _thread_outcomes(
     call: MapCall, source: Iterator[tuple[int, object]], window: Window
 ) -> Iterator[list[Outcome] | Run]:
     n = call.workers if call.total is None else max(1, min(call.workers, call.total))
-    sizer = ChunkSizer(0.002, 1024, call.total, n, call.chunksize)
+    # ~2 ms of work a chunk; the cap only binds items under 0.5 µs, for which each chunk's
+    # hand-off to the map costs more than the work (4096 rather than 1024: 1.2x ThreadPool.map
+    # on 20,000 tiny items instead of 1.4x, measured in one quiet run of each)
+    sizer = ChunkSizer(0.002, 4096, call.total, n, call.chunksize)
     results: queue.SimpleQueue[_LaneNews] = queue.SimpleQueue()
     feed = Feed(source, window, sizer)
     for _ in range(n):
