@@ -36,12 +36,12 @@ class Parts:
         cache: the cache backend (``cache=True``), with ``clear()``, ``get`` and ``set``.
         keys: the cache-key builder: ``keys.key(args, kwargs)`` is the key of one call.
         limiter: the rate limiter (``rate_limit=``): ``current_rate()``, its ``store``.
-        breaker: the circuit breaker (``breaker=``): ``state()`` is ``"closed"``,
+        breaker: the circuit breaker (``circuit_breaker=``): ``state()`` is ``"closed"``,
             ``"open"`` or ``"half_open"``.
         sticky: the demoted fallback candidates shared by every call
             (``fallback_sticky=True``): ``demoted(candidates)``, ``demote(value)``.
-        pace: the concurrency slots, token budget and server headers (``max_concurrency=``,
-            ``token_budget=``, ``pace_headers=``).
+        pace: the concurrency slots, token budget and the server's rate-limit headers
+            (``max_concurrency=``, ``token_limit=``, ``token_budget=``, ``rate_limit=``).
         recorder: where the function's events go: ``emit(kind, **fields)`` reaches the
             same hooks, callbacks and counters as the function's own events.
     """

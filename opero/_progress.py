@@ -263,7 +263,7 @@ class MapProgress:
         self.done = self.failed = self.cancelled = 0
         #: items handed to the executor so far (in flight = taken - done); see ``taken``
         self._taken = 0
-        self._counter: itertools.count[int] | Callable[[], int] | None = None
+        self._counter: Callable[[], int] | None = None
         self.state = "running"
         self.started = time.time()
         self.ended: float | None = None
@@ -333,9 +333,7 @@ class MapProgress:
         n = self._taken
         counter = self._counter
         if counter is not None:
-            # the map's source numbers items with this counter (zip(count(), items), in C: no
-            # Python step per item); it runs one ahead once the input is exhausted
-            counted = counter() if callable(counter) else int(repr(counter)[6:-1])
+            counted = counter()
             if self.total is not None:
                 counted = min(counted, self.total)
             n = max(n, counted)
@@ -346,9 +344,15 @@ class MapProgress:
         self._taken = value
 
     def count_taken(self, counter: itertools.count[int] | Callable[[], int]) -> None:
-        """Read ``taken`` from the counter that numbers the map's items (or from a reader
-        of how far the executor has read the input)."""
-        self._counter = counter
+        """Read ``taken`` from the counter that numbers the map's items, or from a reader of
+        how far the executor has read the input."""
+        if isinstance(counter, itertools.count):
+            # zip(count(), items) numbers the items in C, no Python step per item; the count
+            # runs one ahead once the input is exhausted (``taken`` is capped at the total)
+            count = counter
+            self._counter = lambda: int(repr(count)[6:-1])
+        else:
+            self._counter = counter
 
     def took(self, n: int) -> None:
         """``n`` more items were handed to the executor."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -15,6 +14,7 @@ import pytest
 
 import opero
 from opero import BudgetExhausted, opmap
+from tests._enrich_server import embed_texts as embed
 from tests._helpers import serve_loopback
 
 
@@ -57,16 +57,6 @@ def embed_server() -> Iterator[tuple[str, _Log]]:
 
     with serve_loopback(Handler) as url:
         yield f"{url}", log
-
-
-def embed(texts: list[str], url: str) -> list[list[float]]:
-    """One POST /embed of a whole batch (module level: process workers import it by name)."""
-    request = urllib.request.Request(
-        f"{url}/embed", data=json.dumps(texts).encode(), headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        vectors: list[list[float]] = json.load(response)
-        return vectors
 
 
 def embed_charged(texts: list[str], url: str) -> list[list[float]]:
